@@ -1,0 +1,314 @@
+"""The provider contract: what the reconcilers ask of a hypervisor, in hypervisor-neutral terms.
+
+A provider instance serves one Provider endpoint inside one process and owns that
+endpoint's pooled session. All methods are async; blocking SDK calls run in the session
+pool's bounded thread pool behind the call gate (``virtrigaud.providers.calls``), which
+is the single place that takes rate-limit tokens and counts calls.
+
+Long operations return a ``TaskRef``: a string that survives a process restart (a vCenter
+task moref, a Proxmox UPID, or ``done:`` for work the hypervisor finished synchronously),
+so a reconcile records it in status and resumes it instead of repeating the operation.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+OWNER_TAG_PREFIX = "virtrigaud"
+
+
+class ErrorKind(enum.Enum):
+    RETRYABLE = "Retryable"  # network, busy, locked, rate limited: try again later
+    TERMINAL = "Terminal"  # this spec can never work as written: the user must change it
+    NOT_FOUND = "NotFound"  # the VM/snapshot/image does not exist (any more)
+
+
+class ProviderError(Exception):
+    kind: ErrorKind = ErrorKind.RETRYABLE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.field = field
+        self.retry_after = retry_after
+        super().__init__(f"{field}: {message}" if field else message)
+
+    @property
+    def reason(self) -> str:
+        """A CamelCase condition reason for status and Events."""
+        return f"Provider{self.kind.value}"
+
+
+class RetryableError(ProviderError):
+    kind = ErrorKind.RETRYABLE
+
+
+class TerminalError(ProviderError):
+    kind = ErrorKind.TERMINAL
+
+
+class NotFoundError(ProviderError):
+    kind = ErrorKind.NOT_FOUND
+
+
+class OwnershipError(TerminalError):
+    """The hypervisor VM exists but does not carry this object's ownership tag."""
+
+    @property
+    def reason(self) -> str:
+        return "NotOwned"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The Kubernetes object a hypervisor VM belongs to."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def tag(self) -> str:
+        """The ownership tag written on the hypervisor VM."""
+        return f"{OWNER_TAG_PREFIX}:{self.namespace}/{self.name}/{self.uid}"
+
+    @staticmethod
+    def parse(tag: str | None) -> Owner | None:
+        if not tag:
+            return None
+        m = re.fullmatch(rf"{OWNER_TAG_PREFIX}:([^/]+)/([^/]+)/([^/]+)", tag.strip())
+        return Owner(m.group(1), m.group(2), m.group(3)) if m else None
+
+    def hypervisor_name(self, max_len: int = 63) -> str:
+        """A name unique per (namespace, name): namespaces cannot contain dots."""
+        full = f"{self.namespace}.{self.name}"
+        if len(full) <= max_len:
+            return full
+        digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+        return f"{full[: max_len - 9]}-{digest}"
+
+
+class PowerState(enum.Enum):
+    ON = "On"
+    OFF = "Off"
+    UNKNOWN = "Unknown"
+
+
+class PowerOp(enum.Enum):
+    ON = "On"
+    OFF = "Off"  # hard power off
+    OFF_GRACEFUL = "OffGraceful"  # guest shutdown, then hard off after the timeout
+    REBOOT = "Reboot"
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    name: str
+    size_gib: int
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    network: str  # portgroup / libvirt network / Proxmox bridge
+    mac: str | None = None
+    ip_address: str | None = None
+    prefix: int | None = None
+    gateway: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Where a new VM's disk comes from, in the provider's own terms.
+
+    vSphere: ``template`` is a template/VM name. libvirt: ``template`` is a storage volume
+    (``pool/volume``) or an absolute path. Proxmox: ``template`` is the template's vmid and
+    ``node`` the node it lives on.
+    """
+
+    template: str
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """Desired state of one VM as the provider needs it."""
+
+    owner: Owner
+    cpu: int
+    memory_mib: int
+    image: ImageSpec | None = None
+    # The root disk first (the image's disk, grown to this size when it is smaller; never
+    # shrunk), then additional empty disks; providers report DiskInfo under these names.
+    disks: tuple[DiskSpec, ...] = ()
+    networks: tuple[NetworkSpec, ...] = ()
+    user_data: str | None = None
+    meta_data: str | None = None
+    placement: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    firmware: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.owner.hypervisor_name()
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    name: str
+    size_gib: float
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    id: str
+    name: str
+    power_state: PowerState
+    cpu: int
+    memory_mib: int
+    owner: Owner | None
+    ips: tuple[str, ...] = ()
+    disks: tuple[DiskInfo, ...] = ()
+    console_url: str | None = None
+    snapshots: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: int
+    memory_mib: int
+    disks: tuple[DiskSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReconfigureResult:
+    task: TaskRef | None
+    # The hypervisor cannot apply part of the change online; it takes effect after a
+    # power cycle (the reconcile reports this in a condition instead of forcing it).
+    needs_power_cycle: bool = False
+    pending: tuple[str, ...] = ()
+
+
+TaskRef = str
+"""An opaque, restart-safe task reference; ``done:...`` means already complete."""
+
+DONE: TaskRef = "done:"
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    done: bool
+    error: ProviderError | None = None
+    progress: int | None = None  # percent, when the hypervisor reports it
+    result: str | None = None  # e.g. the id of the VM a clone produced
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    online_cpu_change: bool
+    online_memory_change: bool
+    online_disk_grow: bool
+    snapshots: bool
+    memory_snapshots: bool
+    linked_clones: bool
+    image_import: bool
+    async_tasks: bool
+    graceful_shutdown: bool
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    id: str
+    path: str | None = None
+    ready: bool = True
+
+
+class Provider(abc.ABC):
+    """One hypervisor endpoint. Implementations live in providers/<type>/."""
+
+    type: str
+
+    @abc.abstractmethod
+    async def validate(self) -> None:
+        """Log in (or reuse the session) and check the endpoint answers; raise otherwise."""
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abc.abstractmethod
+    async def create(self, spec: VMSpec) -> tuple[str, TaskRef]:
+        """Create (not power on) the VM; idempotent: an existing VM owned by spec.owner is
+        returned as is, one owned by someone else raises OwnershipError."""
+
+    @abc.abstractmethod
+    async def find(self, owner: Owner) -> VMInfo | None:
+        """The VM this owner's hypervisor name maps to, if it exists (any owner tag)."""
+
+    @abc.abstractmethod
+    async def describe(self, vm_id: str) -> VMInfo:
+        """Current state; NotFoundError when the VM is gone."""
+
+    @abc.abstractmethod
+    async def list_owned(self) -> list[VMInfo]:
+        """Every VM on the endpoint that carries a VirtRigaud ownership tag, in few calls."""
+
+    @abc.abstractmethod
+    async def power(
+        self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
+    ) -> TaskRef: ...
+
+    @abc.abstractmethod
+    async def reconfigure(
+        self, vm_id: str, owner: Owner, desired: Resources
+    ) -> ReconfigureResult: ...
+
+    @abc.abstractmethod
+    async def delete(self, vm_id: str, owner: Owner) -> TaskRef:
+        """Power off if needed and destroy; refuses a VM not owned by owner."""
+
+    @abc.abstractmethod
+    async def snapshot_create(
+        self, vm_id: str, owner: Owner, name: str, *, include_memory: bool, description: str
+    ) -> tuple[str, TaskRef]: ...
+
+    @abc.abstractmethod
+    async def snapshot_delete(self, vm_id: str, owner: Owner, snapshot_id: str) -> TaskRef: ...
+
+    @abc.abstractmethod
+    async def snapshot_revert(self, vm_id: str, owner: Owner, snapshot_id: str) -> TaskRef: ...
+
+    @abc.abstractmethod
+    async def clone(
+        self, source_id: str, spec: VMSpec, *, linked: bool
+    ) -> tuple[str | None, TaskRef]:
+        """Clone source into a new VM for spec.owner; the id may only be known from the
+        finished task (TaskStatus.result)."""
+
+    @abc.abstractmethod
+    async def image_prepare(self, image: ImageSpec) -> PreparedImage:
+        """Check (and where supported, import) the image; NotFoundError if it is missing."""
+
+    @abc.abstractmethod
+    async def task_status(self, task: TaskRef) -> TaskStatus: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Log out and release the session and its threads."""
+
+
+def check_owner(info: VMInfo, owner: Owner) -> None:
+    """Refuse to touch a VM whose ownership tag is not this object's."""
+    if info.owner != owner:
+        found = info.owner.tag() if info.owner else "no VirtRigaud ownership tag"
+        raise OwnershipError(
+            f"hypervisor VM {info.name!r} ({info.id}) is owned by {found}, not by "
+            f"{owner.namespace}/{owner.name} (uid {owner.uid}); VirtRigaud will not modify it. "
+            "Rename the VirtualMachine or remove the foreign VM."
+        )

@@ -1,0 +1,92 @@
+"""The call gate: the one choke point every hypervisor call goes through.
+
+It takes a token from the Provider's shared bucket, runs the blocking SDK call in the
+session pool's bounded thread pool (and under the endpoint's in-flight cap), maps SDK
+exceptions to the three error kinds, and counts the call. Providers never call an SDK any
+other way, so "every call pays a token" holds by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from virtrigaud.providers.base import ProviderError
+from virtrigaud.providers.metrics import (
+    HYPERVISOR_CALL_SECONDS,
+    HYPERVISOR_CALLS,
+    RATE_LIMIT_WAIT_SECONDS,
+)
+
+T = TypeVar("T")
+
+
+class TokenLimiter(Protocol):
+    """A shared token bucket (Redis, a Ray actor, or the local fallback share)."""
+
+    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
+        """Wait until cost tokens are granted; return the seconds waited."""
+        ...
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    qps: float = 10.0
+    burst: int = 20
+
+
+ErrorMapper = Callable[[BaseException], ProviderError]
+
+
+class CallGate:
+    def __init__(
+        self,
+        *,
+        provider_type: str,
+        provider_key: str,
+        rate: RateLimit,
+        limiter: TokenLimiter,
+        executor: ThreadPoolExecutor,
+        map_error: ErrorMapper,
+        max_in_flight: int | None = None,
+    ) -> None:
+        self.provider_type = provider_type
+        self.provider_key = provider_key
+        self.rate = rate
+        self.limiter = limiter
+        self.executor = executor
+        self.map_error = map_error
+        self._in_flight = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+
+    @property
+    def bucket_key(self) -> str:
+        return f"provider:{self.provider_key}"
+
+    async def call(self, method: str, fn: Callable[[], T], *, cost: int = 1) -> T:
+        """Pay for and run one hypervisor call; raise ProviderError on failure."""
+        waited = await self.limiter.acquire(self.bucket_key, self.rate.qps, self.rate.burst, cost)
+        RATE_LIMIT_WAIT_SECONDS.labels(self.provider_type, self.provider_key).observe(waited)
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            if self._in_flight is None:
+                return await loop.run_in_executor(self.executor, fn)
+            async with self._in_flight:
+                return await loop.run_in_executor(self.executor, fn)
+        except ProviderError as e:
+            outcome = e.kind.value
+            raise
+        except Exception as e:
+            mapped = self.map_error(e)
+            outcome = mapped.kind.value
+            raise mapped from e
+        finally:
+            HYPERVISOR_CALLS.labels(self.provider_type, self.provider_key, method, outcome).inc()
+            HYPERVISOR_CALL_SECONDS.labels(self.provider_type, self.provider_key, method).observe(
+                time.perf_counter() - start
+            )
