@@ -4,6 +4,8 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export RAY_USAGE_STATS_ENABLED := 0
+# Ray 2.60 turns token auth on when ~/.ray/auth_token exists; the local dev cluster has none.
+export RAY_AUTH_MODE := disabled
 
 .PHONY: setup build lint test unit demo crds clean
 

@@ -1,0 +1,63 @@
+"""How to start the dev stack: fixed ports (normally none: free ones are picked) and sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from virtrigaud.dev.info import VcsimInventory
+
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total); total 0 means unknown. The same shape gobuild uses."""
+
+
+class ProxmoxOptions(BaseModel):
+    nodes: int = 3
+    time_scale: float = 0.0
+    """Real seconds per PVE second; 0 finishes tasks before the request returns."""
+    token_user: str = "root@pam"
+    token_name: str = "virtrigaud"
+
+
+class RayOptions(BaseModel):
+    num_cpus: int = 2
+    object_store_mb: int = 200
+
+
+class StackConfig(BaseModel):
+    kube_port: int | None = None
+    vcsim_port: int | None = None
+    proxmox_port: int | None = None
+    redis_port: int | None = None
+    ray_port: int | None = None
+    vcsim: VcsimInventory = Field(default_factory=VcsimInventory)
+    proxmox: ProxmoxOptions = Field(default_factory=ProxmoxOptions)
+    ray: RayOptions = Field(default_factory=RayOptions)
+
+
+@dataclass(frozen=True)
+class StartContext:
+    """What a part's start function gets: where to put its files, and the options."""
+
+    state_dir: str
+    config: StackConfig
+    progress: Progress | None = None
+
+    def part_dir(self, part: str) -> Path:
+        path = Path(self.state_dir) / part
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log(self, name: str) -> Path:
+        path = Path(self.state_dir) / "logs" / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh log per start, so a ready line from an earlier run never matches.
+        path.unlink(missing_ok=True)
+        return path
+
+    def report(self, stage: str) -> None:
+        if self.progress is not None:
+            self.progress(stage, 0, 0)
