@@ -14,6 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from virtrigaud.dev.rayhead import RAY_ENV
+
+# Ray reads these at import time; a test that imports Ray before any fixture ran must
+# already see them, or it binds the routed address instead of 127.0.0.1.
+os.environ.update(RAY_ENV)
+
 from virtrigaud.dev.info import KubeInfo, LibvirtInfo, ProxmoxInfo, RayInfo, RedisInfo, VcsimInfo
 from virtrigaud.dev.stack import DevStack
 
