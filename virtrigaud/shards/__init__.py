@@ -1,0 +1,1 @@
+"""Shard actors: workqueue, reconcile workers and the reconcilers they run."""
