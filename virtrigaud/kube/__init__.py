@@ -1,1 +1,1 @@
-"""kube."""
+"""Kubernetes API access: the async client, resource descriptors and Events."""
