@@ -257,7 +257,10 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def list_owned(self) -> list[VMInfo]:
-        """Every VM on the endpoint that carries a VirtRigaud ownership tag, in few calls."""
+        """Every VM on the endpoint that carries a VirtRigaud ownership tag, in few calls.
+
+        A batch read may leave ``disks`` and ``snapshots`` empty where reading them costs
+        per VM (vSphere does); ``describe`` always fills them."""
 
     @abc.abstractmethod
     async def power(

@@ -1,0 +1,143 @@
+"""Which provider implementation serves which Provider type, and how one is built.
+
+The built-in types are imported lazily (a shard serving only vSphere never imports libvirt);
+each built-in package ``virtrigaud.providers.<type>`` exposes
+``create_provider(config, limiter) -> Provider``. Other implementations (tests, plugins)
+are added with ``register``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from virtrigaud.providers.base import Provider, TerminalError
+from virtrigaud.providers.calls import CallGate, ErrorMapper, RateLimit, TokenLimiter
+
+ProviderFactory = Callable[["ProviderConfig", TokenLimiter], Provider]
+
+BUILTIN_TYPES: dict[str, str] = {
+    "vsphere": "virtrigaud.providers.vsphere",
+    "libvirt": "virtrigaud.providers.libvirt",
+    "proxmox": "virtrigaud.providers.proxmox",
+}
+
+DEFAULT_MAX_WORKERS = 8
+"""Threads per provider session pool: blocking SDK calls in flight at once, per process."""
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Everything needed to reach one Provider endpoint, as read from the Provider object.
+
+    ``credentials`` holds the Secret's values; it is never printed (see ``__repr__``).
+    """
+
+    type: str
+    key: str
+    """The Provider object's ``namespace/name``: the rate-limit bucket and pool key."""
+    endpoint: str
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    rate: RateLimit = field(default_factory=RateLimit)
+    insecure_skip_verify: bool = False
+    defaults: Mapping[str, str] = field(default_factory=dict)
+    """``Provider.spec.defaults`` in snake_case (datastore, cluster, folder, node, ...)."""
+    max_workers: int = DEFAULT_MAX_WORKERS
+
+    def fingerprint(self) -> str:
+        """A digest of every field: a changed Provider (endpoint, Secret, defaults, rate)
+        yields a different fingerprint, so the pool replaces the session."""
+        doc = {
+            "type": self.type,
+            "key": self.key,
+            "endpoint": self.endpoint,
+            "credentials": dict(sorted(self.credentials.items())),
+            "rate": [self.rate.qps, self.rate.burst],
+            "insecure": self.insecure_skip_verify,
+            "defaults": dict(sorted(self.defaults.items())),
+            "max_workers": self.max_workers,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def credential(self, name: str) -> str:
+        """A required credential; a TerminalError naming the Secret key when it is missing."""
+        value = self.credentials.get(name)
+        if not value:
+            raise TerminalError(
+                f"Provider {self.key}: the credentials Secret has no {name!r} key; "
+                f"add it to the Secret named by spec.credentialSecretRef",
+                field="spec.credentialSecretRef",
+            )
+        return value
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderConfig(type={self.type!r}, key={self.key!r}, endpoint={self.endpoint!r}, "
+            f"credentials=<{len(self.credentials)} keys hidden>, rate={self.rate!r}, "
+            f"insecure_skip_verify={self.insecure_skip_verify}, defaults={dict(self.defaults)!r})"
+        )
+
+    __str__ = __repr__
+
+
+_factories: dict[str, ProviderFactory] = {}
+
+
+def register(provider_type: str, factory: ProviderFactory) -> None:
+    """Serve ``provider_type`` with ``factory`` (replaces an earlier registration)."""
+    _factories[provider_type] = factory
+
+
+def registered_types() -> list[str]:
+    return sorted(set(_factories) | set(BUILTIN_TYPES))
+
+
+def _factory_for(provider_type: str) -> ProviderFactory:
+    factory = _factories.get(provider_type)
+    if factory is not None:
+        return factory
+    module_name = BUILTIN_TYPES.get(provider_type)
+    if module_name is None:
+        raise TerminalError(
+            f"unknown provider type {provider_type!r}; use one of {', '.join(registered_types())}",
+            field="spec.type",
+        )
+    module = importlib.import_module(module_name)
+    built_in: ProviderFactory = module.create_provider
+    _factories[provider_type] = built_in
+    return built_in
+
+
+def build_provider(config: ProviderConfig, limiter: TokenLimiter) -> Provider:
+    """A new provider for config; it logs in lazily, on its first call."""
+    return _factory_for(config.type)(config, limiter)
+
+
+def new_gate(
+    config: ProviderConfig,
+    limiter: TokenLimiter,
+    map_error: ErrorMapper,
+    *,
+    max_in_flight: int | None = None,
+) -> CallGate:
+    """The call gate for one provider session, with its own bounded thread pool.
+
+    The provider owns the executor (``gate.executor``) and shuts it down in ``close()``.
+    """
+    executor = ThreadPoolExecutor(
+        max_workers=config.max_workers,
+        thread_name_prefix=f"{config.type}-{config.key.replace('/', '.')}",
+    )
+    return CallGate(
+        provider_type=config.type,
+        provider_key=config.key,
+        rate=config.rate,
+        limiter=limiter,
+        executor=executor,
+        map_error=map_error,
+        max_in_flight=max_in_flight,
+    )

@@ -1,0 +1,540 @@
+"""The vSphere provider: one vCenter endpoint, one pooled session, pyVmomi behind the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from virtrigaud.providers.base import (
+    DONE,
+    Capabilities,
+    ImageSpec,
+    NotFoundError,
+    Owner,
+    PowerOp,
+    PreparedImage,
+    Provider,
+    ProviderError,
+    ReconfigureResult,
+    Resources,
+    RetryableError,
+    TaskRef,
+    TaskStatus,
+    TerminalError,
+    VMInfo,
+    VMSpec,
+    check_owner,
+)
+from virtrigaud.providers.calls import CallGate
+from virtrigaud.providers.vsphere import inventory, specs, tasks
+from virtrigaud.providers.vsphere.inventory import VmRecord
+from virtrigaud.providers.vsphere.placement import (
+    INDEX_COST,
+    InventoryIndex,
+    MissingName,
+    Placement,
+    nic_backing,
+    resolve,
+)
+from virtrigaud.providers.vsphere.sdk import vim, vmodl
+from virtrigaud.providers.vsphere.session import KEEPALIVE_SECONDS, Connection, VSphereSession
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+TYPE = "vsphere"
+CLONES_PER_SOURCE = 4
+"""Concurrent clones of one source VM: a clone costs 4 of an ESXi host's 16 operation units
+(and vcsim 0.24.2 crashes with 8 or more at once)."""
+WAIT_TIMEOUT_SECONDS = 1800.0
+"""Longest wait for a clone/create task whose result (the new VM) create() must return."""
+
+_NO_GUEST_SHUTDOWN = (vim.fault.ToolsUnavailable, vim.fault.InvalidState, vmodl.fault.NotSupported)
+"""ShutdownGuest faults that mean the guest cannot be asked (no Tools running)."""
+
+_VIEW_KEY = "vm_view"
+_INDEX_KEY = "inventory_index"
+_IMAGES_KEY = "images"
+
+
+class _SourceMissing(NotFoundError):
+    """The clone source (or its target folder/pool) vanished before the clone started."""
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _bind(obj: Any, conn: Connection) -> Any:
+    """The same managed object, on this connection's stub (it may be a newer session)."""
+    return type(obj)(obj._moId, conn.stub)
+
+
+class VSphereProvider(Provider):
+    type = TYPE
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        username: str,
+        password: str,
+        insecure: bool,
+        gate: CallGate,
+        defaults: Mapping[str, str],
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
+    ) -> None:
+        self.endpoint = endpoint
+        self.gate = gate
+        self.session = VSphereSession(
+            endpoint=endpoint,
+            username=username,
+            password=password,
+            insecure=insecure,
+            gate=gate,
+            keepalive_seconds=keepalive_seconds,
+        )
+        self._defaults = dict(defaults)
+        self._clone_slots: dict[str, asyncio.Semaphore] = {}
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _call(self, method: str, fn: Callable[[Connection], T], *, cost: int = 1) -> T:
+        return await self.session.call(method, fn, cost=cost)
+
+    async def _read_call(self, method: str, fn: Callable[[Connection], T], *, cost: int = 1) -> T:
+        """A call that changes nothing, so it may be repeated after a dropped connection."""
+        return await self.session.call(method, fn, cost=cost, idempotent=True)
+
+    def _vm_view(self, conn: Connection) -> Any:
+        cache = conn.cache
+        if _VIEW_KEY not in cache:
+            cache[_VIEW_KEY] = inventory.new_vm_view(conn)
+        return cache[_VIEW_KEY]
+
+    async def _view_cost(self) -> int:
+        conn, _ = await self.session.connection()
+        return 1 if _VIEW_KEY in conn.cache else 2
+
+    async def _read(self, vm_id: str) -> VmRecord:
+        found = await self._read_call("RetrieveVM", lambda c: inventory.read_vm(c, vm_id))
+        if found is None:
+            raise NotFoundError(f"VM {vm_id} does not exist on vCenter {self.endpoint}")
+        return found
+
+    async def _read_owned(self, vm_id: str, owner: Owner) -> VmRecord:
+        vm = await self._read(vm_id)
+        check_owner(vm.info(), owner)
+        return vm
+
+    async def _by_name(self, name: str) -> VmRecord | None:
+        """The VM called name anywhere in the inventory (a scan of names: use sparingly)."""
+        cost = await self._view_cost()
+        names = await self._read_call(
+            "RetrieveVMNames", lambda c: inventory.vm_names(c, self._vm_view(c)), cost=cost
+        )
+        match = next((obj for obj, n in names if n == name), None)
+        if match is None:
+            return None
+        try:
+            return await self._read(str(match._moId))
+        except NotFoundError:
+            return None  # deleted between the two reads
+
+    async def _lookup(self, owner: Owner, folder: Any = None) -> VmRecord | None:
+        """The VM of owner: by instance UUID (= the owner's uid, set at create), else by its
+        hypervisor name in the folder it would be created in (which finds a foreign VM
+        squatting on the name). One or two cheap SearchIndex calls, no inventory scan."""
+        if _is_uuid(owner.uid):
+            ref = await self._read_call(
+                "FindByUuid",
+                lambda c: c.content.searchIndex.FindByUuid(
+                    uuid=owner.uid, vmSearch=True, instanceUuid=True
+                ),
+            )
+            if ref is not None:
+                try:
+                    return await self._read(str(ref._moId))
+                except NotFoundError:
+                    pass  # deleted between the two reads
+        if folder is None:
+            folder = (await self._default_placement()).folder
+        name = owner.hypervisor_name()
+        child = await self._read_call(
+            "FindChild",
+            lambda c: c.content.searchIndex.FindChild(entity=_bind(folder, c), name=name),
+        )
+        if child is None or not isinstance(child, vim.VirtualMachine):
+            return None
+        try:
+            return await self._read(str(child._moId))
+        except NotFoundError:
+            return None
+
+    async def _wait(self, task_id: str, what: str, timeout: float = WAIT_TIMEOUT_SECONDS) -> Any:
+        """Poll a vCenter task to its end; its result, or its error as a ProviderError."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            state = await self._read_call("TaskInfo", lambda c: tasks.read_task(c, task_id))
+            if state.state == "success":
+                return state.result
+            if state.state == "error":
+                raise self._task_error(state.error, what)
+            if time.monotonic() > deadline:
+                raise RetryableError(
+                    f"{what} (task {task_id}) still running on vCenter {self.endpoint} "
+                    f"after {timeout:g} s"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+    def _task_error(self, fault: Any, what: str) -> ProviderError:
+        mapped = self.gate.map_error(fault)
+        return type(mapped)(f"{what} failed: {mapped.message}", field=mapped.field)
+
+    async def _index(self, *, refresh: bool = False) -> InventoryIndex:
+        conn, _ = await self.session.connection()
+        cached: InventoryIndex | None = conn.cache.get(_INDEX_KEY)
+        if cached is not None and not refresh:
+            return cached
+
+        def read(conn: Connection) -> InventoryIndex:
+            conn.cache[_INDEX_KEY] = index = InventoryIndex.read(conn)
+            return index
+
+        return await self._read_call("ReadInventory", read, cost=INDEX_COST)
+
+    async def _with_index(self, use: Callable[[InventoryIndex], R]) -> R:
+        """use(index); a name the index lacks gets one fresh read before it is an error."""
+        try:
+            return use(await self._index())
+        except MissingName:
+            try:
+                return use(await self._index(refresh=True))
+            except MissingName as missing:
+                raise missing.terminal(self.endpoint) from None
+
+    async def _placement(self, spec: VMSpec) -> tuple[Placement, list[Any]]:
+        def place(index: InventoryIndex) -> tuple[Placement, list[Any]]:
+            placement = resolve(index, spec.placement, self._defaults)
+            backings = [
+                nic_backing(index, net.network, f"spec.networks[{i}].network")
+                for i, net in enumerate(spec.networks)
+            ]
+            return placement, backings
+
+        return await self._with_index(place)
+
+    async def _default_placement(self) -> Placement:
+        return await self._with_index(lambda index: resolve(index, {}, self._defaults))
+
+    # --- contract ---------------------------------------------------------------------------
+
+    async def validate(self) -> None:
+        await self._read_call("CurrentTime", lambda c: c.si.CurrentTime())
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            online_cpu_change=True,  # increases, with CPU hot add (enabled at create)
+            online_memory_change=True,  # increases, with memory hot add (enabled at create)
+            online_disk_grow=True,
+            snapshots=True,
+            memory_snapshots=True,
+            linked_clones=True,
+            image_import=False,  # templates must already exist; no OVF/content library import
+            async_tasks=True,
+            graceful_shutdown=True,
+        )
+
+    async def find(self, owner: Owner) -> VMInfo | None:
+        vm = await self._lookup(owner)
+        return vm.info() if vm else None
+
+    async def describe(self, vm_id: str) -> VMInfo:
+        return (await self._read(vm_id)).info()
+
+    async def list_owned(self) -> list[VMInfo]:
+        cost = await self._view_cost()
+        records = await self._read_call(
+            "RetrieveVMs",
+            lambda c: inventory.read_vms(c, self._vm_view(c), inventory.LIST_PROPERTIES),
+            cost=cost,
+        )
+        return [r.info() for r in records if r.owner is not None and not r.template]
+
+    async def create(self, spec: VMSpec) -> tuple[str, TaskRef]:
+        placement, backings = await self._placement(spec)
+        existing = await self._lookup(spec.owner, placement.folder)
+        if existing is not None:
+            check_owner(existing.info(), spec.owner)
+            return existing.id, DONE
+        if spec.image is not None:
+            source = await self._image(spec.image)
+            try:
+                return await self._clone(source, spec, placement, backings, snapshot=None)
+            except _SourceMissing:
+                # The remembered template may have been removed or re-registered.
+                source = await self._image(spec.image, refresh=True)
+                return await self._clone(source, spec, placement, backings, snapshot=None)
+        config = specs.new_vm_config(spec, placement.datastore_name, placement.datastore, backings)
+
+        def start(conn: Connection) -> Any:
+            folder = _bind(placement.folder, conn)
+            host = _bind(placement.host, conn) if placement.host is not None else None
+            return folder.CreateVM_Task(config=config, pool=_bind(placement.pool, conn), host=host)
+
+        task = await self._call("CreateVM_Task", start)
+        vm = await self._wait(task._moId, f"creating VM {spec.name!r}")
+        return str(vm._moId), tasks.task_ref(task)
+
+    async def _image(self, image: ImageSpec, *, refresh: bool = False) -> VmRecord:
+        """The template (or VM) named by image, remembered for the session."""
+        conn, _ = await self.session.connection()
+        known: dict[str, VmRecord] = conn.cache.setdefault(_IMAGES_KEY, {})
+        if image.template in known and not refresh:
+            return known[image.template]
+        found = await self._by_name(image.template)
+        if found is None:
+            known.pop(image.template, None)
+            raise NotFoundError(
+                f"template {image.template!r} does not exist on vCenter {self.endpoint}; "
+                "name an existing template or VM",
+                field="spec.image",
+            )
+        known[image.template] = found
+        return found
+
+    async def _clone(
+        self,
+        source: VmRecord,
+        spec: VMSpec,
+        placement: Placement,
+        backings: list[Any],
+        *,
+        snapshot: Any,
+        linked: bool = False,
+    ) -> tuple[str, TaskRef]:
+        relocate = vim.vm.RelocateSpec(
+            # vcsim crashes destroying a clone made without an explicit datastore.
+            datastore=placement.datastore,
+            pool=placement.pool,
+            host=placement.host,
+        )
+        if linked:
+            relocate.diskMoveType = "createNewChildDiskBacking"
+        clone_spec = vim.vm.CloneSpec(
+            location=relocate,
+            powerOn=False,
+            template=False,
+            config=specs.clone_config(spec),
+            snapshot=snapshot,
+        )
+
+        def start(conn: Connection) -> Any:
+            return _bind(source.ref, conn).CloneVM_Task(
+                folder=_bind(placement.folder, conn), name=spec.name, spec=clone_spec
+            )
+
+        slots = self._clone_slots.setdefault(source.id, asyncio.Semaphore(CLONES_PER_SOURCE))
+        async with slots:
+            try:
+                task = await self._call("CloneVM_Task", start)
+            except NotFoundError as e:
+                raise _SourceMissing(e.message, field=e.field) from e
+            ref = await self._wait(task._moId, f"cloning {source.name!r} into {spec.name!r}")
+        vm = await self._read(str(ref._moId))
+        # Apply what the clone spec may not have (vcsim ignores all but extraConfig): the
+        # class CPU/memory, disk sizes and extra disks, networks, annotation.
+        delta = specs.hardware_delta(
+            vm, spec.cpu, spec.memory_mib, spec.disks, datastore=placement.datastore
+        )
+        config = specs.base_config(spec, delta.disk_names)
+        config.deviceChange = delta.disk_changes + specs.nic_changes(vm, spec.networks, backings)
+        task = await self._call(
+            "ReconfigVM_Task", lambda c: _bind(vm.ref, c).ReconfigVM_Task(spec=config)
+        )
+        return vm.id, tasks.task_ref(task)
+
+    async def power(
+        self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
+    ) -> TaskRef:
+        vm = await self._read_owned(vm_id, owner)
+        on = vm.power == "poweredOn"
+        if op == PowerOp.ON:
+            return DONE if on else await self._task_op(vm, "PowerOnVM_Task", already_ok=True)
+        if op == PowerOp.OFF:
+            if vm.power == "poweredOff":
+                return DONE
+            return await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
+        if op == PowerOp.REBOOT:
+            if not on:
+                return await self._task_op(vm, "PowerOnVM_Task", already_ok=True)
+            if vm.tools_running:
+                await self._call("RebootGuest", lambda c: _bind(vm.ref, c).RebootGuest())
+                return DONE
+            return await self._task_op(vm, "ResetVM_Task", already_ok=False)
+        # OFF_GRACEFUL
+        if vm.power == "poweredOff":
+            return DONE
+        try:
+            await self._call("ShutdownGuest", lambda c: _bind(vm.ref, c).ShutdownGuest())
+        except ProviderError as e:
+            if not isinstance(e.__cause__, _NO_GUEST_SHUTDOWN):
+                raise
+            # No running VMware Tools: the guest cannot be asked to shut down, so waiting for
+            # the timeout would only delay the hard power-off it ends in.
+            log.info("guest shutdown of %s refused (%s); powering off", vm.name, e.message)
+            return await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
+        return tasks.shutdown_ref(vm.id, time.time() + graceful_timeout)
+
+    async def _task_op(self, vm: VmRecord, method: str, *, already_ok: bool) -> TaskRef:
+        """Start a power task; InvalidPowerState means a racing change got there first."""
+        try:
+            task = await self._call(method, lambda c: getattr(_bind(vm.ref, c), method)())
+        except RetryableError as e:
+            if already_ok and isinstance(e.__cause__, vim.fault.InvalidPowerState):
+                return DONE
+            raise
+        return tasks.task_ref(task)
+
+    async def reconfigure(self, vm_id: str, owner: Owner, desired: Resources) -> ReconfigureResult:
+        vm = await self._read_owned(vm_id, owner)
+        delta = specs.hardware_delta(vm, desired.cpu, desired.memory_mib, desired.disks)
+        pending = tuple(delta.pending)
+        if delta.config is None:
+            return ReconfigureResult(task=None, needs_power_cycle=bool(pending), pending=pending)
+        config = delta.config
+        task = await self._call(
+            "ReconfigVM_Task", lambda c: _bind(vm.ref, c).ReconfigVM_Task(spec=config)
+        )
+        return ReconfigureResult(
+            task=tasks.task_ref(task), needs_power_cycle=bool(pending), pending=pending
+        )
+
+    async def delete(self, vm_id: str, owner: Owner) -> TaskRef:
+        vm = await self._read_owned(vm_id, owner)
+        if vm.power != "poweredOff":
+            off = await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
+            if off != DONE:
+                await self._wait(off.removeprefix(tasks.TASK_PREFIX), f"powering off {vm.name!r}")
+        task = await self._call("Destroy_Task", lambda c: _bind(vm.ref, c).Destroy_Task())
+        return tasks.task_ref(task)
+
+    async def snapshot_create(
+        self, vm_id: str, owner: Owner, name: str, *, include_memory: bool, description: str
+    ) -> tuple[str, TaskRef]:
+        vm = await self._read_owned(vm_id, owner)
+        if vm.snapshot(name) is not None:
+            return name, DONE
+        memory = include_memory and vm.power == "poweredOn"
+        task = await self._call(
+            "CreateSnapshot_Task",
+            lambda c: _bind(vm.ref, c).CreateSnapshot_Task(
+                name=name, description=description, memory=memory, quiesce=False
+            ),
+        )
+        return name, tasks.task_ref(task)
+
+    async def _snapshot(self, vm_id: str, owner: Owner, snapshot_id: str) -> Any:
+        vm = await self._read_owned(vm_id, owner)
+        snap = vm.snapshot(snapshot_id)
+        if snap is None:
+            raise NotFoundError(
+                f"VM {vm.name!r} ({vm_id}) has no snapshot {snapshot_id!r} on vCenter "
+                f"{self.endpoint}"
+            )
+        return snap.ref
+
+    async def snapshot_delete(self, vm_id: str, owner: Owner, snapshot_id: str) -> TaskRef:
+        ref = await self._snapshot(vm_id, owner, snapshot_id)
+        task = await self._call(
+            "RemoveSnapshot_Task",
+            lambda c: _bind(ref, c).RemoveSnapshot_Task(removeChildren=False),
+        )
+        return tasks.task_ref(task)
+
+    async def snapshot_revert(self, vm_id: str, owner: Owner, snapshot_id: str) -> TaskRef:
+        ref = await self._snapshot(vm_id, owner, snapshot_id)
+        task = await self._call(
+            "RevertToSnapshot_Task", lambda c: _bind(ref, c).RevertToSnapshot_Task()
+        )
+        return tasks.task_ref(task)
+
+    async def clone(
+        self, source_id: str, spec: VMSpec, *, linked: bool
+    ) -> tuple[str | None, TaskRef]:
+        placement, backings = await self._placement(spec)
+        existing = await self._lookup(spec.owner, placement.folder)
+        if existing is not None:
+            check_owner(existing.info(), spec.owner)
+            return existing.id, DONE
+        source = await self._read(source_id)
+        snapshot = None
+        if linked:
+            if source.current_snapshot is None:
+                raise TerminalError(
+                    f"a linked clone of {source.name!r} ({source_id}) needs a snapshot on it; "
+                    "take a VMSnapshot of the source first or make a full clone",
+                    field="spec.linked",
+                )
+            snapshot = source.current_snapshot
+        return await self._clone(
+            source, spec, placement, backings, snapshot=snapshot, linked=linked
+        )
+
+    async def image_prepare(self, image: ImageSpec) -> PreparedImage:
+        source = await self._image(image, refresh=True)
+        return PreparedImage(id=source.id, path=source.name, ready=True)
+
+    async def task_status(self, task: TaskRef) -> TaskStatus:
+        if task.startswith(DONE):
+            return TaskStatus(done=True)
+        parsed = tasks.parse(task)
+        if isinstance(parsed, tasks.ShutdownRef):
+            return await self._shutdown_status(parsed)
+        try:
+            state = await self._read_call("TaskInfo", lambda c: tasks.read_task(c, parsed))
+        except NotFoundError as e:
+            raise NotFoundError(
+                f"task {parsed} is no longer known to vCenter {self.endpoint} (vCenter forgets "
+                "finished tasks); read the VM's state instead"
+            ) from e
+        if state.state == "success":
+            result = state.result
+            return TaskStatus(
+                done=True,
+                progress=100,
+                result=str(result._moId) if hasattr(result, "_moId") else None,
+            )
+        if state.state == "error":
+            return TaskStatus(done=True, error=self._task_error(state.error, f"task {parsed}"))
+        return TaskStatus(done=False, progress=state.progress)
+
+    async def _shutdown_status(self, ref: tasks.ShutdownRef) -> TaskStatus:
+        vm = await self._read(ref.vm_id)
+        if vm.power == "poweredOff":
+            return TaskStatus(done=True, progress=100)
+        if time.time() < ref.deadline:
+            return TaskStatus(done=False)
+        log.info("guest shutdown of %s timed out; powering off", vm.name)
+        off = await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
+        if off != DONE:
+            await self._wait(off.removeprefix(tasks.TASK_PREFIX), f"powering off {vm.name!r}")
+        return TaskStatus(done=True, progress=100)
+
+    async def close(self) -> None:
+        try:
+            await self.session.close()
+        finally:
+            self.gate.executor.shutdown(wait=False, cancel_futures=True)
