@@ -1,0 +1,32 @@
+"""A trivial reconciler for the runtime tests: it only takes time and records a mutation.
+
+The shard runtime writes the reconcile audit around it; the audit is what the tests check
+(no overlapping reconciles, the last reconcile of each key on its final owner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
+
+RECONCILE_SECONDS = 0.02
+# A VM can ask for slower reconciles, so that handovers meet many running ones.
+DELAY_ANNOTATION = "test.virtrigaud.io/reconcile-seconds"
+
+
+class RecordingReconciler:
+    def __init__(self, ctx: ShardContext) -> None:
+        self.ctx = ctx
+        self.forgotten = 0
+
+    async def reconcile(self, key: str, obj: dict[str, Any] | None) -> ReconcileResult:
+        if self.ctx.audit is not None:
+            await self.ctx.audit.mutation(key, "touch")
+        annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+        await asyncio.sleep(float(annotations.get(DELAY_ANNOTATION, RECONCILE_SECONDS)))
+        return ReconcileResult()
+
+    async def forget(self, key: str) -> None:
+        self.forgotten += 1

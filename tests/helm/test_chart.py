@@ -1,0 +1,912 @@
+"""The Helm chart, rendered by Helm itself (helm-python-sdk embeds Helm's Go engine).
+
+Each test renders helm/virtrigaud with some values and checks what a cluster would get:
+the controller's arguments parse with the real `virtrigaud run` command, the shard-count
+ConfigMap is the one the leader reads, RBAC covers every API call the controller makes,
+every value changes the output, and the objects are well-formed: Kubernetes objects are
+checked field by field against the official client's models, and the kinds the dev
+stack's API server serves are dry-run (or applied) there.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes.client as k8s
+import pytest
+import typer.main
+import yaml
+
+from virtrigaud import GROUP
+from virtrigaud.cli import app
+from virtrigaud.kube.client import ApiError, KubeClient
+from virtrigaud.kube.resources import CONFIG_MAPS, NAMESPACES, Resource
+from virtrigaud.leader.shard_count import CONFIG_MAP, MAX_SHARDS, SHARDS_FIELD, read_shard_count
+from virtrigaud.run import LEASE_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+CHART_DIR = REPO / "helm" / "virtrigaud"
+RELEASE = "vr"
+NAMESPACE = "virtrigaud-system"
+FULLNAME = f"{RELEASE}-virtrigaud"
+
+SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
+
+# Kind -> (apiVersion, model in the official Kubernetes client).
+KINDS: dict[str, tuple[str, str]] = {
+    "ConfigMap": ("v1", "V1ConfigMap"),
+    "ServiceAccount": ("v1", "V1ServiceAccount"),
+    "Service": ("v1", "V1Service"),
+    "Deployment": ("apps/v1", "V1Deployment"),
+    "PodDisruptionBudget": ("policy/v1", "V1PodDisruptionBudget"),
+    "ClusterRole": ("rbac.authorization.k8s.io/v1", "V1ClusterRole"),
+    "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "V1ClusterRoleBinding"),
+    "Role": ("rbac.authorization.k8s.io/v1", "V1Role"),
+    "RoleBinding": ("rbac.authorization.k8s.io/v1", "V1RoleBinding"),
+}
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+@dataclass
+class Rendered:
+    objects: list[dict[str, Any]]
+    notes: str
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str, name: str) -> dict[str, Any]:
+        found = [o for o in self.of_kind(kind) if o["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind} {name}, got {len(found)}"
+        return found[0]
+
+    @property
+    def controller(self) -> dict[str, Any]:
+        return self.one("Deployment", FULLNAME)
+
+    @property
+    def container(self) -> dict[str, Any]:
+        containers = self.controller["spec"]["template"]["spec"]["containers"]
+        assert len(containers) == 1
+        result: dict[str, Any] = containers[0]
+        return result
+
+    @property
+    def args(self) -> list[str]:
+        return list(self.container["args"])
+
+    def env(self) -> dict[str, dict[str, Any]]:
+        return {e["name"]: e for e in self.container.get("env", [])}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART_DIR) as loaded:
+        yield loaded
+
+
+def render_raw(
+    chart: helm.Chart, values: dict[str, Any] | None = None, release: str = RELEASE
+) -> dict[str, str]:
+    return chart.render(values or {}, name=release, namespace=NAMESPACE, is_install=True)
+
+
+def render(
+    chart: helm.Chart, values: dict[str, Any] | None = None, release: str = RELEASE
+) -> Rendered:
+    objects: list[dict[str, Any]] = []
+    notes = ""
+    for path, text in sorted(render_raw(chart, values, release).items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc is not None:
+                assert isinstance(doc, dict), f"{path}: a manifest must be a mapping"
+                objects.append(doc)
+    return Rendered(objects, notes)
+
+
+def run_params(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Parse the container's args with the real `virtrigaud run` command, as the pod would."""
+    args = rendered.args
+    assert args[0] == "run", f"the container must run `virtrigaud run`, got {args[:1]}"
+    env = rendered.env()
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    pod_name = f"{FULLNAME}-7d9f8c6b5-abcde"
+    expanded = [a.replace("$(POD_NAME)", pod_name) for a in args[1:]]
+    # Options with an envvar would read it from the test's own environment.
+    monkeypatch.delenv("VIRTRIGAUD_REDIS_URL", raising=False)
+    monkeypatch.delenv("VIRTRIGAUD_RAY_ADDRESS", raising=False)
+    run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    ctx = run.make_context("run", expanded)
+    params: dict[str, Any] = dict(ctx.params)
+    params["_pod_name"] = pod_name
+    return params
+
+
+def with_value(values: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(values)
+    node = out
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return out
+
+
+# --- structural validation against the official models --------------------------------
+
+_PRIMITIVES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "datetime": (str,),
+}
+
+
+def model_errors(value: Any, type_name: str, where: str) -> list[str]:
+    """Unknown fields and wrong types, by the models of the official Kubernetes client."""
+    if type_name == "object":  # IntOrString and free-form fields
+        return []
+    if type_name.startswith("List["):
+        if not isinstance(value, list):
+            return [f"{where}: expected a list, got {type(value).__name__}"]
+        return [
+            e
+            for i, v in enumerate(value)
+            for e in model_errors(v, type_name[5:-1], f"{where}[{i}]")
+        ]
+    if type_name.startswith("Dict["):
+        if not isinstance(value, dict):
+            return [f"{where}: expected a mapping, got {type(value).__name__}"]
+        inner = type_name[type_name.index(",") + 1 : -1].strip()
+        return [e for k, v in value.items() for e in model_errors(v, inner, f"{where}.{k}")]
+    if type_name in _PRIMITIVES:
+        ok = isinstance(value, _PRIMITIVES[type_name])
+        if type_name in ("int", "float") and isinstance(value, bool):
+            ok = False
+        return [] if ok else [f"{where}: expected {type_name}, got {value!r}"]
+    model = getattr(k8s, type_name)
+    if not isinstance(value, dict):
+        return [f"{where}: expected a {type_name} mapping, got {type(value).__name__}"]
+    by_json = {json_name: attr for attr, json_name in model.attribute_map.items()}
+    errors: list[str] = []
+    for key, item in value.items():
+        if key not in by_json:
+            errors.append(f"{where}.{key}: no such field in {type_name}")
+            continue
+        errors.extend(model_errors(item, model.openapi_types[by_json[key]], f"{where}.{key}"))
+    return errors
+
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def name_errors(obj: dict[str, Any]) -> list[str]:
+    """Name and label rules the API server enforces (the dev server skips name checks)."""
+    meta = obj.get("metadata", {})
+    name = str(meta.get("name", ""))
+    where = f"{obj.get('kind')} {name}"
+    errors = []
+    if obj.get("kind") == "Service":
+        if not (DNS_LABEL.match(name) and len(name) <= 63):
+            errors.append(f"{where}: a Service name must be a DNS-1035 label of at most 63")
+    elif not (DNS_SUBDOMAIN.match(name) and len(name) <= 253):
+        errors.append(f"{where}: the name must be a DNS-1123 subdomain")
+    for key, value in (meta.get("labels") or {}).items():
+        if not (isinstance(value, str) and LABEL_VALUE.match(value) and len(value) <= 63):
+            errors.append(f"{where}: label {key}={value!r} is not a valid label value")
+    return errors
+
+
+def structural_errors(obj: dict[str, Any]) -> list[str]:
+    kind = obj.get("kind", "?")
+    name = obj.get("metadata", {}).get("name", "?")
+    where = f"{kind} {name}"
+    if kind not in KINDS:
+        return [f"{where}: kind not covered by the structural check"]
+    api_version, model = KINDS[kind]
+    if obj.get("apiVersion") != api_version:
+        return [f"{where}: apiVersion {obj.get('apiVersion')!r}, expected {api_version!r}"]
+    errors = model_errors(obj, model, where) + name_errors(obj)
+    if not errors:
+        # The client's constructors reject missing required fields (container name, ...).
+        try:
+            k8s.ApiClient()._ApiClient__deserialize(obj, model)  # type: ignore[attr-defined]
+        except ValueError as e:
+            errors.append(f"{where}: {e}")
+    return errors
+
+
+# --- tests: what gets rendered ---------------------------------------------------------
+
+
+def test_helm_lints_the_chart_clean() -> None:
+    result = helm.lint(CHART_DIR, namespace=NAMESPACE, strict=True)
+    assert result["errors"] == []
+    # Severity 1 is INFO ("icon is recommended"); warnings (2) and errors (3) must not occur.
+    assert [m for m in result["messages"] if m["severity"] > 1] == []
+
+
+def test_default_install_renders_controller_redis_rbac_and_shard_config(
+    chart: helm.Chart,
+) -> None:
+    rendered = render(chart)
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in rendered.objects)
+    assert kinds == sorted(
+        [
+            ("ServiceAccount", FULLNAME),
+            ("ClusterRole", FULLNAME),
+            ("ClusterRoleBinding", FULLNAME),
+            ("Role", FULLNAME),
+            ("RoleBinding", FULLNAME),
+            ("ConfigMap", CONFIG_MAP),
+            ("Deployment", FULLNAME),
+            ("Service", f"{FULLNAME}-metrics"),
+            ("PodDisruptionBudget", FULLNAME),
+            ("Deployment", f"{FULLNAME}-redis"),
+            ("Service", f"{FULLNAME}-redis"),
+        ]
+    )
+    assert rendered.controller["spec"]["replicas"] == 2
+    assert rendered.container["image"] == f"virtrigaud/virtrigaud:{chart.metadata['appVersion']}"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"shards": 5},
+        {"redis": {"url": "redis://redis.example:6379/2"}},
+        {"redis": {"urlSecret": {"name": "redis-creds"}}},
+        {"ray": {"address": "ray-head.ray:6379"}},
+        {"metrics": {"serviceMonitor": {"enabled": True}}},
+        {"controller": {"replicas": 1}},
+        {
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "infra", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "infra", "operator": "Exists"}]}
+                        ]
+                    }
+                }
+            },
+        },
+    ],
+    ids=["defaults", "shards5", "redis-url", "redis-secret", "ray", "monitor", "one", "placement"],
+)
+def test_every_object_matches_the_kubernetes_schema(
+    chart: helm.Chart, values: dict[str, Any]
+) -> None:
+    rendered = render(chart, values)
+    errors = [
+        e for o in rendered.objects if o["kind"] != "ServiceMonitor" for e in structural_errors(o)
+    ]
+    assert errors == []
+    for deployment in rendered.of_kind("Deployment"):
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), deployment["metadata"]["name"]
+
+
+def test_names_stay_valid_with_the_longest_release_name(chart: helm.Chart) -> None:
+    release = "a" * 53  # Helm's limit for release names
+    rendered = render(chart, {"metrics": {"serviceMonitor": {"enabled": True}}}, release)
+    assert [e for o in rendered.objects for e in name_errors(o)] == []
+    names = {o["metadata"]["name"] for o in rendered.objects if o["kind"] == "Service"}
+    assert len(names) == 2  # truncation kept the metrics and Redis Services apart
+
+
+@pytest.mark.parametrize(
+    ("obj", "problem"),
+    [
+        (
+            {"kind": "Service", "apiVersion": "v1", "metadata": {"name": "s"},
+             "spec": {"ports": [{"port": 80, "targetport": "x"}]}},
+            "spec.ports[0].targetport: no such field",
+        ),
+        (
+            {"kind": "Service", "apiVersion": "v1", "metadata": {"name": "s"},
+             "spec": {"ports": [{"port": "80"}]}},
+            "spec.ports[0].port: expected int",
+        ),
+        (
+            {"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"name": "d"},
+             "spec": {"selector": {}, "template": {"spec": {"containers": [{"image": "x"}]}}}},
+            "name",
+        ),
+        (
+            {"kind": "Service", "apiVersion": "v1", "metadata": {"name": "m" * 64}},
+            "DNS-1035",
+        ),
+        (
+            {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "Bad_Name"}},
+            "DNS-1123",
+        ),
+        (
+            {"kind": "PodDisruptionBudget", "apiVersion": "policy/v1beta1",
+             "metadata": {"name": "p"}},
+            "apiVersion",
+        ),
+    ],
+)  # fmt: skip
+def test_structural_check_rejects_malformed_objects(obj: dict[str, Any], problem: str) -> None:
+    errors = structural_errors(obj)
+    assert errors, "a malformed object passed the structural check"
+    assert any(problem in e for e in errors), errors
+
+
+# --- tests: the controller's command line ----------------------------------------------
+
+
+def test_controller_args_parse_with_the_real_run_command(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {
+        "controller": {
+            "workersPerShard": 6,
+            "leaderElection": {"leaseDuration": 20, "renewDeadline": 12.5, "retryPeriod": 3},
+            "logLevel": "debug",
+            "extraArgs": ["--resync-period=600"],
+        },
+        "metrics": {"port": 9091},
+    }
+    rendered = render(chart, values)
+    params = run_params(rendered, monkeypatch)
+    assert params["identity"] == params["_pod_name"]  # each pod campaigns as itself
+    assert params["namespace"] == NAMESPACE  # Lease and ConfigMap live with the release
+    assert params["workers_per_shard"] == 6
+    assert (params["lease_duration"], params["renew_deadline"], params["retry_period"]) == (
+        20.0,
+        12.5,
+        3.0,
+    )
+    assert params["log_level"] == "debug"
+    assert params["resync_period"] == 600.0
+    assert params["metrics_port"] == 9091
+    assert params["kubeconfig"] is None  # in-cluster config from the service account
+    ports = {p["name"]: p["containerPort"] for p in rendered.container["ports"]}
+    assert ports == {"metrics": 9091}
+    service = rendered.one("Service", f"{FULLNAME}-metrics")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9091, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"].items() <= (
+        rendered.controller["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "controller"
+    assert rendered.controller["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
+
+
+def test_every_ray_process_gets_the_ray_environment(chart: helm.Chart) -> None:
+    from virtrigaud.dev.rayhead import RAY_ENV
+
+    env = render(chart).env()
+    assert {k: env[k].get("value") for k in RAY_ENV} == RAY_ENV
+
+
+def test_ray_address_is_passed_only_when_set(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run_params(render(chart), monkeypatch)["ray_address"] is None
+    rendered = render(chart, {"ray": {"address": "ray-head.ray:6379"}})
+    assert run_params(rendered, monkeypatch)["ray_address"] == "ray-head.ray:6379"
+
+
+def test_bundled_redis_is_the_default_bucket_store(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart)
+    service = rendered.one("Service", f"{FULLNAME}-redis")
+    redis = rendered.one("Deployment", f"{FULLNAME}-redis")
+    assert service["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "redis"
+    port = service["spec"]["ports"][0]["port"]
+    url = f"redis://{FULLNAME}-redis:{port}/0"
+    assert run_params(rendered, monkeypatch)["redis_url"] == url
+
+
+def test_external_redis_url_replaces_the_bundled_redis(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart, {"redis": {"url": "redis://redis.example:6379/2"}})
+    assert run_params(rendered, monkeypatch)["redis_url"] == "redis://redis.example:6379/2"
+    assert not [o for o in rendered.objects if o["metadata"]["name"] == f"{FULLNAME}-redis"]
+
+
+def test_redis_url_from_a_secret_stays_out_of_the_args(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart, {"redis": {"urlSecret": {"name": "redis-creds", "key": "uri"}}})
+    assert not any(a.startswith("--redis-url") for a in rendered.args)
+    ref = rendered.env()["VIRTRIGAUD_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "redis-creds", "key": "uri"}
+    assert not [o for o in rendered.objects if o["metadata"]["name"] == f"{FULLNAME}-redis"]
+    # The variable is the one `--redis-url` reads.
+    monkeypatch.setenv("VIRTRIGAUD_REDIS_URL", "redis://:pw@redis.example:6379/0")
+    run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    assert run.make_context("run", []).params["redis_url"] == "redis://:pw@redis.example:6379/0"
+
+
+def test_without_any_redis_the_buckets_stay_in_ray(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart, {"redis": {"bundled": {"enabled": False}}})
+    assert run_params(rendered, monkeypatch)["redis_url"] is None
+    assert "VIRTRIGAUD_REDIS_URL" not in rendered.env()
+    assert not [o for o in rendered.objects if o["metadata"]["name"] == f"{FULLNAME}-redis"]
+
+
+# --- tests: the shard count ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shards", [1, 3, 5, MAX_SHARDS])
+def test_configmap_carries_the_shard_count_the_leader_reads(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, shards: int
+) -> None:
+    rendered = render(chart, {"shards": shards})
+    cm = rendered.one("ConfigMap", CONFIG_MAP)
+    assert cm["metadata"]["namespace"] == NAMESPACE
+    assert cm["data"] == {SHARDS_FIELD: str(shards)}
+    # The leader looks for it in the namespace it is told.
+    assert run_params(rendered, monkeypatch)["namespace"] == NAMESPACE
+
+
+def test_changing_the_shard_count_does_not_restart_the_controller(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count travels only through the ConfigMap: the pod template stays the same, so
+    `helm upgrade --set shards=N` resizes the shards live instead of rolling the pods
+    (which, with a private Ray per pod, would restart every shard)."""
+    three, five = render(chart, {"shards": 3}), render(chart, {"shards": 5})
+    assert three.controller == five.controller
+    assert run_params(five, monkeypatch)["shards"] is None
+    assert three.one("ConfigMap", CONFIG_MAP) != five.one("ConfigMap", CONFIG_MAP)
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"shards": 0}, "/shards"),
+        ({"shards": MAX_SHARDS + 1}, "/shards"),
+        ({"shards": "five"}, "/shards"),
+        ({"watchNamespaces": ["a"]}, "watchNamespaces"),
+        ({"controller": {"leaderElection": {"leaseDuration": "15s"}}}, "leaseDuration"),
+        ({"controller": {"logLevel": "verbose"}}, "logLevel"),
+        ({"redis": {"url": "redis.example:6379"}}, "/redis/url"),
+        ({"ray": {"address": "ray://head:10001"}}, "/ray/address"),
+        ({"metrics": {"port": 0}}, "/metrics/port"),
+    ],
+)
+def test_values_the_controller_would_refuse_fail_at_install(
+    chart: helm.Chart, values: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(helm.HelmValuesError) as err:
+        render_raw(chart, values)
+    assert where in str(err.value)
+
+
+# --- tests: RBAC -----------------------------------------------------------------------
+
+# Every API call the controller makes, as (scope, apiGroup, resource, verb). Scope is
+# "cluster" (any namespace) or "own" (the release namespace only).
+CONTROLLER_CALLS = [
+    # leader/informer.py: list + watch VirtualMachines in all namespaces.
+    ("cluster", GROUP, "virtualmachines", "list"),
+    ("cluster", GROUP, "virtualmachines", "watch"),
+    # shards/vm_reconciler.py, vm_status.py: read, finalizers (patch), status (PUT).
+    ("cluster", GROUP, "virtualmachines", "get"),
+    ("cluster", GROUP, "virtualmachines", "patch"),
+    ("cluster", GROUP, "virtualmachines/status", "update"),
+    # shards/resolve.py, vm_spec.py: what a VM references.
+    ("cluster", GROUP, "providers", "get"),
+    ("cluster", GROUP, "vmclasses", "get"),
+    ("cluster", GROUP, "vmimages", "get"),
+    ("cluster", GROUP, "vmnetworkattachments", "get"),
+    ("cluster", "", "secrets", "get"),
+    # kube/events.py: Events next to the object, deduplicated by patch.
+    ("cluster", "", "events", "create"),
+    ("cluster", "", "events", "patch"),
+    # leader/shard_count.py: ensure_namespace.
+    ("cluster", "", "namespaces", "get"),
+    # leader/election.py: the Lease.
+    ("own", "coordination.k8s.io", "leases", "get"),
+    ("own", "coordination.k8s.io", "leases", "create"),
+    ("own", "coordination.k8s.io", "leases", "update"),
+    # leader/shard_count.py: read, and recreate by server-side apply when missing.
+    ("own", "", "configmaps", "get"),
+    ("own", "", "configmaps", "create"),
+    ("own", "", "configmaps", "patch"),
+]
+
+
+def _resource_matches(pattern: str, resource: str) -> bool:
+    if pattern == resource or pattern == "*":
+        return True
+    if "/" in pattern and "/" in resource:
+        p_res, p_sub = pattern.split("/", 1)
+        r_res, r_sub = resource.split("/", 1)
+        return p_res in ("*", r_res) and p_sub in ("*", r_sub)
+    return False
+
+
+def allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in rule.get("apiGroups", [])
+        and any(_resource_matches(p, resource) for p in rule.get("resources", []))
+        and (verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+        for rule in rules
+    )
+
+
+def test_rbac_covers_every_call_the_controller_makes(chart: helm.Chart) -> None:
+    rendered = render(chart)
+    cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
+    own = rendered.one("Role", FULLNAME)
+    assert own["metadata"]["namespace"] == NAMESPACE
+    missing = [
+        call
+        for call in CONTROLLER_CALLS
+        if not allows(cluster, *call[1:])
+        and not (call[0] == "own" and allows(own["rules"], *call[1:]))
+    ]
+    assert missing == []
+    subject = {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = rendered.one(kind, FULLNAME)
+        assert binding["subjects"] == [subject]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role_kind,
+            "name": FULLNAME,
+        }
+
+
+def test_rbac_grants_no_more_than_the_controller_needs(chart: helm.Chart) -> None:
+    rendered = render(chart)
+    cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
+    # It never creates or deletes objects of its own group, and never lists Secrets.
+    for verb in ("create", "delete", "deletecollection"):
+        assert not allows(cluster, GROUP, "virtualmachines", verb), verb
+    for verb in ("list", "watch"):
+        assert not allows(cluster, "", "secrets", verb), verb
+    # Leases and ConfigMaps only in its own namespace.
+    assert not allows(cluster, "coordination.k8s.io", "leases", "update")
+    assert not allows(cluster, "", "configmaps", "patch")
+    assert all("*" not in rule["verbs"] for rule in cluster)
+
+
+def test_rbac_check_fails_when_a_grant_is_missing() -> None:
+    rules = [{"apiGroups": [GROUP], "resources": ["*"], "verbs": ["get", "list", "watch"]}]
+    assert allows(rules, GROUP, "virtualmachines", "watch")
+    assert not allows(rules, GROUP, "virtualmachines/status", "update")
+    status_rule = {"apiGroups": [GROUP], "resources": ["*/status"], "verbs": ["update"]}
+    assert allows([status_rule], GROUP, "virtualmachines/status", "update")
+    assert not allows([status_rule], GROUP, "virtualmachines", "update")
+
+
+# --- tests: optional objects -----------------------------------------------------------
+
+
+def test_service_monitor_scrapes_the_metrics_service(chart: helm.Chart) -> None:
+    assert render(chart).of_kind("ServiceMonitor") == []
+    rendered = render(chart, {"metrics": {"serviceMonitor": {"enabled": True, "interval": "15s"}}})
+    monitor = rendered.one("ServiceMonitor", FULLNAME)
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    service = rendered.one("Service", f"{FULLNAME}-metrics")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    # It must not also select the Redis Service.
+    redis = rendered.one("Service", f"{FULLNAME}-redis")
+    assert (
+        not monitor["spec"]["selector"]["matchLabels"].items()
+        <= redis["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    ]
+    assert "metrics" in port_names
+
+
+@pytest.mark.parametrize(("replicas", "has_pdb"), [(1, False), (2, True), (3, True)])
+def test_pdb_keeps_a_standby_only_when_there_is_one(
+    chart: helm.Chart, replicas: int, has_pdb: bool
+) -> None:
+    rendered = render(chart, {"controller": {"replicas": replicas}})
+    assert rendered.controller["spec"]["replicas"] == replicas
+    pdbs = rendered.of_kind("PodDisruptionBudget")
+    assert bool(pdbs) == has_pdb
+    if pdbs:
+        assert pdbs[0]["spec"]["maxUnavailable"] == 1
+        assert pdbs[0]["spec"]["selector"] == rendered.controller["spec"]["selector"]
+
+
+def test_notes_tell_how_to_find_the_leader_shards_and_vms(chart: helm.Chart) -> None:
+    notes = render(chart, {"shards": 7}).notes
+    assert f"lease {LEASE_NAME}" in notes
+    assert f"configmap {CONFIG_MAP}" in notes and "{.data.shards}" in notes
+    assert "7 shard(s)" in notes
+    assert "kubectl get vm -A" in notes
+    vm_crd = next(c for c in chart.crds if c["filename"].endswith("virtualmachines.yaml"))
+    assert "vm" in yaml.safe_load(vm_crd["data"])["spec"]["names"]["shortNames"]
+
+
+# --- tests: no inert values ------------------------------------------------------------
+
+
+def leaf_paths(values: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every value a user can set: scalars, and empty maps/lists (filled in as a whole)."""
+    if isinstance(values, dict) and values:
+        for key, item in values.items():
+            yield from leaf_paths(item, (*prefix, key))
+    else:
+        yield prefix, values
+
+
+def mutated(value: Any, path: tuple[str, ...]) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, str):
+        return {
+            "logLevel": "warning",
+            "pullPolicy": "Always",
+            "address": "ray-head.ray:6379",
+            "url": "redis://other:6379/0",
+            "interval": "45s",
+            "name": "redis-creds",
+        }.get(path[-1], value + "x" if value else "x")
+    if isinstance(value, list):
+        return [*value, {"key": "k", "operator": "Exists"} if path[-1] == "tolerations" else "--x"]
+    if isinstance(value, dict):
+        return {"k": "v"}
+    raise AssertionError(f"{'.'.join(path)}: unexpected value type {type(value).__name__}")
+
+
+# Values that only matter when another one switches them on.
+CONTEXTS: list[dict[str, Any]] = [
+    {},
+    {"metrics": {"serviceMonitor": {"enabled": True}}},
+    {"redis": {"urlSecret": {"name": "redis-creds"}}},
+]
+
+
+def inert_values(
+    chart: helm.Chart, defaults: dict[str, Any], contexts: list[dict[str, Any]]
+) -> list[str]:
+    """Values whose change leaves the rendered chart the same in every context."""
+    inert = []
+    for path, value in leaf_paths(defaults):
+        changed = False
+        for context in contexts:
+            try:
+                before = render_raw(chart, context)
+                after = render_raw(chart, with_value(context, path, mutated(value, path)))
+            except helm.HelmValuesError as e:
+                raise AssertionError(f"{'.'.join(path)}: mutation rejected: {e}") from e
+            if before != after:
+                changed = True
+                break
+        if not changed:
+            inert.append(".".join(path))
+    return inert
+
+
+def test_every_value_changes_the_rendered_chart(chart: helm.Chart) -> None:
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert len(list(leaf_paths(defaults))) > 20
+    assert inert_values(chart, defaults, CONTEXTS) == []
+
+
+def test_inert_value_check_finds_a_value_that_changes_nothing(chart: helm.Chart) -> None:
+    # The Secret key is read only when a Secret name is set: on its own it is inert.
+    defaults = {"redis": {"urlSecret": {"key": "url"}}, "shards": 3}
+    assert inert_values(chart, defaults, [{}]) == ["redis.urlSecret.key"]
+
+
+# --- tests: the probes and the image ---------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _probe(command: list[str]) -> int:
+    assert command[0] == "python"
+    return subprocess.run(
+        [sys.executable, *command[1:]], capture_output=True, timeout=30
+    ).returncode
+
+
+def test_probes_check_the_endpoint_the_controller_serves(chart: helm.Chart) -> None:
+    port = _free_port()
+    container = render(chart, {"metrics": {"port": port}}).container
+    probes = [container[k] for k in ("startupProbe", "livenessProbe", "readinessProbe")]
+    commands = [p["exec"]["command"] for p in probes]
+    assert all(c == commands[0] for c in commands)
+    assert _probe(commands[0]) != 0, "the probe passed with nothing listening"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from virtrigaud.metrics_server import serve_metrics\n"
+            "serve_metrics(int(sys.argv[1]))\nprint('up', flush=True)\ntime.sleep(120)",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "up"
+        assert _probe(commands[0]) == 0
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_image_user_and_entrypoint_match_the_chart(chart: helm.Chart) -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    user = re.search(r"^USER (\d+):(\d+)$", final_stage, re.M)
+    assert user, "the final stage must run as a numeric non-root user"
+    psc = chart.values["podSecurityContext"]
+    assert (int(user[1]), int(user[2])) == (psc["runAsUser"], psc["runAsGroup"])
+    assert re.search(r'^ENTRYPOINT \["virtrigaud"\]$', final_stage, re.M)
+    assert re.search(r'^CMD \["run"\]$', final_stage, re.M)
+    assert render(chart).args[0] == "run"
+
+
+def test_metrics_endpoint_binds_a_pod_reachable_address(chart: helm.Chart) -> None:
+    run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    options = {opt for p in run.params for opt in p.opts}
+    assert "--metrics-address" in options
+    assert "--metrics-address=0.0.0.0" in render(chart).args
+
+
+def test_ray_loopback_env_only_with_a_private_ray(chart: helm.Chart) -> None:
+    def env_names(values: dict[str, Any]) -> set[str]:
+        return {e["name"] for e in render(chart, values).container["env"]}
+
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" in env_names({})
+    remote = {"ray": {"address": "ray-head.ray.svc:6379"}}
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in env_names(remote)
+
+
+# --- tests: against the dev stack's API server ----------------------------------------
+
+
+@pytest.fixture
+async def kube(kubeconfig: str) -> AsyncIterator[KubeClient]:
+    async with KubeClient.from_kubeconfig(kubeconfig) as client:
+        yield client
+
+
+def _apply_params(dry_run: bool) -> dict[str, str | int | bool]:
+    params: dict[str, str | int | bool] = {"fieldManager": "helm-chart-test", "force": True}
+    if dry_run:
+        params["dryRun"] = "All"
+    return params
+
+
+async def server_apply(
+    kube: KubeClient, res: Resource, obj: dict[str, Any], *, dry_run: bool
+) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return await kube.request(
+        "PATCH",
+        res.object_path(meta["name"], meta.get("namespace")),
+        params=_apply_params(dry_run),
+        body=obj,
+        content_type="application/apply-patch+yaml",
+    )
+
+
+@pytest.fixture
+async def release_namespace(kube: KubeClient) -> AsyncIterator[str]:
+    name = f"helm-test-{uuid.uuid4().hex[:8]}"
+    await kube.create(
+        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    yield name
+    # A reused stack (VIRTRIGAUD_TEST_STATE_DIR) keeps running: leave nothing behind.
+    for res, obj_name, namespace in ((CONFIG_MAPS, CONFIG_MAP, name), (NAMESPACES, name, None)):
+        try:
+            await kube.delete(res, obj_name, namespace)
+        except ApiError as e:
+            if not e.not_found:
+                raise
+
+
+async def test_crds_and_served_kinds_dry_run_cleanly(
+    chart: helm.Chart, kube: KubeClient, release_namespace: str
+) -> None:
+    rendered = chart.render({"shards": 5}, name=RELEASE, namespace=release_namespace)
+    objects = [
+        doc
+        for path, text in rendered.items()
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    served = {"ConfigMap": CONFIG_MAPS, "ServiceAccount": SERVICE_ACCOUNTS}
+    tried = []
+    for obj in objects:
+        if obj["kind"] in served:
+            obj["metadata"].setdefault("namespace", release_namespace)
+            result = await server_apply(kube, served[obj["kind"]], obj, dry_run=True)
+            assert result["metadata"]["name"] == obj["metadata"]["name"]
+            tried.append(obj["kind"])
+    assert sorted(tried) == ["ConfigMap", "ServiceAccount"]
+    crds = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CRD", False)
+    assert len(chart.crds) == 10
+    for entry in chart.crds:
+        crd = yaml.safe_load(entry["data"])
+        result = await server_apply(kube, crds, crd, dry_run=True)
+        assert result["spec"]["group"] == GROUP
+    # Dry-run stored nothing.
+    with pytest.raises(ApiError) as err:
+        await kube.get(CONFIG_MAPS, CONFIG_MAP, release_namespace)
+    assert err.value.not_found
+
+
+async def test_server_rejects_a_malformed_configmap(
+    kube: KubeClient, release_namespace: str
+) -> None:
+    """The dry-run above can fail: malformed objects are refused."""
+    bad = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": CONFIG_MAP, "namespace": release_namespace},
+        "data": {SHARDS_FIELD: 5},
+    }
+    with pytest.raises(ApiError) as err:
+        await server_apply(kube, CONFIG_MAPS, bad, dry_run=True)
+    assert ".data.shards: expected string" in str(err.value)
+    # And a label value with a space is refused by validation.
+    bad = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "sa", "namespace": release_namespace, "labels": {"a": "b c"}},
+    }
+    with pytest.raises(ApiError) as err:
+        await server_apply(kube, SERVICE_ACCOUNTS, bad, dry_run=True)
+    assert err.value.status == 422
+
+
+async def test_leader_reads_the_shard_count_the_chart_installs(
+    chart: helm.Chart, kube: KubeClient, release_namespace: str
+) -> None:
+    rendered = chart.render({"shards": 5}, name=RELEASE, namespace=release_namespace)
+    cm = yaml.safe_load(rendered["virtrigaud/templates/configmap.yaml"])
+    await server_apply(kube, CONFIG_MAPS, cm, dry_run=False)
+    assert await read_shard_count(kube, release_namespace) == 5
+    # An upgrade to 8 is what the leader reads next.
+    rendered = chart.render({"shards": 8}, name=RELEASE, namespace=release_namespace)
+    cm = yaml.safe_load(rendered["virtrigaud/templates/configmap.yaml"])
+    await server_apply(kube, CONFIG_MAPS, cm, dry_run=False)
+    assert await read_shard_count(kube, release_namespace) == 8

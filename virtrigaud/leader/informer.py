@@ -1,0 +1,180 @@
+"""List + watch of one resource across all namespaces, feeding the coordinator.
+
+Like a client-go reflector: list once, then watch from the list's resourceVersion; when
+a watch ends (server timeout, dropped connection) resume from the last resourceVersion
+seen (bookmarks keep it fresh while nothing changes); when the server answers 410 Gone
+the window is lost, so relist and diff against the store, synthesising DELETED for keys
+that vanished meanwhile. Connection failures back off exponentially with jitter.
+
+The store keeps the latest object per key with `metadata.managedFields` dropped (the
+largest part of most objects, and nobody downstream reads it). The coordinator hands
+these objects to a shard when a key moves, so the new owner starts from the latest state
+without a GET per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from virtrigaud.kube.client import ApiError, KubeClient
+from virtrigaud.kube.resources import Resource
+
+log = logging.getLogger("virtrigaud.leader.informer")
+
+JSON = dict[str, Any]
+# (event type, key, object); type is ADDED, MODIFIED or DELETED.
+EventHandler = Callable[[str, str, JSON], None]
+
+
+def object_key(obj: JSON) -> str:
+    meta = obj.get("metadata") or {}
+    namespace = meta.get("namespace")
+    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
+
+
+def _slim(obj: JSON) -> JSON:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        meta.pop("managedFields", None)
+    return obj
+
+
+class Informer:
+    """Keeps `store` equal to the server's objects and calls `handler` for each change."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        resource: Resource,
+        handler: EventHandler,
+        *,
+        namespace: str | None = None,
+        watch_timeout: tuple[int, int] = (240, 360),
+        backoff: tuple[float, float] = (0.2, 30.0),
+        store: dict[str, JSON] | None = None,
+        resource_version: str | None = None,
+    ) -> None:
+        """`store` + `resource_version` resume a previous informer's position."""
+        self.kube = kube
+        self.resource = resource
+        self.handler = handler
+        self.namespace = namespace
+        self.store: dict[str, JSON] = store if store is not None else {}
+        self.resource_version = resource_version
+        self.synced = asyncio.Event()
+        self.lists = 0
+        self.watches = 0
+        self._watch_timeout = watch_timeout
+        self._backoff = backoff
+        if resource_version is not None:
+            self.synced.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = self._backoff[0]
+        while not stop.is_set():
+            try:
+                if self.resource_version is None:
+                    await self._relist()
+                await self._watch(stop)
+                delay = self._backoff[0]
+            except ApiError as e:
+                if e.gone:
+                    log.info(
+                        "%s watch: resourceVersion %s expired (410); relisting",
+                        self.resource.kind,
+                        self.resource_version,
+                    )
+                    self.resource_version = None
+                    continue
+                log.warning("%s watch failed: %s; retrying in %.1fs", self.resource.kind, e, delay)
+                if await _sleep(stop, delay):
+                    return
+                delay = min(self._backoff[1], delay * 2)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+                log.warning(
+                    "%s watch: API server unreachable (%s); retrying in %.1fs",
+                    self.resource.kind,
+                    e,
+                    delay,
+                )
+                if await _sleep(stop, delay):
+                    return
+                delay = min(self._backoff[1], delay * 2)
+
+    async def _relist(self) -> None:
+        items, rv = await self.kube.list_all(self.resource, self.namespace)
+        self.lists += 1
+        fresh = {object_key(o): _slim(o) for o in items}
+        for key, gone in list(self.store.items()):
+            if key not in fresh:
+                del self.store[key]
+                self.handler("DELETED", key, gone)
+        for key, obj in fresh.items():
+            old = self.store.get(key)
+            self.store[key] = obj
+            if old is None:
+                self.handler("ADDED", key, obj)
+            elif _rv(old) != _rv(obj):
+                self.handler("MODIFIED", key, obj)
+        self.resource_version = rv
+        self.synced.set()
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        self.watches += 1
+        timeout = random.randint(*self._watch_timeout)
+        stream = self.kube.watch(
+            self.resource,
+            self.namespace,
+            resource_version=self.resource_version,
+            timeout_seconds=timeout,
+        )
+
+        async def consume() -> None:
+            async for event in stream:
+                self._apply(event.type, event.object)
+
+        consumer = asyncio.create_task(consume())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not consumer.done():
+                consumer.cancel()
+                await asyncio.gather(consumer, return_exceptions=True)
+        if consumer.done() and not consumer.cancelled():
+            consumer.result()  # re-raise ApiError (410) and connection errors
+
+    def _apply(self, kind: str, obj: JSON) -> None:
+        rv = _rv(obj)
+        if kind == "BOOKMARK":
+            if rv:
+                self.resource_version = rv
+            return
+        key = object_key(obj)
+        if kind == "DELETED":
+            self.store.pop(key, None)
+        else:
+            self.store[key] = _slim(obj)
+        if rv:
+            self.resource_version = rv
+        self.handler(kind, key, obj)
+
+
+def _rv(obj: JSON) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
+    jittered = seconds * random.uniform(0.8, 1.2)
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=jittered)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,332 @@
+"""`virtrigaud run` (the controller process) and `virtrigaud shards ...`.
+
+Several `virtrigaud run` processes may run against one Ray cluster: one holds the Lease
+and coordinates, the others stand by and take over within the lease duration (at once
+when the leader exits gracefully, since it releases the Lease). Shard actors are
+detached: they keep running, with their keys, when a coordinator exits, and the next
+leader re-attaches to them. `--shutdown-shards-on-exit` (for demos) or
+`virtrigaud shards stop` ends them.
+
+Without `--ray-address` the process starts a private local Ray on 127.0.0.1; its shards
+end with the process, so standbys need a shared Ray (`--ray-address`, e.g. the dev
+stack's). Without `--redis-url` the per-Provider buckets live in a Ray actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from virtrigaud.leader.election import LeaseTimings
+
+log = logging.getLogger("virtrigaud.run")
+
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+LEASE_NAME = "virtrigaud-leader"
+DEFAULT_NAMESPACE = "virtrigaud-system"
+
+shards_app = typer.Typer(help="Inspect and change the shard count.", no_args_is_help=True)
+
+KubeconfigOpt = Annotated[
+    Path | None,
+    typer.Option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)."),
+]
+NamespaceOpt = Annotated[
+    str,
+    typer.Option(
+        "--namespace", help="Namespace of the leader Lease and the virtrigaud-config map."
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        envvar="VIRTRIGAUD_RAY_ADDRESS",
+        help="host:port of a Ray cluster (default: start a private local Ray on 127.0.0.1).",
+    ),
+]
+
+
+def _connect_ray(address: str | None) -> None:
+    # A private Ray, or one on this host's loopback, must keep every listener on
+    # 127.0.0.1; a remote cluster's nodes need this host's routable address instead.
+    local = not address or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
+    for key, value in RAY_ENV.items():
+        if local or key != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER":
+            os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, namespace="virtrigaud", log_to_driver=False)
+    else:
+        ray.init(
+            namespace="virtrigaud",
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+        )
+
+
+def run_command(
+    kubeconfig: KubeconfigOpt = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards",
+            min=1,
+            help="Shard count; written to ConfigMap virtrigaud-config at start "
+            "(default: keep the configured count, or 3).",
+        ),
+    ] = None,
+    workers_per_shard: Annotated[
+        int, typer.Option("--workers-per-shard", min=1, help="Reconcile workers per shard.")
+    ] = 4,
+    ray_address: RayAddressOpt = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            envvar="VIRTRIGAUD_REDIS_URL",
+            help="Redis for the shared per-Provider buckets (default: a Ray actor).",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option("--metrics-port", min=0, help="Coordinator /metrics port (0: any free)."),
+    ] = 8080,
+    metrics_address: Annotated[
+        str,
+        typer.Option(
+            "--metrics-address",
+            help="Address the /metrics endpoints bind (0.0.0.0 in a pod, for Prometheus).",
+        ),
+    ] = "127.0.0.1",
+    shard_metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--shard-metrics-port",
+            min=0,
+            help="Shard i serves /metrics on this port + i (0: any free port, see the logs).",
+        ),
+    ] = 0,
+    identity: Annotated[
+        str | None, typer.Option("--id", help="Leader election identity (default: host-pid).")
+    ] = None,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    resync_period: Annotated[
+        float, typer.Option("--resync-period", min=1.0, help="Seconds between periodic resyncs.")
+    ] = 300.0,
+    lease_duration: Annotated[float, typer.Option("--lease-duration")] = 15.0,
+    renew_deadline: Annotated[float, typer.Option("--renew-deadline")] = 10.0,
+    retry_period: Annotated[float, typer.Option("--retry-period")] = 2.0,
+    shutdown_shards_on_exit: Annotated[
+        bool,
+        typer.Option(
+            "--shutdown-shards-on-exit",
+            help="Stop the shard actors when this process exits (demos; default: leave them "
+            "running for the next leader).",
+        ),
+    ] = False,
+    reconciler: Annotated[
+        str,
+        typer.Option("--reconciler", hidden=True, help="module:factory building the Reconciler."),
+    ] = "",
+    reconciler_path: Annotated[
+        list[Path] | None,
+        typer.Option("--reconciler-path", hidden=True, help="Extra import path for --reconciler."),
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+) -> None:
+    """Run the controller: leader election, coordinator, and the shard actors."""
+    from virtrigaud.shards.actor import DEFAULT_RECONCILER, ShardConfig
+    from virtrigaud.shards.audit import AUDIT_ENV
+    from virtrigaud.shards.logs import setup_json_logging
+
+    ident = identity or f"{socket.gethostname()}-{os.getpid()}"
+    setup_json_logging(log_level, component="coordinator", id=ident)
+    try:
+        timings = LeaseTimings(lease_duration, renew_deadline, retry_period)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    kubeconfig_path = str(kubeconfig.resolve()) if kubeconfig else os.environ.get("KUBECONFIG")
+    shard_config = ShardConfig(
+        kubeconfig=kubeconfig_path,
+        redis_url=redis_url,
+        workers=workers_per_shard,
+        resync_period=resync_period,
+        metrics_port=shard_metrics_port,
+        metrics_address=metrics_address,
+        reconciler=reconciler or DEFAULT_RECONCILER,
+        audit_redis=os.environ.get(AUDIT_ENV) or None,
+        log_level=log_level,
+        python_path=tuple(str(p.resolve()) for p in reconciler_path or ()),
+    )
+    _connect_ray(ray_address)
+    try:
+        asyncio.run(
+            _run(
+                ident=ident,
+                kubeconfig=kubeconfig_path,
+                namespace=namespace,
+                shards=shards,
+                shard_config=shard_config,
+                metrics_port=metrics_port,
+                metrics_address=metrics_address,
+                timings=timings,
+                shutdown_shards=shutdown_shards_on_exit,
+            )
+        )
+    finally:
+        import ray
+
+        ray.shutdown()
+
+
+async def _run(
+    *,
+    ident: str,
+    kubeconfig: str | None,
+    namespace: str,
+    shards: int | None,
+    shard_config: Any,
+    metrics_port: int,
+    metrics_address: str,
+    timings: LeaseTimings,
+    shutdown_shards: bool,
+) -> None:
+    from virtrigaud.kube.client import KubeClient
+    from virtrigaud.leader.coordinator import Coordinator, CoordinatorConfig
+    from virtrigaud.leader.election import LeaderElector
+    from virtrigaud.leader.shard_count import ensure_namespace, write_shard_count
+    from virtrigaud.metrics_server import serve_metrics
+
+    port = serve_metrics(metrics_port, metrics_address)
+    kube = KubeClient.from_kubeconfig(kubeconfig)
+    stop = asyncio.Event()
+    coordinator = Coordinator(
+        kube, shard_config, CoordinatorConfig(namespace=namespace, default_shards=shards or 3)
+    )
+
+    def on_signal() -> None:
+        # Only a graceful exit stops the shards; losing the Lease never does.
+        coordinator.stop_shards_on_exit = shutdown_shards
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await ensure_namespace(kube, namespace)
+        if shards is not None:
+            await write_shard_count(kube, namespace, shards)
+        elector = LeaderElector(
+            kube,
+            namespace=namespace,
+            name=LEASE_NAME,
+            identity=ident,
+            on_started_leading=coordinator.lead,
+            timings=timings,
+        )
+        log.info(
+            "campaigning",
+            extra={"lease": f"{namespace}/{LEASE_NAME}", "id": ident, "metrics_port": port},
+        )
+        await elector.run(stop)
+    finally:
+        await kube.close()
+    log.info("exited")
+
+
+async def stop_shards(grace: float = 30.0) -> int:
+    """Stop every shard actor gracefully, then remove it; returns how many there were."""
+    import ray
+
+    from virtrigaud.leader.coordinator import existing_shard_indexes
+    from virtrigaud.shards.actor import RAY_NAMESPACE, actor_name
+
+    handles = []
+    for index in sorted(existing_shard_indexes()):
+        try:
+            handles.append(ray.get_actor(actor_name(index), namespace=RAY_NAMESPACE))
+        except ValueError:
+            continue
+    results = await asyncio.gather(*(h.stop.remote(grace) for h in handles), return_exceptions=True)
+    for h, result in zip(handles, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning("stopping a shard: %s", result)
+        ray.kill(h, no_restart=True)
+    return len(handles)
+
+
+@shards_app.command("set")
+def shards_set(
+    count: Annotated[int, typer.Argument(min=1, help="The new number of shards.")],
+    kubeconfig: KubeconfigOpt = None,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+) -> None:
+    """Change the shard count; the leader moves about 1/N of the VMs per shard added/removed."""
+    from virtrigaud.kube.client import KubeClient
+    from virtrigaud.leader.shard_count import write_shard_count
+
+    async def go() -> None:
+        async with KubeClient.from_kubeconfig(str(kubeconfig) if kubeconfig else None) as kube:
+            await write_shard_count(kube, namespace, count)
+
+    asyncio.run(go())
+    typer.echo(f"shards: {count} (ConfigMap {namespace}/virtrigaud-config)")
+
+
+@shards_app.command("get")
+def shards_get(
+    kubeconfig: KubeconfigOpt = None,
+    namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+) -> None:
+    """Print the configured shard count and the current leader."""
+    from virtrigaud.kube.client import ApiError, KubeClient
+    from virtrigaud.kube.resources import LEASES
+    from virtrigaud.leader.shard_count import read_shard_count
+
+    async def go() -> tuple[int, str]:
+        async with KubeClient.from_kubeconfig(str(kubeconfig) if kubeconfig else None) as kube:
+            try:
+                count = await read_shard_count(kube, namespace)
+            except ApiError as e:
+                if not e.not_found:
+                    raise
+                count = 0
+            try:
+                lease = await kube.get(LEASES, LEASE_NAME, namespace)
+                holder = str((lease.get("spec") or {}).get("holderIdentity") or "none")
+            except ApiError as e:
+                if not e.not_found:
+                    raise
+                holder = "none"
+            return count, holder
+
+    count, holder = asyncio.run(go())
+    typer.echo(f"shards: {count or 'not set'}\nleader: {holder}")
+
+
+@shards_app.command("stop")
+def shards_stop(
+    ray_address: Annotated[
+        str,
+        typer.Option("--ray-address", envvar="VIRTRIGAUD_RAY_ADDRESS", help="host:port of Ray."),
+    ],
+    grace: Annotated[
+        float, typer.Option("--grace", help="Seconds to let reconciles finish.")
+    ] = 30.0,
+) -> None:
+    """Stop and remove every shard actor (they are detached and outlive coordinators)."""
+    _connect_ray(ray_address)
+    n = asyncio.run(stop_shards(grace))
+    typer.echo(f"stopped {n} shard actor(s)")
