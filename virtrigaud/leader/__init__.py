@@ -1,1 +1,1 @@
-"""Leader election, the VM informer, the hash ring and the coordinator that routes keys to shards."""
+"""Leader election, the VM informer, the hash ring and the coordinator that routes keys."""
