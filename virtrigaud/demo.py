@@ -1,0 +1,645 @@
+"""`virtrigaud demo` (`make demo`): the whole system converging on one machine.
+
+Starts the dev stack (API server, vcsim, libvirtd test driver, fakepve, Redis, Ray),
+applies the CRDs' sample objects from ``demo/`` (one Provider per simulator, VMClasses,
+VMImages), creates ~60 VirtualMachines across the three providers, starts the sharded
+controller (`virtrigaud run`, 3 shards) as a subprocess, shows progress until every VM is
+Ready, reconfigures one running VM, prints a summary (VMs per provider and shard, time to
+Ready, hypervisor calls from the shards' Prometheus endpoints), then deletes the VMs
+(through the finalizers, so the hypervisors end empty) and shuts everything down.
+Exits non-zero when anything does not converge within the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from virtrigaud import API_VERSION
+from virtrigaud.dev.info import StackInfo
+from virtrigaud.dev.stack import DevStack
+from virtrigaud.kube.client import ApiError, KubeClient, WatchEvent
+from virtrigaud.kube.resources import (
+    LEASES,
+    NAMESPACES,
+    PROVIDERS,
+    VIRTUAL_MACHINES,
+    VM_CLASSES,
+    VM_IMAGES,
+    Resource,
+)
+
+JSON = dict[str, Any]
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+VM_NAMESPACE = "virtrigaud-demo"
+PROVIDER_NAMESPACE = "default"
+FIELD_MANAGER = "virtrigaud-demo"
+# Where `virtrigaud run` keeps its leader Lease (its defaults).
+CONTROLLER_NAMESPACE = "virtrigaud-system"
+LEADER_LEASE = "virtrigaud-leader"
+LIBVIRT_POOL = "default-pool"
+LIBVIRT_BASE_VOLUME = "demo-base.qcow2"
+
+# provider name -> image name (both from demo/*.yaml)
+PROVIDERS_AND_IMAGES = {
+    "vcsim": "vsphere-template",
+    "libvirt": "libvirt-base",
+    "proxmox": "proxmox-debian",
+}
+CLASSES = ("small", "small", "medium", "large")
+KINDS: dict[str, Resource] = {
+    "Provider": PROVIDERS,
+    "VMClass": VM_CLASSES,
+    "VMImage": VM_IMAGES,
+    "VirtualMachine": VIRTUAL_MACHINES,
+}
+
+console = Console()
+
+
+class DemoFailed(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------- objects
+
+
+def render_templates(values: dict[str, str]) -> list[JSON]:
+    """demo/*.yaml (minus the human-only sample) with ${...} filled in, as objects."""
+    objects: list[JSON] = []
+    for name in ("providers.yaml", "classes.yaml", "images.yaml"):
+        text = string.Template((DEMO_DIR / name).read_text()).substitute(values)
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects
+
+
+def template_values(info: StackInfo) -> dict[str, str]:
+    if info.vcsim is None or info.libvirt is None or info.proxmox is None:
+        raise DemoFailed("the dev stack is missing a simulator; run `virtrigaud dev up`")
+    return {
+        "vcsim_url": info.vcsim.url,
+        "libvirt_uri": info.libvirt.uri,
+        "proxmox_url": info.proxmox.url,
+        "vm_namespace": VM_NAMESPACE,
+    }
+
+
+def sample_vms(count: int) -> list[JSON]:
+    """count VMs spread over the providers, mixed classes, every fifth one powered off."""
+    vms: list[JSON] = []
+    providers = list(PROVIDERS_AND_IMAGES)
+    for i in range(count):
+        provider = providers[i % len(providers)]
+        vms.append(
+            {
+                "apiVersion": API_VERSION,
+                "kind": "VirtualMachine",
+                "metadata": {
+                    "name": f"{provider}-vm-{i:03d}",
+                    "namespace": VM_NAMESPACE,
+                    "labels": {"app.kubernetes.io/part-of": "virtrigaud-demo"},
+                },
+                "spec": {
+                    "providerRef": {"name": provider, "namespace": PROVIDER_NAMESPACE},
+                    "classRef": {"name": CLASSES[i % len(CLASSES)]},
+                    "imageRef": {"name": PROVIDERS_AND_IMAGES[provider]},
+                    "powerState": "Off" if i % 5 == 4 else "On",
+                    "tags": ["demo", f"index={i}"],
+                },
+            }
+        )
+    return vms
+
+
+def ensure_libvirt_base_volume(uri: str, volume: str = LIBVIRT_BASE_VOLUME) -> str:
+    """The libvirt test driver's pool starts empty; an image must be a volume in it."""
+    import libvirt
+
+    conn = libvirt.open(uri)
+    try:
+        pool = conn.storagePoolLookupByName(LIBVIRT_POOL)
+        if volume not in pool.listVolumes():
+            pool.createXML(
+                f"<volume><name>{volume}</name><capacity unit='GiB'>1</capacity>"
+                "<target><format type='qcow2'/></target></volume>",
+                0,
+            )
+    finally:
+        conn.close()
+    return f"{LIBVIRT_POOL}/{volume}"
+
+
+async def apply_all(kube: KubeClient, objects: list[JSON], parallel: int = 16) -> None:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(obj: JSON) -> None:
+        async with gate:
+            await kube.apply(KINDS[obj["kind"]], obj, field_manager=FIELD_MANAGER)
+
+    await asyncio.gather(*(one(o) for o in objects))
+
+
+async def ensure_namespace(kube: KubeClient, name: str) -> None:
+    try:
+        await kube.create(
+            NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        )
+    except ApiError as e:
+        if not e.conflict:
+            raise
+
+
+# ---------------------------------------------------------------------------------- tracking
+
+
+def _ready(obj: JSON) -> bool:
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"].get("generation"):
+        return False
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+@dataclass
+class Tracker:
+    """What the watch has shown of the demo's VMs."""
+
+    created_at: dict[str, float] = field(default_factory=dict)
+    ready_at: dict[str, float] = field(default_factory=dict)
+    objects: dict[str, JSON] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+
+    def see(self, event: WatchEvent) -> None:
+        name = event.object.get("metadata", {}).get("name")
+        if not name or event.type == "BOOKMARK":
+            return
+        if event.type == "DELETED":
+            self.deleted.add(name)
+            self.objects.pop(name, None)
+            return
+        self.objects[name] = event.object
+        if _ready(event.object):
+            self.ready_at.setdefault(name, time.monotonic())
+        else:
+            self.ready_at.pop(name, None)
+
+    def ready_count(self) -> int:
+        return sum(1 for name in self.created_at if name in self.ready_at)
+
+    def seconds_to_ready(self) -> list[float]:
+        return sorted(
+            self.ready_at[n] - self.created_at[n] for n in self.created_at if n in self.ready_at
+        )
+
+
+async def watch_vms(kube: KubeClient, tracker: Tracker, stop: asyncio.Event) -> None:
+    """Keep tracker current from a watch (relisting on 410 or a dropped stream)."""
+    while not stop.is_set():
+        items, rv = await kube.list_all(VIRTUAL_MACHINES, VM_NAMESPACE)
+        for item in items:
+            tracker.see(WatchEvent("ADDED", item))
+        try:
+            async for event in kube.watch(
+                VIRTUAL_MACHINES, VM_NAMESPACE, resource_version=rv, timeout_seconds=60
+            ):
+                tracker.see(event)
+                if stop.is_set():
+                    return
+        except ApiError as e:
+            if not e.gone:
+                raise
+        except (TimeoutError, OSError):
+            await asyncio.sleep(0.5)
+
+
+def progress_view(tracker: Tracker, step: Step, started: float) -> Group:
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[n]}"))
+    done = step.done()
+    bar.add_task(step.title, total=step.total, completed=done, n=f"{done}/{step.total} {step.unit}")
+    table = Table(title=f"{time.monotonic() - started:5.1f} s", expand=False)
+    table.add_column("provider")
+    for phase in ("Pending", "Provisioning", "Running", "Stopped", "Failed", "other"):
+        table.add_column(phase, justify="right")
+    counts: dict[str, dict[str, int]] = {p: {} for p in PROVIDERS_AND_IMAGES}
+    for obj in tracker.objects.values():
+        provider = obj["spec"]["providerRef"]["name"]
+        phase = (obj.get("status") or {}).get("phase") or "Pending"
+        if phase not in ("Pending", "Provisioning", "Running", "Stopped", "Failed"):
+            phase = "other"
+        counts.setdefault(provider, {})[phase] = counts.get(provider, {}).get(phase, 0) + 1
+    for provider, by_phase in counts.items():
+        table.add_row(
+            provider,
+            *(
+                str(by_phase.get(p, 0))
+                for p in ("Pending", "Provisioning", "Running", "Stopped", "Failed", "other")
+            ),
+        )
+    return Group(bar, table)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing the demo waits for: done() counts up to total."""
+
+    title: str
+    total: int
+    unit: str
+    done: Callable[[], int]
+
+
+async def wait_until(step: Step, tracker: Tracker, timeout: float) -> None:
+    started = time.monotonic()
+    with Live(progress_view(tracker, step, started), console=console, refresh_per_second=4) as live:
+        while step.done() < step.total:
+            if time.monotonic() - started > timeout:
+                raise DemoFailed(f"{step.title}: not done within {timeout:.0f} s")
+            await asyncio.sleep(0.25)
+            live.update(progress_view(tracker, step, started))
+        live.update(progress_view(tracker, step, started))
+
+
+def not_ready_report(tracker: Tracker) -> str:
+    lines = []
+    for name in sorted(tracker.created_at):
+        if name in tracker.ready_at:
+            continue
+        obj = tracker.objects.get(name, {})
+        conditions: list[JSON] = (obj.get("status") or {}).get("conditions") or []
+        ready: JSON = next((c for c in conditions if c["type"] == "Ready"), {})
+        lines.append(f"  {name}: {ready.get('reason', 'no status')}: {ready.get('message', '')}")
+    return "\n".join(lines[:20])
+
+
+# ---------------------------------------------------------------------------------- controller
+
+
+@dataclass
+class Controller:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, grace: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_controller(
+    info: StackInfo, shards: int, log_path: Path, metrics_port: int, shard_metrics_port: int
+) -> Controller:
+    """`virtrigaud run` against the dev stack, as a subprocess (its own process group)."""
+    if info.kube is None or info.redis is None or info.ray is None:
+        raise DemoFailed("the dev stack lacks kube, redis or ray")
+    exe = shutil.which("virtrigaud", path=str(Path(sys.executable).parent)) or shutil.which(
+        "virtrigaud"
+    )
+    if exe is None:
+        raise DemoFailed("the `virtrigaud` command is not installed; run `make setup`")
+    env = dict(os.environ)
+    env.update(info.ray.env)
+    env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    command = [
+        exe,
+        "run",
+        "--kubeconfig",
+        info.kube.kubeconfig,
+        "--redis-url",
+        info.redis.url,
+        "--ray-address",
+        info.ray.address,
+        "--shards",
+        str(shards),
+        "--metrics-port",
+        str(metrics_port),
+        "--shard-metrics-port",
+        str(shard_metrics_port),
+        # The demo owns its shards: they go when the controller does.
+        "--shutdown-shards-on-exit",
+    ]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    return Controller(process, log_path)
+
+
+async def wait_for_leader(kube: KubeClient, controller: Controller, timeout: float) -> str:
+    """The controller's identity once it holds the leader Lease (then it runs shards)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if controller.process.poll() is not None:
+            raise DemoFailed(
+                f"the controller exited with code {controller.process.returncode}; "
+                f"see {controller.log_path}"
+            )
+        try:
+            lease = await kube.get(LEASES, LEADER_LEASE, CONTROLLER_NAMESPACE)
+            holder = (lease.get("spec") or {}).get("holderIdentity")
+            if holder:
+                return str(holder)
+        except ApiError as e:
+            if not e.not_found:
+                raise
+        await asyncio.sleep(0.25)
+    raise DemoFailed(f"the controller did not become leader within {timeout:.0f} s")
+
+
+async def wait_for_shards(controller: Controller, ports: range, timeout: float) -> None:
+    """Each shard serves /metrics once it is built: then it takes keys at full speed."""
+    deadline = time.monotonic() + timeout
+    waiting = list(ports)
+    while waiting:
+        if controller.process.poll() is not None:
+            raise DemoFailed(f"the controller exited; see {controller.log_path}")
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"shard metrics ports {waiting} not serving within {timeout:.0f} s")
+        still = []
+        for port in waiting:
+            try:
+                await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
+            except OSError:
+                still.append(port)
+        waiting = still
+        if waiting:
+            await asyncio.sleep(0.25)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text format -> {"name{labels}": value} (no client needed)."""
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        with contextlib.suppress(ValueError):
+            values[name] = float(value)
+    return values
+
+
+def hypervisor_calls(metrics: dict[str, float]) -> dict[str, float]:
+    """Calls per Provider from virtrigaud_hypervisor_calls_total samples."""
+    per_provider: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not name.startswith("virtrigaud_hypervisor_calls_total{"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in name[name.index("{") + 1 : -1].split(",") if "=" in part
+        )
+        provider = labels.get("provider", "?").strip('"')
+        per_provider[provider] = per_provider.get(provider, 0.0) + value
+    return per_provider
+
+
+def free_port_run(count: int) -> int:
+    """A base port with count free consecutive loopback ports after it."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count >= 65535:
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise DemoFailed(f"found no {count} free consecutive ports on 127.0.0.1")
+
+
+# ---------------------------------------------------------------------------------- summary
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def summary(tracker: Tracker, calls: dict[str, float]) -> Table:
+    table = Table(title="VirtRigaud demo: summary")
+    table.add_column("provider")
+    table.add_column("VMs", justify="right")
+    table.add_column("per shard")
+    table.add_column("Ready p50 / p99 (s)", justify="right")
+    table.add_column("hypervisor calls", justify="right")
+    table.add_column("calls / VM", justify="right")
+    by_provider: dict[str, list[str]] = {}
+    for name in tracker.created_at:
+        obj = tracker.objects.get(name)
+        if obj is not None:
+            by_provider.setdefault(obj["spec"]["providerRef"]["name"], []).append(name)
+    for provider, names in sorted(by_provider.items()):
+        shards: dict[str, int] = {}
+        for n in names:
+            shard = (tracker.objects[n].get("status") or {}).get("shard") or "?"
+            shards[shard] = shards.get(shard, 0) + 1
+        times = sorted(
+            tracker.ready_at[n] - tracker.created_at[n] for n in names if n in tracker.ready_at
+        )
+        n_calls = calls.get(f"{PROVIDER_NAMESPACE}/{provider}", 0.0)
+        table.add_row(
+            provider,
+            str(len(names)),
+            ", ".join(f"{s}: {c}" for s, c in sorted(shards.items())),
+            f"{percentile(times, 50):.2f} / {percentile(times, 99):.2f}",
+            f"{n_calls:.0f}",
+            f"{n_calls / len(names):.1f}" if names else "-",
+        )
+    return table
+
+
+# ---------------------------------------------------------------------------------- driver
+
+
+@dataclass
+class DemoOptions:
+    vms: int
+    shards: int
+    timeout: float
+    state_dir: Path
+    keep: bool
+    metrics_port: int
+
+
+@contextlib.contextmanager
+def dev_stack(options: DemoOptions) -> Iterator[StackInfo]:
+    stack = DevStack(options.state_dir)
+    already = set(stack.info().running_parts())
+    with console.status("starting the dev stack (API server, simulators, Redis, Ray)..."):
+        info = stack.up()
+    console.print(f"dev stack up in {options.state_dir}")
+    try:
+        yield info
+    finally:
+        if options.keep or already:
+            console.print(f"dev stack left running ({options.state_dir})")
+        else:
+            with console.status("stopping the dev stack..."):
+                stack.down()
+
+
+async def run_demo(options: DemoOptions, info: StackInfo) -> None:
+    assert info.kube is not None and info.libvirt is not None
+    ensure_libvirt_base_volume(info.libvirt.uri)
+    kube = KubeClient.from_kubeconfig(info.kube.kubeconfig)
+    tracker = Tracker()
+    stop = asyncio.Event()
+    controller: Controller | None = None
+    watcher: asyncio.Task[None] | None = None
+    try:
+        await ensure_namespace(kube, VM_NAMESPACE)
+        await apply_all(kube, render_templates(template_values(info)))
+        vms = sample_vms(options.vms)
+        watcher = asyncio.create_task(watch_vms(kube, tracker, stop))
+        log_path = options.state_dir / "logs" / "controller.log"
+        shard_ports = free_port_run(options.shards)
+        controller = start_controller(
+            info, options.shards, log_path, options.metrics_port, shard_ports
+        )
+        console.print(f"controller started (pid {controller.process.pid}, log {log_path})")
+        with console.status("waiting for the controller to lead and its shards to serve..."):
+            await wait_for_leader(kube, controller, options.timeout)
+            ports = range(shard_ports, shard_ports + options.shards)
+            await wait_for_shards(controller, ports, options.timeout)
+        console.print(f"controller ready: leader, {options.shards} shards serving")
+        now = time.monotonic()
+        for vm in vms:
+            tracker.created_at[vm["metadata"]["name"]] = now
+        await apply_all(kube, vms)
+        total = len(vms)
+        try:
+            await wait_until(
+                Step("VMs converging", total, "Ready", tracker.ready_count),
+                tracker,
+                options.timeout,
+            )
+        except DemoFailed:
+            console.print(not_ready_report(tracker))
+            raise
+
+        # Reconfigure one running VM in place (vSphere applies CPU changes online).
+        target = next(
+            v["metadata"]["name"]
+            for v in vms
+            if v["spec"]["providerRef"]["name"] == "vcsim" and v["spec"]["powerState"] == "On"
+        )
+        await kube.patch(
+            VIRTUAL_MACHINES, target, VM_NAMESPACE, {"spec": {"resources": {"cpu": 3}}}
+        )
+
+        def reconfigured() -> int:
+            obj = tracker.objects.get(target)
+            if obj is None or not _ready(obj):
+                return 0
+            return int(((obj.get("status") or {}).get("currentResources") or {}).get("cpu") == 3)
+
+        await wait_until(
+            Step(f"reconfigure {target} to 3 CPUs", 1, "done", reconfigured),
+            tracker,
+            options.timeout,
+        )
+        console.print(f"reconfigured {target} while running: 3 CPUs")
+
+        calls: dict[str, float] = {}
+        for port in range(shard_ports, shard_ports + options.shards):
+            for provider, n in hypervisor_calls(scrape(f"http://127.0.0.1:{port}/metrics")).items():
+                calls[provider] = calls.get(provider, 0.0) + n
+        console.print(summary(tracker, calls))
+
+        # Clean up through the controller: finalizers delete the hypervisor VMs.
+        for vm in vms:
+            with contextlib.suppress(ApiError):
+                await kube.delete(VIRTUAL_MACHINES, vm["metadata"]["name"], VM_NAMESPACE)
+        await wait_until(
+            Step(
+                "deleting VMs",
+                total,
+                "deleted",
+                lambda: sum(1 for n in tracker.created_at if n in tracker.deleted),
+            ),
+            tracker,
+            options.timeout,
+        )
+        console.print("all VMs deleted (and their hypervisor VMs with them)")
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+        if controller is not None:
+            with console.status("stopping the controller..."):
+                code = controller.stop()
+            console.print(f"controller stopped (exit code {code})")
+        await kube.close()
+
+
+def demo_command(
+    vms: Annotated[int, typer.Option(help="How many sample VMs to create.")] = 60,
+    shards: Annotated[int, typer.Option(help="Shard actors the controller runs.")] = 3,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for convergence before failing.")
+    ] = 300.0,
+    state_dir: Annotated[
+        Path, typer.Option(help="Dev stack state directory (reused when it runs already).")
+    ] = Path(".state/demo"),
+    keep: Annotated[bool, typer.Option(help="Leave the dev stack running afterwards.")] = False,
+    metrics_port: Annotated[
+        int, typer.Option(help="Coordinator metrics port (0: any free port).")
+    ] = 0,
+) -> None:
+    """Dev stack + sharded controller + sample VMs converging, then a summary."""
+    options = DemoOptions(vms, shards, timeout, state_dir.resolve(), keep, metrics_port)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started = time.monotonic()
+    try:
+        with dev_stack(options) as info:
+            asyncio.run(run_demo(options, info))
+    except DemoFailed as e:
+        console.print(f"[red]demo failed:[/red] {e}")
+        raise typer.Exit(1) from e
+    console.print(f"[green]demo done in {time.monotonic() - started:.0f} s[/green]")
+
+
+if __name__ == "__main__":
+    typer.run(demo_command)

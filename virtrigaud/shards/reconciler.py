@@ -1,0 +1,64 @@
+"""The seam between a shard's runtime (workqueue, workers) and the reconcilers it runs.
+
+The runtime builds one ``ShardContext`` per shard process and calls ``Reconciler.reconcile``
+from its workers: never concurrently for one key (the workqueue guarantees it) and only for
+keys the shard owns at the current ring epoch. It applies the ``ReconcileResult``: a requeue
+after ``requeue_after`` seconds, or the jittered periodic resync when it is None; a raised
+exception means a rate-limited retry (``add_rate_limited``), a normal return forgets the key's
+failure count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from virtrigaud.kube.client import KubeClient
+    from virtrigaud.kube.events import EventRecorder
+    from virtrigaud.providers.calls import TokenLimiter
+    from virtrigaud.providers.pool import ProviderPool
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    # Seconds until the next look (a hypervisor task in progress, a dependency missing...);
+    # None: only the periodic resync.
+    requeue_after: float | None = None
+
+
+class MutationAudit(Protocol):
+    """Records every hypervisor mutation (create, power, reconfigure, delete) per key.
+
+    The runtime provides it when ``VIRTRIGAUD_AUDIT_REDIS`` is set so the "no double
+    reconcile" checker can find two shards mutating one VM at once.
+    """
+
+    async def mutation(self, key: str, what: str) -> None: ...
+
+
+@dataclass
+class ShardContext:
+    """Built by the runtime (the shard actor); shared by all reconcilers in the shard."""
+
+    shard_name: str  # e.g. "shard-2"; written to VM status.shard
+    kube: KubeClient  # one per shard process
+    limiter: TokenLimiter  # the shared per-Provider bucket
+    providers: ProviderPool  # one pooled session per Provider endpoint in this process
+    events: EventRecorder  # Events on objects, aggregated like client-go
+    resync_period: float = 300.0  # 5 min; the runtime jitters it by ±10 %
+    audit: MutationAudit | None = None
+
+
+class Reconciler(Protocol):
+    async def reconcile(self, key: str, obj: dict[str, Any] | None) -> ReconcileResult:
+        """Make the world match the object named ``key`` ("namespace/name").
+
+        ``obj`` is the latest object the shard has seen from the watch; None means deleted
+        or unknown, and the reconciler GETs it. Raise to ask for a rate-limited retry.
+        """
+        ...
+
+    async def forget(self, key: str) -> None:
+        """The key moved to another shard (or was deleted): drop per-key caches."""
+        ...

@@ -1,0 +1,255 @@
+"""The converge steps of a VM pass: settle tasks in flight, create (or adopt), observe,
+reconfigure, power, report Ready."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from virtrigaud.api.common import parse_duration
+from virtrigaud.api.conditions import get_condition
+from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase, VirtualMachineResources
+from virtrigaud.api.virtualmachine import PowerState as DesiredPower
+from virtrigaud.providers.base import (
+    NotFoundError,
+    PowerOp,
+    PowerState,
+    Provider,
+    Resources,
+    VMInfo,
+    VMSpec,
+    check_owner,
+)
+from virtrigaud.shards.vm_pass import (
+    OP_CREATE,
+    OP_POWER,
+    PassBase,
+    Wait,
+    task_done_locally,
+)
+from virtrigaud.shards.vm_spec import (
+    build_vm_spec,
+    desired_resources,
+    hardware_differences,
+    resolve_class,
+)
+from virtrigaud.shards.vm_status import (
+    DELETING,
+    LAST_TASK_OPERATION,
+    PROVISIONING,
+    READY,
+    RECONFIGURING,
+    ensure_finalizer,
+)
+
+# After a VM vanished from the hypervisor, or a synchronous change needs a fresh look.
+SOON = 0.5
+DEFAULT_GRACEFUL_TIMEOUT = 60.0
+
+
+class ConvergeSteps(PassBase):
+    async def converge(self) -> None:
+        if FINALIZER not in (self.obj["metadata"].get("finalizers") or []):
+            self.remember(await ensure_finalizer(self.ctx.kube, self.obj, FINALIZER, True))
+        provider, defaults, provider_type = await self.provider()
+        vm_class = await resolve_class(self.resolver, self.vm)
+        spec = await build_vm_spec(self.resolver, self.vm, vm_class, provider_type, defaults)
+        self.memory.dependencies_met(self.key)
+        self.st.drop_condition(DELETING)
+
+        await self.settle_tasks(provider)
+        info = await self.ensure_exists(provider, spec)
+        if info is None:
+            return
+        # Hardware changes go in while the VM is off when the spec allows it: a VM headed
+        # for Off is powered off first, one headed for On is powered on last.
+        if self.vm.spec.power_state != DesiredPower.ON:
+            info = await self.ensure_power(provider, info)
+        await self.reconfigure(provider, info, desired_resources(self.vm, vm_class))
+        info = await self.ensure_power(provider, info)
+        await self.converged(info)
+
+    async def settle_tasks(self, provider: Provider) -> None:
+        """Wait for tasks started by an earlier pass (possibly by another process)."""
+        if self.status.last_task_ref:
+            state = await self.poll_task(provider, self.status.last_task_ref)
+            if not state.done:
+                message = (
+                    f"waiting for hypervisor task {self.status.last_task_ref} "
+                    f"({self.operation() or 'unknown operation'})"
+                )
+                if self.operation() == OP_CREATE:
+                    self.st.condition(PROVISIONING, True, "TaskInProgress", message)
+                self.st.condition(READY, False, "TaskInProgress", message)
+                raise await self.wait_for_task()
+            operation = self.operation()
+            self.status.last_task_ref = None
+            self.status.provider.pop(LAST_TASK_OPERATION, None)
+            self.memory.task_settled(self.key)
+            if state.error is not None:
+                raise state.error
+            if operation == OP_CREATE and state.result:
+                # Some hypervisors name the new VM only when the task ends.
+                self.status.id = state.result
+            await self.task_finished(operation)
+        if self.status.reconfigure_task_ref:
+            state = await self.poll_task(provider, self.status.reconfigure_task_ref)
+            if not state.done:
+                raise await self.wait_for_task()
+            self.status.reconfigure_task_ref = None
+            self.memory.task_settled(self.key)
+            if state.error is not None:
+                self.st.condition(RECONFIGURING, False, "ReconfigureFailed", str(state.error))
+                raise state.error
+
+    async def ensure_exists(self, provider: Provider, spec: VMSpec) -> VMInfo | None:
+        if not self.status.id:
+            found = await provider.find(self.owner)
+            if found is not None:
+                # An earlier pass (maybe in a process that died) created it; the tag says
+                # whether it is ours to adopt.
+                check_owner(found, self.owner)
+                self.status.id = found.id
+                await self.save()
+                await self.event(
+                    "Normal", "Adopted", f"found {self.hv_ref()} from an earlier attempt"
+                )
+            else:
+                # Durable intent first: a VM that never got this far has nothing on the
+                # hypervisor, which lets a delete finish even without its Provider.
+                message = f"creating hypervisor VM {spec.name}"
+                self.st.phase(VirtualMachinePhase.PROVISIONING)
+                self.st.condition(PROVISIONING, True, "Creating", message)
+                self.st.condition(READY, False, "Provisioning", message)
+                await self.save()
+                vm_id, task = await provider.create(spec)
+                await self.audit(OP_CREATE)
+                self.status.id = vm_id
+                done = await self.start_task(OP_CREATE, task)
+                # status.id (and the task) must be stored before anything waits on them.
+                await self.save()
+                if not done:
+                    raise Wait(self.memory.task_poll_delay(self.key))
+        try:
+            info = await provider.describe(self.status.id)
+        except NotFoundError:
+            await self.vanished()
+            return None
+        check_owner(info, self.owner)
+        self.observe(info)
+        return info
+
+    async def vanished(self) -> None:
+        message = f"{self.hv_ref()} no longer exists on the hypervisor; creating it again"
+        self.status.id = None
+        self.status.last_task_ref = None
+        self.status.reconfigure_task_ref = None
+        self.status.power_state = None
+        self.status.ips = []
+        self.status.console_url = None
+        self.st.not_ready("Recreating", message, VirtualMachinePhase.PROVISIONING)
+        await self.save()
+        await self.event("Warning", "Recreating", message)
+        raise Wait(SOON)
+
+    def observe(self, info: VMInfo) -> None:
+        if info.power_state == PowerState.ON:
+            self.status.power_state = DesiredPower.ON
+        elif info.power_state == PowerState.OFF:
+            self.status.power_state = DesiredPower.OFF
+        else:
+            self.status.power_state = None
+        self.status.ips = list(info.ips)
+        self.status.console_url = info.console_url
+        self.status.current_resources = VirtualMachineResources(
+            cpu=info.cpu, memory_mib=info.memory_mib
+        )
+
+    # ------------------------------------------------------------------ reconfigure
+
+    def held_back(self) -> bool:
+        """A reconfigure of this generation already went as far as it can without the user
+        (a power cycle), or did not take; repeating it every pass would only spend calls."""
+        cond = get_condition(self.status.conditions, RECONFIGURING)
+        if cond is None or cond.observed_generation != self.st.generation:
+            return False
+        if cond.reason == "PowerCycleRequired":
+            return True
+        if cond.reason == "NotApplied":
+            # Retry once per resync period, so drift still gets corrected eventually.
+            age = datetime.now(UTC) - cond.last_transition_time
+            return age < timedelta(seconds=self.ctx.resync_period)
+        return False
+
+    async def reconfigure(self, provider: Provider, info: VMInfo, desired: Resources) -> None:
+        diffs = hardware_differences(desired, info)
+        if not diffs:
+            if self.st.reason_of(RECONFIGURING) not in (None, "Reconfigured"):
+                # The change landed (online, by a task, or with the user's power cycle).
+                message = f"{self.hv_ref()} has cpu {info.cpu}, memory {info.memory_mib} MiB"
+                self.st.condition(RECONFIGURING, False, "Reconfigured", message)
+                await self.event("Normal", "Reconfigured", f"reconfigured {message}")
+            return
+        if self.held_back():
+            return
+        applied_before = self.st.reason_of(RECONFIGURING) == "Applied"
+        result = await provider.reconfigure(info.id, self.owner, desired)
+        await self.audit("reconfigure")
+        summary = ", ".join(diffs)
+        self.st.phase(VirtualMachinePhase.RECONFIGURING)
+        if result.needs_power_cycle:
+            pending = ", ".join(result.pending) or summary
+            message = (
+                f"{self.hv_ref()} takes {pending} only after a power cycle; power it off and "
+                "on (spec.powerState Off, then On) when convenient"
+            )
+            self.st.condition(RECONFIGURING, True, "PowerCycleRequired", message)
+            await self.event("Warning", "PowerCycleRequired", message)
+        elif applied_before:
+            message = f"{self.hv_ref()} still differs after a reconfigure ({summary})"
+            self.st.condition(RECONFIGURING, True, "NotApplied", message)
+            await self.event("Warning", "ReconfigureNotApplied", message)
+        else:
+            self.st.condition(RECONFIGURING, True, "Applied", f"reconfiguring: {summary}")
+        if result.task is not None and not task_done_locally(result.task):
+            self.status.reconfigure_task_ref = result.task
+            raise await self.wait_for_task()
+        if not result.needs_power_cycle:
+            # Look again so currentResources shows what the hypervisor now has.
+            await self.save()
+            raise Wait(SOON)
+
+    # ------------------------------------------------------------------ power
+
+    async def ensure_power(self, provider: Provider, info: VMInfo) -> VMInfo:
+        desired = self.vm.spec.power_state
+        op: PowerOp | None = None
+        if desired == DesiredPower.ON and info.power_state != PowerState.ON:
+            op = PowerOp.ON
+        elif desired != DesiredPower.ON and info.power_state == PowerState.ON:
+            # OffGraceful converges on an observed Off just like Off does.
+            op = PowerOp.OFF_GRACEFUL if desired == DesiredPower.OFF_GRACEFUL else PowerOp.OFF
+        if op is None:
+            return info
+        task = await provider.power(info.id, self.owner, op, self.graceful_timeout())
+        await self.audit(f"{OP_POWER}{op.value}")
+        if not await self.start_task(f"{OP_POWER}{op.value}", task):
+            self.st.condition(READY, False, "PowerChanging", f"{op.value} {self.hv_ref()}")
+            raise await self.wait_for_task()
+        return await provider.describe(info.id)
+
+    def graceful_timeout(self) -> float:
+        lifecycle = self.vm.spec.lifecycle
+        if lifecycle is None:
+            return DEFAULT_GRACEFUL_TIMEOUT
+        return parse_duration(lifecycle.graceful_shutdown_timeout).total_seconds()
+
+    async def converged(self, info: VMInfo) -> None:
+        self.observe(info)
+        on = info.power_state == PowerState.ON
+        self.st.phase(VirtualMachinePhase.RUNNING if on else VirtualMachinePhase.STOPPED)
+        self.st.condition(PROVISIONING, False, "Provisioned", f"{self.hv_ref()} exists")
+        message = f"{self.hv_ref()} is {'running' if on else 'powered off'}"
+        self.st.condition(READY, True, "Running" if on else "Stopped", message)
+        self.status.message = message
+        self.status.observed_generation = self.st.generation
+        await self.save()

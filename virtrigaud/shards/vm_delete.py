@@ -1,0 +1,92 @@
+"""The delete steps of a VM pass: wait for a task in flight, delete on the hypervisor
+(the provider refuses VMs that are not ours), wait for that task, drop the finalizer.
+
+A VM whose Provider is gone keeps its finalizer (its hypervisor VM would be orphaned
+silently otherwise) unless nothing was ever created for it; the Deleting condition says
+how to let it go anyway::
+
+    kubectl -n NS patch virtualmachine NAME --type json \\
+        -p '[{"op":"remove","path":"/metadata/finalizers"}]'
+"""
+
+from __future__ import annotations
+
+from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase
+from virtrigaud.providers.base import NotFoundError, OwnershipError
+from virtrigaud.shards.resolve import MissingDependency, NotGranted
+from virtrigaud.shards.vm_pass import OP_DELETE, Blocked, PassBase, task_done_locally
+from virtrigaud.shards.vm_status import (
+    DELETING,
+    LAST_TASK_OPERATION,
+    PROVISIONING,
+    READY,
+    ensure_finalizer,
+)
+
+
+class DeleteSteps(PassBase):
+    async def finalize(self) -> None:
+        if FINALIZER not in (self.obj["metadata"].get("finalizers") or []):
+            return
+        self.st.phase(VirtualMachinePhase.DELETING)
+        self.st.condition(READY, False, "Deleting", f"{self.vm_ref()} is being deleted")
+        try:
+            provider, _, _ = await self.provider()
+        except (MissingDependency, NotGranted) as e:
+            if not self.status.id and self.st.reason_of(PROVISIONING) is None:
+                await self.release("no hypervisor VM was ever created for it")
+                return
+            raise Blocked(
+                "ProviderUnavailable",
+                f"{e} The hypervisor VM {self.status.id or '(none recorded)'} can only be "
+                "deleted through its Provider, so the finalizer stays. To delete the "
+                "VirtualMachine anyway and leave the hypervisor VM behind, remove the "
+                f"finalizer: kubectl -n {self.owner.namespace} patch virtualmachine "
+                f"{self.owner.name} --type json "
+                '-p \'[{"op":"remove","path":"/metadata/finalizers"}]\'',
+            ) from e
+        if self.status.last_task_ref:
+            state = await self.poll_task(provider, self.status.last_task_ref)
+            if not state.done:
+                raise await self.wait_for_task()
+            operation = self.operation()
+            self.status.last_task_ref = None
+            self.status.provider.pop(LAST_TASK_OPERATION, None)
+            self.memory.task_settled(self.key)
+            if state.error is not None and not isinstance(state.error, NotFoundError):
+                raise state.error
+            if operation == OP_DELETE:
+                await self.release(f"deleted {self.hv_ref()}")
+                return
+        vm_id = self.status.id
+        if not vm_id:
+            # Created by a pass that died before recording the id? Look by owner.
+            found = await provider.find(self.owner)
+            if found is None or found.owner != self.owner:
+                await self.release("no hypervisor VM was created for it")
+                return
+            vm_id = self.status.id = found.id
+        try:
+            task = await provider.delete(vm_id, self.owner)
+        except NotFoundError:
+            await self.release(f"{self.hv_ref()} was already gone")
+            return
+        except OwnershipError as e:
+            await self.event("Warning", "NotOwned", e.message)
+            await self.release(f"{self.hv_ref()} is not ours and was left alone")
+            return
+        await self.audit(OP_DELETE)
+        if task_done_locally(task):
+            await self.release(f"deleted {self.hv_ref()}")
+            return
+        self.status.last_task_ref = task
+        self.status.provider[LAST_TASK_OPERATION] = OP_DELETE
+        self.st.condition(DELETING, True, "DeleteInProgress", f"deleting {self.hv_ref()}")
+        self.st.condition(READY, False, "Deleting", f"deleting {self.hv_ref()}")
+        await self.event("Normal", "Deleting", f"deleting {self.hv_ref()}")
+        raise await self.wait_for_task()
+
+    async def release(self, what: str) -> None:
+        await self.event("Normal", "Deleted", what)
+        self.obj = await ensure_finalizer(self.ctx.kube, self.obj, FINALIZER, False)
+        self.gone = True

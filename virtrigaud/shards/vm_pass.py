@@ -1,0 +1,138 @@
+"""One reconcile pass of one VirtualMachine: the plumbing every step shares.
+
+Status is built in memory (``StatusBuilder``) and written when a step must wait, or at
+the end; Events and the mutation audit go through the shard context. ``Wait`` and
+``Blocked`` end a pass early with a requeue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from virtrigaud.api.virtualmachine import VirtualMachine, VirtualMachineStatus
+from virtrigaud.providers.base import DONE, Owner, PowerOp, Provider, TaskRef, TaskStatus
+from virtrigaud.shards.reconciler import ShardContext
+from virtrigaud.shards.resolve import Resolver
+from virtrigaud.shards.vm_memory import KeyMemory
+from virtrigaud.shards.vm_spec import owner_of
+from virtrigaud.shards.vm_status import LAST_TASK_OPERATION, StatusBuilder, write_status
+
+JSON = dict[str, Any]
+
+OP_CREATE = "create"
+OP_DELETE = "delete"
+OP_POWER = "power:"
+
+
+class Blocked(Exception):
+    """Something outside this VM must change first; look again with backoff."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+        super().__init__(message)
+
+
+class Wait(Exception):
+    """Stop this pass and look again after ``after`` seconds (None: at the resync)."""
+
+    def __init__(self, after: float | None) -> None:
+        self.after = after
+
+
+def task_done_locally(task: TaskRef) -> bool:
+    return task.startswith(DONE)
+
+
+class PassBase:
+    """State and helpers of one pass; the steps live in vm_converge.py and vm_delete.py."""
+
+    def __init__(
+        self, ctx: ShardContext, resolver: Resolver, memory: KeyMemory, key: str, obj: JSON
+    ) -> None:
+        self.ctx = ctx
+        self.resolver = resolver
+        self.memory = memory
+        self.key = key
+        self.obj = obj
+        self.vm = VirtualMachine.from_api(obj)
+        self.owner: Owner = owner_of(self.vm)
+        self.st = StatusBuilder(obj)
+        self.gone = False
+        self.written: list[str] = []
+
+    @property
+    def status(self) -> VirtualMachineStatus:
+        return self.st.status
+
+    async def save(self) -> None:
+        self.status.shard = self.ctx.shard_name
+        self.remember(await write_status(self.ctx.kube, self.obj, self.st.dump()))
+
+    def remember(self, stored: JSON) -> None:
+        meta = stored.get("metadata", {})
+        rv = meta.get("resourceVersion")
+        # Only a write on top of the spec this pass worked from is a mere echo; a 409 retry
+        # may have written on top of someone else's newer spec, which needs a real pass.
+        same_spec = int(meta.get("generation") or 0) == self.st.generation and bool(
+            meta.get("deletionTimestamp")
+        ) == bool(self.obj.get("metadata", {}).get("deletionTimestamp"))
+        if rv and same_spec and rv != self.obj.get("metadata", {}).get("resourceVersion"):
+            self.written.append(rv)
+        self.obj = stored
+
+    async def event(self, type_: str, reason: str, message: str) -> None:
+        if type_ == "Warning":
+            await self.ctx.events.warning(self.obj, reason, message)
+        else:
+            await self.ctx.events.normal(self.obj, reason, message)
+
+    async def audit(self, what: str) -> None:
+        if self.ctx.audit is not None:
+            await self.ctx.audit.mutation(self.key, what)
+
+    def vm_ref(self) -> str:
+        return f"VirtualMachine {self.key}"
+
+    def hv_ref(self) -> str:
+        return f"hypervisor VM {self.status.id}"
+
+    async def poll_task(self, provider: Provider, task: TaskRef) -> TaskStatus:
+        if task_done_locally(task):
+            return TaskStatus(done=True)
+        return await provider.task_status(task)
+
+    async def wait_for_task(self) -> Wait:
+        await self.save()
+        return Wait(self.memory.task_poll_delay(self.key))
+
+    async def provider(self) -> tuple[Provider, dict[str, str], str]:
+        """The pooled provider, its defaults and its type; raises while something is missing."""
+        ns = self.vm.metadata.namespace or "default"
+        ref = self.vm.spec.provider_ref.model_dump(exclude_none=True)
+        provider_obj = await self.resolver.provider(ns, ref)
+        config = await self.resolver.provider_config(provider_obj)
+        provider = await self.ctx.providers.get(config)
+        return provider, dict(config.defaults), config.type
+
+    def operation(self) -> str:
+        return str(self.status.provider.get(LAST_TASK_OPERATION, ""))
+
+    async def task_finished(self, operation: str) -> None:
+        if operation == OP_CREATE:
+            await self.event("Normal", "Created", f"created {self.hv_ref()}")
+        elif operation.startswith(OP_POWER):
+            op = operation.removeprefix(OP_POWER)
+            if op == PowerOp.ON.value:
+                await self.event("Normal", "PoweredOn", f"powered on {self.hv_ref()}")
+            else:
+                await self.event("Normal", "PoweredOff", f"powered off {self.hv_ref()} ({op})")
+
+    async def start_task(self, operation: str, task: TaskRef) -> bool:
+        """Record a task just started; True when it already finished (no waiting)."""
+        if task_done_locally(task):
+            await self.task_finished(operation)
+            return True
+        self.status.last_task_ref = task
+        self.status.provider[LAST_TASK_OPERATION] = operation
+        return False

@@ -1,0 +1,159 @@
+"""The VirtualMachine reconcile: make the hypervisor match the object, report what it sees.
+
+Level-triggered and resumable. Each pass reads the object and the hypervisor, does the
+next step, and records what it started (``status.id`` and ``status.lastTaskRef`` are
+written before waiting on a task), so a restart, a failover or a handover to another
+shard resumes where the last pass stopped instead of repeating it. A pass continues
+through every step that needs no waiting, so a fast hypervisor converges in few passes.
+
+Steps: finalizer, dependencies (Provider and its grant, Secret, VMClass, VMImage), a
+task in flight, create (find first: adopt our own VM left by an earlier attempt), observe
+(describe), reconfigure, power, then Ready. Deletion: wait for a task in flight, delete
+on the hypervisor (the provider refuses VMs that are not ours), wait for the delete task,
+then remove the finalizer.
+
+A VM whose Provider is gone keeps its finalizer (the hypervisor VM would be orphaned
+silently otherwise) and says so in the Deleting condition. To let it go anyway::
+
+    kubectl -n NS patch virtualmachine NAME --type json \\
+        -p '[{"op":"remove","path":"/metadata/finalizers"}]'
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from virtrigaud.api.virtualmachine import VirtualMachinePhase
+from virtrigaud.kube.client import ApiError
+from virtrigaud.kube.resources import VIRTUAL_MACHINES
+from virtrigaud.providers.base import OwnershipError, ProviderError, RetryableError
+from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
+from virtrigaud.shards.resolve import MissingDependency, NotGranted, Resolver
+from virtrigaud.shards.vm_converge import ConvergeSteps
+from virtrigaud.shards.vm_delete import DeleteSteps
+from virtrigaud.shards.vm_memory import KeyMemory
+from virtrigaud.shards.vm_pass import Blocked, Wait
+from virtrigaud.shards.vm_spec import SpecProblem
+from virtrigaud.shards.vm_status import DELETING
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+
+class VMReconciler:
+    """Reconciles VirtualMachines for one shard. Per-key memory only saves work; everything
+    needed to resume is in status."""
+
+    def __init__(self, ctx: ShardContext, *, resolver: Resolver | None = None) -> None:
+        self.ctx = ctx
+        self.resolver = resolver or Resolver(ctx.kube)
+        self.memory = KeyMemory()
+
+    async def forget(self, key: str) -> None:
+        self.memory.forget(key)
+
+    async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
+        if obj is not None:
+            echo, requeue_after = self.memory.echo_requeue(key, obj)
+            if echo:
+                return ReconcileResult(requeue_after=requeue_after)
+            obj = self.memory.freshest(key, obj)
+        else:
+            obj = await self._get(key)
+            if obj is None:
+                self.memory.forget(key)
+                return ReconcileResult()
+        run = _Pass(self.ctx, self.resolver, self.memory, key, obj)
+        result: ReconcileResult | None = None
+        try:
+            result = await run.execute()
+            return result
+        finally:
+            if run.gone:
+                self.memory.forget(key)
+            else:
+                self.memory.passed(
+                    key,
+                    run.obj,
+                    run.written,
+                    result.requeue_after if result else None,
+                    failed=result is None,
+                )
+
+    async def _get(self, key: str) -> JSON | None:
+        namespace, _, name = key.partition("/")
+        try:
+            return await self.ctx.kube.get(VIRTUAL_MACHINES, name, namespace)
+        except ApiError as e:
+            if e.not_found:
+                return None
+            raise
+
+
+class _Pass(ConvergeSteps, DeleteSteps):
+    """One reconcile of one VM: the steps, and how their outcomes become status."""
+
+    async def execute(self) -> ReconcileResult:
+        deleting = self.obj["metadata"].get("deletionTimestamp") is not None
+        try:
+            if deleting:
+                await self.finalize()
+            else:
+                await self.converge()
+            return ReconcileResult()
+        except Wait as w:
+            return ReconcileResult(requeue_after=w.after)
+        except MissingDependency as e:
+            return await self.waiting("WaitingForDependencies", str(e), deleting)
+        except NotGranted as e:
+            return await self.waiting("ProviderNotGranted", str(e), deleting)
+        except Blocked as e:
+            return await self.waiting(e.reason, e.message, deleting)
+        except SpecProblem as e:
+            changed = self.st.not_ready(e.reason, e.message, VirtualMachinePhase.FAILED)
+            await self.save()
+            if changed:
+                await self.event("Warning", e.reason, e.message)
+            return ReconcileResult()
+        except OwnershipError as e:
+            changed = self.st.not_ready(e.reason, e.message, VirtualMachinePhase.FAILED)
+            await self.save()
+            if changed:
+                await self.event("Warning", "NotOwned", e.message)
+            return ReconcileResult()
+        except RetryableError as e:
+            await self.provider_failed(e)
+            raise
+        except ProviderError as e:  # Terminal and NotFound: the spec or the world must change
+            await self.provider_failed(e)
+            return ReconcileResult()
+
+    async def waiting(self, reason: str, message: str, deleting: bool) -> ReconcileResult:
+        if deleting:
+            changed = self.st.condition(DELETING, True, reason, message)
+            self.status.message = message
+        else:
+            phase = VirtualMachinePhase.PENDING if not self.status.id else self.status.phase
+            changed = self.st.not_ready(reason, message, phase or VirtualMachinePhase.PENDING)
+        await self.save()
+        if changed:
+            await self.event("Warning", reason, message)
+        return ReconcileResult(requeue_after=self.memory.dependency_wait_delay(self.key))
+
+    async def provider_failed(self, e: ProviderError) -> None:
+        message = f"{self.vm_ref()}: provider error: {e}"
+        if self.obj["metadata"].get("deletionTimestamp") is not None:
+            changed = self.st.condition(DELETING, True, e.reason, message)
+            self.status.message = message
+        else:
+            phase = (
+                VirtualMachinePhase.FAILED
+                if not isinstance(e, RetryableError)
+                else self.status.phase or VirtualMachinePhase.PENDING
+            )
+            changed = self.st.not_ready(e.reason, message, phase)
+        await self.save()
+        if changed:
+            await self.event("Warning", "ProviderError", message)
