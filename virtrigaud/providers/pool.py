@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from virtrigaud.providers.base import Provider
 from virtrigaud.providers.calls import TokenLimiter
-from virtrigaud.providers.registry import ProviderConfig, build_provider
+from virtrigaud.providers.registry import ProviderConfig, build_provider, preload
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class ProviderPool:
             entry = self._entries.get(config.key)
             if entry is not None and entry.fingerprint == fingerprint:
                 return entry.provider
+            await asyncio.to_thread(preload, config.type)
             provider = self._builder(config, self._limiter)
             self._entries[config.key] = _Entry(fingerprint, provider)
             if entry is not None:

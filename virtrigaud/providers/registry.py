@@ -112,6 +112,15 @@ def _factory_for(provider_type: str) -> ProviderFactory:
     return built_in
 
 
+def preload(provider_type: str) -> None:
+    """Import a built-in provider's module (and its SDK) ahead of building one.
+
+    SDK imports (pyVmomi above all) take seconds; the pool runs this in a thread so they
+    never stall the event loop that every reconcile of the shard shares.
+    """
+    _factory_for(provider_type)
+
+
 def build_provider(config: ProviderConfig, limiter: TokenLimiter) -> Provider:
     """A new provider for config; it logs in lazily, on its first call."""
     return _factory_for(config.type)(config, limiter)

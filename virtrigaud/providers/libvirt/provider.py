@@ -18,7 +18,8 @@ Where a driver lacks a call, the provider says so instead of pretending:
   definition to the copy and deleting the original.
 * No live device attach: a disk added to a running VM is defined for the next boot and
   reported as waiting for a power cycle.
-* ``VIR_DOMAIN_UNDEFINE_NVRAM`` is only passed for UEFI domains (the test driver rejects it).
+* ``VIR_DOMAIN_UNDEFINE_NVRAM`` is only passed for UEFI domains, and never to the test
+  driver, which rejects it.
 
 The test driver has no guest: graceful shutdown completes at once and interface
 addresses are the driver's fixed ones.
@@ -629,7 +630,10 @@ class LibvirtProvider(Provider):
             await self._destroy(dom)
         # Volumes first: if this fails the domain still exists and a retry finds them.
         await self._volumes.delete(rec.managed_volumes)
-        flags = _UNDEFINE_FLAGS | (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM if rec.has_nvram else 0)
+        # The test driver keeps no NVRAM files and rejects the flag that removes them.
+        keeps_nvram = self._pool.driver is not None and self._pool.driver.upper() == "TEST"
+        nvram = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM if rec.has_nvram and not keeps_nvram else 0
+        flags = _UNDEFINE_FLAGS | nvram
         with contextlib.suppress(NotFoundError):
             await self._pool.call("undefine", lambda _c: dom.undefineFlags(flags), pin=dom)
         return DONE

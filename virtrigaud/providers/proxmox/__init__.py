@@ -17,8 +17,9 @@ def create_provider(config: ProviderConfig, limiter: TokenLimiter) -> ProxmoxPro
     """The provider for one Provider object of type proxmox.
 
     Credentials: ``token_id`` (``user@realm!name``) and ``token_secret``, or ``username``
-    and ``password``. Defaults understood: ``node``, ``storage``, ``pool``, ``cloneMode``
-    (full|linked), ``cicustom``, ``request_timeout`` (seconds).
+    and ``password``. Defaults understood: ``node``, ``storage`` (the CRD's
+    ``storagePool``), ``pool`` (``resourcePool``), ``cloneMode`` (full|linked),
+    ``cicustom``, ``request_timeout`` (seconds).
     """
     credentials = Credentials.from_secret(dict(config.credentials), config.key)
     gate = new_gate(
@@ -37,7 +38,13 @@ def create_provider(config: ProviderConfig, limiter: TokenLimiter) -> ProxmoxPro
         max_connections=config.max_workers,
     )
     defaults = {k: v for k, v in config.defaults.items() if k != "request_timeout"}
-    # Provider.spec.defaults arrive in snake_case; the placement key is cloneMode.
-    if "clone_mode" in defaults:
-        defaults["cloneMode"] = defaults.pop("clone_mode")
+    # Provider.spec.defaults arrive in snake_case under the CRD's hypervisor-neutral names
+    # (storagePool, resourcePool); the Proxmox placement keys are storage, pool, cloneMode.
+    for crd_key, pve_key in (
+        ("clone_mode", "cloneMode"),
+        ("storage_pool", "storage"),
+        ("resource_pool", "pool"),
+    ):
+        if crd_key in defaults:
+            defaults.setdefault(pve_key, defaults.pop(crd_key))
     return ProxmoxProvider(session=session, gate=gate, defaults=defaults)
