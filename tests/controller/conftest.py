@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-# fixtures_vm is a helper module of these tests: let pytest rewrite its asserts too.
-pytest.register_assert_rewrite("fixtures_vm")
-
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import NAMESPACES, VIRTUAL_MACHINES
+
+# fixtures_vm is a helper module of these tests: let pytest rewrite its asserts too.
+pytest.register_assert_rewrite("fixtures_vm")
 
 
 @pytest.fixture(scope="session")
