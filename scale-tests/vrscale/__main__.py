@@ -1,0 +1,3 @@
+from vrscale.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""scale-tests/run --scenario NAME [--vms N] [--shards S] [--out DIR] [...]"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from vrscale import scenarios
+from vrscale.runner import Options, run_scenario
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scale-tests/run",
+        description="Run one scale scenario against a private dev stack and write "
+        "DIR/report.json plus PNG plots.",
+    )
+    p.add_argument("--scenario", required=True, choices=scenarios.NAMES)
+    p.add_argument("--vms", type=int, help="VMs in the fleet (scenario default otherwise)")
+    p.add_argument("--shards", type=int, help="controller shards (scenario default otherwise)")
+    p.add_argument("--out", type=Path, help="output directory (default: scale-out/SCENARIO)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        dest="duration_s",
+        help="measuring window in seconds (raw: per concurrency level; churn; idle)",
+    )
+    p.add_argument("--latency-ms", type=int, default=100, help="injected latency (scaling)")
+    p.add_argument("--rate", type=float, default=20.0, help="spec changes per second (churn)")
+    p.add_argument("--qps", type=float, default=50.0, help="per-Provider limit (ratelimit)")
+    p.add_argument("--raw-report", type=Path, help="raw report.json for efficiency (converge)")
+    p.add_argument("--workers", type=int, help="reconcile workers per shard (controller default)")
+    p.add_argument(
+        "--controller-args",
+        default="",
+        help="extra arguments for `virtrigaud run` (e.g. '--resync-period 60')",
+    )
+    p.add_argument("--keep-stack", action="store_true", help="leave the dev stack running")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    scenario = scenarios.load(args.scenario)
+    opts = Options(
+        scenario=args.scenario,
+        out=args.out or Path("scale-out") / args.scenario,
+        vms=args.vms,
+        shards=args.shards,
+        duration_s=args.duration_s,
+        latency_ms=args.latency_ms,
+        rate=args.rate,
+        qps=args.qps,
+        raw_report=args.raw_report,
+        workers=args.workers,
+        controller_args=shlex.split(args.controller_args),
+        keep_stack=args.keep_stack,
+        progress=not args.no_progress,
+    )
+    report = run_scenario(scenario, opts)
+    out = opts.out.resolve()
+    verdict = {True: "PASS", False: "FAIL", None: "NO TARGETS"}[report.passed]
+    print(f"{scenario.name}: {verdict}; report {out / 'report.json'}", file=sys.stderr)
+    for t in report.targets:
+        mark = {True: "ok  ", False: "MISS", None: "n/a "}[t.passed]
+        extra = f" ({t.missed_by})" if t.missed_by else ""
+        print(f"  {mark} {t.name}: {t.measured} {t.unit}{extra}", file=sys.stderr)
+    for e in report.errors:
+        print(f"  error: {e}", file=sys.stderr)
+    return 0 if not report.errors else 1

@@ -1,0 +1,222 @@
+"""The Kubernetes side of a run: Providers for the simulators, a class, an image, and the
+VirtualMachines themselves (created, changed and deleted in bulk)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from virtrigaud import API_VERSION
+from virtrigaud.kube.client import ApiError, KubeClient
+from virtrigaud.kube.resources import (
+    NAMESPACES,
+    PROVIDERS,
+    VIRTUAL_MACHINES,
+    VM_CLASSES,
+    VM_IMAGES,
+)
+from virtrigaud.providers.calls import RateLimit
+from vrscale.workload import UNLIMITED, VM_CPU, VM_MEMORY_MIB, Target
+
+VM_NAMESPACE = "vrscale"
+VM_CPU_DEFAULT = VM_CPU
+"""CPUs a new VM has (from its class): the first change goes to the other value."""
+PROVIDER_NAMESPACE = "default"
+CLASS_NAME = "vr-small"
+IMAGE_NAME = "vr-image"
+SIM_LABEL = "vrscale.virtrigaud.io/sim"
+FIELD_MANAGER = "vrscale"
+
+JSON = dict[str, Any]
+
+# The Provider CRD names defaults in camelCase; the workload keeps snake_case like the
+# reconciler's view of them.
+_DEFAULT_KEYS = {"storage_pool": "storagePool", "resource_pool": "resourcePool"}
+
+
+def provider_name(target: Target) -> str:
+    return f"vr-{target.provider_type}"
+
+
+def provider_object(target: Target, rate: RateLimit = UNLIMITED) -> JSON:
+    defaults = {_DEFAULT_KEYS.get(k, k): v for k, v in target.defaults.items()}
+    # The Provider CRD has no 'storage' default; Proxmox reads its storage from storagePool.
+    if "storage" in defaults:
+        defaults.setdefault("storagePool", defaults.pop("storage"))
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Provider",
+        "metadata": {"name": provider_name(target), "namespace": PROVIDER_NAMESPACE},
+        "spec": {
+            "type": target.provider_type,
+            "endpoint": target.endpoint,
+            "credentialSecretRef": {"name": target.secret_name},
+            "insecureSkipVerify": True,
+            "defaults": defaults,
+            "rateLimit": {"qps": rate.qps, "burst": rate.burst},
+            "allowedNamespaces": [VM_NAMESPACE],
+        },
+    }
+
+
+def class_object() -> JSON:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VMClass",
+        "metadata": {"name": CLASS_NAME, "namespace": VM_NAMESPACE},
+        "spec": {"cpu": VM_CPU, "memory": f"{VM_MEMORY_MIB}Mi"},
+    }
+
+
+def image_object(targets: Sequence[Target]) -> JSON:
+    source: JSON = {}
+    for t in targets:
+        source.update(t.image_source)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VMImage",
+        "metadata": {"name": IMAGE_NAME, "namespace": VM_NAMESPACE},
+        "spec": {"source": source},
+    }
+
+
+def vm_name(target: Target, index: int) -> str:
+    return f"vm-{target.provider_type}-{index:05d}"
+
+
+def vm_object(target: Target, index: int, power_state: str = "On") -> JSON:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VirtualMachine",
+        "metadata": {
+            "name": vm_name(target, index),
+            "namespace": VM_NAMESPACE,
+            "labels": {SIM_LABEL: target.sim},
+        },
+        "spec": {
+            "providerRef": {"name": provider_name(target), "namespace": PROVIDER_NAMESPACE},
+            "classRef": {"name": CLASS_NAME},
+            "imageRef": {"name": IMAGE_NAME},
+            "powerState": power_state,
+        },
+    }
+
+
+def spread(targets: Sequence[Target], count: int) -> list[tuple[Target, int]]:
+    """count VMs dealt round-robin over the targets: (target, index within it)."""
+    out = []
+    per: dict[str, int] = {}
+    for i in range(count):
+        t = targets[i % len(targets)]
+        per[t.sim] = per.get(t.sim, 0) + 1
+        out.append((t, per[t.sim]))
+    return out
+
+
+async def setup(
+    kube: KubeClient, targets: Sequence[Target], rate: RateLimit = UNLIMITED
+) -> list[str]:
+    """Namespace, Providers, class, image (server-side apply: re-running is fine)."""
+    try:
+        await kube.create(NAMESPACES, {"metadata": {"name": VM_NAMESPACE}})
+    except ApiError as e:
+        if not e.conflict:
+            raise
+    for t in targets:
+        await kube.apply(PROVIDERS, provider_object(t, rate), field_manager=FIELD_MANAGER)
+    await kube.apply(VM_CLASSES, class_object(), field_manager=FIELD_MANAGER)
+    await kube.apply(VM_IMAGES, image_object(targets), field_manager=FIELD_MANAGER)
+    return [provider_name(t) for t in targets]
+
+
+async def set_rate(kube: KubeClient, target: Target, rate: RateLimit) -> None:
+    await kube.patch(
+        PROVIDERS,
+        provider_name(target),
+        PROVIDER_NAMESPACE,
+        {"spec": {"rateLimit": {"qps": rate.qps, "burst": rate.burst}}},
+    )
+
+
+@dataclass
+class BulkResult:
+    done: dict[str, float]
+    """key -> monotonic time the API server answered."""
+    errors: list[str]
+
+
+async def bulk(
+    items: Sequence[tuple[str, Callable[[], Any]]],
+    concurrency: int,
+    on_done: Callable[[int], None] | None = None,
+) -> BulkResult:
+    """Run (key, coroutine factory) pairs with bounded concurrency; retry 429/5xx/conflicts
+    a few times (the API server pushes back under load)."""
+    sem = asyncio.Semaphore(concurrency)
+    done: dict[str, float] = {}
+    errors: list[str] = []
+
+    async def one(key: str, make: Callable[[], Any]) -> None:
+        async with sem:
+            for attempt in range(6):
+                try:
+                    await make()
+                    done[key] = time.monotonic()
+                    break
+                except ApiError as e:
+                    if e.status in (409, 429, 500, 503, 504) and attempt < 5:
+                        await asyncio.sleep(0.05 * 2**attempt)
+                        continue
+                    errors.append(f"{key}: {e.status} {e}")
+                    break
+                except (TimeoutError, OSError) as e:
+                    if attempt < 5:
+                        await asyncio.sleep(0.05 * 2**attempt)
+                        continue
+                    errors.append(f"{key}: {type(e).__name__}: {e}")
+                    break
+            if on_done is not None:
+                on_done(len(done) + len(errors))
+
+    await asyncio.gather(*(one(k, m) for k, m in items))
+    return BulkResult(done, errors)
+
+
+async def create_vms(
+    kube: KubeClient,
+    plan: Sequence[tuple[Target, int]],
+    *,
+    concurrency: int = 32,
+    on_done: Callable[[int], None] | None = None,
+) -> BulkResult:
+    def creator(obj: JSON) -> Callable[[], Any]:
+        return lambda: kube.create(VIRTUAL_MACHINES, obj)
+
+    items = []
+    for t, i in plan:
+        obj = vm_object(t, i)
+        items.append((f"{VM_NAMESPACE}/{obj['metadata']['name']}", creator(obj)))
+    return await bulk(items, concurrency, on_done)
+
+
+async def patch_vm(kube: KubeClient, key: str, patch: JSON) -> JSON:
+    namespace, name = key.split("/", 1)
+    return await kube.patch(VIRTUAL_MACHINES, name, namespace, patch)
+
+
+async def delete_all_vms(kube: KubeClient, concurrency: int = 32) -> BulkResult:
+    items, _ = await kube.list_all(VIRTUAL_MACHINES, VM_NAMESPACE)
+
+    def deleter(name: str) -> Callable[[], Any]:
+        return lambda: kube.delete(VIRTUAL_MACHINES, name, VM_NAMESPACE)
+
+    return await bulk(
+        [
+            (f"{VM_NAMESPACE}/{o['metadata']['name']}", deleter(o["metadata"]["name"]))
+            for o in items
+        ],
+        concurrency,
+    )

@@ -1,0 +1,86 @@
+"""churn: steady spec changes at a fixed rate on a converged fleet; p99 queue wait and p99
+change-to-Ready."""
+
+from __future__ import annotations
+
+from vrscale import plots
+from vrscale.runner import Options, RunContext, Scenario
+from vrscale.scenarios.common import Fleet, converge_figures, record_counters
+from vrscale.scenarios.converge import timeout_for
+from vrscale.scenarios.load import churn, churn_figures
+from vrscale.stack import Sizing
+
+DEFAULT_WINDOW_S = 60.0
+BIG_FLEET = 10_000
+TARGET_RATE = 20.0
+
+
+async def body(ctx: RunContext) -> None:
+    fl = Fleet(ctx)
+    r = ctx.report
+    try:
+        await fl.open()
+        await fl.start_controller(ctx.shards)
+        r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
+        c = await fl.converge(ctx.vms, timeout_for(ctx.vms))
+        r.figures["converge"] = converge_figures(fl, c, None)
+        window = ctx.opts.duration_s or DEFAULT_WINDOW_S
+        phase = ctx.progress.phase(f"churn {ctx.opts.rate:g}/s", total=window)
+        ctx.start_profiling(int(window))
+        result = await churn(fl, ctx.opts.rate, window, phase)
+        phase.done(f"{len(result.changes)} changes")
+        fig = churn_figures(fl, result)
+        r.figures["churn"] = fig
+        applies = ctx.vms >= BIG_FLEET and ctx.opts.rate >= TARGET_RATE
+        note = "" if applies else f"{ctx.vms} VMs at {ctx.opts.rate:g}/s; target: 10,000 at 20/s"
+        r.check(
+            "p99_queue_wait",
+            "p99 workqueue wait < 1 s at 20 changes/s on 10,000 VMs",
+            fig["p99_queue_wait_s"],
+            "<",
+            1.0,
+            "s",
+            applies=applies,
+            note=note,
+        )
+        r.check(
+            "p99_change_to_ready",
+            "p99 change-to-Ready < 5 s at 20 changes/s on 10,000 VMs",
+            fig["p99_change_to_ready_s"],
+            "<",
+            5.0,
+            "s",
+            applies=applies,
+            note=note,
+        )
+        r.check(
+            "changes_settled",
+            "every change reaches Ready",
+            float(fig["unsettled"]),
+            "==",
+            0.0,
+            "changes",
+        )
+        lat = result.latencies(fl)
+        ctx.add_plot(
+            plots.latency_cdf(
+                ctx.out_dir / "churn_change_to_ready_cdf.png", "change to Ready", {"all": lat}
+            )
+        )
+    finally:
+        await record_counters(ctx, fl)
+        await fl.close()
+
+
+def sizing(opts: Options) -> Sizing:
+    return Sizing(vms=opts.vms or SCENARIO.default_vms)
+
+
+SCENARIO = Scenario(
+    name="churn",
+    description="steady spec changes on a converged fleet: queue wait and change-to-Ready",
+    default_vms=3000,
+    default_shards=4,
+    sizing=sizing,
+    body=body,
+)

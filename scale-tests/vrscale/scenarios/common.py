@@ -1,0 +1,375 @@
+"""What the controller scenarios share: the fleet on the stack, the controller, warm-up,
+converging N VMs and the figures about it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from virtrigaud.kube.client import KubeClient
+from virtrigaud.leader.shard_count import write_shard_count
+from virtrigaud.providers.calls import RateLimit
+from vrscale import fleet, metrics, plots, workload
+from vrscale.controller import Controller, ControllerOptions
+from vrscale.runner import RunContext
+from vrscale.stats import cumulative, percentile, summary
+from vrscale.watcher import FleetWatcher
+from vrscale.workload import UNLIMITED, Target
+
+CONTROLLER_NAMESPACE = "virtrigaud-system"
+"""Where `virtrigaud run` keeps its Lease and the shard-count ConfigMap (its default)."""
+
+WARMUP_TIMEOUT_S = 240.0
+
+
+class Fleet:
+    """The Kubernetes side of a scenario: client, Providers, watcher, controller handles."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.info = ctx.stack.info()
+        self.targets: list[Target] = []
+        self.kube: KubeClient | None = None
+        self.watcher: FleetWatcher | None = None
+        self.scraper = metrics.Scraper()
+        self.controller: Controller | None = None
+        self.plan: list[tuple[Target, int]] = []
+        self._cpu: dict[str, int] = {}
+
+    def next_change(self, key: str) -> dict[str, Any]:
+        """A spec change for key that differs from its current spec (CPU 1 <-> 2)."""
+        cpu = 2 if self._cpu.get(key, fleet.VM_CPU_DEFAULT) == 1 else 1
+        self._cpu[key] = cpu
+        return {"spec": {"resources": {"cpu": cpu}}}
+
+    @property
+    def k(self) -> KubeClient:
+        assert self.kube is not None, "Fleet.open() first"
+        return self.kube
+
+    @property
+    def w(self) -> FleetWatcher:
+        assert self.watcher is not None, "Fleet.open() first"
+        return self.watcher
+
+    async def open(self, rate: RateLimit = UNLIMITED, targets: list[Target] | None = None) -> None:
+        """Providers for targets (default: the stack's three simulators), and the watch."""
+        if self.info.kube is None:
+            raise RuntimeError("the scenario's stack has no API server")
+        await asyncio.to_thread(workload.prepare, self.info)
+        self.targets = targets if targets is not None else workload.targets(self.info)
+        self.kube = KubeClient.from_kubeconfig(self.info.kube.kubeconfig)
+        await fleet.setup(self.kube, self.targets, rate)
+        self.watcher = FleetWatcher(self.kube, fleet.VM_NAMESPACE, fleet.SIM_LABEL)
+        await self.watcher.start()
+
+    async def close(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+        await self.scraper.close()
+        if self.kube is not None:
+            await self.kube.close()
+
+    # -- processes ----------------------------------------------------------------------
+
+    def shard_pids(self) -> list[int]:
+        return [w.pid for w in self.ctx.stack.finders()[1]() if w.role == "shard"]
+
+    def coordinator_pids(self) -> list[int]:
+        return [w.pid for ctl in self.ctx.controllers for w in ctl.finder()]
+
+    async def shard_names(self) -> dict[int, str]:
+        """pid -> shard name, from each shard's owned-keys gauge."""
+        got = await self.scraper.scrape(self.shard_pids())
+        out = {}
+        for pid, samples in got.items():
+            names = metrics.by_label(samples, "virtrigaud_shard_owned_keys", "shard")
+            if names:
+                out[pid] = sorted(names)[0]
+                self.ctx.sampler.rename(f"shard@{pid}", f"{out[pid]}@{pid}")
+        return out
+
+    async def controller_counters(self) -> dict[str, Any]:
+        """The shards' and coordinators' own counters now (summed over processes)."""
+        shards = await self.scraper.scrape(self.shard_pids())
+        coordinators = await self.scraper.scrape(self.coordinator_pids())
+        every = [s for samples in shards.values() for s in samples]
+        coord = [s for samples in coordinators.values() for s in samples]
+        return {
+            "reconciles_by_result": metrics.by_label(every, "virtrigaud_reconcile_total", "result"),
+            "workqueue_adds": metrics.total(every, "virtrigaud_workqueue_adds_total"),
+            "workqueue_retries": metrics.total(every, "virtrigaud_workqueue_retries_total"),
+            "workqueue_dropped": metrics.total(every, "virtrigaud_workqueue_dropped_total"),
+            "stale_messages_refused": metrics.total(every, "virtrigaud_shard_stale_messages_total"),
+            "unowned_deliveries_dropped": metrics.total(
+                every, "virtrigaud_shard_unowned_deliveries_total"
+            ),
+            "hypervisor_calls_by_outcome": metrics.by_label(
+                every, metrics.HYPERVISOR_CALLS, "outcome"
+            ),
+            "coordinator_events": metrics.by_label(
+                coord, "virtrigaud_coordinator_events_total", "type"
+            ),
+            "coordinator_messages": metrics.by_label(
+                coord, "virtrigaud_coordinator_batches_total", "kind"
+            ),
+            "shard_processes_scraped": len(shards),
+            "coordinator_processes_scraped": len(coordinators),
+        }
+
+    async def start_controller(self, shards: int, **kw: Any) -> Controller:
+        self.controller = await self.ctx.start_controller(ControllerOptions(shards=shards, **kw))
+        return self.controller
+
+    async def set_shards(self, count: int) -> None:
+        await write_shard_count(self.k, CONTROLLER_NAMESPACE, count)
+
+    # -- VMs ----------------------------------------------------------------------------
+
+    async def warm_up(self) -> float:
+        """One VM per simulator through the whole system: the controller runs end to end,
+        its shards are up and every provider session is logged in. Returns seconds."""
+        phase = self.ctx.progress.phase("controller warm-up", total=len(self.targets))
+        began = time.monotonic()
+        warm = [(t, 0) for t in self.targets]
+        result = await fleet.create_vms(self.k, warm)
+        if result.errors:
+            raise RuntimeError(f"creating warm-up VMs failed: {result.errors[0]}")
+        keys = [f"{fleet.VM_NAMESPACE}/{fleet.vm_name(t, 0)}" for t, _ in warm]
+
+        def ready() -> int:
+            return sum(1 for k in keys if self.w.state(k).ready)
+
+        def tick() -> None:
+            self.check_controller()
+            phase.update(ready())
+
+        ok = await self.w.wait_for(lambda: ready() == len(keys), WARMUP_TIMEOUT_S, tick=tick)
+        if not ok:
+            raise RuntimeError(self._stuck_message(keys, "warm-up", WARMUP_TIMEOUT_S))
+        took = time.monotonic() - began
+        phase.done(f"{took:.1f} s")
+        return took
+
+    def check_controller(self) -> None:
+        """Fail at once (with its log) when the controller process has exited."""
+        for ctl in self.ctx.controllers:
+            if ctl.expected_alive and not ctl.alive():
+                raise RuntimeError(
+                    f"the controller ({ctl.options.name}) exited; its log ends:\n"
+                    + ctl.log_tail(15)
+                )
+
+    def _stuck_message(self, keys: list[str], what: str, timeout: float) -> str:
+        stuck = [k for k in keys if not self.w.state(k).ready]
+        detail = ", ".join(
+            f"{k} phase={self.w.state(k).phase} shard={self.w.state(k).shard}" for k in stuck[:5]
+        )
+        tail = self.controller.log_tail(8) if self.controller else ""
+        return (
+            f"{len(stuck)} of {len(keys)} {what} VMs not Ready after {timeout:.0f} s: {detail}"
+            f"\ncontroller log tail:\n{tail}"
+        )
+
+    def vm_keys(self) -> list[str]:
+        return [f"{fleet.VM_NAMESPACE}/{fleet.vm_name(t, i)}" for t, i in self.plan]
+
+    async def converge(self, count: int, timeout: float, label: str = "converge") -> Converged:
+        """Create count VMs at once (spread over the simulators) and wait until all are
+        Ready; the clock starts when the first create is sent."""
+        first = len(self.plan)
+        new_plan = fleet.spread(self.targets, first + count)[first:]
+        self.plan += new_plan
+        keys = [f"{fleet.VM_NAMESPACE}/{fleet.vm_name(t, i)}" for t, i in new_plan]
+        create_phase = self.ctx.progress.phase(f"{label}: create VMs", total=count)
+        ready_phase = self.ctx.progress.phase(f"{label}: VMs Ready", total=count)
+        calls = metrics.CallSampler(self.scraper, self.shard_pids, interval=1.0)
+        await calls.start()
+        writes_before = len(self.w.write_times)
+        t0 = time.monotonic()
+
+        async def create() -> fleet.BulkResult:
+            result = await fleet.create_vms(
+                self.k, new_plan, concurrency=32, on_done=lambda n: create_phase.update(n)
+            )
+            create_phase.done(f"{len(result.done)} created, {len(result.errors)} failed")
+            return result
+
+        creating = asyncio.create_task(create())
+
+        def ready_now() -> int:
+            return sum(1 for k in keys if self.w.state(k).ready)
+
+        def tick() -> None:
+            self.check_controller()
+            ready_phase.update(ready_now())
+
+        ok = await self.w.wait_for(
+            lambda: creating.done() and ready_now() == len(keys), timeout, tick=tick
+        )
+        created = await creating
+        end = time.monotonic()
+        await calls.stop()
+        ready_phase.done(f"{ready_now()} Ready" + ("" if ok else " (timed out)"))
+        for key, t in created.done.items():
+            self.w.state(key).created = t
+        return Converged(
+            keys=keys,
+            t0=t0,
+            end=end,
+            all_ready=ok,
+            create_errors=created.errors,
+            create_done_s=(max(created.done.values()) - t0) if created.done else None,
+            calls=calls.series,
+            writes=len(self.w.write_times) - writes_before,
+        )
+
+
+@dataclass
+class Converged:
+    keys: list[str]
+    t0: float
+    end: float
+    all_ready: bool
+    create_errors: list[str]
+    create_done_s: float | None
+    calls: metrics.CallSeries
+    writes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def converge_figures(fl: Fleet, c: Converged, raw_rates: dict[str, float] | None) -> dict[str, Any]:
+    """Time to all Ready, throughput, create-to-Ready latency, per-simulator efficiency."""
+    w = fl.w
+    states = {k: w.state(k) for k in c.keys}
+    ready_times = [s.first_ready - c.t0 for s in states.values() if s.first_ready is not None]
+    latencies = [
+        s.first_ready - s.created
+        for s in states.values()
+        if s.first_ready is not None and s.created is not None
+    ]
+    picked_up = [
+        s.first_status - s.created
+        for s in states.values()
+        if s.first_status is not None and s.created is not None
+    ]
+    n = len(c.keys)
+    not_ready = [k for k, s in states.items() if not s.ready]
+    total_s = (max(ready_times) if ready_times and c.all_ready else c.end - c.t0) or None
+    per_sim: dict[str, Any] = {}
+    for t in fl.targets:
+        mine = [s for s in states.values() if s.sim == t.sim]
+        times = [s.first_ready - c.t0 for s in mine if s.first_ready is not None]
+        lat = [s.first_ready - s.created for s in mine if s.first_ready and s.created]
+        done_s = max(times) if times and len(times) == len(mine) else None
+        rate = len(mine) / done_s if done_s else None
+        raw = (raw_rates or {}).get(t.sim)
+        per_sim[t.sim] = {
+            "vms": len(mine),
+            "ready": len(times),
+            "all_ready_s": _r(done_s),
+            "vms_per_s": _r(rate),
+            "create_to_ready_s": summary(lat),
+            "raw_vms_per_s": raw,
+            "efficiency": _r(rate / raw) if rate and raw else None,
+        }
+    slowest = None
+    if raw_rates:
+        # The slowest simulator in the mix bounds the whole converge.
+        slowest = min(
+            (s for s in per_sim if raw_rates.get(s)),
+            key=lambda s: raw_rates[s],
+            default=None,
+        )
+    calls_made = c.calls.made()
+    shards = Counter(s.shard or "(none)" for s in states.values())
+    return {
+        "vms": n,
+        "all_ready": c.all_ready,
+        "not_ready": len(not_ready),
+        "not_ready_examples": [
+            f"{k} phase={states[k].phase} shard={states[k].shard} Ready={states[k].why!r}"
+            for k in not_ready[:5]
+        ],
+        "time_to_all_ready_s": _r(total_s),
+        "api_create_phase_s": _r(c.create_done_s),
+        "create_errors": len(c.create_errors),
+        "create_error_examples": c.create_errors[:3],
+        "throughput_vms_per_s": _r(n / total_s) if total_s and c.all_ready else None,
+        "create_to_ready_s": summary(latencies),
+        "create_to_first_status_s": summary(picked_up),
+        "per_simulator": per_sim,
+        "slowest_simulator": slowest,
+        "efficiency_slowest": per_sim[slowest]["efficiency"] if slowest else None,
+        "hypervisor_calls": calls_made,
+        "hypervisor_calls_per_vm": _r(calls_made / n) if calls_made and n else None,
+        "vm_writes": c.writes,
+        "vm_writes_per_vm": _r(c.writes / n) if n else None,
+        "vms_per_shard": dict(sorted(shards.items())),
+        "p50_create_to_ready_s": percentile(latencies, 50),
+        "p99_create_to_ready_s": percentile(latencies, 99),
+    }
+
+
+def plot_converge(ctx: RunContext, fl: Fleet, c: Converged, prefix: str) -> None:
+    w = fl.w
+    series: dict[str, plots.XY] = {}
+    for t in fl.targets:
+        times = [
+            w.state(k).first_ready - c.t0  # type: ignore[operator]
+            for k in c.keys
+            if w.state(k).sim == t.sim and w.state(k).first_ready is not None
+        ]
+        series[t.sim] = cumulative(times)
+    everything = [
+        w.state(k).first_ready - c.t0  # type: ignore[operator]
+        for k in c.keys
+        if w.state(k).first_ready is not None
+    ]
+    series["all"] = cumulative(everything)
+    ctx.add_plot(
+        plots.lines(
+            ctx.out_dir / f"{prefix}_ready_over_time.png",
+            f"{len(c.keys)} VMs created at once: Ready over time",
+            series,
+            xlabel="seconds since the first create",
+            ylabel="VMs Ready",
+            step=True,
+        )
+    )
+    lat: dict[str, list[float]] = {}
+    for t in fl.targets:
+        lat[t.sim] = [
+            w.state(k).first_ready - w.state(k).created  # type: ignore[operator]
+            for k in c.keys
+            if w.state(k).sim == t.sim and w.state(k).first_ready and w.state(k).created
+        ]
+    ctx.add_plot(
+        plots.latency_cdf(ctx.out_dir / f"{prefix}_create_to_ready_cdf.png", "create to Ready", lat)
+    )
+    xs, ys = c.calls.rates(c.t0)
+    if xs:
+        ctx.add_plot(
+            plots.lines(
+                ctx.out_dir / f"{prefix}_hypervisor_calls.png",
+                "hypervisor calls per second (all shards)",
+                {"calls/s": (xs, ys)},
+                xlabel="seconds since the first create",
+                ylabel="calls per second",
+            )
+        )
+
+
+async def record_counters(ctx: RunContext, fl: Fleet) -> None:
+    """The controller's counters at the end of the run, for diagnosis (never fails the run)."""
+    try:
+        ctx.report.figures["controller_counters"] = await fl.controller_counters()
+    except Exception as e:
+        ctx.report.notes.append(f"controller counters not read: {type(e).__name__}: {e}")
+
+
+def _r(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(x, digits)

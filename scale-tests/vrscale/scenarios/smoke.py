@@ -1,0 +1,119 @@
+"""smoke: the whole suite in small (about 150 VMs, 2 shards, all three providers, one
+handover to 3 shards under light churn), in a few minutes; `make test` runs it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+
+from vrscale.runner import Options, RunContext, Scenario
+from vrscale.scenarios.common import Fleet, converge_figures, plot_converge, record_counters
+from vrscale.scenarios.load import (
+    audit_figures,
+    audit_report,
+    churn,
+    churn_figures,
+    handover,
+    reset_audit,
+)
+from vrscale.stack import Sizing
+
+CONVERGE_TIMEOUT_S = 120.0
+SETTLE_S = 60.0
+"""Caps that keep the whole smoke run (with a stack start) under 5 minutes."""
+CHURN_RATE = 5.0
+CHURN_S = 8.0
+
+
+async def body(ctx: RunContext) -> None:
+    fl = Fleet(ctx)
+    r = ctx.report
+    try:
+        await fl.open()
+        reset_audit(fl)
+        await fl.start_controller(ctx.shards, audit=True)
+        r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
+        c = await fl.converge(ctx.vms, CONVERGE_TIMEOUT_S)
+        conv = converge_figures(fl, c, None)
+        r.figures["converge"] = conv
+        plot_converge(ctx, fl, c, "smoke")
+        r.check(
+            "all_vms_ready",
+            "every VM created reaches Ready",
+            float(conv["not_ready"]),
+            "==",
+            0.0,
+            "VMs",
+        )
+
+        # One handover (shards +1) while VMs change, then everything Ready again.
+        new_count = ctx.shards + 1
+        phase = ctx.progress.phase(f"handover {ctx.shards} -> {new_count} under churn", CHURN_S)
+        churning = churn(fl, CHURN_RATE, CHURN_S, phase, settle_timeout_s=SETTLE_S)
+        moved, changed = await asyncio.gather(handover(fl, new_count, timeout_s=SETTLE_S), churning)
+        phase.done(f"{moved.keys_moved_coordinator} keys moved")
+        r.figures["handover"] = asdict(moved)
+        r.figures["churn"] = churn_figures(fl, changed)
+        r.figures["shard_names"] = await fl.shard_names()
+        r.check(
+            "handover_settled",
+            "the handover finishes (exactly the new shard count holds keys)",
+            1.0 if moved.settled else 0.0,
+            "==",
+            1.0,
+            "bool",
+        )
+        r.check(
+            "changes_ready",
+            "every spec change made during the handover reaches Ready",
+            float(changed.unsettled(fl)),
+            "==",
+            0.0,
+            "changes",
+        )
+        expected = len(fl.vm_keys()) + len(fl.targets)
+        await fl.w.wait_for(lambda: fl.w.ready_count() >= expected, SETTLE_S)
+        r.check(
+            "fleet_ready_after_handover",
+            "the whole fleet (with warm-up VMs) is Ready after the handover",
+            float(expected - fl.w.ready_count()),
+            "==",
+            0.0,
+            "VMs not Ready",
+        )
+        audited = audit_report(fl)
+        r.figures["audit"] = audit_figures(audited)
+        r.check(
+            "double_reconciles",
+            "no key reconciled by two shards at once (reconcile audit)",
+            float(len(audited.overlaps)) if audited is not None else None,
+            "==",
+            0.0,
+            "overlaps",
+            note="" if audited is None or audited.reconciles else "the audit stream is empty",
+        )
+        r.check(
+            "audit_recorded",
+            "the reconcile audit recorded the run (so the overlap check means something)",
+            float(audited.reconciles) if audited is not None else None,
+            ">=",
+            float(ctx.vms),
+            "reconciles",
+        )
+    finally:
+        await record_counters(ctx, fl)
+        await fl.close()
+
+
+def sizing(opts: Options) -> Sizing:
+    return Sizing(vms=opts.vms or SCENARIO.default_vms)
+
+
+SCENARIO = Scenario(
+    name="smoke",
+    description="150 VMs, 2 shards, three providers, one handover: the suite in small",
+    default_vms=150,
+    default_shards=2,
+    sizing=sizing,
+    body=body,
+)

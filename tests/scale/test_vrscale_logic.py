@@ -1,0 +1,81 @@
+"""The scale suite's pure arithmetic: target verdicts, percentiles, histogram quantiles,
+and the replay of Redis bucket writes into grants and 1 s windows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+SCALE_TESTS = Path(__file__).resolve().parents[2] / "scale-tests"
+if str(SCALE_TESTS) not in sys.path:
+    sys.path.insert(0, str(SCALE_TESTS))
+
+from vrscale.grants import BucketReplay, Grant, window_stats  # noqa: E402
+from vrscale.metrics import delta, parse, quantile  # noqa: E402
+from vrscale.report import evaluate  # noqa: E402
+from vrscale.stats import max_in_window, percentile  # noqa: E402
+
+
+def test_a_miss_says_by_how_much() -> None:
+    got = evaluate("t", "d", 360.0, "<", 300.0, "s")
+    assert got.passed is False
+    assert got.margin == 60.0
+    assert got.missed_by is not None and "60 s above" in got.missed_by and "20 %" in got.missed_by
+
+
+def test_a_target_that_does_not_apply_has_no_verdict_but_keeps_the_figure() -> None:
+    got = evaluate("t", "d", 0.5, ">=", 0.8, "ratio", applies=False)
+    assert got.passed is None
+    assert got.measured == 0.5
+    assert got.missed_by is not None
+
+
+def test_nothing_measured_is_no_verdict() -> None:
+    assert evaluate("t", "d", None, "==", 0.0, "VMs").passed is None
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([], 99) is None
+
+
+def test_max_in_window_counts_events_less_than_a_window_apart() -> None:
+    assert max_in_window([0.0, 0.5, 0.99, 1.0, 1.5]) == 3
+
+
+def test_histogram_quantile_interpolates_inside_the_bucket() -> None:
+    text = (
+        "# TYPE q histogram\n"
+        'q_bucket{le="0.1"} 50\nq_bucket{le="1.0"} 90\nq_bucket{le="+Inf"} 100\n'
+        "q_count 100\nq_sum 1\n"
+    )
+    buckets = {float(dict(labels)["le"]): v for n, labels, v in parse(text) if n == "q_bucket"}
+    assert quantile(0.5, buckets) == pytest.approx(0.1)
+    assert quantile(0.7, buckets) == pytest.approx(0.1 + 0.9 * 20 / 40)
+    assert quantile(0.99, buckets) == 1.0  # beyond the last finite bound: that bound
+    assert quantile(0.5, delta(buckets, buckets)) is None
+
+
+def test_replay_finds_each_grant_and_ignores_refill_rounding() -> None:
+    replay = BucketReplay(rate=10.0, capacity=5.0)
+    replay.write(5.0, 1_000_000)  # baseline
+    replay.write(4.0, 1_000_000)  # one token taken
+    replay.write(1.0, 1_000_100)  # a cost-3 call (refill of 0.001 rounds away)
+    replay.write(1.0021, 1_000_300)  # a denied decision: only the refill changed it
+    assert [g.tokens for g in replay.grants] == [1.0, 3.0]
+
+
+def test_windows_over_the_bucket_allowance_are_counted() -> None:
+    steady = [Grant(t / 10, 1.0) for t in range(50)]  # 10 per second for 5 s
+    ok = window_stats(steady, qps=10.0, burst=2.0)
+    assert ok["windows_over_limit"] == 0
+    assert ok["max_tokens_in_window"] == 10.0
+    burst = steady + [Grant(2.05, 1.0) for _ in range(5)]
+    burst.sort(key=lambda g: g.t)
+    over = window_stats(burst, qps=10.0, burst=2.0)
+    assert (over["windows_over_limit"] or 0) > 0
+    assert over["max_tokens_in_window"] == 15.0
