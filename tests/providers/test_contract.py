@@ -152,6 +152,36 @@ async def test_create_is_idempotent(
     assert [vm.id for vm in named] == [first]
 
 
+async def test_create_known_absent_skips_repeated_lookups(
+    provider: Provider, factory: ModuleType, vms: VMTracker
+) -> None:
+    """After find() came back empty, create(known_absent=True) makes the same one VM as a
+    plain create, with fewer (never more) calls; a later plain create still adopts it."""
+    plain = make_spec(factory, vms)
+    await create_vm(provider, make_spec(factory, vms))  # sessions, caches and images warm
+    before = calls_made(provider)
+    await create_vm(provider, plain)
+    plain_calls = calls_made(provider) - before
+
+    spec = make_spec(factory, vms)
+    assert await provider.find(spec.owner) is None
+    before = calls_made(provider)
+    vm_id, task = await provider.create(spec, known_absent=True)
+    await wait_task(provider, task)
+    known_absent_calls = calls_made(provider) - before
+    assert known_absent_calls <= plain_calls
+    if provider.type in ("vsphere", "libvirt"):
+        assert known_absent_calls < plain_calls
+
+    info = await provider.describe(vm_id)
+    assert info.owner == spec.owner
+    again, task = await provider.create(spec)
+    await wait_task(provider, task)
+    assert again == vm_id
+    named = [vm for vm in await provider.list_owned() if vm.owner == spec.owner]
+    assert [vm.id for vm in named] == [vm_id]
+
+
 async def test_find_and_describe_missing(provider: Provider, vms: VMTracker) -> None:
     owner = vms.track(new_owner())
     assert await provider.find(owner) is None

@@ -206,7 +206,11 @@ def test_endpoint_turns_secret_keys_into_private_files() -> None:
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----"
     ep = Endpoint(
         "qemu+libssh2://op@127.0.0.1/system?sshauth=privkey",
-        {"ssh-privatekey": key, "known_hosts": "127.0.0.1 ssh-ed25519 AAAA", "password": "pw"},
+        {
+            "ssh-privatekey": key,
+            "known_hosts": "127.0.0.1 ssh-ed25519 AAAA",
+            "password": "s3cret-Pw-9f2",
+        },
         insecure_skip_verify=True,
     )
     try:
@@ -219,7 +223,9 @@ def test_endpoint_turns_secret_keys_into_private_files() -> None:
             keyfile.read_text().startswith("-----BEGIN") and keyfile.stat().st_mode & 0o777 == 0o600
         )
         assert Path(params["known_hosts"]).read_text().startswith("127.0.0.1 ")
-        assert "pw" not in ep.uri  # passwords go to the auth callback, never into the URI
+        assert (
+            "s3cret-Pw-9f2" not in ep.uri
+        )  # passwords go to the auth callback, never into the URI
         assert safe_uri(ep.uri) == "qemu+libssh2://127.0.0.1/system"
     finally:
         ep.cleanup()

@@ -243,9 +243,14 @@ class Provider(abc.ABC):
     def capabilities(self) -> Capabilities: ...
 
     @abc.abstractmethod
-    async def create(self, spec: VMSpec) -> tuple[str, TaskRef]:
+    async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         """Create (not power on) the VM; idempotent: an existing VM owned by spec.owner is
-        returned as is, one owned by someone else raises OwnershipError."""
+        returned as is, one owned by someone else raises OwnershipError.
+
+        ``known_absent``: the caller's ``find(spec.owner)`` has just returned None (and no one
+        else acts for this owner meanwhile), so the provider may skip the lookups that only
+        repeat it. A VM appearing in between still fails the create instead of being
+        overwritten."""
 
     @abc.abstractmethod
     async def find(self, owner: Owner) -> VMInfo | None:

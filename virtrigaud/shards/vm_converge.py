@@ -121,14 +121,18 @@ class ConvergeSteps(PassBase):
                 self.st.condition(PROVISIONING, True, "Creating", message)
                 self.st.condition(READY, False, "Provisioning", message)
                 await self.save()
-                vm_id, task = await provider.create(spec)
+                # find() just came back empty and this shard alone acts for the key.
+                vm_id, task = await provider.create(spec, known_absent=True)
                 await self.audit(OP_CREATE)
                 self.status.id = vm_id
-                done = await self.start_task(OP_CREATE, task)
-                # status.id (and the task) must be stored before anything waits on them.
-                await self.save()
-                if not done:
+                if not await self.start_task(OP_CREATE, task):
+                    # status.id and the task must be stored before anything waits on them.
+                    await self.save()
                     raise Wait(self.memory.task_poll_delay(self.key))
+                # Finished already: no write of its own (it would cost an API write and its
+                # watch echo per VM). This pass goes on and stores status.id at its end; if
+                # it stops before that, the intent saved above makes the next pass find the
+                # VM by its owner tag and adopt it.
         try:
             info = await provider.describe(self.status.id)
         except NotFoundError:

@@ -443,9 +443,11 @@ class LibvirtProvider(Provider):
             await self._volumes.delete(created)
             raise
 
-    async def create(self, spec: VMSpec) -> tuple[str, TaskRef]:
+    async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         check_disk_names(spec.disks)
-        existing = await self._existing(spec.name, spec.owner)
+        # find() looks the same name up on the same connection: nothing to repeat. A
+        # domain defined in between makes defineXML fail, it is never replaced.
+        existing = None if known_absent else await self._existing(spec.name, spec.owner)
         if existing is not None:
             return existing, f"{DONE}{existing}"
         pool = self._pool_for(spec)

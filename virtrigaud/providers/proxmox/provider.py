@@ -262,7 +262,9 @@ class ProxmoxProvider(Provider):
 
     # ------------------------------------------------------------------ create
 
-    async def create(self, spec: VMSpec) -> tuple[str, TaskRef]:
+    async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
+        # The existence check costs nothing extra here: the same listing picks the template
+        # and the node, so known_absent changes nothing.
         resources = await self._vm_resources()
         existing = [r for r in resources if r.get("name") == spec.name and not r.get("template")]
         if existing:

@@ -151,11 +151,13 @@ class VSphereProvider(Provider):
         except NotFoundError:
             return None  # deleted between the two reads
 
-    async def _lookup(self, owner: Owner, folder: Any = None) -> VmRecord | None:
+    async def _lookup(
+        self, owner: Owner, folder: Any = None, *, by_uuid: bool = True
+    ) -> VmRecord | None:
         """The VM of owner: by instance UUID (= the owner's uid, set at create), else by its
         hypervisor name in the folder it would be created in (which finds a foreign VM
         squatting on the name). One or two cheap SearchIndex calls, no inventory scan."""
-        if _is_uuid(owner.uid):
+        if by_uuid and _is_uuid(owner.uid):
             ref = await self._read_call(
                 "FindByUuid",
                 lambda c: c.content.searchIndex.FindByUuid(
@@ -180,6 +182,18 @@ class VSphereProvider(Provider):
             return await self._read(str(child._moId))
         except NotFoundError:
             return None
+
+    async def _existing_for_create(
+        self, owner: Owner, folder: Any, known_absent: bool
+    ) -> VmRecord | None:
+        """_lookup, minus what find() (UUID search, name search in the default folder) has
+        just shown absent; the name search in another target folder still runs, so a
+        foreign VM squatting on the name there is still refused by ownership."""
+        if not known_absent:
+            return await self._lookup(owner, folder)
+        if folder._moId == (await self._default_placement()).folder._moId:
+            return None
+        return await self._lookup(owner, folder, by_uuid=False)
 
     async def _wait(self, task_id: str, what: str, timeout: float = WAIT_TIMEOUT_SECONDS) -> Any:
         """Poll a vCenter task to its end; its result, or its error as a ProviderError."""
@@ -273,9 +287,9 @@ class VSphereProvider(Provider):
         )
         return [r.info() for r in records if r.owner is not None and not r.template]
 
-    async def create(self, spec: VMSpec) -> tuple[str, TaskRef]:
+    async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         placement, backings = await self._placement(spec)
-        existing = await self._lookup(spec.owner, placement.folder)
+        existing = await self._existing_for_create(spec.owner, placement.folder, known_absent)
         if existing is not None:
             check_owner(existing.info(), spec.owner)
             return existing.id, DONE
