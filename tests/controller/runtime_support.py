@@ -130,6 +130,7 @@ async def assert_one_owner_each(coordinator: Coordinator, expected: set[str]) ->
         for key in keys:
             assert key not in seen, f"{key} owned by both {seen[key]} and {shard}"
             seen[key] = shard
-    assert set(seen) == expected
+    missing, extra = sorted(expected - set(seen)), sorted(set(seen) - expected)
+    assert not missing and not extra, f"owned by no shard: {missing[:5]}; not expected: {extra[:5]}"
     for key, shard in seen.items():
         assert coordinator.ring.owner(key) == shard, f"{key} is on {shard}, ring says otherwise"

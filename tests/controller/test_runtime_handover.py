@@ -108,7 +108,11 @@ async def test_resize_under_churn_keeps_one_owner(
         finally:
             churn.stop()
             await churn_task
-        await asyncio.sleep(0.5)  # let the last watch events arrive
+        # The last creates and deletes reach the coordinator through its watch; under load
+        # that takes longer than any fixed sleep, so wait until its key set caught up.
+        await wait_for(
+            lambda: set(coordinator.ring.assignment()) == churn.keys, 30, "the last watch events"
+        )
         await quiesce(coordinator)
         await assert_one_owner_each(coordinator, churn.keys)
         report = audit.check(redis_url)
