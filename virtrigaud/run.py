@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from virtrigaud.leader.election import LeaseTimings
+from virtrigaud.shards.reconciler import DEFAULT_RESYNC_PERIOD, DEFAULT_SWEEP_PERIOD
 
 log = logging.getLogger("virtrigaud.run")
 
@@ -123,8 +124,22 @@ def run_command(
     ] = None,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
     resync_period: Annotated[
-        float, typer.Option("--resync-period", min=1.0, help="Seconds between periodic resyncs.")
-    ] = 300.0,
+        float,
+        typer.Option(
+            "--resync-period",
+            min=1.0,
+            help="Seconds between periodic passes of each VM: a safety net behind the sweep.",
+        ),
+    ] = DEFAULT_RESYNC_PERIOD,
+    sweep_period: Annotated[
+        float,
+        typer.Option(
+            "--sweep-period",
+            min=1.0,
+            help="Seconds between sweeps: one batched listing per Provider per shard, which "
+            "queues only the VMs that drifted.",
+        ),
+    ] = DEFAULT_SWEEP_PERIOD,
     lease_duration: Annotated[float, typer.Option("--lease-duration")] = 15.0,
     renew_deadline: Annotated[float, typer.Option("--renew-deadline")] = 10.0,
     retry_period: Annotated[float, typer.Option("--retry-period")] = 2.0,
@@ -163,6 +178,7 @@ def run_command(
         redis_url=redis_url,
         workers=workers_per_shard,
         resync_period=resync_period,
+        sweep_period=sweep_period,
         metrics_port=shard_metrics_port,
         metrics_address=metrics_address,
         reconciler=reconciler or DEFAULT_RECONCILER,

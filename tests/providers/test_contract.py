@@ -209,6 +209,28 @@ async def test_list_owned_is_a_batch(
     assert spent <= 3, f"list_owned made {spent} hypervisor calls; it must batch"
 
 
+async def test_observe_all_agrees_with_describe_in_a_batch(
+    provider: Provider, factory: ModuleType, vms: VMTracker
+) -> None:
+    specs = [make_spec(factory, vms) for _ in range(3)]
+    ids = [await create_vm(provider, s) for s in specs]
+    await wait_task(provider, await provider.power(ids[0], specs[0].owner, PowerOp.ON))
+    await wait_power(provider, ids[0], PowerState.ON)
+    before = calls_made(provider)
+    observed = await provider.observe_all(ids)
+    spent = calls_made(provider) - before
+    assert spent <= 2, f"observe_all made {spent} hypervisor calls; it must batch"
+    for vm_id in ids:
+        info = await provider.describe(vm_id)
+        seen = observed[vm_id]
+        assert (seen.power_state, seen.cpu, seen.memory_mib) == (
+            info.power_state,
+            info.cpu,
+            info.memory_mib,
+        )
+    assert observed[ids[0]].power_state is PowerState.ON
+
+
 # --- power ----------------------------------------------------------------------------------
 
 

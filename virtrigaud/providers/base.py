@@ -16,6 +16,7 @@ import abc
 import enum
 import hashlib
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 OWNER_TAG_PREFIX = "virtrigaud"
@@ -181,6 +182,15 @@ class VMInfo:
 
 
 @dataclass(frozen=True)
+class Observed:
+    """What a batched listing tells about one VM: enough to see drift, not to converge."""
+
+    power_state: PowerState
+    cpu: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
 class Resources:
     cpu: int
     memory_mib: int
@@ -266,6 +276,18 @@ class Provider(abc.ABC):
 
         A batch read may leave ``disks`` and ``snapshots`` empty where reading them costs
         per VM (vSphere does); ``describe`` always fills them."""
+
+    async def observe_all(self, wanted: Collection[str] | None = None) -> dict[str, Observed]:
+        """Power state, CPU and memory of every VirtRigaud-owned VM, keyed by VM id, in as few
+        calls as the hypervisor allows: the periodic sweep's one look at the endpoint.
+
+        ``wanted``: the ids the caller will look up (None: all). A provider that must read
+        some VMs one by one reads only these; the answer may still hold others. Built on
+        ``list_owned``; a provider whose listing costs per VM overrides it."""
+        return {
+            info.id: Observed(info.power_state, info.cpu, info.memory_mib)
+            for info in await self.list_owned()
+        }
 
     @abc.abstractmethod
     async def power(

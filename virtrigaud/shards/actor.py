@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtrigaud.shards.reconciler import DEFAULT_RESYNC_PERIOD, DEFAULT_SWEEP_PERIOD
 from virtrigaud.shards.runtime import Ack, ShardRuntime, ShardStats
 
 log = logging.getLogger("virtrigaud.shards.actor")
@@ -45,7 +46,8 @@ class ShardConfig:
     kubeconfig: str | None = None
     redis_url: str | None = None
     workers: int = 4
-    resync_period: float = 300.0
+    resync_period: float = DEFAULT_RESYNC_PERIOD  # per-key safety net behind the sweep
+    sweep_period: float = DEFAULT_SWEEP_PERIOD
     metrics_port: int = 0  # shard i serves on metrics_port + i; 0: any free port (in stats)
     metrics_address: str = "127.0.0.1"
     reconciler: str = DEFAULT_RECONCILER  # "module:factory", factory(ctx) -> Reconciler
@@ -121,6 +123,7 @@ class ShardActor:
             providers=ProviderPool(limiter),
             events=EventRecorder(kube, instance=self.name),
             resync_period=self.config.resync_period,
+            sweep_period=self.config.sweep_period,
             audit=audit,
         )
         self._ctx = ctx
@@ -130,6 +133,7 @@ class ShardActor:
             reconciler,
             workers=self.config.workers,
             resync_period=self.config.resync_period,
+            sweep_period=self.config.sweep_period,
             audit=audit,
             incarnation=self.incarnation,
         )

@@ -6,18 +6,29 @@ keys the shard owns at the current ring epoch. It applies the ``ReconcileResult`
 after ``requeue_after`` seconds, or the jittered periodic resync when it is None; a raised
 exception means a rate-limited retry (``add_rate_limited``), a normal return forgets the key's
 failure count.
+
+A reconciler may also be a ``Sweeper``: every sweep period the runtime hands it the owned
+keys and queues only those it returns. The periodic per-key resync is then a rare safety net
+(``DEFAULT_RESYNC_PERIOD``) and the sweep, one batched hypervisor listing per Provider, is
+what notices drift on an idle fleet. A sweep only reads; mutations stay inside passes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from virtrigaud.kube.client import KubeClient
     from virtrigaud.kube.events import EventRecorder
     from virtrigaud.providers.calls import TokenLimiter
     from virtrigaud.providers.pool import ProviderPool
+
+DEFAULT_RESYNC_PERIOD = 36_000.0
+"""10 h, controller-runtime's default SyncPeriod: the safety net behind the sweep."""
+DEFAULT_SWEEP_PERIOD = 300.0
+"""5 min between sweeps (jittered by the runtime like the resync)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,8 @@ class ShardContext:
     limiter: TokenLimiter  # the shared per-Provider bucket
     providers: ProviderPool  # one pooled session per Provider endpoint in this process
     events: EventRecorder  # Events on objects, aggregated like client-go
-    resync_period: float = 300.0  # 5 min; the runtime jitters it by ±10 %
+    resync_period: float = DEFAULT_RESYNC_PERIOD  # the runtime jitters it by ±10 %
+    sweep_period: float = DEFAULT_SWEEP_PERIOD
     audit: MutationAudit | None = None
 
 
@@ -61,4 +73,12 @@ class Reconciler(Protocol):
 
     async def forget(self, key: str) -> None:
         """The key moved to another shard (or was deleted): drop per-key caches."""
+        ...
+
+
+@runtime_checkable
+class Sweeper(Protocol):
+    async def sweep(self, keys: Collection[str]) -> set[str]:
+        """The keys among ``keys`` (all owned by the shard) that need a pass: their world may
+        differ from what the last pass left. Must not mutate anything."""
         ...

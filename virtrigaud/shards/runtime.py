@@ -30,7 +30,12 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from virtrigaud.shards.audit import AuditRecorder
-from virtrigaud.shards.reconciler import Reconciler
+from virtrigaud.shards.reconciler import (
+    DEFAULT_RESYNC_PERIOD,
+    DEFAULT_SWEEP_PERIOD,
+    Reconciler,
+    Sweeper,
+)
 from virtrigaud.shards.workqueue import WorkQueue
 
 log = logging.getLogger("virtrigaud.shards.runtime")
@@ -53,6 +58,10 @@ STALE_REFUSED = Counter(
     "virtrigaud_shard_stale_messages_total",
     "Coordinator messages refused because their epoch was older than the shard's",
     ["shard"],
+)
+SWEEPS = Counter("virtrigaud_shard_sweeps_total", "Sweeps by outcome", ["shard", "result"])
+SWEPT_KEYS = Counter(
+    "virtrigaud_shard_swept_keys_total", "Keys a sweep found needing a pass", ["shard"]
 )
 UNOWNED_DROPPED = Counter(
     "virtrigaud_shard_unowned_deliveries_total",
@@ -91,7 +100,8 @@ class ShardRuntime:
         reconciler: Reconciler,
         *,
         workers: int = 4,
-        resync_period: float = 300.0,
+        resync_period: float = DEFAULT_RESYNC_PERIOD,
+        sweep_period: float = DEFAULT_SWEEP_PERIOD,
         audit: AuditRecorder | None = None,
         incarnation: str = "",
     ) -> None:
@@ -101,6 +111,9 @@ class ShardRuntime:
         self.incarnation = incarnation
         self.reconciler = reconciler
         self.resync_period = resync_period
+        self.sweep_period = sweep_period
+        self._sweeper = reconciler if isinstance(reconciler, Sweeper) else None
+        self._sweep_task: asyncio.Task[None] | None = None
         self.audit = audit
         self.epoch = -1
         self.metrics_port = 0
@@ -130,9 +143,15 @@ class ShardRuntime:
             asyncio.create_task(self._work(), name=f"{self.name}-worker-{i}")
             for i in range(self._worker_count)
         ]
+        if self._sweeper is not None:
+            self._sweep_task = asyncio.create_task(self._sweeps(), name=f"{self.name}-sweep")
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop taking keys, let running reconciles finish (up to `grace`), stop workers."""
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            await asyncio.gather(self._sweep_task, return_exceptions=True)
+            self._sweep_task = None
         try:
             await asyncio.wait_for(self.queue.shutdown_with_drain(), timeout=grace)
         except TimeoutError:
@@ -246,6 +265,39 @@ class ShardRuntime:
 
     def _resync_delay(self) -> float:
         return self.resync_period * random.uniform(0.9, 1.1)
+
+    async def _sweeps(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_period * random.uniform(0.9, 1.1))
+            await self.sweep()
+
+    async def sweep(self) -> int:
+        """Ask the reconciler which owned keys need a pass and queue them; the count queued.
+
+        Keys released while the sweep ran are not queued (the queue refuses unowned keys).
+        """
+        if self._sweeper is None or not self._owned:
+            return 0
+        try:
+            due = await self._sweeper.sweep(list(self._owned))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            SWEEPS.labels(self.name, "error").inc()
+            log.warning(
+                "sweep failed: %s; the next sweep or the per-key resync will look again",
+                e,
+                extra={"shard": self.name},
+            )
+            return 0
+        queued = 0
+        for key in due:
+            if key in self._owned:
+                self.queue.add(key)
+                queued += 1
+        SWEEPS.labels(self.name, "success").inc()
+        SWEPT_KEYS.labels(self.name).inc(queued)
+        return queued
 
     async def _work(self) -> None:
         while True:

@@ -179,9 +179,10 @@ class ConvergeSteps(PassBase):
         if cond.reason == "PowerCycleRequired":
             return True
         if cond.reason == "NotApplied":
-            # Retry once per resync period, so drift still gets corrected eventually.
+            # Retry once per sweep period (the sweep queues VMs still reconfiguring), so
+            # drift still gets corrected eventually.
             age = datetime.now(UTC) - cond.last_transition_time
-            return age < timedelta(seconds=self.ctx.resync_period)
+            return age < timedelta(seconds=self.ctx.sweep_period)
         return False
 
     async def reconfigure(self, provider: Provider, info: VMInfo, desired: Resources) -> None:

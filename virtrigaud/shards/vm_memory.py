@@ -55,6 +55,15 @@ class KeyMemory:
         ):
             table.pop(key, None)
 
+    def latest(self, key: str) -> JSON | None:
+        """The object as the last pass of key left it, if this process ran one."""
+        return self._latest.get(key)
+
+    def follow_up_scheduled(self, key: str) -> bool:
+        """The last pass asked to look again at a time still to come."""
+        due = self._due.get(key)
+        return due is not None and due > time.monotonic()
+
     # -- echoes of our own writes ----------------------------------------------------------
 
     def echo_requeue(self, key: str, obj: JSON) -> tuple[bool, float | None]:

@@ -22,6 +22,7 @@ silently otherwise) and says so in the Deleting condition. To let it go anyway::
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from virtrigaud.api.virtualmachine import VirtualMachinePhase
@@ -36,6 +37,7 @@ from virtrigaud.shards.vm_memory import KeyMemory
 from virtrigaud.shards.vm_pass import Blocked, Wait
 from virtrigaud.shards.vm_spec import SpecProblem
 from virtrigaud.shards.vm_status import DELETING
+from virtrigaud.shards.vm_sweep import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ class VMReconciler:
 
     async def forget(self, key: str) -> None:
         self.memory.forget(key)
+
+    async def sweep(self, keys: Collection[str]) -> set[str]:
+        """The keys whose VM needs a pass (see vm_sweep.py); reads only."""
+        return await Sweep(self.ctx, self.resolver, self.memory).due(keys)
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
         if obj is not None:

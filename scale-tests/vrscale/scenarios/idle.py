@@ -19,7 +19,7 @@ from vrscale.watcher import count_writes
 DEFAULT_IDLE_S = 600.0
 BIG_FLEET = 10_000
 RESYNC_S = 300.0
-"""`virtrigaud run`'s default periodic resync."""
+"""`virtrigaud run`'s default sweep period (one batched listing per Provider per shard)."""
 
 
 async def body(ctx: RunContext) -> None:
@@ -79,12 +79,12 @@ async def body(ctx: RunContext) -> None:
             "note": "API writes = VirtualMachine writes + Events in the VM namespace; Lease "
             "renewals (leader election) are listed apart and not counted",
         }
-        # A window shorter than the resync period (300 s +10 % by default) sees no resync.
+        # A window shorter than the sweep period (300 s +10 % by default) sees no sweep.
         full = window >= RESYNC_S * 1.1
         big = ctx.vms >= BIG_FLEET and full
         note = "" if ctx.vms >= BIG_FLEET else f"{ctx.vms} VMs; the target is for 10,000. "
         if not full:
-            note += f"the {window:.0f} s window is shorter than one resync period"
+            note += f"the {window:.0f} s window is shorter than one sweep period"
             ctx.note(f"idle: {note}; use --duration >= {RESYNC_S * 1.1:.0f}")
         r.check(
             "idle_hypervisor_calls",
