@@ -57,9 +57,15 @@ class Scenario:
     description: str
     default_vms: int
     default_shards: int
-    sizing: Callable[[Options], Sizing]
     body: Callable[[RunContext], Coroutine[Any, Any, None]]
     parts: tuple[str, ...] = PARTS
+    # How to size the stack; by default just the VM count (--vms, else default_vms).
+    sizing: Callable[[Options], Sizing] | None = None
+
+    def size(self, opts: Options) -> Sizing:
+        if self.sizing is not None:
+            return self.sizing(opts)
+        return Sizing(vms=opts.vms or self.default_vms)
 
 
 @dataclass
@@ -125,7 +131,7 @@ def run_scenario(scenario: Scenario, opts: Options) -> Report:
         machine=describe_machine(),
         parameters=_parameters(scenario, opts),
     )
-    sizing = scenario.sizing(opts)
+    sizing = scenario.size(opts)
     stack = ScaleStack(new_state_dir(scenario.name), sizing, scenario.parts)
     driver = Watched("scale-driver", "driver", os.getpid())
     sampler = ProcessSampler([*stack.finders(), lambda: [driver]], interval=opts.sample_interval_s)

@@ -4,11 +4,10 @@ change-to-Ready."""
 from __future__ import annotations
 
 from vrscale import plots
-from vrscale.runner import Options, RunContext, Scenario
+from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import Fleet, converge_figures, record_counters
 from vrscale.scenarios.converge import timeout_for
 from vrscale.scenarios.load import churn, churn_figures
-from vrscale.stack import Sizing
 
 DEFAULT_WINDOW_S = 60.0
 BIG_FLEET = 10_000
@@ -72,15 +71,10 @@ async def body(ctx: RunContext) -> None:
         await fl.close()
 
 
-def sizing(opts: Options) -> Sizing:
-    return Sizing(vms=opts.vms or SCENARIO.default_vms)
-
-
 SCENARIO = Scenario(
     name="churn",
     description="steady spec changes on a converged fleet: queue wait and change-to-Ready",
     default_vms=3000,
     default_shards=4,
-    sizing=sizing,
     body=body,
 )

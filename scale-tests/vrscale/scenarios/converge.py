@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vrscale.runner import Options, RunContext, Scenario
+from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios import raw
 from vrscale.scenarios.common import Fleet, converge_figures, plot_converge, record_counters
-from vrscale.stack import Sizing
 
 QUICK_RAW_LEVELS = (4, 16)
 QUICK_RAW_WINDOW_S = 4.0
@@ -109,15 +108,10 @@ async def body(ctx: RunContext) -> None:
         await fl.close()
 
 
-def sizing(opts: Options) -> Sizing:
-    return Sizing(vms=opts.vms or SCENARIO.default_vms)
-
-
 SCENARIO = Scenario(
     name="converge",
     description="N VMs created at once across the three simulators: time until all Ready",
     default_vms=3000,
     default_shards=4,
-    sizing=sizing,
     body=body,
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
-from vrscale.runner import Options, RunContext, Scenario
+from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import Fleet, converge_figures, record_counters
 from vrscale.scenarios.converge import timeout_for
 from vrscale.scenarios.load import (
@@ -17,7 +17,6 @@ from vrscale.scenarios.load import (
     handover,
     reset_audit,
 )
-from vrscale.stack import Sizing
 
 STEPS = (6, 3)
 SETTLE_S = 180.0
@@ -91,15 +90,10 @@ async def body(ctx: RunContext) -> None:
         await fl.close()
 
 
-def sizing(opts: Options) -> Sizing:
-    return Sizing(vms=opts.vms or SCENARIO.default_vms)
-
-
 SCENARIO = Scenario(
     name="handover",
     description="shards 4 -> 6 -> 3 under churn: keys moved, time, double reconciles",
     default_vms=1000,
     default_shards=4,
-    sizing=sizing,
     body=body,
 )

@@ -9,10 +9,9 @@ import time
 from virtrigaud.kube.resources import EVENTS, LEASES
 from vrscale import fleet, plots
 from vrscale.metrics import CallSampler
-from vrscale.runner import Options, RunContext, Scenario
+from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import CONTROLLER_NAMESPACE, Fleet, converge_figures, record_counters
 from vrscale.scenarios.converge import timeout_for
-from vrscale.stack import Sizing
 from vrscale.stats import rate_series
 from vrscale.watcher import count_writes
 
@@ -122,15 +121,10 @@ async def body(ctx: RunContext) -> None:
         await fl.close()
 
 
-def sizing(opts: Options) -> Sizing:
-    return Sizing(vms=opts.vms or SCENARIO.default_vms)
-
-
 SCENARIO = Scenario(
     name="idle",
     description="a converged fleet left alone: hypervisor calls/s and API writes/s",
     default_vms=1000,
     default_shards=4,
-    sizing=sizing,
     body=body,
 )

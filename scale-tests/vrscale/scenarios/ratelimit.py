@@ -11,9 +11,8 @@ from typing import Any
 from virtrigaud.providers.calls import RateLimit
 from vrscale import fleet, plots
 from vrscale.grants import GrantMonitor, window_stats
-from vrscale.runner import Options, RunContext, Scenario
+from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import Fleet, record_counters
-from vrscale.stack import Sizing
 from vrscale.stats import rate_series
 
 
@@ -87,15 +86,10 @@ async def body(ctx: RunContext) -> None:
         await fl.close()
 
 
-def sizing(opts: Options) -> Sizing:
-    return Sizing(vms=opts.vms or SCENARIO.default_vms)
-
-
 SCENARIO = Scenario(
     name="ratelimit",
     description="per-Provider limits across many shards: fullest 1 s window vs the limit",
     default_vms=300,
     default_shards=8,
-    sizing=sizing,
     body=body,
 )

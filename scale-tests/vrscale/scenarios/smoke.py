@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
-from vrscale.runner import Options, RunContext, Scenario
+from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import Fleet, converge_figures, plot_converge, record_counters
 from vrscale.scenarios.load import (
     audit_figures,
@@ -16,7 +16,6 @@ from vrscale.scenarios.load import (
     handover,
     reset_audit,
 )
-from vrscale.stack import Sizing
 
 CONVERGE_TIMEOUT_S = 120.0
 SETTLE_S = 60.0
@@ -105,15 +104,10 @@ async def body(ctx: RunContext) -> None:
         await fl.close()
 
 
-def sizing(opts: Options) -> Sizing:
-    return Sizing(vms=opts.vms or SCENARIO.default_vms)
-
-
 SCENARIO = Scenario(
     name="smoke",
     description="150 VMs, 2 shards, three providers, one handover: the suite in small",
     default_vms=150,
     default_shards=2,
-    sizing=sizing,
     body=body,
 )
