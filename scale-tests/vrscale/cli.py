@@ -18,7 +18,11 @@ def parser() -> argparse.ArgumentParser:
         "DIR/report.json plus PNG plots.",
     )
     p.add_argument("--scenario", required=True, choices=scenarios.NAMES)
-    p.add_argument("--vms", type=int, help="VMs in the fleet (scenario default otherwise)")
+    p.add_argument(
+        "--vms",
+        type=int,
+        help="VMs in the fleet (scaling: per shard per step); scenario default otherwise",
+    )
     p.add_argument("--shards", type=int, help="controller shards (scenario default otherwise)")
     p.add_argument("--out", type=Path, help="output directory (default: scale-out/SCENARIO)")
     p.add_argument(
@@ -27,7 +31,9 @@ def parser() -> argparse.ArgumentParser:
         dest="duration_s",
         help="measuring window in seconds (raw: per concurrency level; churn; idle)",
     )
-    p.add_argument("--latency-ms", type=int, default=100, help="injected latency (scaling)")
+    p.add_argument(
+        "--latency-ms", type=int, help="injected hypervisor latency (scaling; default 250)"
+    )
     p.add_argument("--rate", type=float, default=20.0, help="spec changes per second (churn)")
     p.add_argument("--qps", type=float, default=50.0, help="per-Provider limit (ratelimit)")
     p.add_argument("--raw-report", type=Path, help="raw report.json for efficiency (converge)")

@@ -83,6 +83,28 @@ def image_object(targets: Sequence[Target]) -> JSON:
     }
 
 
+def variant_image_name(target: Target, variant: int) -> str:
+    return f"{IMAGE_NAME}-{target.sim}-{variant}"
+
+
+def variant_image_objects(target: Target) -> list[JSON]:
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "VMImage",
+            "metadata": {"name": variant_image_name(target, k), "namespace": VM_NAMESPACE},
+            "spec": {"source": source},
+        }
+        for k, source in enumerate(target.image_variants)
+    ]
+
+
+def image_for(target: Target, index: int) -> str:
+    if not target.image_variants:
+        return IMAGE_NAME
+    return variant_image_name(target, index % len(target.image_variants))
+
+
 def vm_name(target: Target, index: int) -> str:
     return f"vm-{target.provider_type}-{index:05d}"
 
@@ -99,7 +121,7 @@ def vm_object(target: Target, index: int, power_state: str = "On") -> JSON:
         "spec": {
             "providerRef": {"name": provider_name(target), "namespace": PROVIDER_NAMESPACE},
             "classRef": {"name": CLASS_NAME},
-            "imageRef": {"name": IMAGE_NAME},
+            "imageRef": {"name": image_for(target, index)},
             "powerState": power_state,
         },
     }
@@ -129,6 +151,9 @@ async def setup(
         await kube.apply(PROVIDERS, provider_object(t, rate), field_manager=FIELD_MANAGER)
     await kube.apply(VM_CLASSES, class_object(), field_manager=FIELD_MANAGER)
     await kube.apply(VM_IMAGES, image_object(targets), field_manager=FIELD_MANAGER)
+    for t in targets:
+        for image in variant_image_objects(t):
+            await kube.apply(VM_IMAGES, image, field_manager=FIELD_MANAGER)
     return [provider_name(t) for t in targets]
 
 

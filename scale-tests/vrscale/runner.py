@@ -23,6 +23,7 @@ from vrscale.report import Report
 from vrscale.sampler import ProcessSampler, Watched
 from vrscale.stack import ScaleStack, Sizing, new_state_dir
 
+PROFILE_WINDOW_S = 30
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -34,8 +35,8 @@ class Options:
     shards: int | None = None
     duration_s: float | None = None
     """Scenario-specific: measuring window (raw, churn, idle), or a cap."""
-    latency_ms: int = 100
-    """Injected hypervisor latency (scaling)."""
+    latency_ms: int | None = None
+    """Injected hypervisor latency (scaling; None: the scenario's default)."""
     rate: float = 20.0
     """Spec changes per second (churn, handover)."""
     qps: float = 50.0
@@ -79,6 +80,7 @@ class RunContext:
     sampler: ProcessSampler
     controllers: list[Controller] = field(default_factory=list)
     recorder: profiling.Recorder | None = None
+    finished_recorders: list[profiling.Recorder] = field(default_factory=list)
 
     @property
     def vms(self) -> int:
@@ -104,15 +106,19 @@ class RunContext:
         self.sampler.add_finder(ctl.finder)
         return ctl
 
-    def start_profiling(self, duration_s: int) -> None:
+    def start_profiling(self, duration_s: int, phase: str = "") -> None:
         """py-spy record the coordinators and shards while the load runs; kept only if a
-        target is missed."""
+        target is missed. A scenario of several phases names each (files per phase)."""
         if self.recorder is not None:
             self.recorder.stop()
-            self.recorder.discard()
+            self.finished_recorders.append(self.recorder)
         self.recorder = profiling.Recorder(self.out_dir / "profiles")
+        prefix = f"{phase}_" if phase else ""
+        # Sampling costs the sampled process CPU (py-spy reads every thread's stack), so it
+        # covers a bounded window, not the whole load.
+        window = min(duration_s, PROFILE_WINDOW_S)
         for w in self._controller_processes():
-            self.recorder.start(w.label.replace("@", "-"), w.pid, duration_s)
+            self.recorder.start(prefix + w.label.replace("@", "-"), w.pid, window)
 
     def _controller_processes(self) -> list[Watched]:
         found = [w for ctl in self.controllers for w in ctl.finder()]
@@ -212,10 +218,11 @@ def _copy_stack_logs(ctx: RunContext, max_bytes: int = 20 * 2**20) -> None:
 
 def _profiles_for_misses(ctx: RunContext) -> None:
     misses = ctx.report.misses()
-    recorded = ctx.recorder.stop() if ctx.recorder is not None else []
+    recorders = [*ctx.finished_recorders, *([ctx.recorder] if ctx.recorder else [])]
+    recorded = [p for rec in recorders for p in rec.stop()]
     if not misses:
-        if ctx.recorder is not None:
-            ctx.recorder.discard()
+        for rec in recorders:
+            rec.discard()
         return
     ctx.report.profiles.extend(str(p.relative_to(ctx.out_dir)) for p in recorded)
     for w in ctx._controller_processes():

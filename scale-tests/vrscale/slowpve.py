@@ -22,6 +22,8 @@ from virtrigaud.dev.process import ProcessRecord, free_port, spawn, stop, wait_f
 from virtrigaud.dev.pvetemplates import TEMPLATES
 
 TOKEN_ID = "root@pam!vrscale"
+EXTRA_TEMPLATE_BASE = 9100
+"""Copies of the first template (--extra-templates) get vmids from here."""
 TIME_SCALE = 0.01
 """Real seconds per PVE second: fakepve applies latency only with a non-zero scale, and
 scales it too, so the latency is given in PVE seconds (latency / TIME_SCALE)."""
@@ -40,6 +42,11 @@ async def serve(args: argparse.Namespace) -> None:
         pve.add_node(f"pve{i}")
     for t in TEMPLATES:
         pve.add_vm(t["vmid"], t["name"], node="pve1", config=dict(t["config"]), template=True)
+    base = TEMPLATES[0]
+    for k in range(args.extra_templates):
+        vmid = EXTRA_TEMPLATE_BASE + k
+        config = dict(base["config"], scsi0=f"local-lvm:base-{vmid}-disk-0,size=8G")
+        pve.add_vm(vmid, f"{base['name']}-{k}", node="pve1", config=config, template=True)
     pve.slow_network(args.latency_ms / 1000 / TIME_SCALE)
     tmp = tempfile.mkdtemp(prefix="slowpve-")
     try:
@@ -57,6 +64,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--latency-ms", type=int, default=100)
+    p.add_argument("--extra-templates", type=int, default=0)
     asyncio.run(serve(p.parse_args()))
 
 
@@ -71,7 +79,7 @@ class SlowPve:
         stop(self.record, grace=3.0)
 
 
-def start(log_dir: Path, latency_ms: int) -> SlowPve:
+def start(log_dir: Path, latency_ms: int, extra_templates: int = 0) -> SlowPve:
     secret = str(uuid.uuid4())
     here = str(Path(__file__).resolve().parent.parent)
     rec = spawn(
@@ -82,6 +90,7 @@ def start(log_dir: Path, latency_ms: int) -> SlowPve:
             "vrscale.slowpve",
             f"--port={free_port()}",
             f"--latency-ms={latency_ms}",
+            f"--extra-templates={extra_templates}",
         ],
         log_dir / "slowpve.log",
         env={"VRSCALE_PVE_TOKEN_SECRET": secret, "PYTHONPATH": here},

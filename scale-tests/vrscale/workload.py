@@ -41,6 +41,10 @@ class Target:
     image_source: dict[str, Any]
     """VMImage spec.source for this provider type (camelCase, as the API takes it)."""
     secret_name: str
+    image_variants: tuple[dict[str, Any], ...] = ()
+    """Several images to deal the VMs over (VMImage spec.source each), instead of the one
+    shared image: a hypervisor that serialises clones of one template (Proxmox locks it for
+    the whole clone) is then not the bottleneck of a run that measures the controller."""
 
     def provider_config(self, key: str, rate: RateLimit = UNLIMITED) -> ProviderConfig:
         return ProviderConfig(

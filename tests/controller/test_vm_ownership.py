@@ -10,6 +10,7 @@ from fixtures_vm import (
     VMEnv,
     condition,
     hypervisor_calls_by_method,
+    is_ready,
     wait_task,
 )
 
@@ -23,7 +24,7 @@ pytest_plugins = ["fixtures_vm"]
 MUTATING = ("clone", "create", "define", "power", "start", "delete", "destroy", "reconfig")
 
 
-@pytest.mark.parametrize("provider_type", PROVIDER_TYPES)
+@pytest.mark.parametrize("provider_type", [p for p in PROVIDER_TYPES if p != "proxmox"])
 async def test_foreign_vm_with_our_name_is_not_touched(vm_env: VMEnv, provider_type: str) -> None:
     name = f"taken-{provider_type}"
     # A VM left by an earlier object of the same name (another uid) holds the name.
@@ -61,5 +62,38 @@ async def test_foreign_vm_with_our_name_is_not_touched(vm_env: VMEnv, provider_t
         await vm_env.drive(name, lambda o: o is None)
         info = await hv.describe(foreign_id)
         assert info.owner == foreign
+    finally:
+        await wait_task(hv, await hv.delete(foreign_id, foreign))
+
+
+async def test_proxmox_foreign_vm_with_our_name_is_left_beside_ours(vm_env: VMEnv) -> None:
+    """PVE names are not unique: ours is created beside the foreign VM, which is never
+    touched, and deleting ours leaves it."""
+    name = "taken-proxmox"
+    foreign = Owner(vm_env.namespace, name, str(uuid.uuid4()))
+    hv = await vm_env.hypervisor("proxmox")
+    foreign_id, task = await hv.create(
+        VMSpec(
+            owner=foreign,
+            cpu=1,
+            memory_mib=256,
+            placement={"node": "pve1", "storage": "local-lvm"},
+        )
+    )
+    await wait_task(hv, task)
+    try:
+        created = await vm_env.vm(name, "proxmox")
+        owner = owner_of(VirtualMachine.from_api(created))
+        driven = await vm_env.drive(name, is_ready)
+        assert driven.obj is not None
+        ours = driven.obj["status"]["id"]
+        assert ours != foreign_id
+        assert await vm_env.owned_by("proxmox", owner) == [ours]
+        assert (await hv.describe(foreign_id)).owner == foreign
+
+        await vm_env.kube.delete(VIRTUAL_MACHINES, name, vm_env.namespace)
+        await vm_env.drive(name, lambda o: o is None)
+        assert await vm_env.owned_by("proxmox", owner) == []
+        assert (await hv.describe(foreign_id)).owner == foreign
     finally:
         await wait_task(hv, await hv.delete(foreign_id, foreign))

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from fixtures_vm import PROVIDER_TYPES, VMEnv, is_ready, wait_task
 
-from virtrigaud.api.virtualmachine import VirtualMachine
+from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachine
 from virtrigaud.providers.base import NotFoundError
 from virtrigaud.shards.vm_spec import build_vm_spec, owner_of, resolve_class
+from virtrigaud.shards.vm_status import ensure_finalizer
 
 pytest_plugins = ["fixtures_vm"]
 
@@ -39,10 +40,14 @@ async def test_resume_after_crash_mid_create(vm_env: VMEnv, provider_type: str) 
 async def test_adopts_vm_created_before_status_was_written(
     vm_env: VMEnv, provider_type: str
 ) -> None:
-    """The worst crash point: the hypervisor made the VM but status.id never got stored."""
+    """The worst crash point: a pass stored the finalizer (the intent to create) and the
+    hypervisor made the VM, but status.id never got stored. The next pass works from a
+    stale copy without the finalizer (the watch had not caught up): the guarded finalizer
+    write must notice it is there already and look for the VM instead of creating another."""
     name = f"lost-{provider_type}"
     created = await vm_env.vm(name, provider_type)
     owner = owner_of(VirtualMachine.from_api(created))
+    await ensure_finalizer(vm_env.kube, created, FINALIZER, True)
     hv = await vm_env.hypervisor(provider_type)
     vm = VirtualMachine.from_api(created)
     resolver = vm_env.reconciler.resolver
@@ -50,6 +55,8 @@ async def test_adopts_vm_created_before_status_was_written(
     vm_id, task = await hv.create(spec)
     await wait_task(hv, task)
 
+    assert FINALIZER not in (created["metadata"].get("finalizers") or [])
+    await vm_env.reconciler.reconcile(f"{vm_env.namespace}/{name}", created)
     driven = await vm_env.drive(name, is_ready)
     assert driven.obj is not None
     assert driven.obj["status"]["id"] == vm_id or (

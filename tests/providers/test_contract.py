@@ -155,8 +155,10 @@ async def test_create_is_idempotent(
 async def test_create_known_absent_skips_repeated_lookups(
     provider: Provider, factory: ModuleType, vms: VMTracker
 ) -> None:
-    """After find() came back empty, create(known_absent=True) makes the same one VM as a
-    plain create, with fewer (never more) calls; a later plain create still adopts it."""
+    """With no VM of the owner, create(known_absent=True) makes the same one VM as a plain
+    create, with fewer (never more) calls where the provider has a lookup to skip (libvirt
+    keeps its one name lookup, which also refuses a foreign squatter); a later plain create
+    still adopts it."""
     plain = make_spec(factory, vms)
     await create_vm(provider, make_spec(factory, vms))  # sessions, caches and images warm
     before = calls_made(provider)
@@ -170,7 +172,7 @@ async def test_create_known_absent_skips_repeated_lookups(
     await wait_task(provider, task)
     known_absent_calls = calls_made(provider) - before
     assert known_absent_calls <= plain_calls
-    if provider.type in ("vsphere", "libvirt"):
+    if provider.type in ("vsphere", "proxmox"):
         assert known_absent_calls < plain_calls
 
     info = await provider.describe(vm_id)

@@ -405,6 +405,25 @@ async def test_concurrent_creators_never_share_a_vmid(
         assert (await a.describe(vm_id)).owner == spec.owner
 
 
+async def test_creates_known_absent_list_the_cluster_once_per_template(
+    server: PrivatePve, provider_limiter: LocalBucket
+) -> None:
+    """The template's place is remembered: a fleet's creates do not each list the whole
+    cluster (a listing that grows with it)."""
+    provider = server.make_provider(provider_limiter, token=True)
+    before = gate_calls(provider, "list")
+    made = []
+    for _ in range(3):
+        vm_id, task = await provider.create(spec_for(new_owner()), known_absent=True)
+        await wait_task(provider, task)
+        made.append(vm_id)
+    assert gate_calls(provider, "list") - before == 1
+    assert len(set(made)) == 3
+    # Without known_absent the listing is also the check for a VM of that name.
+    await provider.create(spec_for(new_owner()))
+    assert gate_calls(provider, "list") - before == 2
+
+
 async def test_create_writes_cloud_init_network_and_ownership(
     server: PrivatePve, provider_limiter: LocalBucket
 ) -> None:

@@ -199,6 +199,42 @@ async def test_add_after_fires_at_its_time_and_earliest_wins() -> None:
     assert not q.is_waiting("a")
 
 
+async def test_fired_delays_go_ahead_of_direct_adds() -> None:
+    """Work already started (a requeue-after) finishes before new work starts."""
+    clock = ManualClock()
+    q: WorkQueue[str] = WorkQueue(qname(), clock=clock)
+    q.add_after("started-1", 1)
+    q.add_after("started-2", 2)
+    for key in ["new-1", "new-2", "new-3"]:
+        q.add(key)
+    clock.advance(2)
+    assert await drain_now(q) == ["started-1", "started-2", "new-1", "new-2", "new-3"]
+
+
+async def test_urgent_add_moves_a_queued_key_up_once() -> None:
+    clock = ManualClock()
+    q: WorkQueue[str] = WorkQueue(qname(), clock=clock)
+    for key in ["a", "b", "c"]:
+        q.add(key)
+    q.add_after("c", 1)
+    clock.advance(1)
+    assert q.depth == 3
+    assert await drain_now(q) == ["c", "a", "b"]
+
+
+async def test_urgent_add_while_processing_requeues_in_the_urgent_lane() -> None:
+    clock = ManualClock()
+    q: WorkQueue[str] = WorkQueue(qname(), clock=clock)
+    q.add("busy")
+    assert await take(q) == "busy"
+    q.add("waiting")
+    q.add_after("busy", 1)
+    clock.advance(1)
+    assert q.depth == 1  # only "waiting": "busy" is still being processed
+    q.done("busy")
+    assert await drain_now(q) == ["busy", "waiting"]
+
+
 async def test_add_after_uses_one_timer() -> None:
     clock = ManualClock()
     q: WorkQueue[str] = WorkQueue(qname(), clock=clock)

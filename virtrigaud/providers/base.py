@@ -257,10 +257,13 @@ class Provider(abc.ABC):
         """Create (not power on) the VM; idempotent: an existing VM owned by spec.owner is
         returned as is, one owned by someone else raises OwnershipError.
 
-        ``known_absent``: the caller's ``find(spec.owner)`` has just returned None (and no one
-        else acts for this owner meanwhile), so the provider may skip the lookups that only
-        repeat it. A VM appearing in between still fails the create instead of being
-        overwritten."""
+        ``known_absent``: the caller knows no VM of spec.owner exists (no create was ever
+        attempted for it, or its ``find(spec.owner)`` has just returned None) and no one
+        else acts for this owner meanwhile, so the provider may skip looking for one. A
+        foreign VM holding the name still raises OwnershipError where hypervisor names are
+        unique (a vSphere folder, a libvirt host); on Proxmox VE, where they are not, it is
+        left alone and the new VM is created beside it. A VM appearing in between still
+        fails the create instead of being overwritten."""
 
     @abc.abstractmethod
     async def find(self, owner: Owner) -> VMInfo | None:

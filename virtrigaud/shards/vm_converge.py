@@ -38,7 +38,7 @@ from virtrigaud.shards.vm_status import (
     PROVISIONING,
     READY,
     RECONFIGURING,
-    ensure_finalizer,
+    set_finalizer,
 )
 
 # After a VM vanished from the hypervisor, or a synchronous change needs a fresh look.
@@ -48,8 +48,6 @@ DEFAULT_GRACEFUL_TIMEOUT = 60.0
 
 class ConvergeSteps(PassBase):
     async def converge(self) -> None:
-        if FINALIZER not in (self.obj["metadata"].get("finalizers") or []):
-            self.remember(await ensure_finalizer(self.ctx.kube, self.obj, FINALIZER, True))
         provider, defaults, provider_type = await self.provider()
         vm_class = await resolve_class(self.resolver, self.vm)
         spec = await build_vm_spec(self.resolver, self.vm, vm_class, provider_type, defaults)
@@ -103,7 +101,15 @@ class ConvergeSteps(PassBase):
 
     async def ensure_exists(self, provider: Provider, spec: VMSpec) -> VMInfo | None:
         if not self.status.id:
-            found = await provider.find(self.owner)
+            # The finalizer is the durable intent to create: it is stored (guarded by
+            # resourceVersion) before any create, so a VM that never got it has nothing on
+            # the hypervisor and deletes without its Provider. When this pass is the one
+            # that stored it, no create was ever attempted and there is nothing to find;
+            # when it was there already, an earlier pass (maybe in a process that died)
+            # may have created the VM.
+            stored, added = await set_finalizer(self.ctx.kube, self.obj, FINALIZER, True)
+            self.remember(stored)
+            found = None if added else await provider.find(self.owner)
             if found is not None:
                 # An earlier pass (maybe in a process that died) created it; the tag says
                 # whether it is ours to adopt.
@@ -114,14 +120,11 @@ class ConvergeSteps(PassBase):
                     "Normal", "Adopted", f"found {self.hv_ref()} from an earlier attempt"
                 )
             else:
-                # Durable intent first: a VM that never got this far has nothing on the
-                # hypervisor, which lets a delete finish even without its Provider.
                 message = f"creating hypervisor VM {spec.name}"
                 self.st.phase(VirtualMachinePhase.PROVISIONING)
                 self.st.condition(PROVISIONING, True, "Creating", message)
                 self.st.condition(READY, False, "Provisioning", message)
-                await self.save()
-                # find() just came back empty and this shard alone acts for the key.
+                # Nothing of ours exists (see above) and this shard alone acts for the key.
                 vm_id, task = await provider.create(spec, known_absent=True)
                 await self.audit(OP_CREATE)
                 self.status.id = vm_id
@@ -131,8 +134,8 @@ class ConvergeSteps(PassBase):
                     raise Wait(self.memory.task_poll_delay(self.key))
                 # Finished already: no write of its own (it would cost an API write and its
                 # watch echo per VM). This pass goes on and stores status.id at its end; if
-                # it stops before that, the intent saved above makes the next pass find the
-                # VM by its owner tag and adopt it.
+                # it stops before that, the finalizer makes the next pass find the VM by its
+                # owner tag and adopt it.
         try:
             info = await provider.describe(self.status.id)
         except NotFoundError:

@@ -1,9 +1,10 @@
 """The delete steps of a VM pass: wait for a task in flight, delete on the hypervisor
 (the provider refuses VMs that are not ours), wait for that task, drop the finalizer.
 
-A VM whose Provider is gone keeps its finalizer (its hypervisor VM would be orphaned
-silently otherwise) unless nothing was ever created for it; the Deleting condition says
-how to let it go anyway::
+The finalizer is added just before the first create (see vm_converge.py), so a VM that
+never got that far has none and deletes at once. A VM with the finalizer whose Provider is
+gone keeps it (its hypervisor VM would be orphaned silently otherwise); the Deleting
+condition says how to let it go anyway::
 
     kubectl -n NS patch virtualmachine NAME --type json \\
         -p '[{"op":"remove","path":"/metadata/finalizers"}]'
@@ -18,7 +19,6 @@ from virtrigaud.shards.vm_pass import OP_DELETE, Blocked, PassBase, task_done_lo
 from virtrigaud.shards.vm_status import (
     DELETING,
     LAST_TASK_OPERATION,
-    PROVISIONING,
     READY,
     ensure_finalizer,
 )
@@ -33,9 +33,6 @@ class DeleteSteps(PassBase):
         try:
             provider, _, _ = await self.provider()
         except (MissingDependency, NotGranted) as e:
-            if not self.status.id and self.st.reason_of(PROVISIONING) is None:
-                await self.release("no hypervisor VM was ever created for it")
-                return
             raise Blocked(
                 "ProviderUnavailable",
                 f"{e} The hypervisor VM {self.status.id or '(none recorded)'} can only be "

@@ -126,12 +126,21 @@ async def ensure_finalizer(kube: KubeClient, obj: JSON, finalizer: str, present:
     Returns the stored object; after the last finalizer of a deleting object goes, the
     object may be gone and the returned copy is the last one seen.
     """
+    stored, _ = await set_finalizer(kube, obj, finalizer, present)
+    return stored
+
+
+async def set_finalizer(
+    kube: KubeClient, obj: JSON, finalizer: str, present: bool
+) -> tuple[JSON, bool]:
+    """ensure_finalizer, also saying whether this call made the change (False: the stored
+    object already was that way, possibly by someone else's write after obj was read)."""
     meta = obj["metadata"]
     current = obj
     for _ in range(CONFLICT_RETRIES):
         theirs: list[str] = list(current["metadata"].get("finalizers") or [])
         if (finalizer in theirs) == present:
-            return current
+            return current, False
         wanted = [*theirs, finalizer] if present else [f for f in theirs if f != finalizer]
         patch = {
             "metadata": {
@@ -140,17 +149,17 @@ async def ensure_finalizer(kube: KubeClient, obj: JSON, finalizer: str, present:
             }
         }
         try:
-            return await kube.patch(VIRTUAL_MACHINES, meta["name"], meta["namespace"], patch)
+            return await kube.patch(VIRTUAL_MACHINES, meta["name"], meta["namespace"], patch), True
         except ApiError as e:
             if e.not_found and not present:
-                return current
+                return current, False
             if not e.conflict:
                 raise
         try:
             current = await kube.get(VIRTUAL_MACHINES, meta["name"], meta["namespace"])
         except ApiError as e:
             if e.not_found and not present:
-                return current
+                return current, False
             raise
         if current["metadata"].get("uid") != meta.get("uid"):
             raise ApiError(404, "NotFound", f"VirtualMachine {meta['name']} was replaced")

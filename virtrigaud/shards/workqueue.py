@@ -2,7 +2,13 @@
 
 Semantics (as client-go `util/workqueue`):
 
-* fair FIFO; "stingy": a key added while it is already queued is queued once;
+* FIFO; "stingy": a key added while it is already queued is queued once;
+* two lanes: a key whose delayed add fires (a requeue-after: a VM waiting on a task it
+  started, or a retry) goes ahead of keys added directly (new objects, watch events).
+  Work already started finishes before more is started, so a wave of thousands of new
+  objects does not leave thousands of half-done ones each waiting at the back of the
+  queue (and polling the hypervisor meanwhile); an urgent add of a key queued in the
+  other lane moves it up;
 * a key is never handed to two workers at once: `add` while the key is being processed
   only marks it dirty, and `done` puts it back in the queue;
 * `add_after` delays an add (one heap and one timer for the whole queue); a key waiting
@@ -250,7 +256,11 @@ class WorkQueue(Generic[K]):
         # Each queued key has one live (key, generation) entry in `_order`; entries whose
         # generation no longer matches `_queued` are skipped, so removal is O(1).
         self._order: deque[tuple[K, int]] = deque()
+        self._urgent_order: deque[tuple[K, int]] = deque()
         self._queued: dict[K, int] = {}
+        self._queued_urgent: set[K] = set()
+        # Keys added urgently while being processed: they go to the urgent lane on done.
+        self._promote: set[K] = set()
         self._generation = itertools.count()
         self._dirty: set[K] = set()
         self._processing: dict[K, float] = {}  # key -> when get handed it out
@@ -312,19 +322,27 @@ class WorkQueue(Generic[K]):
 
     # -- adding ----------------------------------------------------------------------------
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, *, urgent: bool = False) -> None:
+        """Queue key; urgent puts it in the lane served first (see the module docstring)."""
         if not self.admits(key):
             if not self._shutting_down:
                 self._dropped.inc()
             return
         if key in self._dirty:
+            if urgent:
+                if key in self._processing:
+                    self._promote.add(key)
+                elif key in self._queued and key not in self._queued_urgent:
+                    self._enqueue(key, urgent=True)
             return
         self._adds.inc()
         self._dirty.add(key)
         self._added_at[key] = self._clock.now()
         if key in self._processing:
+            if urgent:
+                self._promote.add(key)
             return
-        self._enqueue(key)
+        self._enqueue(key, urgent=urgent)
 
     def add_after(self, key: K, delay: float) -> None:
         if delay <= 0:
@@ -393,8 +411,10 @@ class WorkQueue(Generic[K]):
         waiter = self._release_waiters.pop(key, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        urgent = key in self._promote
+        self._promote.discard(key)
         if key in self._dirty:
-            self._enqueue(key)
+            self._enqueue(key, urgent=urgent)
         if not self._processing:
             self._notify_drained()
 
@@ -404,6 +424,8 @@ class WorkQueue(Generic[K]):
         """Stop accepting `key`; the future completes when no worker is processing it."""
         self._released.add(key)
         self._queued.pop(key, None)
+        self._queued_urgent.discard(key)
+        self._promote.discard(key)
         self._dirty.discard(key)
         self._added_at.pop(key, None)
         self._waiting.pop(key, None)
@@ -449,17 +471,23 @@ class WorkQueue(Generic[K]):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _enqueue(self, key: K) -> None:
+    def _enqueue(self, key: K, *, urgent: bool = False) -> None:
         generation = next(self._generation)
         self._queued[key] = generation
-        self._order.append((key, generation))
+        if urgent:
+            self._queued_urgent.add(key)
+            self._urgent_order.append((key, generation))
+        else:
+            self._order.append((key, generation))
         self._wake_one()
 
     def _pop(self) -> K:
         while True:
-            key, generation = self._order.popleft()
+            lane = self._urgent_order if self._urgent_order else self._order
+            key, generation = lane.popleft()
             if self._queued.get(key) == generation:
                 del self._queued[key]
+                self._queued_urgent.discard(key)
                 return key
 
     def _wake_one(self) -> None:
@@ -495,4 +523,4 @@ class WorkQueue(Generic[K]):
                 return
             heapq.heappop(self._heap)
             del self._waiting[key]
-            self.add(key)
+            self.add(key, urgent=True)

@@ -16,6 +16,7 @@ NAMES = (
     "failover",
     "idle",
     "smoke",
+    "fleet",
 )
 
 

@@ -14,6 +14,53 @@ BIG_FLEET = 10_000
 TARGET_RATE = 20.0
 
 
+async def measure(ctx: RunContext, fl: Fleet, window: float) -> None:
+    """Spec changes at --rate for window seconds on the converged fleet; figures, targets."""
+    r = ctx.report
+    phase = ctx.progress.phase(f"churn {ctx.opts.rate:g}/s", total=window)
+    ctx.start_profiling(int(window), "churn")
+    result = await churn(fl, ctx.opts.rate, window, phase)
+    phase.done(f"{len(result.changes)} changes")
+    fig = churn_figures(fl, result)
+    r.figures["churn"] = fig
+    applies = ctx.vms >= BIG_FLEET and ctx.opts.rate >= TARGET_RATE
+    note = "" if applies else f"{ctx.vms} VMs at {ctx.opts.rate:g}/s; target: 10,000 at 20/s"
+    r.check(
+        "p99_queue_wait",
+        "p99 workqueue wait < 1 s at 20 changes/s on 10,000 VMs",
+        fig["p99_queue_wait_s"],
+        "<",
+        1.0,
+        "s",
+        applies=applies,
+        note=note,
+    )
+    r.check(
+        "p99_change_to_ready",
+        "p99 change-to-Ready < 5 s at 20 changes/s on 10,000 VMs",
+        fig["p99_change_to_ready_s"],
+        "<",
+        5.0,
+        "s",
+        applies=applies,
+        note=note,
+    )
+    r.check(
+        "changes_settled",
+        "every change reaches Ready",
+        float(fig["unsettled"]),
+        "==",
+        0.0,
+        "changes",
+    )
+    lat = result.latencies(fl)
+    ctx.add_plot(
+        plots.latency_cdf(
+            ctx.out_dir / "churn_change_to_ready_cdf.png", "change to Ready", {"all": lat}
+        )
+    )
+
+
 async def body(ctx: RunContext) -> None:
     fl = Fleet(ctx)
     r = ctx.report
@@ -23,49 +70,7 @@ async def body(ctx: RunContext) -> None:
         r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
         c = await fl.converge(ctx.vms, timeout_for(ctx.vms))
         r.figures["converge"] = converge_figures(fl, c, None)
-        window = ctx.opts.duration_s or DEFAULT_WINDOW_S
-        phase = ctx.progress.phase(f"churn {ctx.opts.rate:g}/s", total=window)
-        ctx.start_profiling(int(window))
-        result = await churn(fl, ctx.opts.rate, window, phase)
-        phase.done(f"{len(result.changes)} changes")
-        fig = churn_figures(fl, result)
-        r.figures["churn"] = fig
-        applies = ctx.vms >= BIG_FLEET and ctx.opts.rate >= TARGET_RATE
-        note = "" if applies else f"{ctx.vms} VMs at {ctx.opts.rate:g}/s; target: 10,000 at 20/s"
-        r.check(
-            "p99_queue_wait",
-            "p99 workqueue wait < 1 s at 20 changes/s on 10,000 VMs",
-            fig["p99_queue_wait_s"],
-            "<",
-            1.0,
-            "s",
-            applies=applies,
-            note=note,
-        )
-        r.check(
-            "p99_change_to_ready",
-            "p99 change-to-Ready < 5 s at 20 changes/s on 10,000 VMs",
-            fig["p99_change_to_ready_s"],
-            "<",
-            5.0,
-            "s",
-            applies=applies,
-            note=note,
-        )
-        r.check(
-            "changes_settled",
-            "every change reaches Ready",
-            float(fig["unsettled"]),
-            "==",
-            0.0,
-            "changes",
-        )
-        lat = result.latencies(fl)
-        ctx.add_plot(
-            plots.latency_cdf(
-                ctx.out_dir / "churn_change_to_ready_cdf.png", "change to Ready", {"all": lat}
-            )
-        )
+        await measure(ctx, fl, ctx.opts.duration_s or DEFAULT_WINDOW_S)
     finally:
         await record_counters(ctx, fl)
         await fl.close()

@@ -303,7 +303,14 @@ def converge_figures(fl: Fleet, c: Converged, raw_rates: dict[str, float] | None
         "create_to_first_status_s": summary(picked_up),
         "per_simulator": per_sim,
         "slowest_simulator": slowest,
-        "efficiency_slowest": per_sim[slowest]["efficiency"] if slowest else None,
+        # End-to-end efficiency: the fleet's throughput against the raw rate of the
+        # slowest simulator in the mix (the per-simulator figures above divide each
+        # simulator's share of the fleet by its own raw rate).
+        "efficiency_slowest": (
+            _r(n / total_s / raw_rates[slowest])
+            if slowest and raw_rates and total_s and c.all_ready
+            else None
+        ),
         "hypervisor_calls": calls_made,
         "hypervisor_calls_per_vm": _r(calls_made / n) if calls_made and n else None,
         "vm_writes": c.writes,

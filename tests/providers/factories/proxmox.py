@@ -10,6 +10,7 @@ slow_network, revoke_tickets).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import tempfile
 import threading
@@ -196,7 +197,8 @@ class PrivatePve:
             )
         if latency_s:
             self.pve.slow_network(latency_s)
-        self._pki = make_cert(tempfile.mkdtemp(prefix="fakepve-private-"), hosts=("127.0.0.1",))
+        self._pki_dir = tempfile.mkdtemp(prefix="fakepve-private-")
+        self._pki = make_cert(self._pki_dir, hosts=("127.0.0.1",))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -238,6 +240,7 @@ class PrivatePve:
         self.loop.call_soon_threadsafe(self.loop.stop)
         await asyncio.to_thread(self.thread.join, 10)
         self.loop.close()
+        shutil.rmtree(self._pki_dir, ignore_errors=True)
 
 
 class PrivateEndpoint:

@@ -492,9 +492,10 @@ class LibvirtProvider(Provider):
 
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         check_disk_names(spec.disks)
-        # find() looks the same name up on the same connection: nothing to repeat. A
-        # domain defined in between makes defineXML fail, it is never replaced.
-        existing = None if known_absent else await self._existing(spec.name, spec.owner)
+        # One lookup by name even when known_absent (one cheap RPC): ours is returned, a
+        # foreign domain holding the name is refused. A domain defined in between makes
+        # defineXML fail, it is never replaced.
+        existing = await self._existing(spec.name, spec.owner)
         if existing is not None:
             return existing, f"{DONE}{existing}"
         pool = self._pool_for(spec)

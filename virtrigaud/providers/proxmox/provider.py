@@ -77,6 +77,10 @@ class ProxmoxProvider(Provider):
         self._template_locks: dict[str, asyncio.Lock] = {}
         # nextid -> clone/create is a read-then-claim; one at a time per process.
         self._vmid_lock = asyncio.Lock()
+        # Where each image's template lives ((node, vmid) by image), so a create that knows
+        # nothing of its own exists needs no /cluster/resources listing: that listing grows
+        # with the cluster, and one per create made a fleet's creation quadratic.
+        self._templates: dict[tuple[str, str | None], tuple[str, int]] = {}
 
     # ---------------------------------------------------------------- plumbing
 
@@ -263,16 +267,30 @@ class ProxmoxProvider(Provider):
     # ------------------------------------------------------------------ create
 
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
-        # The existence check costs nothing extra here: the same listing picks the template
-        # and the node, so known_absent changes nothing.
+        full = (self._option(spec, "cloneMode") or "full") != "linked"
+        if known_absent and spec.image is not None:
+            cached = self._templates.get(_image_key(spec.image))
+            if cached is not None:
+                try:
+                    return await self._clone_into(*cached, spec, full=full)
+                except NotFoundError:
+                    # The template was removed or moved since: look it up again.
+                    self._templates.pop(_image_key(spec.image), None)
         resources = await self._vm_resources()
-        existing = [r for r in resources if r.get("name") == spec.name and not r.get("template")]
+        # PVE names are not unique: with known_absent a foreign VM of the same name is
+        # left alone and ours is made beside it (the same whether or not this create
+        # listed the cluster).
+        existing = [
+            r
+            for r in resources
+            if not known_absent and r.get("name") == spec.name and not r.get("template")
+        ]
         if existing:
             return await self._adopt(existing, spec)
         if spec.image is None:
             return await self._create_blank(spec, resources)
         src_node, src_vmid, _ = self._template(spec.image, resources)
-        full = (self._option(spec, "cloneMode") or "full") != "linked"
+        self._templates[_image_key(spec.image)] = (src_node, src_vmid)
         return await self._clone_into(src_node, src_vmid, spec, full=full)
 
     async def _adopt(self, existing: list[dict[str, Any]], spec: VMSpec) -> tuple[str, TaskRef]:
@@ -642,3 +660,7 @@ class ProxmoxProvider(Provider):
     async def close(self) -> None:
         await self.session.close()
         self.gate.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _image_key(image: ImageSpec) -> tuple[str, str | None]:
+    return image.template.strip(), image.node

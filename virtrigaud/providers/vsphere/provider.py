@@ -186,14 +186,10 @@ class VSphereProvider(Provider):
     async def _existing_for_create(
         self, owner: Owner, folder: Any, known_absent: bool
     ) -> VmRecord | None:
-        """_lookup, minus what find() (UUID search, name search in the default folder) has
-        just shown absent; the name search in another target folder still runs, so a
-        foreign VM squatting on the name there is still refused by ownership."""
-        if not known_absent:
-            return await self._lookup(owner, folder)
-        if folder._moId == (await self._default_placement()).folder._moId:
-            return None
-        return await self._lookup(owner, folder, by_uuid=False)
+        """_lookup; with known_absent (no VM of owner exists) only the name search in the
+        target folder (one call), so a foreign VM squatting on the name is still refused by
+        ownership before a clone is started."""
+        return await self._lookup(owner, folder, by_uuid=not known_absent)
 
     async def _wait(self, task_id: str, what: str, timeout: float = WAIT_TIMEOUT_SECONDS) -> Any:
         """Poll a vCenter task to its end; its result, or its error as a ProviderError."""
