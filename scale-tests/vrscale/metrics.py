@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from virtrigaud.dev.process import listening_ports
 
 HYPERVISOR_CALLS = "virtrigaud_hypervisor_calls_total"
+CALLS_FAMILY = "virtrigaud_hypervisor_calls"
 
 Sample = tuple[str, tuple[tuple[str, str], ...], float]
 """(metric name, sorted labels, value)."""
@@ -29,6 +31,12 @@ def parse(text: str) -> list[Sample]:
         for s in family.samples:
             out.append((s.name, tuple(sorted(s.labels.items())), float(s.value)))
     return out
+
+
+def only_family(text: str, family: str) -> str:
+    """The lines of an exposition page that belong to one metric family."""
+    keep = (family, f"# HELP {family} ", f"# TYPE {family} ")
+    return "\n".join(line for line in text.splitlines() if line.startswith(keep)) + "\n"
 
 
 def total(samples: Iterable[Sample], name: str, **match: str) -> float:
@@ -46,6 +54,27 @@ def by_label(samples: Iterable[Sample], name: str, label: str) -> dict[str, floa
             key = dict(labels).get(label, "")
             out[key] = out.get(key, 0.0) + v
     return out
+
+
+def means(samples: Iterable[Sample], name: str, label: str | None = None) -> dict[str, Any]:
+    """Histogram `name`: count, total seconds and mean per value of `label` (or overall)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for n, labels, v in samples:
+        if n not in (f"{name}_sum", f"{name}_count"):
+            continue
+        key = dict(labels).get(label, "") if label else "all"
+        table = sums if n.endswith("_sum") else counts
+        table[key] = table.get(key, 0.0) + v
+    return {
+        k: {
+            "count": int(counts[k]),
+            "total_s": round(sums.get(k, 0.0), 3),
+            "mean_s": round(sums.get(k, 0.0) / counts[k], 5),
+        }
+        for k in sorted(counts)
+        if counts[k]
+    }
 
 
 @dataclass
@@ -84,8 +113,12 @@ class Scraper:
                 return port
         return None
 
-    async def scrape(self, pids: Iterable[int]) -> dict[int, list[Sample]]:
-        """pid -> samples, for every pid whose endpoint answers."""
+    async def scrape(
+        self, pids: Iterable[int], family: str | None = None
+    ) -> dict[int, list[Sample]]:
+        """pid -> samples, for every pid whose endpoint answers; with family, only that
+        metric family is parsed (the text is filtered first: parsing a whole page every
+        second would cost the driver more CPU than the measurement is worth)."""
 
         async def one(pid: int) -> tuple[int, list[Sample] | None]:
             port = await self._port_of(pid)
@@ -95,6 +128,8 @@ class Scraper:
             if text is None:
                 self.ports.pop(pid, None)
                 return pid, None
+            if family is not None:
+                text = only_family(text, family)
             return pid, parse(text)
 
         got = await asyncio.gather(*(one(p) for p in pids))
@@ -168,7 +203,7 @@ class CallSampler:
             await self.sample()
 
     async def sample(self) -> None:
-        got = await self.scraper.scrape(self.shard_pids())
+        got = await self.scraper.scrape(self.shard_pids(), family=CALLS_FAMILY)
         now = time.monotonic()
         for pid, samples in got.items():
             for provider, value in by_label(samples, HYPERVISOR_CALLS, "provider").items():

@@ -249,6 +249,7 @@ class VMEnv:
         return await self.kube.patch(VIRTUAL_MACHINES, name, self.namespace, {"spec": spec})
 
     async def events_for(self, name: str) -> list[JSON]:
+        await self.ctx.events.flush()
         listed = await self.kube.list(EVENTS, self.namespace)
         return [e for e in listed.get("items", []) if e["involvedObject"]["name"] == name]
 
@@ -345,6 +346,7 @@ async def vm_shard_ctx(
     try:
         yield ctx
     finally:
+        await ctx.events.aclose()
         await pool.close_all()
         await limiter.aclose()
 

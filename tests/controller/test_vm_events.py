@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from fixtures_vm import VMEnv
+from typing import Any
 
+from fixtures_vm import VMEnv
+from prometheus_client import REGISTRY
+
+from virtrigaud.kube import events
 from virtrigaud.kube.events import EventRecorder
 from virtrigaud.kube.resources import EVENTS
 
@@ -17,6 +21,7 @@ async def test_events_are_aggregated(vm_env: VMEnv) -> None:
     await recorder.warning(vm, "ProviderError", "hypervisor said no")
     await recorder.warning(vm, "ProviderError", "hypervisor said no")
     await recorder.normal(vm, "Created", "created hypervisor VM x")
+    await recorder.flush()
 
     events = await vm_env.events_for("evented")
     by_reason = {e["reason"]: e for e in events}
@@ -53,3 +58,18 @@ async def test_recorder_never_raises(vm_env: VMEnv) -> None:
         "metadata": {"name": "ghost", "namespace": "no-such-namespace-xyz", "uid": "u"},
     }
     assert await recorder.record(ghost, "Warning", "ProviderError", "x") is None
+
+
+async def test_a_full_queue_drops_and_counts(vm_env: VMEnv, monkeypatch: Any) -> None:
+    """Emitting never waits: past the queue's bound an Event is dropped and counted."""
+    monkeypatch.setattr(events, "QUEUE_SIZE", 1)
+    monkeypatch.setattr(events, "WRITERS", 1)
+    vm = await vm_env.vm("evented3", "libvirt")
+    recorder = EventRecorder(vm_env.kube)
+    before = REGISTRY.get_sample_value("virtrigaud_events_dropped_total") or 0.0
+    for reason in ("First", "Second", "Third"):
+        recorder.emit(vm, "Normal", reason, "x")  # no await between: the writers cannot run
+    await recorder.aclose()
+    after = REGISTRY.get_sample_value("virtrigaud_events_dropped_total") or 0.0
+    assert after - before == 2
+    assert await vm_env.event_reasons("evented3") == ["First"]

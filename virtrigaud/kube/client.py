@@ -13,6 +13,7 @@ import json
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 import aiohttp
 import yaml
+from prometheus_client import Histogram
 
 from virtrigaud.kube.resources import Resource
 
@@ -32,6 +34,14 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
     "apply": "application/apply-patch+yaml",
     "strategic": "application/strategic-merge-patch+json",
 }
+
+
+REQUEST_SECONDS = Histogram(
+    "virtrigaud_kube_request_seconds",
+    "Latency of Kubernetes API requests (not watches), by HTTP verb",
+    ["verb"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 class ApiError(Exception):
@@ -208,10 +218,25 @@ class KubeClient:
             data = json.dumps(body, separators=(",", ":"))
             headers["Content-Type"] = content_type
         clean = {k: _param(v) for k, v in (params or {}).items()}
+        started = time.perf_counter()
+        try:
+            return await self._send(method, path, clean, data, headers, timeout)
+        finally:
+            REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        data: str | None,
+        headers: Mapping[str, str],
+        timeout: float,
+    ) -> JSON:
         async with self._http().request(
             method,
             path,
-            params=clean,
+            params=params,
             data=data,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout),

@@ -4,16 +4,26 @@ An Event repeated for the same (object, type, reason, message) within the aggreg
 is not created again: the existing Event's ``count`` and ``lastTimestamp`` are patched.
 Recording is best effort (as in client-go): a failed write is logged, never raised, so an
 Event can not fail a reconcile. Messages must never contain secret values.
+
+``normal``/``warning`` do not wait for the API server either (client-go's recorder hands
+Events to a broadcaster the same way): they queue the Event and a few writer tasks write
+it, so a reconcile worker never spends an API round trip per Event. The queue is bounded;
+when it is full the Event is dropped and counted (``virtrigaud_events_dropped_total``).
+``flush`` waits until everything queued is written; ``aclose`` flushes and stops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from prometheus_client import Counter
 
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import EVENTS
@@ -25,6 +35,13 @@ EventType = Literal["Normal", "Warning"]
 REPORTING_COMPONENT = "virtrigaud"
 # client-go caps an Event message at 1 KiB; longer ones are truncated the same way.
 MAX_MESSAGE_BYTES = 1024
+QUEUE_SIZE = 4096
+WRITERS = 4
+
+EVENTS_DROPPED = Counter(
+    "virtrigaud_events_dropped_total",
+    "Events not written because the recorder's queue was full",
+)
 
 
 def _now() -> str:
@@ -73,12 +90,63 @@ class EventRecorder:
         self.aggregation_window = aggregation_window
         self.cache_size = cache_size
         self._seen: OrderedDict[tuple[str, ...], _Seen] = OrderedDict()
+        # One queue per writer; an Event goes to the queue its aggregation key hashes to,
+        # so repeats of one Event are written in order by one writer and aggregate.
+        self._queues: list[asyncio.Queue[tuple[dict[str, Any], EventType, str, str]]] = []
+        self._writers: list[asyncio.Task[None]] = []
 
     async def normal(self, obj: dict[str, Any], reason: str, message: str) -> None:
-        await self.record(obj, "Normal", reason, message)
+        """Queue a Normal Event on obj; returns at once."""
+        self.emit(obj, "Normal", reason, message)
 
     async def warning(self, obj: dict[str, Any], reason: str, message: str) -> None:
-        await self.record(obj, "Warning", reason, message)
+        """Queue a Warning Event on obj; returns at once."""
+        self.emit(obj, "Warning", reason, message)
+
+    def emit(self, obj: dict[str, Any], type_: EventType, reason: str, message: str) -> None:
+        """Queue an Event for the writer tasks (started on first use, in the running loop)."""
+        if not self._queues:
+            loop = asyncio.get_running_loop()
+            self._queues = [asyncio.Queue(max(1, QUEUE_SIZE // WRITERS)) for _ in range(WRITERS)]
+            self._writers = [
+                loop.create_task(self._write_queued(q), name="events") for q in self._queues
+            ]
+        meta = obj.get("metadata", {})
+        route = hash((meta.get("uid"), meta.get("name"), type_, reason)) % len(self._queues)
+        try:
+            self._queues[route].put_nowait((obj, type_, reason, message))
+        except asyncio.QueueFull:
+            EVENTS_DROPPED.inc()
+            log.debug("event queue full; dropped Event %s", reason)
+
+    async def flush(self) -> None:
+        """Wait until every queued Event has been written (or has failed)."""
+        for queue in self._queues:
+            await queue.join()
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Write what is queued (for at most timeout seconds), then stop the writers."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), timeout)
+        for task in self._writers:
+            task.cancel()
+        for task in self._writers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._writers = []
+        self._queues = []
+
+    async def _write_queued(
+        self, queue: asyncio.Queue[tuple[dict[str, Any], EventType, str, str]]
+    ) -> None:
+        while True:
+            obj, type_, reason, message = await queue.get()
+            try:
+                await self.record(obj, type_, reason, message)
+            except Exception:  # best effort: a writer must outlive any one Event
+                log.exception("writing Event %s failed", reason)
+            finally:
+                queue.task_done()
 
     async def record(
         self, obj: dict[str, Any], type_: EventType, reason: str, message: str

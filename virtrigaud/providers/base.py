@@ -270,8 +270,10 @@ class Provider(abc.ABC):
         """The VM this owner's hypervisor name maps to, if it exists (any owner tag)."""
 
     @abc.abstractmethod
-    async def describe(self, vm_id: str) -> VMInfo:
-        """Current state; NotFoundError when the VM is gone."""
+    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
+        """Current state; NotFoundError when the VM is gone. ``snapshots=False``: the
+        caller does not need ``VMInfo.snapshots``, so a provider for which listing them is
+        a call of its own may leave them out."""
 
     @abc.abstractmethod
     async def list_owned(self) -> list[VMInfo]:

@@ -39,6 +39,9 @@ def shard_name(index: int) -> str:
     return f"shard-{index}"
 
 
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
 @dataclass(frozen=True)
 class ShardConfig:
     """Everything a shard process needs; sent once when the actor is created."""
@@ -102,6 +105,11 @@ class ShardActor:
         from virtrigaud.shards.audit import AuditRecorder
         from virtrigaud.shards.reconciler import ShardContext
 
+        # The event loop shares the GIL with the session pool's SDK threads (pyvmomi and
+        # proxmoxer parse in Python). At the default 5 ms switch interval every await the
+        # loop resumes while those threads run waits up to 5 ms for the GIL, and an API
+        # request is several such resumptions; 1 ms keeps the loop responsive.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._stopped = asyncio.Event()
         kube = KubeClient.from_kubeconfig(self.config.kubeconfig)
         limiter: SharedBucket
@@ -196,7 +204,13 @@ class ShardActor:
         await runtime.stop(grace)
         ctx = self._ctx
         if ctx is not None:
-            for closer in (ctx.providers.close_all, ctx.limiter.aclose, ctx.kube.close):
+            closers = (
+                ctx.events.aclose,
+                ctx.providers.close_all,
+                ctx.limiter.aclose,
+                ctx.kube.close,
+            )
+            for closer in closers:
                 try:
                     await closer()
                 except Exception as e:

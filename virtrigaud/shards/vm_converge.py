@@ -3,6 +3,7 @@ reconfigure, power, report Ready."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from virtrigaud.api.common import parse_duration
@@ -10,11 +11,14 @@ from virtrigaud.api.conditions import get_condition
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase, VirtualMachineResources
 from virtrigaud.api.virtualmachine import PowerState as DesiredPower
 from virtrigaud.providers.base import (
+    DONE,
     NotFoundError,
     PowerOp,
     PowerState,
     Provider,
     Resources,
+    TaskRef,
+    TaskStatus,
     VMInfo,
     VMSpec,
     check_owner,
@@ -43,6 +47,9 @@ from virtrigaud.shards.vm_status import (
 
 # After a VM vanished from the hypervisor, or a synchronous change needs a fresh look.
 SOON = 0.5
+# Inline looks at a power task before it is recorded and the pass requeued (seconds
+# slept before each look).
+INLINE_TASK_POLLS = (0.05, 0.25)
 DEFAULT_GRACEFUL_TIMEOUT = 60.0
 
 
@@ -62,9 +69,14 @@ class ConvergeSteps(PassBase):
         # for Off is powered off first, one headed for On is powered on last.
         if self.vm.spec.power_state != DesiredPower.ON:
             info = await self.ensure_power(provider, info)
-        await self.reconfigure(provider, info, desired_resources(self.vm, vm_class))
-        info = await self.ensure_power(provider, info)
-        await self.converged(info)
+        desired = desired_resources(self.vm, vm_class)
+        await self.reconfigure(provider, info, desired)
+        powered = await self.ensure_power(provider, info)
+        if powered is not info:
+            # A power change can land a pending reconfigure (or show one did not take):
+            # look again, as the next pass would.
+            await self.reconfigure(provider, powered, desired)
+        await self.converged(powered)
 
     async def settle_tasks(self, provider: Provider) -> None:
         """Wait for tasks started by an earlier pass (possibly by another process)."""
@@ -137,7 +149,7 @@ class ConvergeSteps(PassBase):
                 # it stops before that, the finalizer makes the next pass find the VM by its
                 # owner tag and adopt it.
         try:
-            info = await provider.describe(self.status.id)
+            info = await provider.describe(self.status.id, snapshots=False)
         except NotFoundError:
             await self.vanished()
             return None
@@ -240,10 +252,31 @@ class ConvergeSteps(PassBase):
             return info
         task = await provider.power(info.id, self.owner, op, self.graceful_timeout())
         await self.audit(f"{OP_POWER}{op.value}")
-        if not await self.start_task(f"{OP_POWER}{op.value}", task):
-            self.st.condition(READY, False, "PowerChanging", f"{op.value} {self.hv_ref()}")
-            raise await self.wait_for_task()
-        return await provider.describe(info.id)
+        operation = f"{OP_POWER}{op.value}"
+        if not task_done_locally(task):
+            # Power tasks usually end within a second: look a couple of times before
+            # recording the task and requeueing, which costs a status write and a pass.
+            # Safe to lose: a pass that dies here finds the power state by describe and
+            # asks again only if it still differs.
+            state = await self.brief_wait(provider, task)
+            if state is None:
+                await self.start_task(operation, task)
+                self.st.condition(READY, False, "PowerChanging", f"{op.value} {self.hv_ref()}")
+                raise await self.wait_for_task()
+            if state.error is not None:
+                raise state.error
+            task = DONE
+        await self.start_task(operation, task)
+        return await provider.describe(info.id, snapshots=False)
+
+    async def brief_wait(self, provider: Provider, task: TaskRef) -> TaskStatus | None:
+        """The task's end state if it ends within the inline budget, else None."""
+        for delay in INLINE_TASK_POLLS:
+            await asyncio.sleep(delay)
+            state = await provider.task_status(task)
+            if state.done:
+                return state
+        return None
 
     def graceful_timeout(self) -> float:
         lifecycle = self.vm.spec.lifecycle

@@ -116,6 +116,24 @@ class Fleet:
             "coordinator_messages": metrics.by_label(
                 coord, "virtrigaud_coordinator_batches_total", "kind"
             ),
+            # Where a reconcile's time goes (shards' histograms, whole run): seconds spent
+            # in hypervisor calls, waiting for tokens, in API requests, queued, working.
+            "time_in": {
+                "hypervisor_calls": metrics.means(
+                    every, "virtrigaud_hypervisor_call_seconds", "provider_type"
+                ),
+                "rate_limit_wait": metrics.means(
+                    every, "virtrigaud_hypervisor_ratelimit_wait_seconds", "provider_type"
+                ),
+                "kube_requests": metrics.means(every, "virtrigaud_kube_request_seconds", "verb"),
+                "workqueue_wait": metrics.means(
+                    every, "virtrigaud_workqueue_queue_duration_seconds"
+                ),
+                "workqueue_work": metrics.means(
+                    every, "virtrigaud_workqueue_work_duration_seconds"
+                ),
+                "reconcile": metrics.means(every, "virtrigaud_reconcile_duration_seconds"),
+            },
             "shard_processes_scraped": len(shards),
             "coordinator_processes_scraped": len(coordinators),
         }

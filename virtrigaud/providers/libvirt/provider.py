@@ -334,8 +334,8 @@ class LibvirtProvider(Provider):
             return None
         return await self._info(dom, parse_domain(xml), state, tuple(names))
 
-    async def describe(self, vm_id: str) -> VMInfo:
-        dom, rec, state, names = await self._lookup_record(vm_id, snapshots=True)
+    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
+        dom, rec, state, names = await self._lookup_record(vm_id, snapshots=snapshots)
         return await self._info(dom, rec, state, names)
 
     async def list_owned(self) -> list[VMInfo]:

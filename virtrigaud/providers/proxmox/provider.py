@@ -191,10 +191,12 @@ class ProxmoxProvider(Provider):
         res = (mine or matches)[0]
         return await self.describe(vc.vm_id(str(res["node"]), int(res["vmid"])))
 
-    async def describe(self, vm_id: str) -> VMInfo:
+    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
         node, vmid = vc.parse_vm_id(vm_id)
         config, status, snaps = await asyncio.gather(
-            self._config(node, vmid), self._status(node, vmid), self._snapshots(node, vmid)
+            self._config(node, vmid),
+            self._status(node, vmid),
+            self._snapshots(node, vmid) if snapshots else _no_snapshots(),
         )
         ips: tuple[str, ...] = ()
         if status.get("status") == "running" and str(config.get("agent", "0")).split(",")[
@@ -664,3 +666,7 @@ class ProxmoxProvider(Provider):
 
 def _image_key(image: ImageSpec) -> tuple[str, str | None]:
     return image.template.strip(), image.node
+
+
+async def _no_snapshots() -> list[str]:
+    return []

@@ -271,7 +271,8 @@ class VSphereProvider(Provider):
         vm = await self._lookup(owner)
         return vm.info() if vm else None
 
-    async def describe(self, vm_id: str) -> VMInfo:
+    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
+        # Snapshots come with the same property read: nothing to save.
         return (await self._read(vm_id)).info()
 
     async def list_owned(self) -> list[VMInfo]:
