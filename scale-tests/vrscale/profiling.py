@@ -131,7 +131,11 @@ def summarize(profile: Path, top: int = 40) -> Path | None:
         own[frames[-1]] += n
     if total == 0:
         return None
-    lines = [f"{total} samples of {profile.name} (threads that were running, not idle)", ""]
+    lines = [
+        f"{total} samples of {profile.name} (threads py-spy saw as active; some waits, such "
+        "as select() or an idle pool thread's queue read, count as active)",
+        "",
+    ]
     for title, counts in (
         ("inclusive (the function and what it called)", inclusive),
         ("self (the function's own code)", own),

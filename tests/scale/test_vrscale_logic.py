@@ -1,5 +1,6 @@
 """The scale suite's pure arithmetic: target verdicts, percentiles, histogram quantiles,
-and the replay of Redis bucket writes into grants and 1 s windows."""
+the replay of Redis bucket writes into grants and 1 s windows, metric filtering and means,
+and profile summaries."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ if str(SCALE_TESTS) not in sys.path:
     sys.path.insert(0, str(SCALE_TESTS))
 
 from vrscale.grants import BucketReplay, Grant, window_stats  # noqa: E402
-from vrscale.metrics import delta, parse, quantile  # noqa: E402
+from vrscale.metrics import delta, means, only_family, parse, quantile  # noqa: E402
+from vrscale.profiling import summarize  # noqa: E402
 from vrscale.report import evaluate  # noqa: E402
 from vrscale.stats import max_in_window, percentile  # noqa: E402
 
@@ -79,3 +81,49 @@ def test_windows_over_the_bucket_allowance_are_counted() -> None:
     over = window_stats(burst, qps=10.0, burst=2.0)
     assert (over["windows_over_limit"] or 0) > 0
     assert over["max_tokens_in_window"] == 15.0
+
+
+PAGE = """# HELP virtrigaud_hypervisor_calls_total calls
+# TYPE virtrigaud_hypervisor_calls_total counter
+virtrigaud_hypervisor_calls_total{provider="p",method="m",outcome="ok",provider_type="t"} 3.0
+# HELP virtrigaud_hypervisor_call_seconds latency
+# TYPE virtrigaud_hypervisor_call_seconds histogram
+virtrigaud_hypervisor_call_seconds_bucket{provider_type="a",le="+Inf"} 4.0
+virtrigaud_hypervisor_call_seconds_sum{provider_type="a"} 2.0
+virtrigaud_hypervisor_call_seconds_count{provider_type="a"} 4.0
+virtrigaud_hypervisor_call_seconds_sum{provider_type="b"} 3.0
+virtrigaud_hypervisor_call_seconds_count{provider_type="b"} 1.0
+"""
+
+
+def test_only_family_keeps_one_metric_and_parses() -> None:
+    kept = parse(only_family(PAGE, "virtrigaud_hypervisor_calls"))
+    assert {name for name, _, _ in kept} == {"virtrigaud_hypervisor_calls_total"}
+    assert kept[0][2] == 3.0
+
+
+def test_means_divide_sum_by_count_per_label() -> None:
+    got = means(parse(PAGE), "virtrigaud_hypervisor_call_seconds", "provider_type")
+    assert got == {
+        "a": {"count": 4, "total_s": 2.0, "mean_s": 0.5},
+        "b": {"count": 1, "total_s": 3.0, "mean_s": 3.0},
+    }
+    assert means(parse(PAGE), "virtrigaud_hypervisor_call_seconds")["all"]["count"] == 5
+
+
+def test_profile_summary_counts_inclusive_once_per_stack_and_self_at_the_leaf(
+    tmp_path: Path,
+) -> None:
+    profile = tmp_path / "profile_x.txt"
+    profile.write_text("main;work;parse 6\nmain;work 3\nmain;recurse;recurse 1\n")
+    summary = summarize(profile)
+    assert summary is not None
+    text = summary.read_text()
+    assert text.startswith("10 samples")
+    inclusive, own = text.split("== self")
+    assert " 100.0%  main" in inclusive and "  90.0%  work" in inclusive
+    assert "  10.0%  recurse" in inclusive  # a recursive frame counts once per stack
+    assert "  60.0%  parse" in own and "  30.0%  work" in own
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert summarize(empty) is None

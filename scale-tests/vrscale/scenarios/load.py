@@ -121,6 +121,8 @@ def churn_figures(fl: Fleet, r: ChurnResult) -> dict[str, Any]:
         "p99_queue_wait_s": _r(metrics.quantile(0.99, r.queue_wait)),
         "p50_queue_wait_s": _r(metrics.quantile(0.50, r.queue_wait)),
         "queue_wait_samples": max(r.queue_wait.values()) if r.queue_wait else 0,
+        "change_to_ready_note": "from the patch to the first watch event showing Ready at "
+        "the new generation; the simulators run without injected latency",
         "queue_wait_note": "from the shards' workqueue histograms (bucket bounds "
         "0.1, 0.5, 1, 5 s around the target): interpolated like histogram_quantile; "
         "includes every queued key in the window (resyncs and retries too)",
