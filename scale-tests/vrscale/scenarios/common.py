@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -386,6 +387,21 @@ def plot_converge(ctx: RunContext, fl: Fleet, c: Converged, prefix: str) -> None
                 ylabel="calls per second",
             )
         )
+
+
+async def on_fleet(ctx: RunContext, work: Callable[[Fleet], Awaitable[None]]) -> None:
+    """The usual scenario frame: Providers and the watch, the controller with --shards
+    shards, one warm-up VM per simulator, then work(fleet); the controller's counters are
+    recorded whatever happens."""
+    fl = Fleet(ctx)
+    try:
+        await fl.open()
+        await fl.start_controller(ctx.shards)
+        ctx.report.figures["warm_up_s"] = round(await fl.warm_up(), 3)
+        await work(fl)
+    finally:
+        await record_counters(ctx, fl)
+        await fl.close()
 
 
 async def record_counters(ctx: RunContext, fl: Fleet) -> None:

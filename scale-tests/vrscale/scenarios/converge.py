@@ -7,7 +7,7 @@ from typing import Any
 
 from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios import raw
-from vrscale.scenarios.common import Fleet, converge_figures, plot_converge, record_counters
+from vrscale.scenarios.common import Fleet, converge_figures, on_fleet, plot_converge
 
 QUICK_RAW_LEVELS = (4, 16)
 QUICK_RAW_WINDOW_S = 4.0
@@ -102,15 +102,11 @@ async def measure(ctx: RunContext, fl: Fleet, rates: dict[str, float]) -> dict[s
 
 async def body(ctx: RunContext) -> None:
     rates = await raw_rates(ctx)
-    fl = Fleet(ctx)
-    try:
-        await fl.open()
-        await fl.start_controller(ctx.shards)
-        ctx.report.figures["warm_up_s"] = round(await fl.warm_up(), 3)
+
+    async def work(fl: Fleet) -> None:
         ctx.report.figures.update(await measure(ctx, fl, rates))
-    finally:
-        await record_counters(ctx, fl)
-        await fl.close()
+
+    await on_fleet(ctx, work)
 
 
 SCENARIO = Scenario(

@@ -6,23 +6,18 @@ from __future__ import annotations
 
 from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios import churn, converge, idle
-from vrscale.scenarios.common import Fleet, record_counters
+from vrscale.scenarios.common import Fleet, on_fleet
 
 
 async def body(ctx: RunContext) -> None:
     rates = await converge.raw_rates(ctx)
-    fl = Fleet(ctx)
-    r = ctx.report
-    try:
-        await fl.open()
-        await fl.start_controller(ctx.shards)
-        r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
-        r.figures["converge"] = await converge.measure(ctx, fl, rates)
+
+    async def work(fl: Fleet) -> None:
+        ctx.report.figures["converge"] = await converge.measure(ctx, fl, rates)
         await churn.measure(ctx, fl, churn.DEFAULT_WINDOW_S)
         await idle.measure(ctx, fl, ctx.opts.duration_s or idle.DEFAULT_IDLE_S)
-    finally:
-        await record_counters(ctx, fl)
-        await fl.close()
+
+    await on_fleet(ctx, work)
 
 
 SCENARIO = Scenario(

@@ -10,7 +10,7 @@ from virtrigaud.kube.resources import EVENTS, LEASES
 from vrscale import fleet, plots
 from vrscale.metrics import CallSampler
 from vrscale.runner import RunContext, Scenario
-from vrscale.scenarios.common import CONTROLLER_NAMESPACE, Fleet, converge_figures, record_counters
+from vrscale.scenarios.common import CONTROLLER_NAMESPACE, Fleet, converge_figures, on_fleet
 from vrscale.scenarios.converge import timeout_for
 from vrscale.stats import rate_series
 from vrscale.watcher import count_writes
@@ -110,18 +110,12 @@ async def measure(ctx: RunContext, fl: Fleet, idle_s: float) -> None:
 
 
 async def body(ctx: RunContext) -> None:
-    fl = Fleet(ctx)
-    r = ctx.report
-    try:
-        await fl.open()
-        await fl.start_controller(ctx.shards)
-        r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
+    async def work(fl: Fleet) -> None:
         c = await fl.converge(ctx.vms, timeout_for(ctx.vms))
-        r.figures["converge"] = converge_figures(fl, c, None)
+        ctx.report.figures["converge"] = converge_figures(fl, c, None)
         await measure(ctx, fl, ctx.opts.duration_s or DEFAULT_IDLE_S)
-    finally:
-        await record_counters(ctx, fl)
-        await fl.close()
+
+    await on_fleet(ctx, work)
 
 
 SCENARIO = Scenario(
