@@ -12,6 +12,7 @@ from virtrigaud.kube.resources import PROVIDERS
 from virtrigaud.providers.base import PowerOp
 from virtrigaud.shards.runtime import ShardRuntime
 from virtrigaud.shards.vm_spec import owner_of
+from virtrigaud.shards.vm_sweep import settled
 
 pytest_plugins = ["fixtures_vm"]
 
@@ -131,3 +132,24 @@ async def test_runtime_sweep_queues_only_owned_keys_the_reconciler_returns(
     assert await runtime.sweep() == 1
     assert runtime.queue.depth == 1
     assert await runtime.queue.get() == keys[0]
+
+
+def _settled_vm(reconfiguring: dict[str, object] | None, generation: int = 3) -> dict[str, object]:
+    conditions: list[dict[str, object]] = [{"type": "Ready", "status": "True"}]
+    if reconfiguring is not None:
+        conditions.append({"type": "Reconfiguring", **reconfiguring})
+    return {
+        "metadata": {"generation": generation},
+        "status": {"id": "vm-1", "observedGeneration": 3, "conditions": conditions},
+    }
+
+
+def test_a_vm_waiting_for_its_power_cycle_is_left_to_the_listing() -> None:
+    """Its pass would learn nothing until the power cycle shows in the listing; a
+    reconfigure to retry, or one of an older generation, still gets a pass."""
+    assert settled(_settled_vm(None))
+    waiting = {"status": "True", "reason": "PowerCycleRequired", "observedGeneration": 3}
+    assert settled(_settled_vm(waiting))
+    assert not settled(_settled_vm({**waiting, "reason": "NotApplied"}))
+    assert not settled(_settled_vm({**waiting, "observedGeneration": 2}))
+    assert not settled(_settled_vm(waiting, generation=4))

@@ -4,7 +4,8 @@ An idle, converged fleet should cost almost nothing. Instead of a per-VM describ
 minutes, the shard asks each Provider once for the state of all its VMs
 (``Provider.observe_all``) and compares it with what the last pass of each key recorded in
 status. Only keys whose VM is gone, differs (power, CPU, memory), or whose last pass did not
-end Ready at the current generation are returned; the runtime queues them.
+end Ready at the current generation are returned (a VM waiting for its user's power cycle
+counts as Ready until the listing shows one); the runtime queues them.
 
 A sweep reads the API server (through the resolver's cache) and the hypervisor, nothing
 else: mutations stay inside per-key passes, so ownership and audit invariants are untouched.
@@ -51,9 +52,16 @@ def settled(obj: JSON) -> bool:
     ready = _condition(conditions, READY)
     if ready is None or ready.get("status") != "True":
         return False
-    # A reconfigure waiting for a power cycle or to be retried is looked at by its pass.
     reconfiguring = _condition(conditions, RECONFIGURING)
-    return reconfiguring is None or reconfiguring.get("status") != "True"
+    if reconfiguring is None or reconfiguring.get("status") != "True":
+        return True
+    # Waiting for the user's power cycle: the listing shows when it happens (the power
+    # state or the hardware then differs from what status recorded), so a pass before
+    # that would learn nothing. A reconfigure to retry (NotApplied) is its pass's to make.
+    return bool(
+        reconfiguring.get("reason") == "PowerCycleRequired"
+        and reconfiguring.get("observedGeneration") == meta.get("generation")
+    )
 
 
 def _condition(conditions: list[JSON], type_: str) -> JSON | None:
