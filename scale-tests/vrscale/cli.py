@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from vrscale import scenarios
 from vrscale.runner import Options, run_scenario
@@ -48,8 +50,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # A run that is killed (SIGTERM, e.g. from a CI timeout) still stops the controller
+    # and the dev stack it started, as Ctrl-C does; the report says it was interrupted.
+    signal.signal(signal.SIGTERM, _interrupt)
     scenario = scenarios.load(args.scenario)
     opts = Options(
         scenario=args.scenario,

@@ -111,6 +111,8 @@ class Fleet:
             "hypervisor_calls_by_outcome": metrics.by_label(
                 every, metrics.HYPERVISOR_CALLS, "outcome"
             ),
+            "sweeps": metrics.by_label(every, "virtrigaud_shard_sweeps_total", "result"),
+            "swept_keys_queued": metrics.total(every, "virtrigaud_shard_swept_keys_total"),
             "coordinator_events": metrics.by_label(
                 coord, "virtrigaud_coordinator_events_total", "type"
             ),
