@@ -51,6 +51,9 @@ T = TypeVar("T")
 Config = dict[str, Any]
 
 PLACEMENT_KEYS = {"node", "storage", "pool", "cloneMode"}
+# After a VMID collision the next try picks an id up to this many (times the attempt)
+# above the taken one.
+VMID_SPREAD = 16
 _SNAPNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
 _MIB = 1024 * 1024
 
@@ -347,17 +350,23 @@ class ProxmoxProvider(Provider):
         self, method: str, post: Callable[[int], Callable[[Any], Any]]
     ) -> tuple[int, Any]:
         """nextid then the create/clone call that takes it. Another process can take the
-        same id in between (PVE's nextid is only "lowest free"): retry with a fresh id
-        after a short random pause so the racers fall apart."""
+        same id in between (PVE's nextid is only "lowest free", so every racer is given
+        the same one): after a collision, try a random id a little above the taken one
+        directly, where the racers spread out, instead of asking nextid again."""
         attempts = 8
+        taken: int | None = None
         for attempt in range(attempts):
             async with self._vmid_lock:
-                newid = int(await self._call("nextid", lambda p: p.cluster.nextid.get()))
+                if taken is None:
+                    newid = int(await self._call("nextid", lambda p: p.cluster.nextid.get()))
+                else:
+                    newid = taken + random.randint(1, VMID_SPREAD * (attempt + 1))
                 try:
                     return newid, await self._call(method, post(newid))
                 except RetryableError as e:
                     if "already exists" not in str(e) or attempt == attempts - 1:
                         raise
+                    taken = newid
             await asyncio.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")
 
