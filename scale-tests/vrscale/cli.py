@@ -75,8 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         keep_stack=args.keep_stack,
         progress=not args.no_progress,
     )
-    report = run_scenario(scenario, opts)
     out = opts.out.resolve()
+    try:
+        report = run_scenario(scenario, opts)
+    except KeyboardInterrupt:
+        print(
+            f"{scenario.name}: interrupted; its controller and dev stack were stopped; "
+            f"partial report {out / 'report.json'}",
+            file=sys.stderr,
+        )
+        return 130
     verdict = {True: "PASS", False: "FAIL", None: "NO TARGETS"}[report.passed]
     print(f"{scenario.name}: {verdict}; report {out / 'report.json'}", file=sys.stderr)
     for t in report.targets:
