@@ -320,7 +320,7 @@ class Coordinator:
             shard = self.shards[name]
             self._on_death(name, shard, shard.incarnation)
         for key in self._early:
-            self._on_change(key)
+            self._on_change(key, self.informer.store.get(key))
         self._early.clear()
         log.info(
             "leading",
@@ -398,11 +398,11 @@ class Coordinator:
         if not self.ready:
             self._early.add(key)
             return
-        self._on_change(key)
+        # The informer hands over the object it just stored: no need to read it back.
+        self._on_change(key, None if kind == "DELETED" else obj)
 
-    def _on_change(self, key: str) -> None:
-        assert self.informer is not None
-        obj = self.informer.store.get(key)
+    def _on_change(self, key: str, obj: JSON | None) -> None:
+        """React to key's object now being obj (None: it is gone)."""
         if obj is None:
             if key in self.ring:
                 self._unsettle(self.ring.remove_key(key).items)
