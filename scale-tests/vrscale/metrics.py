@@ -35,8 +35,7 @@ def parse(text: str) -> list[Sample]:
 
 def only_family(text: str, family: str) -> str:
     """The lines of an exposition page that belong to one metric family."""
-    keep = (family, f"# HELP {family} ", f"# TYPE {family} ")
-    return "\n".join(line for line in text.splitlines() if line.startswith(keep)) + "\n"
+    return "\n".join(line for line in text.splitlines() if line.startswith(family)) + "\n"
 
 
 def total(samples: Iterable[Sample], name: str, **match: str) -> float:

@@ -11,7 +11,6 @@ from virtrigaud.api.conditions import get_condition
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase, VirtualMachineResources
 from virtrigaud.api.virtualmachine import PowerState as DesiredPower
 from virtrigaud.providers.base import (
-    DONE,
     NotFoundError,
     PowerOp,
     PowerState,
@@ -265,8 +264,7 @@ class ConvergeSteps(PassBase):
                 raise await self.wait_for_task()
             if state.error is not None:
                 raise state.error
-            task = DONE
-        await self.start_task(operation, task)
+        await self.task_finished(operation)
         return await provider.describe(info.id, snapshots=False)
 
     async def brief_wait(self, provider: Provider, task: TaskRef) -> TaskStatus | None:
