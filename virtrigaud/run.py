@@ -8,8 +8,10 @@ leader re-attaches to them. `--shutdown-shards-on-exit` (for demos) or
 `virtrigaud shards stop` ends them.
 
 Without `--ray-address` the process starts a private local Ray on 127.0.0.1; its shards
-end with the process, so standbys need a shared Ray (`--ray-address`, e.g. the dev
-stack's). Without `--redis-url` the per-Provider buckets live in a Ray actor.
+end with the process (it stops them before it lets the Lease go), and a standby in
+another process cannot reach them: after taking over an expired Lease it waits until
+their leases have surely run out (`--shard-lease`) before it hands out keys. Without
+`--redis-url` the per-Provider buckets live in a Ray actor.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Annotated, Any
 import typer
 
 from virtrigaud.leader.election import LeaseTimings
+from virtrigaud.leader.links import LeaseTerms
 from virtrigaud.shards.reconciler import DEFAULT_RESYNC_PERIOD, DEFAULT_SWEEP_PERIOD
 
 log = logging.getLogger("virtrigaud.run")
@@ -143,6 +146,19 @@ def run_command(
     lease_duration: Annotated[float, typer.Option("--lease-duration")] = 15.0,
     renew_deadline: Annotated[float, typer.Option("--renew-deadline")] = 10.0,
     retry_period: Annotated[float, typer.Option("--retry-period")] = 2.0,
+    shard_lease: Annotated[
+        float,
+        typer.Option(
+            "--shard-lease",
+            min=0.5,
+            help="Seconds a shard keeps reconciling without hearing from its leader; an "
+            "unreachable shard's keys move after this (plus 5 %% and 0.5 s).",
+        ),
+    ] = 6.0,
+    heartbeat: Annotated[
+        float,
+        typer.Option("--heartbeat", min=0.1, help="Seconds between lease renewals per shard."),
+    ] = 1.0,
     shutdown_shards_on_exit: Annotated[
         bool,
         typer.Option(
@@ -170,6 +186,7 @@ def run_command(
     setup_json_logging(log_level, component="coordinator", id=ident)
     try:
         timings = LeaseTimings(lease_duration, renew_deadline, retry_period)
+        lease_terms = LeaseTerms(duration=shard_lease, heartbeat=heartbeat)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     kubeconfig_path = str(kubeconfig.resolve()) if kubeconfig else os.environ.get("KUBECONFIG")
@@ -198,6 +215,8 @@ def run_command(
                 metrics_port=metrics_port,
                 metrics_address=metrics_address,
                 timings=timings,
+                lease_terms=lease_terms,
+                private_ray=not ray_address,
                 shutdown_shards=shutdown_shards_on_exit,
             )
         )
@@ -217,6 +236,8 @@ async def _run(
     metrics_port: int,
     metrics_address: str,
     timings: LeaseTimings,
+    lease_terms: LeaseTerms,
+    private_ray: bool,
     shutdown_shards: bool,
 ) -> None:
     from virtrigaud.kube.client import KubeClient
@@ -229,12 +250,22 @@ async def _run(
     kube = KubeClient.from_kubeconfig(kubeconfig)
     stop = asyncio.Event()
     coordinator = Coordinator(
-        kube, shard_config, CoordinatorConfig(namespace=namespace, default_shards=shards or 3)
+        kube,
+        shard_config,
+        CoordinatorConfig(
+            namespace=namespace,
+            default_shards=shards or 3,
+            lease=lease_terms,
+            private_ray=private_ray,
+            takeover_window=timings.renew_deadline - timings.lease_duration,
+        ),
     )
 
     def on_signal() -> None:
-        # Only a graceful exit stops the shards; losing the Lease never does.
-        coordinator.stop_shards_on_exit = shutdown_shards
+        # Only a graceful exit stops the shards; losing the Lease never does (they fence
+        # themselves). Shards in a private Ray are stopped before the Lease is released:
+        # a standby cannot reach them to take their keys over.
+        coordinator.stop_shards_on_exit = shutdown_shards or private_ray
         stop.set()
 
     loop = asyncio.get_running_loop()
@@ -252,6 +283,7 @@ async def _run(
             on_started_leading=coordinator.lead,
             timings=timings,
         )
+        coordinator.leadership = elector
         log.info(
             "campaigning",
             extra={"lease": f"{namespace}/{LEASE_NAME}", "id": ident, "metrics_port": port},

@@ -4,13 +4,11 @@ the shard actors cleaned up around a test."""
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from virtrigaud.kube.client import ApiError, KubeClient
-from virtrigaud.kube.resources import NAMESPACES, VIRTUAL_MACHINES
+from virtrigaud.kube.client import KubeClient
 
 # fixtures_vm is a helper module of these tests: let pytest rewrite its asserts too.
 pytest.register_assert_rewrite("fixtures_vm")
@@ -56,14 +54,7 @@ async def kube(kubeconfig: str) -> AsyncIterator[KubeClient]:
 
 @pytest.fixture
 async def namespace(kube: KubeClient) -> AsyncIterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    await kube.create(
-        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    )
-    yield name
-    # No namespace controller runs here: remove the VMs ourselves so they do not linger.
-    items, _ = await kube.list_all(VIRTUAL_MACHINES, name)
-    for item in items:
-        with contextlib.suppress(ApiError):
-            await kube.delete(VIRTUAL_MACHINES, item["metadata"]["name"], name)
-    await kube.delete(NAMESPACES, name)
+    from runtime_support import fresh_namespace
+
+    async with fresh_namespace(kube) as name:
+        yield name

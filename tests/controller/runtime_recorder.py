@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from virtrigaud.fence import CLAIM
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 
 RECONCILE_SECONDS = 0.02
 # A VM can ask for slower reconciles, so that handovers meet many running ones.
 DELAY_ANNOTATION = "test.virtrigaud.io/reconcile-seconds"
+# ... and come back by itself after this many seconds, like a VM waiting on a task.
+REQUEUE_ANNOTATION = "test.virtrigaud.io/requeue-seconds"
 
 
 class RecordingReconciler:
@@ -22,11 +25,17 @@ class RecordingReconciler:
         self.forgotten = 0
 
     async def reconcile(self, key: str, obj: dict[str, Any] | None) -> ReconcileResult:
+        # As the call gate does before every hypervisor mutation: act only under a claim
+        # that still holds (a fenced shard records nothing).
+        claim = CLAIM.get()
+        if claim is not None:
+            claim.check()
         if self.ctx.audit is not None:
             await self.ctx.audit.mutation(key, "touch")
         annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
         await asyncio.sleep(float(annotations.get(DELAY_ANNOTATION, RECONCILE_SECONDS)))
-        return ReconcileResult()
+        requeue = annotations.get(REQUEUE_ANNOTATION)
+        return ReconcileResult(requeue_after=float(requeue) if requeue else None)
 
     async def forget(self, key: str) -> None:
         self.forgotten += 1

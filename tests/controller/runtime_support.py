@@ -5,28 +5,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from virtrigaud import API_VERSION
-from virtrigaud.kube.client import KubeClient
-from virtrigaud.kube.resources import VIRTUAL_MACHINES
+from virtrigaud.kube.client import ApiError, KubeClient
+from virtrigaud.kube.resources import NAMESPACES, VIRTUAL_MACHINES
 from virtrigaud.leader.coordinator import Coordinator, CoordinatorConfig
 from virtrigaud.shards.actor import ShardConfig
 
 HERE = str(Path(__file__).resolve().parent)
+C = TypeVar("C", bound=Coordinator)
 RECORDER = "runtime_recorder:RecordingReconciler"
 DELAY_ANNOTATION = "test.virtrigaud.io/reconcile-seconds"
+REQUEUE_ANNOTATION = "test.virtrigaud.io/requeue-seconds"
 
 
-def vm_object(namespace: str, name: str, reconcile_seconds: float | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+def vm_object(
+    namespace: str,
+    name: str,
+    reconcile_seconds: float | None = None,
+    requeue_seconds: float | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": {}}
     if reconcile_seconds is not None:
-        meta["annotations"] = {DELAY_ANNOTATION: str(reconcile_seconds)}
+        meta["annotations"][DELAY_ANNOTATION] = str(reconcile_seconds)
+    if requeue_seconds is not None:
+        meta["annotations"][REQUEUE_ANNOTATION] = str(requeue_seconds)
     return {
         "apiVersion": API_VERSION,
         "kind": "VirtualMachine",
@@ -45,12 +56,15 @@ async def create_vms(
     names: list[str],
     parallel: int = 16,
     reconcile_seconds: float | None = None,
+    requeue_seconds: float | None = None,
 ) -> None:
     gate = asyncio.Semaphore(parallel)
 
     async def one(name: str) -> None:
         async with gate:
-            await kube.create(VIRTUAL_MACHINES, vm_object(namespace, name, reconcile_seconds))
+            await kube.create(
+                VIRTUAL_MACHINES, vm_object(namespace, name, reconcile_seconds, requeue_seconds)
+            )
 
     await asyncio.gather(*(one(n) for n in names))
 
@@ -84,12 +98,16 @@ def make_coordinator(
     namespace: str,
     shards: int,
     workers: int = 4,
-) -> Coordinator:
+    *,
+    cls: type[C] = Coordinator,  # type: ignore[assignment]
+    reconciler: str = RECORDER,
+    **kwargs: Any,
+) -> C:
     shard_config = ShardConfig(
         kubeconfig=kubeconfig,
         redis_url=redis_url,
         workers=workers,
-        reconciler=RECORDER,
+        reconciler=reconciler,
         audit_redis=redis_url,
         python_path=(HERE,),
         log_level="WARNING",
@@ -102,7 +120,7 @@ def make_coordinator(
         rejoin_probe=0.5,
         rejoin_after=3.0,
     )
-    return Coordinator(kube, shard_config, config)
+    return cls(kube, shard_config, config, **kwargs)
 
 
 async def owned_by_shard(coordinator: Coordinator) -> dict[str, set[str]]:
@@ -134,3 +152,81 @@ async def assert_one_owner_each(coordinator: Coordinator, expected: set[str]) ->
     assert not missing and not extra, f"owned by no shard: {missing[:5]}; not expected: {extra[:5]}"
     for key, shard in seen.items():
         assert coordinator.ring.owner(key) == shard, f"{key} is on {shard}, ring says otherwise"
+
+
+class Churn:
+    """Creates, updates and deletes VMs continuously until stopped."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        namespace: str,
+        keys: set[str],
+        *,
+        seed: int = 0,
+        reconcile_seconds: float = 0.2,
+        pause: float = 0.005,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.keys = keys  # namespace/name of VMs that exist
+        self.ops = 0
+        self.seed = seed
+        self.reconcile_seconds = reconcile_seconds
+        self.pause = pause
+        self.creates = True  # False: only change the given VMs, never create or delete
+        self._stop = asyncio.Event()
+        self._n = 0
+
+    async def run(self, workers: int = 4) -> None:
+        await asyncio.gather(
+            *(self._worker(random.Random(self.seed * 1000 + i)) for i in range(workers))
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _worker(self, rnd: random.Random) -> None:
+        while not self._stop.is_set():
+            roll = rnd.random()
+            try:
+                if roll < 0.15 and self.creates:
+                    self._n += 1
+                    name = f"churn-{rnd.randrange(1 << 30):x}-{self._n}"
+                    await self.kube.create(
+                        VIRTUAL_MACHINES, vm_object(self.namespace, name, self.reconcile_seconds)
+                    )
+                    self.keys.add(f"{self.namespace}/{name}")
+                elif roll < 0.2 and len(self.keys) > 50 and self.creates:
+                    key = rnd.choice(sorted(self.keys))
+                    self.keys.discard(key)
+                    await self.kube.delete(VIRTUAL_MACHINES, key.split("/")[1], self.namespace)
+                else:
+                    key = rnd.choice(sorted(self.keys))
+                    patch = {"metadata": {"annotations": {"churn": str(self.ops)}}}
+                    await self.kube.patch(
+                        VIRTUAL_MACHINES, key.split("/")[1], self.namespace, patch
+                    )
+            except ApiError as e:
+                if not e.not_found:
+                    raise
+            self.ops += 1
+            await asyncio.sleep(self.pause)
+
+
+@contextlib.asynccontextmanager
+async def fresh_namespace(kube: KubeClient) -> AsyncIterator[str]:
+    """A namespace of its own for one run; its VMs and itself removed afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    await kube.create(
+        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    try:
+        yield name
+    finally:
+        # No namespace controller runs here: remove the VMs ourselves so they do not linger.
+        items, _ = await kube.list_all(VIRTUAL_MACHINES, name)
+        for item in items:
+            with contextlib.suppress(ApiError):
+                await kube.delete(VIRTUAL_MACHINES, item["metadata"]["name"], name)
+        await kube.delete(NAMESPACES, name)

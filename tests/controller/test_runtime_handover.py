@@ -7,69 +7,24 @@ stream) shows whether two shards ever reconciled one key at once.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 
 import pytest
 from runtime_support import (
+    Churn,
     assert_one_owner_each,
     create_vms,
     leading,
     make_coordinator,
     quiesce,
-    vm_object,
     wait_for,
 )
 
-from virtrigaud.kube.client import ApiError, KubeClient
-from virtrigaud.kube.resources import VIRTUAL_MACHINES
+from virtrigaud.kube.client import KubeClient
 from virtrigaud.leader.shard_count import write_shard_count
 from virtrigaud.shards import audit
 
 SLOW = 0.2
-
-
-class Churn:
-    """Creates, updates and deletes VMs continuously until stopped."""
-
-    def __init__(self, kube: KubeClient, namespace: str, keys: set[str]) -> None:
-        self.kube = kube
-        self.namespace = namespace
-        self.keys = keys  # namespace/name of VMs that exist
-        self.ops = 0
-        self._stop = asyncio.Event()
-        self._n = 0
-
-    async def run(self, workers: int = 4) -> None:
-        await asyncio.gather(*(self._worker(random.Random(i)) for i in range(workers)))
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def _worker(self, rnd: random.Random) -> None:
-        while not self._stop.is_set():
-            roll = rnd.random()
-            try:
-                if roll < 0.15:
-                    self._n += 1
-                    name = f"churn-{rnd.randrange(1 << 30):x}-{self._n}"
-                    await self.kube.create(VIRTUAL_MACHINES, vm_object(self.namespace, name, SLOW))
-                    self.keys.add(f"{self.namespace}/{name}")
-                elif roll < 0.2 and len(self.keys) > 50:
-                    key = rnd.choice(sorted(self.keys))
-                    self.keys.discard(key)
-                    await self.kube.delete(VIRTUAL_MACHINES, key.split("/")[1], self.namespace)
-                else:
-                    key = rnd.choice(sorted(self.keys))
-                    patch = {"metadata": {"annotations": {"churn": str(self.ops)}}}
-                    await self.kube.patch(
-                        VIRTUAL_MACHINES, key.split("/")[1], self.namespace, patch
-                    )
-            except ApiError as e:
-                if not e.not_found:
-                    raise
-            self.ops += 1
-            await asyncio.sleep(0.005)
 
 
 @pytest.mark.timeout(240)
@@ -118,9 +73,7 @@ async def test_resize_under_churn_keeps_one_owner(
         report = audit.check(redis_url)
         print(f"resize timings (s, keys moved): {timings}; churn ops {churn.ops}")
         print(f"audit: {report.reconciles} reconciles, per shard {report.per_shard}")
-        problems = [str(o) for o in report.overlaps[:10]]
-        problems += [str(m) for m in report.stray_mutations[:10]]
-        assert report.ok, "\n".join(problems)
+        assert report.ok, "\n".join(report.problems())
         assert churn.ops > 100
         # Every live key was reconciled, and last by its final owner.
         for key in churn.keys:

@@ -67,7 +67,7 @@ async def test_routing_rate_and_handover_time(
         await quiesce(coordinator, timeout=60)
         await assert_one_owner_each(coordinator, keys)
         report = audit.check(redis_url)
-        assert report.ok, "\n".join(map(str, report.overlaps[:10]))
+        assert report.ok, "\n".join(report.problems())
         print(
             f"\nfirst assignment of {KEYS} keys to 3 new shards: {first:.2f}s"
             f"\nrouted {EVENTS} events in {messages} shard messages: {routed_per_s:,.0f} events/s"

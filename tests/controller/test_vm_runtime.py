@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 
+from direct_leader import DirectLeader
 from fixtures_vm import PROVIDER_TYPES, VMEnv, is_ready
 
 from virtrigaud.kube.resources import VIRTUAL_MACHINES
@@ -14,13 +15,13 @@ from virtrigaud.shards.runtime import ShardRuntime
 
 pytest_plugins = ["fixtures_vm"]
 
-EPOCH = 1
-
 
 async def _feed(env: VMEnv, runtime: ShardRuntime, seen: dict[str, dict]) -> None:
     """What the coordinator does for one shard: list, then deliver every watch event."""
+    leader = DirectLeader(runtime)
+    await leader.lead()
     items, rv = await env.kube.list_all(VIRTUAL_MACHINES, env.namespace)
-    runtime.accept(EPOCH, [(f"{env.namespace}/{o['metadata']['name']}", o) for o in items])
+    leader.accept([(f"{env.namespace}/{o['metadata']['name']}", o) for o in items])
     while True:
         async for event in env.kube.watch(VIRTUAL_MACHINES, env.namespace, resource_version=rv):
             if event.type == "BOOKMARK":
@@ -34,9 +35,9 @@ async def _feed(env: VMEnv, runtime: ShardRuntime, seen: dict[str, dict]) -> Non
                 continue
             seen[name] = event.object
             if event.type == "ADDED":
-                runtime.accept(EPOCH, [(key, event.object)])
+                leader.accept([(key, event.object)])
             else:
-                runtime.deliver(EPOCH, [(key, event.object)])
+                leader.deliver([(key, event.object)])
 
 
 async def test_vms_converge_and_delete_under_the_runtime(vm_env: VMEnv) -> None:

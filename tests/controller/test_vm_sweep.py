@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from direct_leader import DirectLeader
 from fixtures_vm import PROVIDER_TYPES, VMEnv, hypervisor_calls_by_method, is_ready, wait_task
 
 from virtrigaud.api.virtualmachine import VirtualMachine
@@ -123,7 +124,9 @@ async def test_runtime_sweep_queues_only_owned_keys_the_reconciler_returns(
     await wait_task(hv, await hv.power(obj["status"]["id"], owner, PowerOp.OFF))
 
     runtime = ShardRuntime("shard-sweep", vm_env.reconciler, workers=1, sweep_period=3600)
-    runtime.accept(0, [(key, None) for key in keys])
+    leader = DirectLeader(runtime)
+    await leader.lead()
+    leader.accept([(key, None) for key in keys])
     while runtime.queue.depth:  # drain the accept-time adds without reconciling them
         key = await runtime.queue.get()
         assert key is not None

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from virtrigaud.ratelimit import BackendUnavailable, Decision, RedisBucket
+from virtrigaud.ratelimit.shared import OwnerCheck
 from virtrigaud.ratelimit.shared import log as limiter_log
 
 
@@ -55,10 +56,12 @@ class CountingRedisBucket(RedisBucket):
     remote_calls = 0
     failed_calls = 0
 
-    async def _remote_take(self, bucket_key: str, qps: float, burst: int, cost: int) -> Decision:
+    async def _remote_take(
+        self, bucket_key: str, qps: float, burst: int, cost: int, owner: OwnerCheck | None
+    ) -> Decision:
         self.remote_calls += 1
         try:
-            return await super()._remote_take(bucket_key, qps, burst, cost)
+            return await super()._remote_take(bucket_key, qps, burst, cost, owner)
         except BackendUnavailable:
             self.failed_calls += 1
             raise

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from virtrigaud.shards.workqueue import (
+    URGENT_RUN,
     BucketRateLimiter,
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,
@@ -209,6 +210,20 @@ async def test_fired_delays_go_ahead_of_direct_adds() -> None:
         q.add(key)
     clock.advance(2)
     assert await drain_now(q) == ["started-1", "started-2", "new-1", "new-2", "new-3"]
+
+
+async def test_requeues_never_starve_direct_adds() -> None:
+    """A shard saturated with requeues still serves new keys: one per URGENT_RUN."""
+    clock = ManualClock()
+    q: WorkQueue[str] = WorkQueue(qname(), clock=clock)
+    for key in ["new-1", "new-2"]:
+        q.add(key)
+    for i in range(10):
+        q.add_after(f"started-{i}", 1)
+    clock.advance(1)
+    order = await drain_now(q)
+    assert order.index("new-1") == URGENT_RUN
+    assert order.index("new-2") == 2 * URGENT_RUN + 1
 
 
 async def test_urgent_add_moves_a_queued_key_up_once() -> None:

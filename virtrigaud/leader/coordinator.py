@@ -1,55 +1,37 @@
 """The coordinator: while this process leads, route every VirtualMachine to one shard.
 
 It watches VirtualMachines (informer.py), assigns keys to shard actors with the hash ring
-(ring.py), and sends batched (key, object) messages to the owners, stamped with the ring
-epoch. It never calls a hypervisor; per VM it keeps the latest object (for handovers), the
-ring's entry and one `holder` entry.
+(ring.py), and sends batched messages to the owners. It never calls a hypervisor; per VM
+it keeps the latest object (for handovers), the ring's entry and one `holder` entry.
 
-State per key
--------------
-``ring.owner(key)`` is where a key should be; ``holder[key]`` is the shard that has been
-handed the key and not yet asked to give it back. A key whose holder differs from its
-owner is *unsettled*; the mover settles it: the holder releases it (stops queueing it,
-waits for a running reconcile, forgets it, acknowledges) and only then the owner at that
-moment accepts it with the latest object. While a key moves, watch events for it only
-update the store; the accept carries the newest object. Moves of different keys run
-concurrently, grouped per source shard in chunks. A new key has no holder and is handed
-to its owner in the next batch; a deleted key is released by its holder.
+The protocol between the coordinator and its shards, and why it keeps one owner per key
+whatever order Ray runs the calls in and whatever the network drops, is written down in
+virtrigaud/shards/protocol.md. The parts that live here:
 
-Ordering: Ray runs calls from one caller to one actor in submission order, and every
-shard message checks its epoch and changes ownership without awaiting in between. The
-coordinator submits all calls from one event loop, so "flush buffered deliveries, then
-release" and "accept, then deliver" reach a shard in that order.
+* a *token* per leadership, larger than any earlier leader's, on every message: shards
+  obey the newest leader and refuse older ones;
+* a *stamp* on every message, from one counter (``(token << 40) | sequence``), so shards
+  order ownership changes of a key by decision, not by arrival;
+* per key, ``holder[key]`` is the shard that was handed the key and not yet asked to give
+  it back. A key whose holder differs from its ring owner is *unsettled*; the mover
+  settles it: the holder releases it, then the owner at that moment accepts it. A key
+  is handed to a shard only when no shard can still act for it: it is new, its holder
+  answered the release, or its holder's lease has surely run out (the holder died, or
+  cannot be reached: a partition);
+* a *lease* per shard, renewed by heartbeats (links.py); an unreachable shard fences
+  itself when its lease runs out, and only then do its keys move. A shard Ray reports
+  dead is treated the same way (its process may be a frozen node's, about to resume);
+* the *owner registry* in Redis (owners.py), written before a key is handed to a new
+  shard, so a stale owner's mutations are refused where they are paid for;
+* no message waits without bound: release/retain/reset answer within seconds with the
+  keys still busy, and the leader asks again.
 
-Invariant 1 (one owner per key)
--------------------------------
-*One leader.* A shard owns a key from an `accept` until it answers a `release`/`retain`
-for it. The coordinator sends `accept(k)` to a shard only when no shard holds k: k is new
-(no holder), or its holder acknowledged the release, or its holder's process is dead
-(Ray reported the actor dead: its reconciles died with it, and a restarted incarnation
-starts empty). A delivery never adds ownership. So at most one shard owns k.
-
-*Failover.* Leader A may still have messages in flight, or even believe it leads for a
-moment, when leader B starts. B's epochs are larger than any of A's: B starts at
-``max(term << 32, highest epoch any shard reports + 1)``, and the term (the Lease's
-`leaseTransitions`, bumped by every acquisition under optimistic concurrency) is larger
-than A's. B does not know what each shard holds, so it first sends every live shard
-`retain(E_B, keys assigned to it)`: the shard raises its epoch to E_B and releases every
-other key, and answers after their reconciles finished. From then on the shard refuses
-anything from A (older epoch), so nothing A sends can add a key. Only after *all* shards
-answered does B send `accept(E_B, ...)`. When shard X accepts k, every other shard Y
-has released everything not assigned to it by B, and k is assigned only to X; and A can
-no longer add k to Y. Hence one owner. A shard that B cannot reach is not used by B
-until it answers a `retain`, and a dead one owns nothing.
-
-Shard death
------------
-The coordinator keeps one `until_stopped` call pending on every shard; Ray fails it when
-the actor's process dies. The dead shard leaves the ring at once (new epoch); its keys
-lose their holder without an acknowledgement (the process is gone) and go to their new
-owners. Ray restarts the actor; once the new incarnation has answered for
-`rejoin_after` seconds (so a crash-looping shard does not drag keys back and forth), it
-rejoins the ring with empty state and gets its share back through normal handovers.
+Failover: a new leader first has every reachable shard ``retain`` what the new ring
+assigns it (which raises the shard's token, so nothing from the old leader is obeyed from
+then on), starts their leases, and accepts keys only after every shard that might still
+act for them has answered or has surely lost its lease. Shards it cannot reach, and (in
+a private-Ray deployment after a takeover) the old leader's invisible shards, are waited
+out by the lease bound.
 """
 
 from __future__ import annotations
@@ -59,15 +41,18 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from virtrigaud.fence import join_stamp
 from virtrigaud.kube.client import KubeClient
 from virtrigaud.kube.resources import VIRTUAL_MACHINES
 from virtrigaud.leader.informer import Informer
+from virtrigaud.leader.links import LeaseTerms, ShardLink
+from virtrigaud.leader.owners import OwnerRegistry
 from virtrigaud.leader.ring import RingState
 from virtrigaud.leader.shard_count import read_shard_count
 from virtrigaud.shards.actor import (
@@ -94,16 +79,38 @@ BATCH_ITEMS = Histogram(
 HANDOVER_KEYS = Counter("virtrigaud_coordinator_handover_keys_total", "Keys moved between shards")
 HANDOVER_SECONDS = Histogram(
     "virtrigaud_coordinator_handover_seconds",
-    "Time from release request to accept acknowledged, per chunk",
+    "Time from release request to accept sent, per chunk",
     buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
 )
+BUSY_RELEASES = Counter(
+    "virtrigaud_coordinator_busy_releases_total",
+    "Release answers naming keys still being reconciled (asked again)",
+)
 EPOCH = Gauge("virtrigaud_coordinator_epoch", "Current ring epoch")
+TOKEN = Gauge("virtrigaud_coordinator_token", "Leader token of this coordinator")
 KEYS_PER_SHARD = Gauge("virtrigaud_coordinator_keys", "Keys held per shard", ["shard"])
-SHARD_DEATHS = Counter("virtrigaud_coordinator_shard_deaths_total", "Shard deaths seen", ["shard"])
+SHARD_DEATHS = Counter(
+    "virtrigaud_coordinator_shard_deaths_total",
+    "Shards taken out of the ring: died, restarted, or unreachable past their lease",
+    ["shard", "why"],
+)
+
+CALL_TIMEOUT = 30.0
+"""Longest wait for an answer to accept/deliver; after it the message counts as lost."""
 
 
 class Deposed(Exception):
-    """A shard has seen a newer epoch than ours: another leader took over."""
+    """A shard obeys a newer leader: another coordinator took over."""
+
+
+class Leadership(Protocol):
+    """What the coordinator needs to know about its own leadership (the elector)."""
+
+    took_over: bool  # the Lease was taken after it expired (the old leader did not let go)
+
+    def valid_until(self) -> float:
+        """Monotonic time until which this process surely leads."""
+        ...
 
 
 @dataclass
@@ -113,29 +120,27 @@ class CoordinatorConfig:
     batch_window: float = 0.03
     batch_max: int = 2000
     move_chunk: int = 1000
-    ready_timeout: float = 120.0
-    retain_timeout: float = 300.0
+    ready_timeout: float = 10.0  # one `ready` probe
+    start_timeout: float = 120.0  # longest wait for the first shard to answer at all
     config_poll: float = 2.0
     rejoin_probe: float = 1.0
-    death_timeout: float = 60.0  # unreachable this long counts as dead
-    rejoin_after: float = 10.0  # a restarted shard must answer this long before it rejoins
+    rejoin_after: float = 10.0  # a shard must answer this long before it rejoins
     stop_grace: float = 30.0
     watch_namespace: str | None = None  # None: all namespaces
-
-
-@dataclass
-class _Shard:
-    index: int
-    actor: Any
-    incarnation: str = ""
-    watcher: asyncio.Task[None] | None = None
-    metrics_port: int = 0
-    alive_since: float | None = None  # while dead: first answer of the new incarnation
+    lease: LeaseTerms = field(default_factory=LeaseTerms)
+    release_wait: float = 5.0  # a shard's wait for running reconciles before it answers
+    # The shards live in this process's own Ray, so a previous leader's shards (in its own
+    # Ray) are out of reach: after a takeover, wait until their leases have surely ended.
+    private_ray: bool = False
+    # renew deadline - lease duration of the election: after a takeover, how long the old
+    # leader may have gone on granting leases, relative to the takeover (negative).
+    takeover_window: float = -5.0
 
 
 @dataclass
 class CoordinatorStatus:
     epoch: int
+    token: int
     shards: list[str]
     keys: int
     held: dict[str, int]
@@ -148,6 +153,14 @@ class CoordinatorStatus:
     dead: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Outgoing:
+    link: ShardLink
+    method: str  # "accept" or "deliver"
+    stamp: tuple[int, int]  # (stamp, hold)
+    items: list[tuple[str, Any]]
+
+
 class Coordinator:
     def __init__(
         self,
@@ -158,19 +171,22 @@ class Coordinator:
         self.kube = kube
         self.shard_config = shard_config
         self.config = config or CoordinatorConfig()
-        # Set by the process on a graceful exit when it owns its shards (demos): the
-        # leader stops them before the Lease is released, so no standby attaches to
-        # shards that are about to go.
+        # Set by the process on a graceful exit when it owns its shards (demos, private
+        # Ray): the leader stops them before the Lease is released.
         self.stop_shards_on_exit = False
+        self.leadership: Leadership | None = None
+        self.owners = OwnerRegistry(shard_config.redis_url)
         self._reset()
 
     def _reset(self) -> None:
         self.ring = RingState()
+        self.token = 0
+        self._sequence = 0
         self.holder: dict[str, str] = {}
         self.unsettled: set[str] = set()
         self.moving: set[str] = set()
-        self.shards: dict[str, _Shard] = {}  # live members of the ring
-        self.dead: dict[str, _Shard] = {}  # died; waiting for Ray to bring them back
+        self.shards: dict[str, ShardLink] = {}  # live members of the ring
+        self.dead: dict[str, ShardLink] = {}  # out of the ring: died, restarted or unreachable
         self.leaving: set[str] = set()  # scaled away; handing their keys over
         self.target_count = 0
         self.informer: Informer | None = None
@@ -184,11 +200,27 @@ class Coordinator:
         self._buffered = 0
         self._flush_now = asyncio.Event()
         self._kick = asyncio.Event()
+        self._kick_timer: asyncio.TimerHandle | None = None
         self._progress = asyncio.Event()  # set whenever keys finished moving
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
         self._membership = asyncio.Lock()
+        self._resending: set[str] = set()
+
+    # -- stamps ----------------------------------------------------------------------------
+
+    def _next_stamp(self) -> int:
+        self._sequence += 1
+        return join_stamp(self.token, self._sequence)
+
+    def _stamp(self, link: ShardLink) -> tuple[int, int]:
+        """A stamp for a message to `link`, held on it until the message is answered."""
+        stamp = self._next_stamp()
+        return stamp, link.hold(stamp)
+
+    def _floor(self, link: ShardLink) -> int:
+        return link.floor(join_stamp(self.token, self._sequence + 1))
 
     # -- leading ---------------------------------------------------------------------------
 
@@ -197,13 +229,13 @@ class Coordinator:
         self._reset()
         try:
             await self._start(term)
-            loops = [
-                self._spawn(self._flush_loop(), "flush"),
-                self._spawn(self._mover_loop(), "mover"),
-                self._spawn(self._config_loop(), "config"),
-                self._spawn(self._rejoin_loop(), "rejoin"),
-            ]
-            del loops
+            for loop, name in (
+                (self._flush_loop(), "flush"),
+                (self._mover_loop(), "mover"),
+                (self._config_loop(), "config"),
+                (self._rejoin_loop(), "rejoin"),
+            ):
+                self._spawn(loop, name)
             await self._failed.wait()
             if isinstance(self._failure, Deposed):
                 log.warning("deposed: %s", self._failure)
@@ -212,24 +244,29 @@ class Coordinator:
                 raise self._failure
         finally:
             self.ready = False
+            for link in [*self.shards.values(), *self.dead.values()]:
+                link.cancel_tasks()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._kick_timer is not None:
+                self._kick_timer.cancel()
             if self.stop_shards_on_exit:
                 await self._stop_all_shards()
 
     async def _stop_all_shards(self) -> None:
         import ray
 
-        handles = [s.actor for s in [*self.shards.values(), *self.dead.values()]]
+        links = [*self.shards.values(), *self.dead.values()]
         results = await asyncio.gather(
-            *(h.stop.remote(self.config.stop_grace) for h in handles), return_exceptions=True
+            *(link.actor.stop.remote(self.config.stop_grace) for link in links),
+            return_exceptions=True,
         )
-        for handle, result in zip(handles, results, strict=True):
+        for link, result in zip(links, results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("stopping a shard: %s", result)
-            ray.kill(handle, no_restart=True)
-        log.info("stopped the shards", extra={"count": len(handles)})
+                log.warning("stopping a shard: %s", result, extra={"shard": link.name})
+            ray.kill(link.actor, no_restart=True)
+        log.info("stopped the shards", extra={"count": len(links)})
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"coordinator-{name}")
@@ -242,154 +279,298 @@ class Coordinator:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None and self._failure is None:
+        if exc is not None:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
             self._failure = exc
             self._failed.set()
 
-    async def _start(self, term: int) -> None:
-        import ray.exceptions
+    def _link(self, index: int, actor: Any) -> ShardLink:
+        """The link to shard `index` (tests override this to inject faults)."""
+        return ShardLink(index, shard_name(index), actor)
 
+    def _attach(self, index: int) -> ShardLink:
+        return self._link(index, spawn_shard(index, self.shard_config))
+
+    async def _start(self, term: int) -> None:
         started = time.perf_counter()
+        acquired = time.monotonic()
         count = await read_shard_count(
             self.kube, self.config.namespace, default=self.config.default_shards
         )
         self.target_count = count
-        existing = existing_shard_indexes()
-        handles = {i: self._attach(i) for i in sorted(set(range(count)) | existing)}
-        stats = await self._await_ready(handles)
-        base = max([term << 32] + [s.epoch + 1 for s in stats.values()])
+        indexes = sorted(set(range(count)) | existing_shard_indexes())
+        links = {i: self._attach(i) for i in indexes}
+        # A shard that does not answer within the lease bound holds nothing it may act on
+        # any more (its lease from any earlier leader has run out): it is left out now
+        # and reset when it answers again.
+        stats = await self._await_ready(links, acquired + self.config.lease.bound)
+        self.token = max([term, *(s.token + 1 for s in stats.values())])
+        TOKEN.set(self.token)
 
         self.informer = Informer(
             self.kube, VIRTUAL_MACHINES, self._on_event, namespace=self.config.watch_namespace
         )
         self._spawn(self.informer.run(asyncio.Event()), "informer")
         await self.informer.synced.wait()
-
-        members = [shard_name(i) for i in range(count) if i in stats]
         store = self.informer.store
-        self.ring = RingState(members, store.keys(), epoch=base)
-        epoch = self.ring.epoch
-        EPOCH.set(epoch)
-        for i in range(count):
-            if i not in stats:
-                self.dead[shard_name(i)] = handles[i]
-        for i, st in stats.items():
-            self.shards[shard_name(i)] = handles[i]
-            handles[i].incarnation = st.incarnation
-            handles[i].metrics_port = st.metrics_port
-        # Phase 1: every shard gives up what the new table does not assign to it.
-        retains = {
-            name: sh.actor.retain.remote(epoch, sorted(self.ring.keys_of(name)))
-            for name, sh in self.shards.items()
-        }
-        died: set[str] = set()
-        for name, ref in retains.items():
-            try:
-                ack: Ack = await asyncio.wait_for(ref, timeout=self.config.retain_timeout)
-            except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError):
-                died.add(name)  # its process is gone: it holds nothing
+
+        for i, link in links.items():
+            st = stats.get(i)
+            if st is None:
+                # Unreachable: whatever it holds is fenced by the time we accept (below).
+                link.lease_end = acquired + self.config.lease.bound
+                if i < count:
+                    self.dead[link.name] = link
                 continue
-            self._check(ack, name)
-        if died:
-            for name in died:
-                self.dead[name] = self.shards.pop(name)
-            members = [m for m in members if m not in died]
-            self.ring.rebalance(members)
-            epoch = self.ring.epoch
-        # Phase 2: only now may anyone accept.
+            link.incarnation, link.metrics_port = st.incarnation, st.metrics_port
+            self.shards[link.name] = link
+        members = [shard_name(i) for i in range(count) if shard_name(i) in self.shards]
+        self.ring = RingState(members, store.keys())
+        EPOCH.set(self.ring.epoch)
+
+        # Phase 1: every reachable shard obeys us and gives up what we do not assign it.
+        kept = await self._retain_all()
+        for link in list(self.shards.values()):
+            self._start_heartbeat(link)
         for name in [n for n in self.shards if n not in members]:
             await self._retire(name)
-        for name in members:
-            keys = sorted(self.ring.keys_of(name))
-            try:
-                for chunk in _chunks(keys, self.config.move_chunk):
-                    ack = await self.shards[name].actor.accept.remote(
-                        epoch, [(k, store.get(k)) for k in chunk]
-                    )
-                    self._check(ack, name)
-            except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError):
-                died.add(name)  # handled below, once the coordinator runs
-                continue
-            for k in keys:
-                self.holder[k] = name
-        for sh in self.shards.values():
-            self._watch_death(sh)
+        members = [m for m in members if m in self.shards]
+        if set(members) != set(self.ring.shards):
+            self._rebalance(members)
+
+        # Phase 2: only once nobody else can still act for a key may anyone accept it.
+        accept_after = acquired
+        if len(kept) < len(links):
+            accept_after = acquired + self.config.lease.bound
+        if self.config.private_ray and self.leadership is not None and self.leadership.took_over:
+            accept_after = max(
+                accept_after,
+                acquired + self.config.takeover_window + self.config.lease.bound,
+            )
+        wait = accept_after - time.monotonic()
+        if wait > 0:
+            log.info(
+                "waiting %.1fs before handing out keys: shards of an earlier leader may "
+                "still hold leases until then",
+                wait,
+            )
+            await asyncio.sleep(wait)
+        await self._accept_initial(members, kept)
         await self._broadcast_shard_count()
         self.ready = True
-        for name in died & set(self.shards):
-            shard = self.shards[name]
-            self._on_death(name, shard, shard.incarnation)
+        self._publish_loads()
         for key in self._early:
-            self._on_change(key, self.informer.store.get(key))
+            self._on_change(key, store.get(key))
         self._early.clear()
+        if self.dead:
+            self._kick.set()
         log.info(
             "leading",
             extra={
-                "epoch": epoch,
+                "token": self.token,
                 "shards": len(members),
                 "keys": len(store),
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
 
-    def _attach(self, index: int) -> _Shard:
-        return _Shard(index, spawn_shard(index, self.shard_config))
+    async def _accept_initial(self, members: list[str], kept: dict[str, set[str]]) -> None:
+        assert self.informer is not None
+        store = self.informer.store
+        sends = []
+        for name in members:
+            link = self.shards.get(name)
+            if link is None:
+                continue
+            keys = sorted(self.ring.keys_of(name))
+            held = kept.get(name, set())
+            for chunk in _chunks(keys, self.config.move_chunk):
+                for k in chunk:
+                    self.holder[k] = name
+                items = [(k, store.get(k)) for k in chunk]
+                fresh = [k for k in chunk if k not in held]
+                sends.append(self._send_accept(link, self._stamp(link), items, fresh))
+        await asyncio.gather(*sends)
 
-    async def _await_ready(self, handles: dict[int, _Shard]) -> dict[int, ShardStats]:
-        """Wait for each shard's first answer; leave out the ones that cannot hold keys.
+    async def _await_ready(
+        self, links: dict[int, ShardLink], deadline: float
+    ) -> dict[int, ShardStats]:
+        """Each shard's first answer. Shards that have not answered by `deadline` are left
+        out (they join once they answer) as long as one shard did; otherwise we wait up to
+        `start_timeout` for a first answer (cold Ray actors on a busy node start slowly).
 
-        A shard is left out only when it provably owns nothing: its actor died, it is
-        restarting (the incarnation that might hold keys is gone), or building its
-        runtime failed (it never accepted a key). One that is merely slow may still hold
-        keys from a previous leader, so we keep waiting for it: leaving it out would
-        give its keys to a second owner.
+        A shard that merely answers slowly may hold keys from an earlier leader; by the
+        deadline its lease has run out, so it can no longer act on them.
         """
         import ray.exceptions
 
-        async def one(i: int, shard: _Shard) -> ShardStats | None:
-            unavailable_since: float | None = None
+        async def one(i: int, link: ShardLink) -> ShardStats | None:
             while True:
                 try:
-                    stats: ShardStats = await asyncio.wait_for(
-                        shard.actor.ready.remote(), timeout=self.config.ready_timeout
-                    )
+                    stats: ShardStats = await link.call("ready", timeout=self.config.ready_timeout)
                     return stats
-                except TimeoutError:
-                    log.warning(
-                        "shard has not answered for %.0fs; still waiting (it may hold keys)",
-                        self.config.ready_timeout,
-                        extra={"shard": shard_name(i)},
-                    )
-                except ray.exceptions.ActorUnavailableError:
-                    now = time.monotonic()
-                    unavailable_since = unavailable_since or now
-                    if now - unavailable_since > self.config.death_timeout:
-                        return None
-                    await asyncio.sleep(0.25)
-                except (ray.exceptions.ActorDiedError, ray.exceptions.RayTaskError) as e:
-                    log.error("shard cannot start: %s", e, extra={"shard": shard_name(i)})
+                except ray.exceptions.ActorDiedError:
+                    pass  # Ray restarts it; its next incarnation answers (and holds nothing)
+                except ray.exceptions.RayTaskError as e:
+                    log.error("shard cannot start: %s", e, extra={"shard": link.name})
                     return None
+                except (TimeoutError, ray.exceptions.RayError):
+                    pass
+                await asyncio.sleep(0.25)
 
-        answers = await asyncio.gather(*(one(i, h) for i, h in handles.items()))
-        out = {i: a for i, a in zip(handles, answers, strict=True) if a is not None}
-        if not out and handles:
+        tasks = {i: asyncio.create_task(one(i, link)) for i, link in links.items()}
+        try:
+            await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))
+            answered = [t for t in tasks.values() if t.done() and t.result() is not None]
+            if not answered:
+                pending = {t for t in tasks.values() if not t.done()}
+                end = time.monotonic() + self.config.start_timeout
+                while pending and not answered and time.monotonic() < end:
+                    done, pending = await asyncio.wait(
+                        pending,
+                        timeout=end - time.monotonic(),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    answered = [t for t in done if t.result() is not None]
+        finally:
+            for task in tasks.values():
+                task.cancel()
+        out: dict[int, ShardStats] = {}
+        for i, task in tasks.items():
+            if task.done() and not task.cancelled() and (stats := task.result()) is not None:
+                out[i] = stats
+        for i, link in links.items():
+            if i not in out:
+                log.warning(
+                    "shard did not answer; leaving it out until it does",
+                    extra={"shard": link.name},
+                )
+        if not out and links:
             raise RuntimeError(
-                f"none of {len(handles)} shard actors started; see the shard logs "
+                f"none of {len(links)} shard actors started; see the shard logs "
                 "(ray logs) and check --kubeconfig and --redis-url"
             )
         return out
 
-    def _check(self, ack: Ack, shard: str) -> None:
-        if not ack.ok:
-            raise Deposed(
-                f"{shard} refused epoch {self.ring.epoch}: it has seen epoch {ack.epoch}, "
-                "so another coordinator leads"
+    async def _retain_all(self) -> dict[str, set[str]]:
+        """Phase 1 of leading; the keys each shard really kept."""
+        names = list(self.shards)
+        results = await asyncio.gather(
+            *(self._retain(self.shards[n], set(self.ring.keys_of(n))) for n in names)
+        )
+        kept: dict[str, set[str]] = {}
+        for name, held in zip(names, results, strict=True):
+            if held is not None:
+                kept[name] = held
+        return kept
+
+    async def _retain(self, link: ShardLink, keep: set[str]) -> set[str] | None:
+        """Have `link` obey this leader and keep only `keep`; None if it died meanwhile or
+        stopped answering (it is then out of the ring until it answers again)."""
+        import ray.exceptions
+
+        keep_list = sorted(keep)
+        asked = 0
+        deadline = time.monotonic() + self.config.lease.bound + self._answer_timeout()
+        while True:
+            if time.monotonic() > deadline:
+                link.lease_end = max(link.lease_end, time.monotonic())
+                self._out_of_ring(link, "unreachable")
+                return None
+            stamp, held = self._stamp(link)
+            try:
+                ack: Ack = await link.call(
+                    "retain",
+                    self.token,
+                    link.incarnation,
+                    keep_list,
+                    stamp,
+                    self.config.release_wait,
+                    held=held,
+                    timeout=self._answer_timeout(),
+                )
+            except ray.exceptions.ActorDiedError:
+                self._out_of_ring(link, "died")
+                return None
+            except (TimeoutError, ray.exceptions.RayError) as e:
+                log.warning("retain: no answer (%s); asking again", e, extra={"shard": link.name})
+                await asyncio.sleep(0.5)
+                continue
+            if not self._accepted(link, ack):
+                return None
+            link.note_request(ack.request)
+            if not ack.busy:
+                return set(ack.keys)
+            asked += 1
+            BUSY_RELEASES.inc()
+            log.warning(
+                "retain: %d released keys are still being reconciled; asking again",
+                len(ack.busy),
+                extra={"shard": link.name, "asked": asked, "keys": list(ack.busy[:5])},
             )
 
-    def _fail(self, exc: BaseException) -> None:
-        if self._failure is None:
-            self._failure = exc
-            self._failed.set()
+    def _answer_timeout(self) -> float:
+        return self.config.release_wait + 2.0 + CALL_TIMEOUT
+
+    def _accepted(self, link: ShardLink, ack: Ack) -> bool:
+        """True if the shard applied the message; handles refusals."""
+        if ack.ok:
+            return True
+        if ack.refused == "leader":
+            self._fail(
+                Deposed(
+                    f"{link.name} obeys leader token {ack.token}, newer than ours "
+                    f"({self.token}): another coordinator leads"
+                )
+            )
+        else:
+            # Addressed to an incarnation that is gone: the shard restarted or was reset.
+            self._out_of_ring(link, "restarted")
+        return False
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def _start_heartbeat(self, link: ShardLink) -> None:
+        link.tasks.append(self._spawn(self._heartbeat(link), f"heartbeat-{link.name}"))
+
+    async def _heartbeat(self, link: ShardLink) -> None:
+        """Renew `link`'s lease every heartbeat period while we surely lead; take the shard
+        out of the ring when it dies, restarts, or stays unreachable past its lease."""
+        import ray.exceptions
+
+        terms = self.config.lease
+        while self.shards.get(link.name) is link:
+            grant = 0
+            if self.leadership is None or time.monotonic() < self.leadership.valid_until():
+                grant = link.granting(terms)
+            # Do not wait past the lease bound for an answer: the shard leaves the ring
+            # as soon as its lease has surely run out.
+            timeout = max(0.05, min(terms.heartbeat * 2, link.lease_end - time.monotonic()))
+            try:
+                ack: Ack = await link.call(
+                    "heartbeat",
+                    self.token,
+                    link.incarnation,
+                    grant,
+                    terms.duration,
+                    self._floor(link),
+                    timeout=timeout,
+                )
+            except ray.exceptions.ActorDiedError:
+                self._out_of_ring(link, "died")
+                return
+            except (TimeoutError, ray.exceptions.RayError):
+                if link.fenced_by():
+                    self._out_of_ring(link, "unreachable")
+                    return
+            else:
+                if not self._accepted(link, ack):
+                    return
+                link.note_request(ack.request)
+            await asyncio.sleep(max(0.0, min(terms.heartbeat, link.lease_end - time.monotonic())))
 
     # -- watch events ----------------------------------------------------------------------
 
@@ -422,7 +603,7 @@ class Coordinator:
         if key in self.moving or key in self.unsettled:
             return  # the accept at the end of the move carries the newest object
         holder = self.holder.get(key)
-        if holder is None:
+        if holder is None or holder not in self.shards:
             self._mark(key)
             return
         self._buffer(self._delivers[holder], key, obj)
@@ -443,51 +624,130 @@ class Coordinator:
         for move in moves:
             self._mark(move.key)
 
-    # -- batching --------------------------------------------------------------------------
+    def _kick_at(self, when: float) -> None:
+        delay = max(0.0, when - time.monotonic()) + 0.01
+        if self._kick_timer is not None:
+            if self._kick_timer.when() <= asyncio.get_running_loop().time() + delay:
+                return
+            self._kick_timer.cancel()
+        self._kick_timer = asyncio.get_running_loop().call_later(delay, self._kicked)
+
+    def _kicked(self) -> None:
+        self._kick_timer = None
+        self._kick.set()
+
+    # -- sending ---------------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), timeout=self.config.batch_window)
             self._flush_now.clear()
-            refs = self._submit_buffers()
-            if refs:
-                await self._collect(refs)
+            outgoing = self._take_buffers()
+            if outgoing:
+                await self._send_all(outgoing)
 
-    def _submit_buffers(self) -> list[tuple[str, Any]]:
-        """Send everything buffered (accepts before deliveries, per shard); do not wait."""
+    def _take_buffers(self) -> list[_Outgoing]:
+        """Everything buffered, stamped now (so before any later decision about the same
+        keys); sent by `_send_all`."""
         if not self._buffered:
             return []
         accepts, delivers = self._accepts, self._delivers
         self._accepts, self._delivers = defaultdict(dict), defaultdict(dict)
         self._buffered = 0
-        epoch = self.ring.epoch
-        refs: list[tuple[str, Any]] = []
+        out: list[_Outgoing] = []
         for name in set(accepts) | set(delivers):
-            shard = self.shards.get(name)
-            if shard is None:
+            link = self.shards.get(name)
+            if link is None:
                 continue  # left the ring meanwhile; its keys are unsettled and will move
             if accepts.get(name):
-                items = list(accepts[name].items())
-                refs.append((name, shard.actor.accept.remote(epoch, items)))
-                BATCHES.labels("accept").inc()
-                BATCH_ITEMS.observe(len(items))
+                out.append(
+                    _Outgoing(link, "accept", self._stamp(link), list(accepts[name].items()))
+                )
             if delivers.get(name):
-                ditems = list(delivers[name].items())
-                refs.append((name, shard.actor.deliver.remote(epoch, ditems)))
-                BATCHES.labels("deliver").inc()
-                BATCH_ITEMS.observe(len(ditems))
+                out.append(
+                    _Outgoing(link, "deliver", self._stamp(link), list(delivers[name].items()))
+                )
             self.batches += 1
-        return refs
+        return out
 
-    async def _collect(self, refs: list[tuple[str, Any]]) -> None:
-        results = await asyncio.gather(*(ref for _, ref in refs), return_exceptions=True)
-        for (name, _), result in zip(refs, results, strict=True):
-            if isinstance(result, Ack):
-                if not result.ok:
-                    self._fail(Deposed(f"{name} has seen epoch {result.epoch}"))
-            elif isinstance(result, BaseException):
-                self._on_call_error(name, result)
+    async def _send_all(self, outgoing: list[_Outgoing]) -> None:
+        sends = []
+        for o in outgoing:
+            BATCHES.labels(o.method).inc()
+            BATCH_ITEMS.observe(len(o.items))
+            if o.method == "accept":
+                sends.append(self._send_accept(o.link, o.stamp, o.items, [k for k, _ in o.items]))
+            else:
+                sends.append(self._send(o.link, "deliver", o.stamp, o.items))
+        await asyncio.gather(*sends)
+
+    async def _send_accept(
+        self,
+        link: ShardLink,
+        stamp: tuple[int, int],
+        items: list[tuple[str, Any]],
+        new_holder: list[str],
+    ) -> bool:
+        """Accept `items` on `link`; keys in `new_holder` come from another shard (or none),
+        so the owner registry learns the new stamp first."""
+        if new_holder:
+            await self.owners.record(new_holder, stamp[0])
+        return await self._send(link, "accept", stamp, items)
+
+    async def _send(
+        self, link: ShardLink, method: str, stamp: tuple[int, int], items: list[Any]
+    ) -> bool:
+        try:
+            ack: Ack = await link.call(
+                method,
+                self.token,
+                link.incarnation,
+                stamp[0],
+                items,
+                held=stamp[1],
+                timeout=CALL_TIMEOUT,
+            )
+        except Exception as e:
+            self._on_call_error(link, e)
+            return False
+        return self._accepted(link, ack)
+
+    def _on_call_error(self, link: ShardLink, error: BaseException) -> None:
+        import ray.exceptions
+
+        if self.shards.get(link.name) is not link:
+            return
+        if isinstance(error, ray.exceptions.ActorDiedError):
+            self._out_of_ring(link, "died")
+            return
+        log.warning("call to %s failed: %s", link.name, error)
+        # Alive as far as we know: re-send what it should hold, so a lost accept cannot
+        # strand keys (the heartbeat takes it out of the ring if it stays unreachable).
+        if link.name not in self._resending:
+            self._resending.add(link.name)
+            self._spawn(self._resend(link), f"resend-{link.name}")
+
+    async def _resend(self, link: ShardLink) -> None:
+        """Accept again, with a fresh stamp, what `link` holds and still owns."""
+        try:
+            await asyncio.sleep(1.0)
+            assert self.informer is not None
+            store = self.informer.store
+            if self.shards.get(link.name) is not link:
+                return
+            items = [
+                (key, store[key])
+                for key, holder in self.holder.items()
+                if holder == link.name
+                and key not in self.moving
+                and key in store
+                and self.ring.owner(key) == link.name
+            ]
+            for chunk in _chunks(items, self.config.move_chunk):
+                await self._send(link, "accept", self._stamp(link), chunk)
+        finally:
+            self._resending.discard(link.name)
 
     # -- moving keys -----------------------------------------------------------------------
 
@@ -501,13 +761,16 @@ class Coordinator:
         assert self.informer is not None
         if not self.unsettled:
             return
-        # Anything buffered goes out first, so it reaches each shard before the releases.
-        buffered = self._submit_buffers()
-        if buffered:
-            self._spawn(self._collect(buffered), "collect")
+        # Anything buffered is stamped now, before the releases below.
+        outgoing = self._take_buffers()
+        if outgoing:
+            self._spawn(self._send_all(outgoing), "flush")
         store = self.informer.store
+        now = time.monotonic()
         releases: dict[str, list[str]] = defaultdict(list)
+        orphans: dict[str, list[str]] = defaultdict(list)
         direct: list[str] = []
+        waiting: list[str] = []
         for key in list(self.unsettled):
             if key in self.moving:
                 continue
@@ -516,46 +779,104 @@ class Coordinator:
             holder = self.holder.get(key)
             if holder == desired:
                 continue
+            if holder is not None and holder not in self.shards:
+                gone = self.dead.get(holder)
+                if gone is not None and not gone.fenced_by(now):
+                    # Its old shard may still act for it until its lease surely ran out.
+                    waiting.append(key)
+                    self._kick_at(gone.lease_end)
+                    continue
+                orphans[holder].append(key)
+                continue
             self.moving.add(key)
-            if holder is None or holder not in self.shards:
-                self.holder.pop(key, None)
+            if holder is None:
                 direct.append(key)
             else:
                 releases[holder].append(key)
+        self.unsettled.update(waiting)
         if direct:
             self._spawn(self._accept(direct, time.perf_counter()), "accept")
+        for holder, keys in orphans.items():
+            self.moving.update(keys)
+            self._spawn(self._hand_out(holder, keys), f"orphans-{holder}")
         for holder, keys in releases.items():
             for chunk in _chunks(keys, self.config.move_chunk):
                 self._spawn(self._release_then_accept(holder, chunk), f"move-{holder}")
 
-    async def _release_then_accept(self, holder: str, keys: list[str]) -> None:
-        started = time.perf_counter()
-        shard = self.shards.get(holder)
-        if shard is not None:
-            try:
-                ack: Ack = await shard.actor.release.remote(self.ring.epoch, keys)
-            except Exception as e:
-                if not await self._confirm_death(holder, shard, e):
-                    # Still alive and we do not know whether it released: ask again.
-                    self.moving.difference_update(keys)
-                    for key in keys:
-                        self._mark(key)
-                    await asyncio.sleep(1.0)
-                    return
-            else:
-                if not ack.ok:
-                    self._fail(Deposed(f"{holder} has seen epoch {ack.epoch}"))
-                    return
+    async def _hand_out(self, holder: str, keys: list[str]) -> None:
+        """Keys of a shard that is out of the ring and surely fenced: no release needed."""
+        gone = self.dead.get(holder)
+        if gone is not None:
+            await self._close_audit(gone)
         for key in keys:
             if self.holder.get(key) == holder:
                 del self.holder[key]
-        await self._accept(keys, started)
+        await self._accept(keys, time.perf_counter())
+
+    async def _release_then_accept(self, holder: str, keys: list[str]) -> None:
+        import ray.exceptions
+
+        started = time.perf_counter()
+        pending = keys
+        asked = 0
+        while pending:
+            link = self.shards.get(holder)
+            if link is None:
+                self._requeue(pending)  # out of the ring meanwhile: its lease decides
+                return
+            stamp, held = self._stamp(link)
+            try:
+                ack: Ack = await link.call(
+                    "release",
+                    self.token,
+                    link.incarnation,
+                    stamp,
+                    pending,
+                    self.config.release_wait,
+                    held=held,
+                    timeout=self._answer_timeout(),
+                )
+            except ray.exceptions.ActorDiedError:
+                self._out_of_ring(link, "died")
+                self._requeue(pending)
+                return
+            except (TimeoutError, ray.exceptions.RayError) as e:
+                # We do not know whether it released: ask again later.
+                log.warning("release: no answer (%s); asking again", e, extra={"shard": holder})
+                await asyncio.sleep(1.0)
+                self._requeue(pending)
+                return
+            if not self._accepted(link, ack):
+                self._requeue(pending)
+                return
+            busy = set(ack.busy)
+            done = [k for k in pending if k not in busy]
+            for key in done:
+                if self.holder.get(key) == holder:
+                    del self.holder[key]
+            if done:
+                await self._accept(done, started)
+            pending = [k for k in pending if k in busy]
+            if pending:
+                asked += 1
+                BUSY_RELEASES.inc()
+                log.warning(
+                    "release: %d keys are still being reconciled; asking again",
+                    len(pending),
+                    extra={"shard": holder, "asked": asked, "keys": pending[:5]},
+                )
+
+    def _requeue(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.moving.discard(key)
+            self._mark(key)
 
     async def _accept(self, keys: list[str], started: float) -> None:
         """Hand released or unheld keys to their owners as of now."""
         assert self.informer is not None
         store = self.informer.store
         by_target: dict[str, list[tuple[str, JSON | None]]] = defaultdict(list)
+        gone: list[str] = []
         for key in keys:
             self.moving.discard(key)
             owner = self.ring.owner(key) if key in store else None
@@ -563,18 +884,23 @@ class Coordinator:
                 self.holder.pop(key, None)
                 if owner is not None:
                     self._mark(key)
+                else:
+                    gone.append(key)
                 continue
             self.holder[key] = owner
             by_target[owner].append((key, store[key]))
-        epoch = self.ring.epoch
-        refs = [
-            (target, self.shards[target].actor.accept.remote(epoch, items))
+        sends: list[Awaitable[Any]] = [
+            self._send_accept(
+                self.shards[target], self._stamp(self.shards[target]), items, [k for k, _ in items]
+            )
             for target, items in by_target.items()
         ]
         moved = sum(len(items) for items in by_target.values())
         self.handover_keys += moved
         HANDOVER_KEYS.inc(moved)
-        await self._collect(refs)
+        if gone:
+            sends.append(self.owners.forget(gone))
+        await asyncio.gather(*sends)
         HANDOVER_SECONDS.observe(time.perf_counter() - started)
         self._publish_loads()
         self._progress.set()
@@ -598,117 +924,104 @@ class Coordinator:
             extra={"epoch": self.ring.epoch, "shards": list(self.ring.shards), "moves": len(moves)},
         )
 
-    def _watch_death(self, shard: _Shard) -> None:
-        name = shard_name(shard.index)
-        incarnation = shard.incarnation
-
-        async def watch() -> None:
-            while True:
-                try:
-                    await shard.actor.until_stopped.remote()
-                    return  # stopped on purpose
-                except Exception as e:
-                    if await self._confirm_death(name, shard, e, incarnation):
-                        return
-
-        shard.watcher = self._spawn(watch(), f"watch-{name}")
-
-    async def _confirm_death(
-        self, name: str, shard: _Shard, error: BaseException, incarnation: str | None = None
-    ) -> bool:
-        """True if the shard's process (the incarnation we knew) is gone; handles the death."""
-        import ray.exceptions
-
-        known = incarnation or shard.incarnation
-        if self.shards.get(name) is not shard:
-            return True  # already handled
-        if not isinstance(error, ray.exceptions.ActorDiedError):
-            # Unavailable: dead only once a new incarnation answers (Ray restarts it), or
-            # if it stays unreachable for death_timeout (then it cannot be reconciling
-            # through us either, and its keys must not wait forever).
-            deadline = time.monotonic() + self.config.death_timeout
-            while True:
-                try:
-                    stats: ShardStats = await asyncio.wait_for(shard.actor.ready.remote(), 10.0)
-                except ray.exceptions.ActorDiedError:
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        log.error(
-                            "shard unreachable for %.0fs; treating it as dead",
-                            self.config.death_timeout,
-                            extra={"shard": name},
-                        )
-                        break
-                    await asyncio.sleep(0.25)
-                    continue
-                if stats.incarnation == known:
-                    return False
-                break
-        if self.shards.get(name) is not shard:
-            return True
-        self._on_death(name, shard, known)
-        return True
-
-    def _on_death(self, name: str, shard: _Shard, incarnation: str) -> None:
-        SHARD_DEATHS.labels(name).inc()
-        log.warning("shard died; moving its keys", extra={"shard": name})
+    def _out_of_ring(self, link: ShardLink, why: str) -> None:
+        """Take a shard that died, restarted or stopped answering out of the ring; its keys
+        wait until its lease has surely run out, then go to their new owners."""
+        name = link.name
+        if self.shards.get(name) is not link:
+            return
+        SHARD_DEATHS.labels(name, why).inc()
+        log.warning(
+            "shard out of the ring (%s); its keys move once its lease has surely ended",
+            why,
+            extra={"shard": name, "in_s": round(max(0.0, link.lease_end - time.monotonic()), 1)},
+        )
         del self.shards[name]
-        shard.alive_since = None
-        self.dead[name] = shard
-        if shard.watcher is not None and shard.watcher is not asyncio.current_task():
-            shard.watcher.cancel()
-        lost = [k for k, h in self.holder.items() if h == name]
-        for key in lost:
-            del self.holder[key]  # a dead process owns nothing: no release needed
+        link.alive_since = None
+        link.cancel_tasks()
+        self.dead[name] = link
         for bucket in (self._accepts, self._delivers):
             bucket.pop(name, None)
         self._rebalance(self._members())
-        for key in lost:
-            self._mark(key)
-        if self.shard_config.audit_redis:
-            from virtrigaud.shards.audit import record_death
+        self._kick_at(link.lease_end)
 
-            self._spawn(record_death(self.shard_config.audit_redis, name, incarnation), "audit")
+    async def _close_audit(self, link: ShardLink) -> None:
+        """Tell the audit this incarnation is gone (before its keys are handed out)."""
+        if link.audit_closed or not self.shard_config.audit_redis or not link.incarnation:
+            return
+        from virtrigaud.shards.audit import record_death
+
+        link.audit_closed = True
+        try:
+            await record_death(self.shard_config.audit_redis, link.name, link.incarnation)
+        except Exception as e:
+            log.warning("cannot write the audit: %s", e)
 
     async def _rejoin_loop(self) -> None:
-        """Bring restarted shards back into the ring once they answer."""
+        """Bring shards back into the ring once they answer again (restarted or reachable)."""
         while True:
             await asyncio.sleep(self.config.rejoin_probe)
-            for name, shard in list(self.dead.items()):
-                if shard.index >= self.target_count:
-                    # Scaled away while dead: Ray may have restarted it; remove it for good.
+            for name, link in list(self.dead.items()):
+                if link.index >= self.target_count:
+                    # Scaled away while out: Ray may have restarted it; remove it for good.
                     self.dead.pop(name, None)
                     import ray
 
                     with contextlib.suppress(Exception):
-                        ray.kill(shard.actor, no_restart=True)
+                        ray.kill(link.actor, no_restart=True)
                     continue
                 try:
-                    stats: ShardStats = await asyncio.wait_for(shard.actor.ready.remote(), 2.0)
+                    stats: ShardStats = await link.call("ready", timeout=2.0)
                 except Exception:
-                    shard.alive_since = None
+                    link.alive_since = None
                     continue
-                # Rejoin only after the new incarnation has stayed up a while, so a shard
-                # that crashes in a loop does not drag its keys back and forth.
-                if shard.alive_since is None or stats.incarnation != shard.incarnation:
-                    shard.alive_since = time.monotonic()
-                    shard.incarnation = stats.incarnation
+                now = time.monotonic()
+                # Rejoin only after it has answered a while (a crash-looping shard must not
+                # drag keys back and forth) and once whatever it held is surely fenced.
+                if link.alive_since is None:
+                    link.alive_since = now
                     continue
-                if time.monotonic() - shard.alive_since < self.config.rejoin_after:
+                if now - link.alive_since < self.config.rejoin_after or not link.fenced_by(now):
                     continue
                 async with self._membership:
-                    if self.dead.pop(name, None) is None:
+                    if self.dead.get(name) is not link:
                         continue
-                    ack: Ack = await shard.actor.retain.remote(self.ring.epoch, [])
-                    self._check(ack, name)
-                    shard.incarnation = stats.incarnation
-                    shard.metrics_port = stats.metrics_port
-                    shard.alive_since = None
-                    self.shards[name] = shard
-                    self._watch_death(shard)
-                    self._rebalance(self._members())
-                    log.info("shard rejoined", extra={"shard": name})
+                    await self._rejoin(link, stats)
+
+    async def _rejoin(self, link: ShardLink, stats: ShardStats) -> None:
+        await self._close_audit(link)
+        stamp, held = self._stamp(link)
+        try:
+            ack: Ack = await link.call(
+                "reset",
+                self.token,
+                stats.incarnation,
+                stamp,
+                self.config.release_wait,
+                held=held,
+                timeout=self._answer_timeout(),
+            )
+        except Exception as e:
+            log.warning(
+                "rejoin: reset failed (%s); trying again later", e, extra={"shard": link.name}
+            )
+            link.alive_since = None
+            return
+        if not ack.ok:
+            if ack.refused == "leader":
+                self._fail(Deposed(f"{link.name} obeys a newer leader (token {ack.token})"))
+            link.alive_since = None
+            return
+        del self.dead[link.name]
+        link.incarnation = ack.incarnation
+        link.metrics_port = stats.metrics_port
+        link.audit_closed = False
+        link.alive_since = None
+        link.note_request(ack.request)
+        self.shards[link.name] = link
+        self._start_heartbeat(link)
+        self._rebalance(self._members())
+        log.info("shard rejoined", extra={"shard": link.name, "incarnation": ack.incarnation})
 
     async def _config_loop(self) -> None:
         while True:
@@ -728,24 +1041,25 @@ class Coordinator:
             log.info("resizing", extra={"from": old, "to": count})
             if count > old:
                 fresh = {i: self._attach(i) for i in range(old, count)}
-                stats = await self._await_ready(fresh)
-                for i in fresh:
-                    if i not in stats:
-                        self.dead[shard_name(i)] = fresh[i]  # joins once it answers
-                for i, st in stats.items():
-                    sh = fresh[i]
-                    ack: Ack = await sh.actor.retain.remote(self.ring.epoch, [])
-                    self._check(ack, shard_name(i))
-                    sh.incarnation = st.incarnation
-                    sh.metrics_port = st.metrics_port
-                    self.shards[shard_name(i)] = sh
-                    self._watch_death(sh)
+                stats = await self._await_ready(
+                    fresh, time.monotonic() + self.config.ready_timeout * 3
+                )
+                for i, link in fresh.items():
+                    st = stats.get(i)
+                    if st is None:
+                        self.dead[link.name] = link  # joins once it answers
+                        continue
+                    link.incarnation, link.metrics_port = st.incarnation, st.metrics_port
+                    self.shards[link.name] = link
+                    if await self._retain(link, set()) is None:
+                        continue
+                    self._start_heartbeat(link)
                 self._rebalance(self._members())
             else:
                 leaving = {n for n, s in self.shards.items() if s.index >= count}
                 self.leaving |= leaving
                 self._rebalance(self._members())
-                while any(h in leaving for h in self.holder.values()):
+                while any(h in leaving and h in self.shards for h in self.holder.values()):
                     self._progress.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._progress.wait(), timeout=0.5)
@@ -759,14 +1073,13 @@ class Coordinator:
         """Stop and remove a shard that holds nothing (it left the ring)."""
         import ray
 
-        shard = self.shards.pop(name)
-        if shard.watcher is not None:
-            shard.watcher.cancel()
+        link = self.shards.pop(name)
+        link.cancel_tasks()
         try:
-            await shard.actor.stop.remote(self.config.stop_grace)
+            await link.actor.stop.remote(self.config.stop_grace)
         except Exception as e:
             log.warning("stopping %s: %s", name, e)
-        ray.kill(shard.actor, no_restart=True)
+        ray.kill(link.actor, no_restart=True)
         if name in _gauge_labels():
             KEYS_PER_SHARD.remove(name)
         log.info("shard retired", extra={"shard": name})
@@ -774,42 +1087,6 @@ class Coordinator:
     async def _broadcast_shard_count(self) -> None:
         refs = [s.actor.set_shard_count.remote(len(self.shards)) for s in self.shards.values()]
         await asyncio.gather(*refs, return_exceptions=True)
-
-    def _on_call_error(self, name: str, error: BaseException) -> None:
-        shard = self.shards.get(name)
-        if shard is None:
-            return
-        log.warning("call to %s failed: %s", name, error)
-
-        async def confirm() -> None:
-            if not await self._confirm_death(name, shard, error):
-                # Alive: re-send what it should hold so a lost message cannot strand keys.
-                self._resend(name)
-
-        self._spawn(confirm(), f"confirm-{name}")
-
-    def _resend(self, name: str) -> None:
-        """Accept again what `name` should hold (accept is idempotent).
-
-        Only keys it holds and still owns: a key it holds but should give up is unsettled
-        and goes through a release, never a second accept elsewhere.
-        """
-        assert self.informer is not None
-        store = self.informer.store
-        shard = self.shards.get(name)
-        if shard is None:
-            return
-        items = [
-            (key, store[key])
-            for key, holder in self.holder.items()
-            if holder == name
-            and key not in self.moving
-            and key in store
-            and self.ring.owner(key) == name
-        ]
-        for chunk in _chunks(items, self.config.move_chunk):
-            ref = shard.actor.accept.remote(self.ring.epoch, chunk)
-            self._spawn(self._collect([(name, ref)]), f"resend-{name}")
 
     def _members(self) -> list[str]:
         return [n for n in self.shards if n not in self.leaving]
@@ -827,6 +1104,7 @@ class Coordinator:
             held[holder] = held.get(holder, 0) + 1
         return CoordinatorStatus(
             epoch=self.ring.epoch,
+            token=self.token,
             shards=sorted(self.shards),
             keys=len(self.ring),
             held=held,
@@ -865,4 +1143,11 @@ def _gauge_labels() -> set[str]:
     }
 
 
-__all__ = ["Coordinator", "CoordinatorConfig", "CoordinatorStatus", "Deposed", "actor_name"]
+__all__ = [
+    "Coordinator",
+    "CoordinatorConfig",
+    "CoordinatorStatus",
+    "Deposed",
+    "Leadership",
+    "actor_name",
+]

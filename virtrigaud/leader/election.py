@@ -92,10 +92,21 @@ class LeaderElector:
         self._leading = False
         self.term = 0
         self.leading_changed = asyncio.Event()
+        # Monotonic time taken *before* the last successful acquire/renew request was sent:
+        # the Lease's renewTime is no earlier, so leadership surely holds until this plus
+        # the renew deadline (the elector steps down then at the latest).
+        self._renewed_at = 0.0
+        self.took_over = False  # the current term began by taking over an expired Lease
 
     @property
     def is_leader(self) -> bool:
         return self._leading
+
+    def valid_until(self) -> float:
+        """Monotonic time until which this process surely leads (0 when it does not)."""
+        if not self._leading:
+            return 0.0
+        return self._renewed_at + self.timings.renew_deadline
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -162,24 +173,27 @@ class LeaderElector:
 
     async def _hold(self, stop: asyncio.Event, work: asyncio.Task[None]) -> bool:
         """Renew until stop (False) or the renew deadline passes without a renewal (True)."""
-        last_renewal = time.monotonic()
         while True:
             sleeper = asyncio.create_task(_wait(stop, self.timings.retry_period))
             await asyncio.wait({sleeper, work}, return_when=asyncio.FIRST_COMPLETED)
             if work.done() or stop.is_set():
                 sleeper.cancel()
                 return False
-            remaining = last_renewal + self.timings.renew_deadline - time.monotonic()
-            if remaining > 0 and await self._attempt(remaining):
-                last_renewal = time.monotonic()
-            elif time.monotonic() - last_renewal >= self.timings.renew_deadline:
+            remaining = self._renewed_at + self.timings.renew_deadline - time.monotonic()
+            if remaining > 0:
+                await self._attempt(remaining)
+            if time.monotonic() - self._renewed_at >= self.timings.renew_deadline:
                 return True
 
     # -- one try ---------------------------------------------------------------------------
 
     async def _attempt(self, budget: float) -> bool:
+        sent_at = time.monotonic()
         try:
-            return await asyncio.wait_for(self._try_acquire_or_renew(), timeout=budget)
+            if await asyncio.wait_for(self._try_acquire_or_renew(), timeout=budget):
+                self._renewed_at = sent_at
+                return True
+            return False
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             log.warning(
                 "Lease %s/%s: could not reach the API server: %s", self.namespace, self.name, e
@@ -209,6 +223,9 @@ class LeaderElector:
         renewing = holder == self.identity and self._leading
         if not renewing:
             transitions += 1
+            # Taking over a Lease another process held and did not release: that process
+            # may have led (and granted shard leases) until its renew deadline.
+            self.took_over = bool(holder) and holder != self.identity
         new_spec = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": round(self.timings.lease_duration),
@@ -248,6 +265,7 @@ class LeaderElector:
             raise
         self._observe_own(created)
         self.term = 1
+        self.took_over = False
         return True
 
     def _observe_own(self, lease: JSON) -> None:

@@ -4,6 +4,11 @@ It takes a token from the Provider's shared bucket, runs the blocking SDK call i
 session pool's bounded thread pool (and under the endpoint's in-flight cap), maps SDK
 exceptions to the three error kinds, and counts the call. Providers never call an SDK any
 other way, so "every call pays a token" holds by construction.
+
+Calls are mutations unless a provider marks them ``mutating=False`` (reads): a mutation
+made under a shard's claim on a key (virtrigaud.fence) is fenced, checked before the token
+(and by the Redis bucket in the same script) and again in the worker thread just before
+the SDK call, so a shard that lost the key sends nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from virtrigaud.fence import CLAIM, OWNER_REGISTRY, Claim, Fenced, split_stamp
 from virtrigaud.providers.base import ProviderError
 from virtrigaud.providers.metrics import (
+    FENCED_CALLS,
     HYPERVISOR_CALL_SECONDS,
     HYPERVISOR_CALLS,
     RATE_LIMIT_WAIT_SECONDS,
 )
+from virtrigaud.ratelimit.shared import OwnerCheck
 
 T = TypeVar("T")
 
@@ -28,7 +36,14 @@ T = TypeVar("T")
 class TokenLimiter(Protocol):
     """A shared token bucket (Redis, a Ray actor, or the local fallback share)."""
 
-    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
+    async def acquire(
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int = 1,
+        owner: OwnerCheck | None = None,
+    ) -> float:
         """Wait until cost tokens are granted; return the seconds waited."""
         ...
 
@@ -53,6 +68,7 @@ class CallGate:
         executor: ThreadPoolExecutor,
         map_error: ErrorMapper,
         max_in_flight: int | None = None,
+        owner_registry: str = OWNER_REGISTRY,
     ) -> None:
         self.provider_type = provider_type
         self.provider_key = provider_key
@@ -61,23 +77,50 @@ class CallGate:
         self.executor = executor
         self.map_error = map_error
         self._in_flight = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        self.owner_registry = owner_registry
 
     @property
     def bucket_key(self) -> str:
         return f"provider:{self.provider_key}"
 
-    async def call(self, method: str, fn: Callable[[], T], *, cost: int = 1) -> T:
-        """Pay for and run one hypervisor call; raise ProviderError on failure."""
-        waited = await self.limiter.acquire(self.bucket_key, self.rate.qps, self.rate.burst, cost)
+    def _check(self, claim: Claim, method: str) -> None:
+        try:
+            claim.check()
+        except Fenced:
+            FENCED_CALLS.labels(self.provider_type, self.provider_key, method).inc()
+            raise
+
+    async def call(
+        self, method: str, fn: Callable[[], T], *, cost: int = 1, mutating: bool = True
+    ) -> T:
+        """Pay for and run one hypervisor call; raise ProviderError on failure, Fenced when
+        a mutation's claim no longer holds."""
+        claim = CLAIM.get() if mutating else None
+        owner: OwnerCheck | None = None
+        if claim is not None:
+            self._check(claim, method)
+            owner = OwnerCheck(self.owner_registry, claim.key, *split_stamp(claim.stamp))
+        try:
+            waited = await self.limiter.acquire(
+                self.bucket_key, self.rate.qps, self.rate.burst, cost, owner
+            )
+        except Fenced:
+            FENCED_CALLS.labels(self.provider_type, self.provider_key, method).inc()
+            raise
         RATE_LIMIT_WAIT_SECONDS.labels(self.provider_type, self.provider_key).observe(waited)
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         outcome = "ok"
+        run = fn if claim is None else _guarded(claim, fn)
         try:
             if self._in_flight is None:
-                return await loop.run_in_executor(self.executor, fn)
+                return await loop.run_in_executor(self.executor, run)
             async with self._in_flight:
-                return await loop.run_in_executor(self.executor, fn)
+                return await loop.run_in_executor(self.executor, run)
+        except Fenced:
+            outcome = "fenced"
+            FENCED_CALLS.labels(self.provider_type, self.provider_key, method).inc()
+            raise
         except ProviderError as e:
             outcome = e.kind.value
             raise
@@ -90,3 +133,14 @@ class CallGate:
             HYPERVISOR_CALL_SECONDS.labels(self.provider_type, self.provider_key, method).observe(
                 time.perf_counter() - start
             )
+
+
+def _guarded(claim: Claim, fn: Callable[[], T]) -> Callable[[], T]:
+    """fn, preceded by a last look at the claim in the worker thread: the executor's queue
+    and the in-flight cap may have held the call for a while."""
+
+    def run() -> T:
+        claim.check()
+        return fn()
+
+    return run

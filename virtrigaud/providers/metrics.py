@@ -43,3 +43,9 @@ RATE_LIMIT_WAIT_SECONDS = Histogram(
     ["provider_type", "provider"],
     buckets=(0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+
+FENCED_CALLS = Counter(
+    "virtrigaud_hypervisor_fenced_calls_total",
+    "Hypervisor mutations refused because this shard no longer held the key they were for",
+    ["provider_type", "provider", "method"],
+)

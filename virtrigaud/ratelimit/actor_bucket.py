@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from virtrigaud.ratelimit.bucket import Decision, LocalBuckets
-from virtrigaud.ratelimit.shared import BackendUnavailable, SharedBucket
+from virtrigaud.ratelimit.shared import BackendUnavailable, OwnerCheck, SharedBucket
 
 DEFAULT_ACTOR_NAME = "virtrigaud-ratelimit"
 DEFAULT_NAMESPACE = "virtrigaud"
@@ -112,7 +112,10 @@ class ActorBucket(SharedBucket):
     def describe(self) -> str:
         return f"Ray actor {self._name}"
 
-    async def _remote_take(self, bucket_key: str, qps: float, burst: int, cost: int) -> Decision:
+    async def _remote_take(
+        self, bucket_key: str, qps: float, burst: int, cost: int, owner: OwnerCheck | None
+    ) -> Decision:
+        # No owner registry here: without Redis a stale owner is stopped by its lease alone.
         from ray.exceptions import RayError
 
         try:

@@ -26,6 +26,7 @@ class Decision:
     retry_after: float
     tokens: float
     source: Source
+    fenced: bool = False  # refused: a newer owner of the key is recorded (see virtrigaud.fence)
 
 
 def check_params(bucket_key: str, qps: float, burst: float, cost: int) -> None:

@@ -29,3 +29,8 @@ FALLBACKS = Counter(
     "Times this bucket switched to the local per-shard share",
     ["bucket"],
 )
+FENCED = Counter(
+    "virtrigaud_ratelimit_fenced_total",
+    "Hypervisor mutations refused because a newer owner of their key was recorded",
+    ["bucket"],
+)

@@ -14,12 +14,29 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from virtrigaud.ratelimit.bucket import Decision
-from virtrigaud.ratelimit.shared import BackendUnavailable, SharedBucket
+from virtrigaud.ratelimit.shared import BackendUnavailable, OwnerCheck, SharedBucket
 
 # KEYS[1] = bucket; ARGV = rate (tokens/s), capacity, cost. Time comes from the server so
 # every client agrees on it; a clock step backwards refills nothing instead of going
 # negative. The arithmetic matches virtrigaud.ratelimit.bucket.
+# With KEYS[2] (the owner registry) and ARGV[4..6] = key, stamp high, stamp low, the call
+# is a mutation and is refused (-1, no token taken) when the registry records a newer
+# owner stamp for the key than the caller's: a stale owner is fenced in the same atomic
+# step that would have paid for its call.
 TOKEN_BUCKET_LUA = """
+if #KEYS > 1 then
+  local rec = redis.call('HGET', KEYS[2], ARGV[4])
+  if rec then
+    local sep = string.find(rec, ':', 1, true)
+    local hi = tonumber(string.sub(rec, 1, sep - 1))
+    local lo = tonumber(string.sub(rec, sep + 1))
+    local mhi = tonumber(ARGV[5])
+    local mlo = tonumber(ARGV[6])
+    if hi > mhi or (hi == mhi and lo > mlo) then
+      return {-1, '0', 0}
+    end
+  end
+end
 local rate = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
@@ -105,16 +122,24 @@ class RedisBucket(SharedBucket):
         if self._owns_client:
             await self._client.aclose()
 
-    async def _remote_take(self, bucket_key: str, qps: float, burst: int, cost: int) -> Decision:
-        args = (self._prefix + bucket_key, repr(float(qps)), repr(float(burst)), cost)
+    async def _remote_take(
+        self, bucket_key: str, qps: float, burst: int, cost: int, owner: OwnerCheck | None
+    ) -> Decision:
+        keys: tuple[str, ...] = (self._prefix + bucket_key,)
+        args: tuple[str | int, ...] = (repr(float(qps)), repr(float(burst)), cost)
+        if owner is not None:
+            keys = (*keys, owner.registry)
+            args = (*args, owner.key, owner.high, owner.low)
         try:
             try:
-                reply = await self._client.evalsha(TOKEN_BUCKET_SHA, 1, *args)
+                reply = await self._client.evalsha(TOKEN_BUCKET_SHA, len(keys), *keys, *args)
             except NoScriptError:
                 # A restarted or flushed Redis forgets scripts; load it and ask again.
                 await self._client.script_load(TOKEN_BUCKET_LUA)
-                reply = await self._client.evalsha(TOKEN_BUCKET_SHA, 1, *args)
+                reply = await self._client.evalsha(TOKEN_BUCKET_SHA, len(keys), *keys, *args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
         allowed, tokens, retry_us = reply
+        if int(allowed) < 0:
+            return Decision(False, 0.0, 0.0, "redis", fenced=True)
         return Decision(bool(allowed), int(retry_us) / 1e6, float(tokens), "redis")

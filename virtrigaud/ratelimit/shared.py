@@ -14,23 +14,54 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
+from virtrigaud.fence import Fenced
 from virtrigaud.ratelimit import metrics
 from virtrigaud.ratelimit.bucket import Decision, LocalBuckets, check_params
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class OwnerCheck:
+    """A mutation's fencing check: refuse it if `registry` records a newer owner of `key`.
+
+    `high`/`low` are the two halves of the caller's owner stamp (virtrigaud.fence).
+    Only a backend with an owner registry (Redis) checks it; the others rely on the
+    caller's lease alone.
+    """
+
+    registry: str
+    key: str
+    high: int
+    low: int
+
+
 class Limiter(Protocol):
     """Takes tokens from per-Provider buckets."""
 
-    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
-        """Wait until `cost` tokens are granted; return the seconds waited."""
+    async def acquire(
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int = 1,
+        owner: OwnerCheck | None = None,
+    ) -> float:
+        """Wait until `cost` tokens are granted; return the seconds waited.
+
+        Raises Fenced when `owner` is given and a newer owner of its key is recorded."""
         ...
 
     async def try_acquire(
-        self, bucket_key: str, qps: float, burst: int, cost: int = 1
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int = 1,
+        owner: OwnerCheck | None = None,
     ) -> Decision: ...
 
     async def aclose(self) -> None: ...
@@ -80,13 +111,22 @@ class SharedBucket(ABC):
         """Where the backend is, for log lines; never includes credentials."""
 
     @abstractmethod
-    async def _remote_take(self, bucket_key: str, qps: float, burst: int, cost: int) -> Decision:
+    async def _remote_take(
+        self, bucket_key: str, qps: float, burst: int, cost: int, owner: OwnerCheck | None
+    ) -> Decision:
         """One decision by the backend; raises BackendUnavailable when it cannot."""
 
     async def aclose(self) -> None:
         return None
 
-    async def try_acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> Decision:
+    async def try_acquire(
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int = 1,
+        owner: OwnerCheck | None = None,
+    ) -> Decision:
         check_params(bucket_key, qps, burst, cost)
         now = self._now()
         if not self._fallback or now >= self._next_probe:
@@ -94,7 +134,7 @@ class SharedBucket(ABC):
                 # Only one caller probes per interval; the others keep the local share.
                 self._next_probe = now + self._probe_interval
             try:
-                decision = await self._remote_take(bucket_key, qps, burst, cost)
+                decision = await self._remote_take(bucket_key, qps, burst, cost, owner)
             except BackendUnavailable as exc:
                 self._enter_fallback(exc)
             else:
@@ -109,10 +149,29 @@ class SharedBucket(ABC):
         decision = self._local.take(bucket_key, qps / share, max(1.0, burst / share), cost)
         return self._count(bucket_key, decision)
 
-    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
+    async def acquire(
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int = 1,
+        owner: OwnerCheck | None = None,
+    ) -> float:
         start = self._now()
         while True:
-            decision = await self.try_acquire(bucket_key, qps, burst, cost)
+            decision = await self.try_acquire(bucket_key, qps, burst, cost, owner)
+            if decision.fenced:
+                metrics.FENCED.labels(bucket_key).inc()
+                log.warning(
+                    "refused a hypervisor mutation for %s: a newer owner of it is recorded; "
+                    "this shard no longer owns it",
+                    owner.key if owner else "?",
+                    extra={"key": owner.key if owner else "", "bucket": bucket_key},
+                )
+                raise Fenced(
+                    f"{owner.key if owner else 'the key'} has a newer owner than this shard; "
+                    "its mutation was not sent"
+                )
             if decision.allowed:
                 waited = self._now() - start
                 metrics.WAIT_SECONDS.labels(bucket_key).observe(waited)

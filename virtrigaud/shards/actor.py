@@ -160,22 +160,45 @@ class ShardActor:
         )
         return runtime
 
-    # -- coordinator messages (see runtime.py for the semantics) ---------------------------
+    # -- coordinator messages (see runtime.py and protocol.md for the semantics) --------------
 
     async def ready(self) -> ShardStats:
         return (await self._rt()).stats()
 
-    async def accept(self, epoch: int, items: list[tuple[str, JSON | None]]) -> Ack:
-        return (await self._rt()).accept(epoch, items)
+    async def retain(
+        self, token: int, incarnation: str, keep: list[str], stamp: int, wait: float
+    ) -> Ack:
+        return await (await self._rt()).retain(token, incarnation, keep, stamp, wait)
 
-    async def deliver(self, epoch: int, items: list[tuple[str, JSON]]) -> Ack:
-        return (await self._rt()).deliver(epoch, items)
+    async def reset(self, token: int, incarnation: str, stamp: int, wait: float) -> Ack:
+        runtime = await self._rt()
+        ack = await runtime.reset(token, incarnation, stamp, wait)
+        if ack.ok:
+            self.incarnation = runtime.incarnation
+            from virtrigaud.shards.logs import setup_json_logging
 
-    async def release(self, epoch: int, keys: list[str]) -> Ack:
-        return await (await self._rt()).release(epoch, keys)
+            setup_json_logging(self.config.log_level, shard=self.name, incarnation=self.incarnation)
+        return ack
 
-    async def retain(self, epoch: int, keys: list[str]) -> Ack:
-        return await (await self._rt()).retain(epoch, keys)
+    async def accept(
+        self, token: int, incarnation: str, stamp: int, items: list[tuple[str, JSON | None]]
+    ) -> Ack:
+        return (await self._rt()).accept(token, incarnation, stamp, items)
+
+    async def deliver(
+        self, token: int, incarnation: str, stamp: int, items: list[tuple[str, JSON]]
+    ) -> Ack:
+        return (await self._rt()).deliver(token, incarnation, stamp, items)
+
+    async def release(
+        self, token: int, incarnation: str, stamp: int, keys: list[str], wait: float
+    ) -> Ack:
+        return await (await self._rt()).release(token, incarnation, stamp, keys, wait)
+
+    async def heartbeat(
+        self, token: int, incarnation: str, grant: int, duration: float, floor: int
+    ) -> Ack:
+        return (await self._rt()).heartbeat(token, incarnation, grant, duration, floor)
 
     async def set_shard_count(self, count: int) -> None:
         await self._rt()

@@ -10,9 +10,15 @@ it tells the workqueue the key is done. So the recorded interval of a reconcile 
 the real one, and two reconciles that really overlap appear interleaved in the stream
 (Redis orders entries by arrival). A handover cannot make a false positive either: the
 old owner acknowledges a release only after the key is done, so its `end` is in the
-stream before the coordinator even asks the new owner to accept. A shard process that
-dies leaves its intervals open; the coordinator appends `dead` for that incarnation when
-Ray reports the death, which closes them.
+stream before the coordinator even asks the new owner to accept.
+
+A shard process that dies, or that the coordinator stops hearing from, leaves its
+intervals open. The coordinator appends `dead` for that incarnation at the moment it is
+about to hand the incarnation's keys to others (once its lease has surely run out), which
+closes them. Anything the same incarnation records after its `dead` entry is a *zombie*
+event: a shard still acting after its keys were given away (behind a partition, or a
+frozen process that resumed). The checker reports each one; with self-fencing shards
+there are none, and the test that breaks fencing shows they are found.
 """
 
 from __future__ import annotations
@@ -104,6 +110,7 @@ class Overlap:
 class AuditReport:
     overlaps: list[Overlap] = field(default_factory=list)
     stray_mutations: list[tuple[str, str, str]] = field(default_factory=list)  # key, shard, what
+    zombies: list[tuple[str, str, str]] = field(default_factory=list)  # key, shard, event
     reconciles: int = 0
     mutations: int = 0
     per_shard: dict[str, int] = field(default_factory=dict)
@@ -111,7 +118,13 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        return not self.overlaps and not self.stray_mutations
+        return not self.overlaps and not self.stray_mutations and not self.zombies
+
+    def problems(self, limit: int = 10) -> list[str]:
+        out = [str(o) for o in self.overlaps[:limit]]
+        out += [f"mutation outside a reconcile: {m}" for m in self.stray_mutations[:limit]]
+        out += [f"after its incarnation was declared dead: {z}" for z in self.zombies[:limit]]
+        return out
 
 
 def read_stream(
@@ -137,14 +150,19 @@ def check(url: str, stream: str = DEFAULT_STREAM) -> AuditReport:
     """Replay the stream and report overlapping reconciles and mutations outside one."""
     report = AuditReport()
     running: dict[str, dict[str, Interval]] = {}  # key -> reconcile id -> interval
+    dead: set[str] = set()  # incarnations declared dead
     for entry in read_stream(url, stream):
         event = entry.get("e")
         if event == "dead":
+            dead.add(entry["i"])
             for intervals in running.values():
                 for rid in [r for r, iv in intervals.items() if iv.incarnation == entry["i"]]:
                     del intervals[rid]
             continue
         key = entry["k"]
+        if entry.get("i") in dead:
+            report.zombies.append((key, entry.get("s", ""), str(event)))
+            continue
         if event == "start":
             interval = Interval(key, entry["s"], entry["i"], entry["r"], entry["id"])
             intervals = running.setdefault(key, {})

@@ -1,39 +1,49 @@
-"""One shard's work: the epoch fence, the owned keys, the workqueue and the workers.
+"""One shard's work: the leader fence, the owned keys, the lease, the workqueue, the workers.
 
 Pure asyncio, no Ray: `actor.py` hosts a `ShardRuntime` inside a Ray actor, tests can
-drive one directly.
+drive one directly. The protocol it implements is written down in protocol.md beside this
+file; in short:
 
-The fence: every message from the coordinator carries the ring epoch it was computed at.
-A message older than the newest epoch this shard has seen is refused (its sender is a
-deposed leader or a superseded membership); a newer one advances the shard's epoch. The
-check and the state change it guards run without an `await` in between, so no other
-message can slip in on the event loop.
-
-Ownership changes only through `accept` (the coordinator hands keys in, with their latest
-objects) and `release`/`retain` (the shard gives keys up: it stops queueing them, waits
-for a running reconcile of each to finish, drops the reconciler's caches, and only then
-answers). `deliver` updates the object of an owned key and queues it; a delivery for a
-key the shard does not own is dropped, so a late delivery can never resurrect a key.
+* Every coordinator message carries the leader's *token* and the shard *incarnation* it is
+  addressed to. A message from an older leader, or for another incarnation of this shard
+  (a restarted or reset one), is refused. Only ``retain``/``reset`` (a leader's first
+  word) may raise the token.
+* Ownership changes carry *stamps* and are applied by comparing them (ownership.py), so
+  the order in which Ray happens to run the calls does not matter.
+* The shard reconciles only while it holds a *lease* (lease.py) renewed by its leader's
+  heartbeats. When the lease runs out it fences itself: no new reconcile starts, running
+  ones are cancelled, and the call gate refuses any hypervisor mutation (every reconcile
+  runs under a claim on its key, virtrigaud.fence).
+* ``release``/``retain``/``reset`` end ownership synchronously (from then on a running
+  reconcile of the key can mutate nothing), wait a bounded time for running reconciles
+  to finish, cancel the stragglers, and answer with the keys still busy, if any: the
+  leader asks again instead of waiting without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from virtrigaud.fence import CLAIM, Fenced
 from virtrigaud.shards.audit import AuditRecorder
+from virtrigaud.shards.lease import ShardLease
+from virtrigaud.shards.ownership import OwnershipTable
 from virtrigaud.shards.reconciler import (
     DEFAULT_RESYNC_PERIOD,
     DEFAULT_SWEEP_PERIOD,
     Reconciler,
+    ReconcileResult,
     Sweeper,
 )
 from virtrigaud.shards.workqueue import WorkQueue
@@ -50,47 +60,96 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
 )
 OWNED_KEYS = Gauge("virtrigaud_shard_owned_keys", "Keys the shard owns", ["shard"])
-SHARD_EPOCH = Gauge("virtrigaud_shard_epoch", "Newest ring epoch the shard has seen", ["shard"])
+SHARD_TOKEN = Gauge(
+    "virtrigaud_shard_leader_token", "Token of the newest leader the shard obeys", ["shard"]
+)
+LEASE_REMAINING = Gauge(
+    "virtrigaud_shard_lease_remaining_seconds",
+    "Seconds left on the shard's lease (0: fenced, reconciling nothing)",
+    ["shard"],
+)
+FENCINGS = Counter(
+    "virtrigaud_shard_fenced_total",
+    "Times the shard's lease ran out and it fenced itself",
+    ["shard"],
+)
 KEYS_MOVED = Counter(
     "virtrigaud_shard_keys_moved_total", "Keys accepted or released in handovers", ["shard", "way"]
 )
-STALE_REFUSED = Counter(
-    "virtrigaud_shard_stale_messages_total",
-    "Coordinator messages refused because their epoch was older than the shard's",
+REFUSED = Counter(
+    "virtrigaud_shard_refused_messages_total",
+    "Coordinator messages refused (an older leader, or another incarnation of the shard)",
+    ["shard", "reason"],
+)
+STALE_ITEMS = Counter(
+    "virtrigaud_shard_stale_items_total",
+    "Accepts, deliveries and releases ignored because something newer about the key was known",
     ["shard"],
 )
 SWEEPS = Counter("virtrigaud_shard_sweeps_total", "Sweeps by outcome", ["shard", "result"])
 SWEPT_KEYS = Counter(
     "virtrigaud_shard_swept_keys_total", "Keys a sweep found needing a pass", ["shard"]
 )
-UNOWNED_DROPPED = Counter(
-    "virtrigaud_shard_unowned_deliveries_total",
-    "Deliveries dropped because the shard does not own the key",
-    ["shard"],
+AUDIT_FAILURES = Counter(
+    "virtrigaud_shard_audit_failures_total", "Audit records that could not be written", ["shard"]
 )
+
+RELEASE_WAIT = 5.0
+"""Default time a release/retain/reset waits for running reconciles before it answers."""
+CANCEL_GRACE = 1.0
+"""After the wait, cancelled stragglers get this long to unwind before the answer."""
 
 
 @dataclass(frozen=True)
 class Ack:
     """A shard's answer to a coordinator message."""
 
-    ok: bool  # False: refused because the message's epoch is older than the shard's
-    epoch: int  # the shard's epoch after the message
+    ok: bool  # False: refused, see `refused`
+    token: int  # the leader token the shard obeys after the message
+    incarnation: str  # the shard incarnation that answered (new after a reset)
     count: int = 0  # keys accepted, delivered or released
-    dropped: int = 0  # deliveries for keys the shard does not own
+    busy: tuple[str, ...] = ()  # released keys whose reconcile was still running
+    keys: tuple[str, ...] = ()  # retain: the kept keys the shard really holds
+    request: int = 0  # lease renewal request for the leader to grant in its next heartbeat
+    refused: str = ""  # "leader": a newer leader spoke; "incarnation": not addressed to us
 
 
 @dataclass(frozen=True)
 class ShardStats:
     shard: str
     incarnation: str
-    epoch: int
+    token: int
     owned: int
     queue_depth: int
     in_flight: int
     reconciles: int
     errors: int
     metrics_port: int
+    lease_remaining: float = 0.0
+
+
+class _Claim:
+    """This shard's claim on one key for the length of a reconcile (virtrigaud.fence)."""
+
+    __slots__ = ("_runtime", "key")
+
+    def __init__(self, runtime: ShardRuntime, key: str) -> None:
+        self.key = key
+        self._runtime = runtime
+
+    @property
+    def stamp(self) -> int:
+        grant = self._runtime.table.grant(self.key)
+        return -1 if grant is None else grant
+
+    def check(self) -> None:
+        rt = self._runtime
+        if not rt.lease.valid():
+            raise Fenced(
+                f"{rt.name} has no lease (its leader is unreachable); not acting for {self.key}"
+            )
+        if self.key not in rt.table:
+            raise Fenced(f"{rt.name} no longer owns {self.key}")
 
 
 class ShardRuntime:
@@ -104,33 +163,43 @@ class ShardRuntime:
         sweep_period: float = DEFAULT_SWEEP_PERIOD,
         audit: AuditRecorder | None = None,
         incarnation: str = "",
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         if workers < 1:
             raise ValueError(f"shard {name}: workers must be at least 1, got {workers}")
         self.name = name
-        self.incarnation = incarnation
+        self.incarnation = incarnation or uuid.uuid4().hex[:12]
         self.reconciler = reconciler
         self.resync_period = resync_period
         self.sweep_period = sweep_period
         self._sweeper = reconciler if isinstance(reconciler, Sweeper) else None
         self._sweep_task: asyncio.Task[None] | None = None
         self.audit = audit
-        self.epoch = -1
+        self.token = -1
         self.metrics_port = 0
-        self._owned: dict[str, JSON | None] = {}
-        self.queue: WorkQueue[str] = WorkQueue(name, owned=self._owned.__contains__)
+        self.table = OwnershipTable()
+        self.lease = ShardLease(now)
+        self.queue: WorkQueue[str] = WorkQueue(name, owned=self.table.__contains__)
         self._worker_count = workers
         self._workers: list[asyncio.Task[None]] = []
+        self._fence_task: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Task[ReconcileResult]] = {}
+        self._active = asyncio.Event()  # set while the lease is valid
+        self._lease_changed = asyncio.Event()
+        self._stopping = False
         self._reconciles = 0
         self._errors = 0
+        self._audit_warned = 0.0
         self._owned_gauge = OWNED_KEYS.labels(name)
-        self._epoch_gauge = SHARD_EPOCH.labels(name)
+        self._token_gauge = SHARD_TOKEN.labels(name)
+        self._lease_gauge = LEASE_REMAINING.labels(name)
+        self._fencings = FENCINGS.labels(name)
         self._ok = RECONCILES.labels(name, "success")
         self._requeue = RECONCILES.labels(name, "requeue")
         self._error = RECONCILES.labels(name, "error")
+        self._fenced = RECONCILES.labels(name, "fenced")
         self._seconds = RECONCILE_SECONDS.labels(name)
-        self._stale = STALE_REFUSED.labels(name)
-        self._unowned = UNOWNED_DROPPED.labels(name)
+        self._stale = STALE_ITEMS.labels(name)
         self._in = KEYS_MOVED.labels(name, "in")
         self._out = KEYS_MOVED.labels(name, "out")
 
@@ -139,19 +208,41 @@ class ShardRuntime:
     def start(self) -> None:
         if self._workers:
             return
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"{self.name}-worker-{i}")
-            for i in range(self._worker_count)
-        ]
+        self._workers = [self._spawn_worker(i) for i in range(self._worker_count)]
+        self._fence_task = asyncio.create_task(self._fence_loop(), name=f"{self.name}-fence")
         if self._sweeper is not None:
             self._sweep_task = asyncio.create_task(self._sweeps(), name=f"{self.name}-sweep")
 
+    def _spawn_worker(self, i: int) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._work(), name=f"{self.name}-worker-{i}")
+        task.add_done_callback(functools.partial(self._worker_ended, i))
+        return task
+
+    def _worker_ended(self, i: int, task: asyncio.Task[None]) -> None:
+        # A worker returns only at shutdown; one that died of a bug is replaced at once, so
+        # keys never stop being reconciled.
+        if self._stopping or task.cancelled() or i >= len(self._workers):
+            return
+        exc = task.exception()
+        if exc is None and self.queue.shutting_down:
+            return
+        log.error(
+            "worker %d ended unexpectedly (%s); starting a new one",
+            i,
+            exc,
+            extra={"shard": self.name},
+            exc_info=exc,
+        )
+        self._workers[i] = self._spawn_worker(i)
+
     async def stop(self, grace: float = 30.0) -> None:
         """Stop taking keys, let running reconciles finish (up to `grace`), stop workers."""
-        if self._sweep_task is not None:
-            self._sweep_task.cancel()
-            await asyncio.gather(self._sweep_task, return_exceptions=True)
-            self._sweep_task = None
+        self._stopping = True
+        for task in (self._sweep_task, self._fence_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._sweep_task = self._fence_task = None
         try:
             await asyncio.wait_for(self.queue.shutdown_with_drain(), timeout=grace)
         except TimeoutError:
@@ -166,99 +257,234 @@ class ShardRuntime:
 
     # -- the fence -------------------------------------------------------------------------
 
-    def _admit(self, epoch: int) -> bool:
-        if epoch < self.epoch:
-            self._stale.inc()
-            return False
-        if epoch > self.epoch:
-            self.epoch = epoch
-            self._epoch_gauge.set(epoch)
-        return True
+    def _admit(self, token: int, incarnation: str, *, new_leader: bool = False) -> str:
+        """ "" if the message may be applied, else why it is refused."""
+        if incarnation != self.incarnation:
+            reason = "incarnation"
+        elif token < self.token or (token > self.token and not new_leader):
+            # A newer leader always starts with retain/reset; anything else from one we
+            # have not heard of yet is out of protocol and treated as stale.
+            reason = "leader"
+        else:
+            if token > self.token:
+                self.token = token
+                self._token_gauge.set(token)
+            return ""
+        REFUSED.labels(self.name, reason).inc()
+        return reason
+
+    def _refusal(self, reason: str) -> Ack:
+        return Ack(False, self.token, self.incarnation, refused=reason)
+
+    async def _fence_loop(self) -> None:
+        """Fence the shard the moment its lease runs out; lift the fence on a grant."""
+        fenced_since: float | None = None
+        while True:
+            remaining = self.lease.remaining()
+            self._lease_gauge.set(remaining)
+            if remaining > 0:
+                if fenced_since is not None:
+                    log.warning(
+                        "lease renewed; reconciling again",
+                        extra={
+                            "shard": self.name,
+                            "fenced_s": round(time.monotonic() - fenced_since, 1),
+                        },
+                    )
+                    fenced_since = None
+                self._active.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lease_changed.wait(), timeout=min(remaining, 1.0))
+                self._lease_changed.clear()
+                continue
+            if self._active.is_set() or fenced_since is None:
+                self._active.clear()
+                fenced_since = time.monotonic()
+                if self.lease.granted:
+                    self._fencings.inc()
+                    log.warning(
+                        "lease ran out (no word from the leader): fenced, reconciling "
+                        "nothing until a leader renews it",
+                        extra={"shard": self.name, "running": len(self._running)},
+                    )
+                for task in list(self._running.values()):
+                    task.cancel()
+            await self._lease_changed.wait()
+            self._lease_changed.clear()
 
     # -- coordinator messages --------------------------------------------------------------
 
-    def accept(self, epoch: int, items: Iterable[tuple[str, JSON | None]]) -> Ack:
-        """Take ownership of keys (new keys, or keys another shard has released)."""
-        if not self._admit(epoch):
-            return Ack(False, self.epoch)
-        count = 0
-        for key, obj in items:
-            self._owned[key] = obj
-            self.queue.accept(key)
-            self.queue.add(key)
-            count += 1
-        self._in.inc(count)
-        self._owned_gauge.set(len(self._owned))
-        return Ack(True, self.epoch, count)
+    async def retain(
+        self,
+        token: int,
+        incarnation: str,
+        keep: Iterable[str],
+        stamp: int,
+        wait: float = RELEASE_WAIT,
+    ) -> Ack:
+        """A leader's first word: obey it from now on, keep `keep`, release the rest."""
+        reason = self._admit(token, incarnation, new_leader=True)
+        if reason:
+            return self._refusal(reason)
+        kept = set(keep)
+        gone = self.table.release_all_but(kept, stamp)
+        self._lease_requests_from_older_leaders_void()
+        # A repeated retain also waits for keys an earlier one released that still run.
+        waiting = [*gone, *(k for k in self._running if k not in kept and k not in gone)]
+        busy = await self._finish_release(waiting, wait)
+        held = tuple(k for k in kept if k in self.table)
+        return Ack(
+            True,
+            self.token,
+            self.incarnation,
+            len(gone),
+            busy=busy,
+            request=self.lease.request(),
+            keys=held,
+        )
 
-    def deliver(self, epoch: int, items: Iterable[tuple[str, JSON]]) -> Ack:
-        """New versions of owned keys from the watch."""
-        if not self._admit(epoch):
-            return Ack(False, self.epoch)
-        count = dropped = 0
+    async def reset(
+        self, token: int, incarnation: str, stamp: int, wait: float = RELEASE_WAIT
+    ) -> Ack:
+        """Release everything and become a new incarnation (a shard its leader had given
+        up on, coming back): messages sent to the old incarnation are refused from now on."""
+        reason = self._admit(token, incarnation, new_leader=True)
+        if reason:
+            return self._refusal(reason)
+        gone = self.table.release_all_but(set(), stamp)
+        self.lease.revoke()
+        self._lease_changed.set()
+        old = self.incarnation
+        self.incarnation = uuid.uuid4().hex[:12]
+        if self.audit is not None:
+            self.audit.incarnation = self.incarnation
+        log.info("reset", extra={"shard": self.name, "old_incarnation": old, "released": len(gone)})
+        waiting = [*gone, *(k for k in self._running if k not in gone)]
+        busy = await self._finish_release(waiting, wait)
+        return Ack(
+            True, self.token, self.incarnation, len(gone), busy=busy, request=self.lease.request()
+        )
+
+    def _lease_requests_from_older_leaders_void(self) -> None:
+        # Requests handed to an earlier leader cannot be granted by it any more (it is
+        # refused), and the new leader grants only requests it received itself.
+        self.lease.forget_requests()
+
+    def accept(
+        self, token: int, incarnation: str, stamp: int, items: Iterable[tuple[str, JSON | None]]
+    ) -> Ack:
+        """Take ownership of keys (new keys, or keys another shard has released)."""
+        reason = self._admit(token, incarnation)
+        if reason:
+            return self._refusal(reason)
+        count = 0
+        refused = self.table.refused
         for key, obj in items:
-            if key in self._owned:
-                self._owned[key] = obj
+            if self.table.accept(key, stamp, obj):
+                self.queue.accept(key)
                 self.queue.add(key)
                 count += 1
-            else:
-                dropped += 1
-        if dropped:
-            self._unowned.inc(dropped)
-        return Ack(True, self.epoch, count, dropped)
+        self._stale.inc(self.table.refused - refused)
+        self._in.inc(count)
+        self._owned_gauge.set(len(self.table))
+        return Ack(True, self.token, self.incarnation, count)
 
-    async def release(self, epoch: int, keys: Iterable[str]) -> Ack:
-        """Give keys up; answer only when none of them is being reconciled."""
-        if not self._admit(epoch):
-            return Ack(False, self.epoch)
-        released = await self._release([k for k in keys if k in self._owned])
-        return Ack(True, self.epoch, released)
+    def deliver(
+        self, token: int, incarnation: str, stamp: int, items: Iterable[tuple[str, JSON]]
+    ) -> Ack:
+        """New versions of keys from the watch; never adds ownership."""
+        reason = self._admit(token, incarnation)
+        if reason:
+            return self._refusal(reason)
+        count = 0
+        refused = self.table.refused
+        for key, obj in items:
+            if self.table.deliver(key, stamp, obj):
+                self.queue.add(key)
+                count += 1
+        self._stale.inc(self.table.refused - refused)
+        return Ack(True, self.token, self.incarnation, count)
 
-    async def retain(self, epoch: int, keys: Iterable[str]) -> Ack:
-        """Release every owned key not in `keys` (a new leader's first message)."""
-        if not self._admit(epoch):
-            return Ack(False, self.epoch)
-        keep = set(keys)
-        released = await self._release([k for k in self._owned if k not in keep])
-        return Ack(True, self.epoch, released)
+    async def release(
+        self,
+        token: int,
+        incarnation: str,
+        stamp: int,
+        keys: Iterable[str],
+        wait: float = RELEASE_WAIT,
+    ) -> Ack:
+        """Give keys up; answer once none of them is being reconciled, or after `wait`
+        with the ones still busy (they are released all the same: ask again)."""
+        reason = self._admit(token, incarnation)
+        if reason:
+            return self._refusal(reason)
+        keys = list(keys)
+        refused = self.table.refused
+        gone = [k for k in keys if self.table.release(k, stamp)]
+        self._stale.inc(self.table.refused - refused)
+        # Keys released earlier (an overtaken or repeated release) may still be running.
+        waiting = list(dict.fromkeys([*gone, *(k for k in keys if k in self._running)]))
+        busy = await self._finish_release(waiting, wait)
+        return Ack(True, self.token, self.incarnation, len(gone), busy)
 
-    async def _release(self, keys: list[str]) -> int:
-        # Ownership ends synchronously, before any await: from here on no add of these
-        # keys is admitted, whatever else arrives while we wait for running reconciles.
-        waits = []
+    def heartbeat(
+        self, token: int, incarnation: str, grant: int, duration: float, floor: int
+    ) -> Ack:
+        """The leader's heartbeat: a grant for our last request, the floor below which
+        nothing it sent is unanswered, and a new request for the next grant."""
+        reason = self._admit(token, incarnation)
+        if reason:
+            return self._refusal(reason)
+        if grant and self.lease.grant(grant, duration):
+            self._lease_changed.set()
+        self.table.raise_floor(floor)
+        return Ack(True, self.token, self.incarnation, request=self.lease.request())
+
+    async def _finish_release(self, keys: list[str], wait: float) -> tuple[str, ...]:
+        # Ownership has ended (synchronously, before this first await): from here on no add
+        # of these keys is admitted and the claim of any running reconcile is void.
+        waits = {key: self.queue.release(key) for key in keys}
+        self._owned_gauge.set(len(self.table))
+        pending = [f for f in waits.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=wait)
+            stragglers = [k for k, f in waits.items() if not f.done()]
+            for key in stragglers:
+                task = self._running.get(key)
+                if task is not None:
+                    task.cancel()
+            late = [waits[k] for k in stragglers]
+            if late:
+                await asyncio.wait(late, timeout=CANCEL_GRACE)
+        busy = tuple(k for k, f in waits.items() if not f.done())
         for key in keys:
-            del self._owned[key]
-            waits.append(self.queue.release(key))
-        self._owned_gauge.set(len(self._owned))
-        if waits:
-            await asyncio.gather(*waits)
-        for key in keys:
-            # The owned predicate now refuses the key; clear the queue's release mark so
+            if key in self.table or key in busy:
+                continue  # accepted back meanwhile, or still running: handled later
+            # The owned predicate refuses the key now; clear the queue's release mark so
             # the queue does not remember every key that ever left.
-            if key in self._owned:
-                continue  # accepted back while we waited: it is ours again
             self.queue.accept(key)
             try:
                 await self.reconciler.forget(key)
             except Exception as e:
                 log.warning("forget failed: %s", e, extra={"shard": self.name, "key": key})
         self._out.inc(len(keys))
-        return len(keys)
+        return busy
 
     def owned_keys(self) -> list[str]:
-        return list(self._owned)
+        return list(self.table.owned)
 
     def stats(self) -> ShardStats:
         return ShardStats(
             shard=self.name,
             incarnation=self.incarnation,
-            epoch=self.epoch,
-            owned=len(self._owned),
+            token=self.token,
+            owned=len(self.table),
             queue_depth=self.queue.depth,
-            in_flight=len(self.queue.processing_ages()),
+            in_flight=len(self._running),
             reconciles=self._reconciles,
             errors=self._errors,
             metrics_port=self.metrics_port,
+            lease_remaining=self.lease.remaining(),
         )
 
     # -- workers ---------------------------------------------------------------------------
@@ -276,10 +502,10 @@ class ShardRuntime:
 
         Keys released while the sweep ran are not queued (the queue refuses unowned keys).
         """
-        if self._sweeper is None or not self._owned:
+        if self._sweeper is None or not self.table.owned or not self.lease.valid():
             return 0
         try:
-            due = await self._sweeper.sweep(list(self._owned))
+            due = await self._sweeper.sweep(list(self.table.owned))
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -292,7 +518,7 @@ class ShardRuntime:
             return 0
         queued = 0
         for key in due:
-            if key in self._owned:
+            if key in self.table:
                 self.queue.add(key)
                 queued += 1
         SWEEPS.labels(self.name, "success").inc()
@@ -301,38 +527,70 @@ class ShardRuntime:
 
     async def _work(self) -> None:
         while True:
+            await self._active.wait()
             key = await self.queue.get()
             if key is None:
                 return
             try:
-                if key in self._owned:
-                    await self._reconcile(key)
+                if key not in self.table:
+                    continue
+                if not self.lease.valid():
+                    self.queue.add(key)  # dirty while processing: queued again on done
+                    continue
+                await self._reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # never lose a worker to a bug around a reconcile
+                log.error(
+                    "unexpected failure around a reconcile: %s",
+                    e,
+                    extra={"shard": self.name, "key": key},
+                    exc_info=True,
+                )
+                self.queue.add_rate_limited(key)
             finally:
                 self.queue.done(key)
 
     async def _reconcile(self, key: str) -> None:
-        obj = self._owned[key]
-        if self.audit is not None:
-            await self.audit.start(key)
+        obj = self.table.obj(key)
+        await self._audit_start(key)
         started = time.perf_counter()
         outcome = "success"
+        # The claim rides along in the reconcile task's context into every hypervisor call.
+        claim = CLAIM.set(_Claim(self, key))
         try:
-            result = await self.reconciler.reconcile(key, obj)
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        except Exception as e:
-            outcome = "error"
-            self._errors += 1
-            self._error.inc()
-            log.warning(
-                "reconcile failed: %s; retrying with backoff",
-                e,
-                extra={"shard": self.name, "key": key, "retries": self.queue.num_requeues(key)},
-                exc_info=log.isEnabledFor(logging.DEBUG),
-            )
-            self.queue.add_rate_limited(key)
-        else:
+            task = asyncio.create_task(self.reconciler.reconcile(key, obj), name=f"reconcile {key}")
+        finally:
+            CLAIM.reset(claim)
+        self._running[key] = task
+        try:
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()  # the worker itself is stopping
+                outcome = "cancelled"
+                raise
+            if task.cancelled() or isinstance(task.exception(), Fenced):
+                # Fenced (the lease ran out, or the key was released mid-reconcile): nothing
+                # more was sent; the key is looked at again if and when it is ours.
+                outcome = "fenced"
+                self._fenced.inc()
+                self.queue.add(key)
+                return
+            error = task.exception()
+            if error is not None:
+                outcome = "error"
+                self._errors += 1
+                self._error.inc()
+                log.warning(
+                    "reconcile failed: %s; retrying with backoff",
+                    error,
+                    extra={"shard": self.name, "key": key, "retries": self.queue.num_requeues(key)},
+                    exc_info=error if log.isEnabledFor(logging.DEBUG) else None,
+                )
+                self.queue.add_rate_limited(key)
+                return
+            result = task.result()
             self.queue.forget(key)
             if result.requeue_after is not None:
                 outcome = "requeue"
@@ -342,10 +600,33 @@ class ShardRuntime:
                 self._ok.inc()
                 self.queue.add_after(key, self._resync_delay())
         finally:
+            self._running.pop(key, None)
             self._reconciles += 1
             self._seconds.observe(time.perf_counter() - started)
             # Recorded before `done` (see audit.py): a release waits for done, so this end
             # is in the stream before the new owner is asked to accept the key.
-            if self.audit is not None:
-                with contextlib.suppress(Exception):
-                    await self.audit.end(key, outcome)
+            await self._audit_end(key, outcome)
+
+    async def _audit_start(self, key: str) -> None:
+        if self.audit is None:
+            return
+        try:
+            await self.audit.start(key)
+        except Exception as e:
+            self._audit_failed(e)
+
+    async def _audit_end(self, key: str, outcome: str) -> None:
+        if self.audit is None:
+            return
+        try:
+            await self.audit.end(key, outcome)
+        except Exception as e:
+            self._audit_failed(e)
+
+    def _audit_failed(self, error: Exception) -> None:
+        # The audit observes; it must never stop reconciling. One warning a minute.
+        AUDIT_FAILURES.labels(self.name).inc()
+        now = time.monotonic()
+        if now - self._audit_warned > 60:
+            self._audit_warned = now
+            log.warning("cannot write the reconcile audit: %s", error, extra={"shard": self.name})

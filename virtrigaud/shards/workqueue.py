@@ -8,7 +8,9 @@ Semantics (as client-go `util/workqueue`):
   Work already started finishes before more is started, so a wave of thousands of new
   objects does not leave thousands of half-done ones each waiting at the back of the
   queue (and polling the hypervisor meanwhile); an urgent add of a key queued in the
-  other lane moves it up;
+  other lane moves it up. The urgent lane never starves the other: after
+  `URGENT_RUN` urgent keys in a row one direct key is served, so new objects and
+  watch events still progress on a shard saturated with requeues;
 * a key is never handed to two workers at once: `add` while the key is being processed
   only marks it dirty, and `done` puts it back in the queue;
 * `add_after` delays an add (one heap and one timer for the whole queue); a key waiting
@@ -238,6 +240,10 @@ REGISTRY.register(_QueueGaugeCollector())
 # -- the queue -----------------------------------------------------------------------------
 
 
+URGENT_RUN = 4
+"""Urgent keys served in a row before one direct key (when both lanes wait)."""
+
+
 class WorkQueue(Generic[K]):
     """A fair, deduplicating, rate-limited asyncio work queue."""
 
@@ -259,6 +265,7 @@ class WorkQueue(Generic[K]):
         self._urgent_order: deque[tuple[K, int]] = deque()
         self._queued: dict[K, int] = {}
         self._queued_urgent: set[K] = set()
+        self._urgent_run = 0  # urgent keys served in a row
         # Keys added urgently while being processed: they go to the urgent lane on done.
         self._promote: set[K] = set()
         self._generation = itertools.count()
@@ -483,11 +490,13 @@ class WorkQueue(Generic[K]):
 
     def _pop(self) -> K:
         while True:
-            lane = self._urgent_order if self._urgent_order else self._order
+            urgent = bool(self._urgent_order) and (not self._order or self._urgent_run < URGENT_RUN)
+            lane = self._urgent_order if urgent else self._order
             key, generation = lane.popleft()
             if self._queued.get(key) == generation:
                 del self._queued[key]
                 self._queued_urgent.discard(key)
+                self._urgent_run = self._urgent_run + 1 if urgent else 0
                 return key
 
     def _wake_one(self) -> None:

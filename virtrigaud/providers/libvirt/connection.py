@@ -169,7 +169,9 @@ class ConnectionPool:
             for attempt in range(2):
                 conn = pin.connect() if pin is not None else await self._connected(channel)
                 try:
-                    return await channel.gate.call(method, _alive_then(conn, fn), cost=cost)
+                    return await channel.gate.call(
+                        method, _alive_then(conn, fn), cost=cost, mutating=not repeatable
+                    )
                 except RetryableError as e:
                     if not is_connection_error(e.__cause__):
                         raise
@@ -211,7 +213,9 @@ class ConnectionPool:
             if channel.conn is not None and not channel.broken:
                 return channel.conn
             old, channel.conn = channel.conn, None
-            conn, driver = await channel.gate.call("open", lambda: self._open(channel, old), cost=2)
+            conn, driver = await channel.gate.call(
+                "open", lambda: self._open(channel, old), cost=2, mutating=False
+            )
             channel.conn = conn
             channel.broken = False
             channel.opened += 1
@@ -254,7 +258,9 @@ class ConnectionPool:
                 if conn is None:
                     continue
                 try:
-                    await channel.gate.call("close", functools.partial(_close_quietly, conn))
+                    await channel.gate.call(
+                        "close", functools.partial(_close_quietly, conn), mutating=False
+                    )
                 except Exception as e:  # a failed close must not keep the others open
                     log.warning("closing libvirt connection to %s failed: %s", self.safe_uri, e)
         # Not waiting: a call stuck on a dead socket must not block the event loop; its

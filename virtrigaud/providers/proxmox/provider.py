@@ -54,6 +54,11 @@ PLACEMENT_KEYS = {"node", "storage", "pool", "cloneMode"}
 # After a VMID collision the next try picks an id up to this many (times the attempt)
 # above the taken one.
 VMID_SPREAD = 16
+# Calls that change nothing (everything else is fenced as a mutation, see calls.py).
+READ_METHODS = frozenset(
+    {"list", "config", "status", "snapshots", "version", "agent", "nodes", "nextid", "pending"}
+    | {"task_status"}
+)
 _SNAPNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
 _MIB = 1024 * 1024
 
@@ -88,7 +93,7 @@ class ProxmoxProvider(Provider):
     # ---------------------------------------------------------------- plumbing
 
     async def _call(self, method: str, fn: Callable[[Any], T]) -> T:
-        return await self.session.call(method, fn)
+        return await self.session.call(method, fn, mutating=method not in READ_METHODS)
 
     async def _vm_resources(self) -> list[dict[str, Any]]:
         data = await self._call("list", lambda p: p.cluster.resources.get(type="vm"))

@@ -127,7 +127,7 @@ class PveSession:
         async with self._login_lock:
             if self._api is None or self._api is failed or self._stale():
                 old = self._api
-                self._api = await self.gate.call("login", self._connect)
+                self._api = await self.gate.call("login", self._connect, mutating=False)
                 self._born = time.monotonic()
                 if old is not None:
                     old._store["session"].close()
@@ -140,17 +140,17 @@ class PveSession:
             await self._login()
         return self._api
 
-    async def call(self, method: str, fn: Callable[[Any], T]) -> T:
+    async def call(self, method: str, fn: Callable[[Any], T], *, mutating: bool = True) -> T:
         """Run fn(ProxmoxAPI) through the gate; a 401 logs in again once (tickets only)."""
         api = await self.api()
         try:
-            return await self.gate.call(method, lambda: fn(api))
+            return await self.gate.call(method, lambda: fn(api), mutating=mutating)
         except ProviderError as e:
             if self.credentials.is_token or not auth_failed(e):
                 raise
         await self._login(failed=api)
         api = self._api
-        return await self.gate.call(method, lambda: fn(api))
+        return await self.gate.call(method, lambda: fn(api), mutating=mutating)
 
     def force_expire(self) -> None:
         """Forget the ticket locally (tests: the next call meets a 401 and logs in again)."""

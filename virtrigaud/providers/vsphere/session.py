@@ -130,22 +130,24 @@ class VSphereSession:
         """
         for attempt in range(DROPPED_RETRIES + 1 if idempotent else 1):
             try:
-                return await self._call_once(method, fn, cost)
+                return await self._call_once(method, fn, cost, mutating=not idempotent)
             except RetryableError as e:
                 if attempt == DROPPED_RETRIES or not _dropped(e):
                     raise
                 await asyncio.sleep(0.05 * 4**attempt)
         raise AssertionError("unreachable")
 
-    async def _call_once(self, method: str, fn: Callable[[Connection], T], cost: int) -> T:
+    async def _call_once(
+        self, method: str, fn: Callable[[Connection], T], cost: int, *, mutating: bool
+    ) -> T:
         conn, generation = await self.connection()
         try:
-            return await self.gate.call(method, lambda: fn(conn), cost=cost)
+            return await self.gate.call(method, lambda: fn(conn), cost=cost, mutating=mutating)
         except SessionExpiredError:
             log.info("vCenter %s session expired; logging in again", self.endpoint)
             await self._login(stale_generation=generation)
             conn, _ = await self.connection()
-            return await self.gate.call(method, lambda: fn(conn), cost=cost)
+            return await self.gate.call(method, lambda: fn(conn), cost=cost, mutating=mutating)
 
     async def relogin(self) -> None:
         """Force a new session (after the current one was found dead another way)."""
@@ -161,7 +163,9 @@ class VSphereSession:
             if self._conn is not None and self.generation != stale_generation:
                 return  # another caller already logged in again
             self._conn = None
-            self._conn = await self.gate.call("Login", self._connect, cost=LOGIN_COST)
+            self._conn = await self.gate.call(
+                "Login", self._connect, cost=LOGIN_COST, mutating=False
+            )
             self.generation += 1
             if self._keepalive is None and self._keepalive_seconds > 0:
                 self._keepalive = asyncio.create_task(
@@ -201,7 +205,9 @@ class VSphereSession:
             conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await self.gate.call("Logout", lambda: conn.content.sessionManager.Logout())
+                await self.gate.call(
+                    "Logout", lambda: conn.content.sessionManager.Logout(), mutating=False
+                )
             except ProviderError as e:
                 # The session may already be gone; vCenter expires it on its own.
                 log.info("logout from vCenter %s: %s", self.endpoint, e)
