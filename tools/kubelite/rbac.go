@@ -139,7 +139,7 @@ func (a *rbacAuthorizer) decide(ctx context.Context, attr authorizer.Attributes,
 	}
 	var d decision
 	var problems []string
-	clusterBindings, err := a.clusterRoleBindings.List(ctx, &metainternalversion.ListOptions{ResourceVersion: rv})
+	clusterBindings, err := a.clusterRoleBindings.List(genericapirequest.WithNamespace(ctx, ""), &metainternalversion.ListOptions{ResourceVersion: rv})
 	if err != nil {
 		return decision{reason: "RBAC: listing clusterrolebindings: " + err.Error()}
 	}
