@@ -3,9 +3,11 @@
 // It is the upstream k8s.io/apiextensions-apiserver (real CRD serving: structural
 // schemas, CEL, defaulting, status subresource, server-side apply, watch cache) plus the
 // few built-in kinds an operator touches (Namespace, ConfigMap, Secret, Event,
-// ServiceAccount, coordination.k8s.io Lease) on the generic registry, all stored in etcd.
-// There is no authentication, authorization or webhook admission: it is for tests and
-// demos on loopback only.
+// ServiceAccount, coordination.k8s.io Lease, rbac.authorization.k8s.io roles and
+// bindings) on the generic registry, all stored in etcd (registry.go, tables.go).
+// By default every request is allowed; --token-auth-file with --authorization-mode=RBAC
+// turns on static-token authentication and RBAC (rbac.go). There is no webhook
+// admission: it is for tests and demos on loopback only.
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	noopoteltrace "go.opentelemetry.io/otel/trace/noop"
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiexthelpers "k8s.io/apiextensions-apiserver/pkg/apihelpers"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	eapiserver "k8s.io/apiextensions-apiserver/pkg/apiserver"
@@ -29,25 +32,19 @@ import (
 	apiextinformers "k8s.io/apiextensions-apiserver/pkg/client/informers/externalversions"
 	extopts "k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
-	"k8s.io/apimachinery/pkg/api/validation/path"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/apiserver/pkg/admission"
+	"k8s.io/apiserver/pkg/authentication/user"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
-	"k8s.io/apiserver/pkg/registry/generic"
 	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
-	"k8s.io/apiserver/pkg/storage/names"
 	"k8s.io/apiserver/pkg/util/openapi"
 	"k8s.io/apiserver/pkg/util/webhook"
 	"k8s.io/client-go/kubernetes"
@@ -57,75 +54,6 @@ import (
 
 	generatedopenapi "kubelite/openapi"
 )
-
-var (
-	scheme        = runtime.NewScheme()
-	codecs        = serializer.NewCodecFactory(scheme)
-	internalCore  = schema.GroupVersion{Group: "", Version: runtime.APIVersionInternal}
-	internalCoord = schema.GroupVersion{Group: coordv1.GroupName, Version: runtime.APIVersionInternal}
-)
-
-// The built-in types are registered as their own internal version: there is no
-// conversion to do, and the generic store only needs a scheme that knows them.
-func init() {
-	core := []runtime.Object{
-		&corev1.Namespace{}, &corev1.NamespaceList{}, &corev1.ConfigMap{}, &corev1.ConfigMapList{},
-		&corev1.Secret{}, &corev1.SecretList{}, &corev1.Event{}, &corev1.EventList{},
-		&corev1.ServiceAccount{}, &corev1.ServiceAccountList{},
-	}
-	scheme.AddKnownTypes(corev1.SchemeGroupVersion, core...)
-	scheme.AddKnownTypes(internalCore, core...)
-	coord := []runtime.Object{&coordv1.Lease{}, &coordv1.LeaseList{}}
-	scheme.AddKnownTypes(coordv1.SchemeGroupVersion, coord...)
-	scheme.AddKnownTypes(internalCoord, coord...)
-	metav1.AddToGroupVersion(scheme, corev1.SchemeGroupVersion)
-	metav1.AddToGroupVersion(scheme, coordv1.SchemeGroupVersion)
-	scheme.AddUnversionedTypes(schema.GroupVersion{Group: "", Version: "v1"},
-		&metav1.Status{}, &metav1.APIVersions{}, &metav1.APIGroupList{}, &metav1.APIGroup{}, &metav1.APIResourceList{})
-	scheme.SetVersionPriority(corev1.SchemeGroupVersion)
-	scheme.SetVersionPriority(coordv1.SchemeGroupVersion)
-}
-
-// plainStrategy validates object metadata only; the built-ins served here carry no
-// semantics the operator depends on beyond storage, resourceVersion and watch.
-type plainStrategy struct {
-	runtime.ObjectTyper
-	names.NameGenerator
-	namespaced bool
-	prepare    func(obj runtime.Object)
-}
-
-func (s plainStrategy) NamespaceScoped() bool { return s.namespaced }
-func (s plainStrategy) PrepareForCreate(_ context.Context, obj runtime.Object) {
-	if s.prepare != nil {
-		s.prepare(obj)
-	}
-}
-func (s plainStrategy) Validate(_ context.Context, obj runtime.Object) field.ErrorList {
-	m, _ := meta.Accessor(obj)
-	return apimachineryvalidation.ValidateObjectMetaAccessor(m, s.namespaced, path.ValidatePathSegmentName, field.NewPath("metadata"))
-}
-func (s plainStrategy) WarningsOnCreate(context.Context, runtime.Object) []string { return nil }
-func (s plainStrategy) Canonicalize(runtime.Object)                              {}
-func (s plainStrategy) AllowCreateOnUpdate() bool                                { return false }
-func (s plainStrategy) PrepareForUpdate(context.Context, runtime.Object, runtime.Object) {
-}
-func (s plainStrategy) ValidateUpdate(_ context.Context, obj, old runtime.Object) field.ErrorList {
-	m, _ := meta.Accessor(obj)
-	om, _ := meta.Accessor(old)
-	return apimachineryvalidation.ValidateObjectMetaAccessorUpdate(m, om, field.NewPath("metadata"))
-}
-func (s plainStrategy) WarningsOnUpdate(context.Context, runtime.Object, runtime.Object) []string {
-	return nil
-}
-func (s plainStrategy) AllowUnconditionalUpdate() bool { return true }
-
-type shortNamedStore struct {
-	*genericregistry.Store
-	short []string
-}
-
-func (s shortNamedStore) ShortNames() []string { return s.short }
 
 // namespaceLifecycle refuses new objects in a missing (404) or terminating (403)
 // namespace, as kube-apiserver's NamespaceLifecycle admission plugin does.
@@ -149,25 +77,6 @@ func (l *namespaceLifecycle) Validate(ctx context.Context, a admission.Attribute
 	return nil
 }
 
-func newStore(getter generic.RESTOptionsGetter, gr schema.GroupResource, singular string, namespaced bool,
-	newFn, newList func() runtime.Object, prepare func(runtime.Object), short ...string) rest.Storage {
-	st := plainStrategy{scheme, names.SimpleNameGenerator, namespaced, prepare}
-	s := &genericregistry.Store{
-		NewFunc:                   newFn,
-		NewListFunc:               newList,
-		DefaultQualifiedResource:  gr,
-		SingularQualifiedResource: schema.GroupResource{Group: gr.Group, Resource: singular},
-		CreateStrategy:            st,
-		UpdateStrategy:            st,
-		DeleteStrategy:            st,
-		TableConvertor:            rest.NewDefaultTableConvertor(gr),
-	}
-	if err := s.CompleteWithOptions(&generic.StoreOptions{RESTOptions: getter}); err != nil {
-		panic(err)
-	}
-	return shortNamedStore{s, short}
-}
-
 type noServiceResolver struct{}
 
 func (noServiceResolver) ResolveEndpoint(namespace, name string, _ int32) (*url.URL, error) {
@@ -185,7 +94,12 @@ func main() {
 	o := extopts.NewCustomResourceDefinitionsServerOptions(os.Stdout, os.Stderr)
 	fs := pflag.NewFlagSet("kubelite", pflag.ExitOnError)
 	o.AddFlags(fs)
-	// Standalone: no delegating kube-apiserver for authn/authz, everything allowed.
+	tokenAuthFile := fs.String("token-auth-file", "",
+		"authenticate bearer tokens listed in this token,user,uid,\"group1,group2\" CSV file (reread when it changes)")
+	authorizationMode := fs.String("authorization-mode", "AlwaysAllow", "AlwaysAllow, or RBAC over the stored roles and bindings")
+	authorizationLog := fs.String("authorization-log-file", "", "with RBAC: append every authorization decision to this file as JSON lines")
+	// Standalone: no delegating kube-apiserver for authn/authz; unless RBAC is on,
+	// everything is allowed.
 	o.RecommendedOptions.Authentication.RemoteKubeConfigFileOptional = true
 	o.RecommendedOptions.Authorization.RemoteKubeConfigFileOptional = true
 	o.RecommendedOptions.Authorization.AlwaysAllowGroups = []string{"system:masters", "system:unauthenticated", "system:authenticated"}
@@ -194,6 +108,14 @@ func main() {
 	o.RecommendedOptions.Admission = nil
 	o.RecommendedOptions.Features.EnablePriorityAndFairness = false
 	must(fs.Parse(os.Args[1:]))
+	switch {
+	case *authorizationMode != "AlwaysAllow" && *authorizationMode != "RBAC":
+		must(fmt.Errorf("--authorization-mode=%s: use AlwaysAllow or RBAC", *authorizationMode))
+	case *authorizationMode == "RBAC" && *tokenAuthFile == "":
+		must(fmt.Errorf("--authorization-mode=RBAC needs --token-auth-file: tokens are the only way to authenticate"))
+	case *authorizationLog != "" && *authorizationMode != "RBAC":
+		must(fmt.Errorf("--authorization-log-file needs --authorization-mode=RBAC"))
+	}
 	must(o.ServerRunOptions.ComponentGlobalsRegistry.Set())
 	must(o.Complete())
 	must(o.Validate())
@@ -203,6 +125,19 @@ func main() {
 	serverConfig := genericapiserver.NewRecommendedConfig(eapiserver.Codecs)
 	must(o.ServerRunOptions.ApplyTo(&serverConfig.Config))
 	must(o.RecommendedOptions.ApplyTo(serverConfig))
+	if *tokenAuthFile != "" {
+		authn, err := newAuthenticator(*tokenAuthFile)
+		must(err)
+		serverConfig.Authentication.Authenticator = authn
+	}
+	var rbac *rbacAuthorizer
+	if *authorizationMode == "RBAC" {
+		decisions, err := openDecisionLog(*authorizationLog)
+		must(err)
+		// Its stores are filled in once the registries exist, before serving starts.
+		rbac = &rbacAuthorizer{privilegedGroups: []string{user.SystemPrivilegedGroup}, log: decisions}
+		serverConfig.Authorization.Authorizer = rbac
+	}
 	nsl := &namespaceLifecycle{}
 	serverConfig.AdmissionControl = nsl
 	must(o.APIEnablement.ApplyTo(&serverConfig.Config, eapiserver.DefaultAPIResourceConfigSource(), eapiserver.Scheme))
@@ -226,35 +161,34 @@ func main() {
 
 	etcd := *o.RecommendedOptions.Etcd
 	etcd.StorageConfig.Prefix = "/registry"
-	etcd.StorageConfig.Codec = codecs.LegacyCodec(corev1.SchemeGroupVersion, coordv1.SchemeGroupVersion)
+	etcd.StorageConfig.Codec = codecs.LegacyCodec(corev1.SchemeGroupVersion, coordv1.SchemeGroupVersion, rbacv1.SchemeGroupVersion)
 	getter := etcd.CreateRESTOptionsGetter(&genericoptions.SimpleStorageFactory{StorageConfig: etcd.StorageConfig}, serverConfig.ResourceTransformers)
 	pc := runtime.NewParameterCodec(scheme)
 
-	coreInfo := genericapiserver.NewDefaultAPIGroupInfo("", scheme, pc, codecs)
-	coreInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{
-		"namespaces": newStore(getter, schema.GroupResource{Resource: "namespaces"}, "namespace", false,
-			func() runtime.Object { return &corev1.Namespace{} }, func() runtime.Object { return &corev1.NamespaceList{} },
-			func(obj runtime.Object) { obj.(*corev1.Namespace).Status.Phase = corev1.NamespaceActive }, "ns"),
-		"configmaps": newStore(getter, schema.GroupResource{Resource: "configmaps"}, "configmap", true,
-			func() runtime.Object { return &corev1.ConfigMap{} }, func() runtime.Object { return &corev1.ConfigMapList{} }, nil, "cm"),
-		"secrets": newStore(getter, schema.GroupResource{Resource: "secrets"}, "secret", true,
-			func() runtime.Object { return &corev1.Secret{} }, func() runtime.Object { return &corev1.SecretList{} }, nil),
-		"events": newStore(getter, schema.GroupResource{Resource: "events"}, "event", true,
-			func() runtime.Object { return &corev1.Event{} }, func() runtime.Object { return &corev1.EventList{} }, nil, "ev"),
-		"serviceaccounts": newStore(getter, schema.GroupResource{Resource: "serviceaccounts"}, "serviceaccount", true,
-			func() runtime.Object { return &corev1.ServiceAccount{} }, func() runtime.Object { return &corev1.ServiceAccountList{} }, nil, "sa"),
+	install := func(kinds []kind) map[string]rest.Storage {
+		gv := kinds[0].gv
+		info := genericapiserver.NewDefaultAPIGroupInfo(gv.Group, scheme, pc, codecs)
+		info.VersionedResourcesStorageMap[gv.Version] = storageMap(getter, kinds)
+		if gv.Group == "" {
+			must(server.GenericAPIServer.InstallLegacyAPIGroup("/api", &info))
+		} else {
+			must(server.GenericAPIServer.InstallAPIGroup(&info))
+		}
+		return info.VersionedResourcesStorageMap[gv.Version]
 	}
-	nsl.namespaces = coreInfo.VersionedResourcesStorageMap["v1"]["namespaces"].(shortNamedStore).Store
-	must(server.GenericAPIServer.InstallLegacyAPIGroup("/api", &coreInfo))
-
-	coordInfo := genericapiserver.NewDefaultAPIGroupInfo(coordv1.GroupName, scheme, pc, codecs)
-	coordInfo.VersionedResourcesStorageMap["v1"] = map[string]rest.Storage{
-		"leases": newStore(getter, schema.GroupResource{Group: coordv1.GroupName, Resource: "leases"}, "lease", true,
-			func() runtime.Object { return &coordv1.Lease{} }, func() runtime.Object { return &coordv1.LeaseList{} }, nil),
+	core := install(coreKinds)
+	nsl.namespaces = core["namespaces"].(shortNamedStore).Store
+	install(coordinationKinds)
+	rbacStores := install(rbacKinds)
+	if rbac != nil {
+		rbac.roles = rbacStores["roles"].(shortNamedStore).Store
+		rbac.clusterRoles = rbacStores["clusterroles"].(shortNamedStore).Store
+		rbac.roleBindings = rbacStores["rolebindings"].(shortNamedStore).Store
+		rbac.clusterRoleBindings = rbacStores["clusterrolebindings"].(shortNamedStore).Store
 	}
-	must(server.GenericAPIServer.InstallAPIGroup(&coordInfo))
 
 	server.GenericAPIServer.AddPostStartHookOrDie("bootstrap-namespaces", bootstrapNamespaces)
+	server.GenericAPIServer.AddPostStartHookOrDie("bootstrap-rbac-policy", bootstrapPolicy)
 	server.GenericAPIServer.AddPostStartHookOrDie("crd-legacy-discovery", func(hctx genericapiserver.PostStartHookContext) error {
 		return serveCRDGroupsInLegacyDiscovery(hctx, server.GenericAPIServer.DiscoveryGroupManager)
 	})

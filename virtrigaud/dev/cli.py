@@ -21,6 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from virtrigaud.dev import kubeauth
+from virtrigaud.dev.authzlog import read_decisions
 from virtrigaud.dev.config import ProxmoxOptions, RayOptions, StackConfig
 from virtrigaud.dev.errors import StackError
 from virtrigaud.dev.info import PARTS, StackInfo, VcsimInventory
@@ -81,10 +83,19 @@ def up(
         float, typer.Option(help="Real seconds per PVE second (0: tasks finish at once).")
     ] = 0.0,
     ray_cpus: Annotated[int, typer.Option(help="CPUs the Ray head offers.")] = 2,
+    rbac: Annotated[
+        bool,
+        typer.Option(
+            "--rbac",
+            help="API server with token authentication and RBAC; decisions logged "
+            "(see `dev kube-user` and `dev decisions`).",
+        ),
+    ] = False,
 ) -> None:
     """Start the parts that are not running yet and print where they are."""
     config = StackConfig(
         kube_port=kube_port,
+        kube_rbac=rbac,
         vcsim_port=vcsim_port,
         proxmox_port=proxmox_port,
         redis_port=redis_port,
@@ -136,6 +147,12 @@ def _print_summary(info: StackInfo, wanted: list[str], before: set[str]) -> None
             console.print(f"CRDs established: {len(info.kube.crds)}")
         if info.kube.crd_note:
             console.print(f"[yellow]{info.kube.crd_note}[/yellow]")
+        if info.kube.rbac:
+            console.print(
+                f"RBAC on: the kubeconfig above is {kubeauth.ADMIN_USER} (system:masters); "
+                "add identities with `virtrigaud dev kube-user NAME --group G`; "
+                f"decisions in {info.kube.authz_log} (`virtrigaud dev decisions`)"
+            )
     if info.secrets:
         console.print(f"credential Secrets in namespace default: {', '.join(info.secrets)}")
 
@@ -196,6 +213,58 @@ def env(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
         exports.update(info.ray.env)
     for key, value in exports.items():
         print(f"export {key}={shlex.quote(value)}")
+
+
+@dev_app.command("kube-user")
+def kube_user(
+    name: Annotated[
+        str, typer.Argument(help="User name, or NAMESPACE/NAME with --service-account.")
+    ],
+    group: Annotated[list[str] | None, typer.Option(help="A group of the user (repeat).")] = None,
+    service_account: Annotated[
+        bool,
+        typer.Option(
+            "--service-account", help="NAME is NAMESPACE/NAME of a ServiceAccount: its user/groups."
+        ),
+    ] = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Give an identity a token on the RBAC-mode API server; prints its kubeconfig path."""
+    groups = list(group or [])
+    if service_account:
+        namespace, _, sa = name.partition("/")
+        if not namespace or not sa:
+            raise _fail(StackError("kube", f"{name!r} is not NAMESPACE/NAME", "e.g. demo/ctrl"))
+        name, sa_groups = kubeauth.service_account(namespace, sa)
+        groups = [*sa_groups, *groups]
+    try:
+        added = DevStack(state_dir).add_kube_user(name, groups)
+    except StackError as e:
+        raise _fail(e) from e
+    print(added.kubeconfig)
+
+
+@dev_app.command()
+def decisions(
+    user: Annotated[str | None, typer.Option(help="Only this user's requests.")] = None,
+    denied: Annotated[bool, typer.Option("--denied", help="Only denied requests.")] = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """The RBAC-mode API server's authorization decisions, one line each; exits 1 on a denial."""
+    kube = DevStack(state_dir).info().kube
+    if kube is None or not kube.rbac:
+        why = "no RBAC-mode API server runs here"
+        raise _fail(StackError("kube", why, "run `virtrigaud dev up --rbac`"))
+    shown = [
+        d
+        for d in read_decisions(kube.authz_log)
+        if (user is None or d.user == user) and (not denied or not d.allowed)
+    ]
+    for d in shown:
+        grants = ", ".join(f"{g.role}[{g.rule}]" for g in d.grants)
+        print(d.describe() + (f" by {grants}" if grants else ""))
+    if any(not d.allowed for d in shown):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ class RayOptions(BaseModel):
 
 class StackConfig(BaseModel):
     kube_port: int | None = None
+    kube_rbac: bool = False
+    """Start the API server with token authentication and RBAC (see virtrigaud.dev.kubeauth)."""
     vcsim_port: int | None = None
     proxmox_port: int | None = None
     redis_port: int | None = None

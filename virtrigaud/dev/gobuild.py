@@ -3,8 +3,8 @@
 Everything happens in a cache directory outside the repository. The Debian packages come
 from the pinned snapshot in ``../shared/debs`` when it exists, otherwise from sid through a
 private apt configuration (nothing is installed system-wide). Built binaries are keyed by
-the hash of their inputs (our ``main.go`` plus the exact package set), so a warm rebuild
-costs a hash and a file check.
+the hash of their inputs (our Go sources, the packages openapi-gen reads and the exact
+package set), so a warm rebuild costs a hash and a file check.
 """
 
 from __future__ import annotations
@@ -214,11 +214,35 @@ def _go_build(
         )
 
 
+OPENAPI_PACKAGES = (
+    "k8s.io/apimachinery/pkg/apis/meta/v1",
+    "k8s.io/apimachinery/pkg/runtime",
+    "k8s.io/apimachinery/pkg/version",
+    "k8s.io/apimachinery/pkg/api/resource",
+    "k8s.io/apimachinery/pkg/util/intstr",
+    "k8s.io/api/core/v1",
+    "k8s.io/api/coordination/v1",
+    "k8s.io/api/rbac/v1",
+    "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1",
+)
+"""The Go packages whose types kubelite serves: openapi-gen writes their OpenAPI models."""
+
+
+def _sources(program: str) -> dict[str, bytes]:
+    """A program's Go files in tools/<program>/, by name."""
+    files = {p.name: p.read_bytes() for p in sorted((TOOLS_DIR / program).glob("*.go"))}
+    if not files:
+        raise StackError(program, f"no Go files in {TOOLS_DIR / program}", "restore them from git")
+    return files
+
+
 def build_kubelite(progress: Progress | None = None) -> Path:
     """The API server binary, built on first use and cached by the hash of its inputs."""
     tc = toolchain(progress)
-    main_go = (TOOLS_DIR / "kubelite" / "main.go").read_bytes()
-    out = cache_dir() / "bin" / f"kubelite-{_hash(main_go, tc.key.encode())}"
+    files = _sources("kubelite")
+    named = [part for name, body in files.items() for part in (name.encode(), body)]
+    key = _hash(*named, "\n".join(OPENAPI_PACKAGES).encode(), tc.key.encode())
+    out = cache_dir() / "bin" / f"kubelite-{key}"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +250,8 @@ def build_kubelite(progress: Progress | None = None) -> Path:
     src = gopath / "src" / "kubelite"
     shutil.rmtree(src, ignore_errors=True)
     (src / "openapi").mkdir(parents=True)
-    (src / "main.go").write_bytes(main_go)
+    for name, body in files.items():
+        (src / name).write_bytes(body)
     openapi_gen = cache_dir() / "bin" / f"openapi-gen-{tc.key}"
     if not openapi_gen.exists():
         _go_build(
@@ -252,14 +277,7 @@ def build_kubelite(progress: Progress | None = None) -> Path:
             "/dev/null",
             "--report-filename",
             "/dev/null",
-            "k8s.io/apimachinery/pkg/apis/meta/v1",
-            "k8s.io/apimachinery/pkg/runtime",
-            "k8s.io/apimachinery/pkg/version",
-            "k8s.io/apimachinery/pkg/api/resource",
-            "k8s.io/apimachinery/pkg/util/intstr",
-            "k8s.io/api/core/v1",
-            "k8s.io/api/coordination/v1",
-            "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1",
+            *OPENAPI_PACKAGES,
         ],
         part="kubelite",
         cwd=src,

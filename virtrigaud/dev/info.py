@@ -35,7 +35,15 @@ class PartInfo(BaseModel):
 class KubeInfo(PartInfo):
     server: str
     kubeconfig: str
+    """The admin kubeconfig (full access in every mode)."""
     etcd_url: str
+    token: str = "dev"
+    """The admin kubeconfig's bearer token."""
+    rbac: bool = False
+    """Requests are authenticated by token_file and authorized by RBAC."""
+    token_file: str = ""
+    authz_log: str = ""
+    """With RBAC: every authorization decision, one JSON object per line."""
     crds: list[str] = Field(default_factory=list)
     crd_note: str = ""
     """Why no CRDs were applied, when none were."""

@@ -1,4 +1,9 @@
-"""The `kube` part: etcd plus kubelite (the upstream apiextensions-apiserver) on loopback."""
+"""The `kube` part: etcd plus kubelite (the upstream apiextensions-apiserver) on loopback.
+
+With ``StackConfig.kube_rbac`` kubelite authenticates bearer tokens from kube/tokens.csv
+and authorizes with RBAC, logging every decision to kube/authz.log (see kubeauth and
+authzlog); the admin kubeconfig then carries a system:masters token.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,8 @@ import time
 from pathlib import Path
 
 import requests
-import yaml
 
-from virtrigaud.dev import gobuild
+from virtrigaud.dev import gobuild, kubeauth
 from virtrigaud.dev.config import StartContext
 from virtrigaud.dev.errors import StackError
 from virtrigaud.dev.info import KubeInfo
@@ -37,30 +41,6 @@ def _etcd_healthy(url: str) -> bool:
 
 def ca_file(info: KubeInfo) -> str:
     return str(Path(info.kubeconfig).parent / "certs" / "apiserver.crt")
-
-
-def write_kubeconfig(path: Path, server: str) -> None:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "virtrigaud-dev",
-                "cluster": {"server": server, "insecure-skip-tls-verify": True},
-            }
-        ],
-        # Any token: kubelite has no authenticator and serves everyone; an empty user would
-        # make some kubectl builds prompt for a username.
-        "users": [{"name": "dev", "user": {"token": "dev"}}],
-        "contexts": [
-            {
-                "name": "virtrigaud-dev",
-                "context": {"cluster": "virtrigaud-dev", "user": "dev", "namespace": "default"},
-            }
-        ],
-        "current-context": "virtrigaud-dev",
-    }
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def start(ctx: StartContext) -> KubeInfo:
@@ -100,6 +80,7 @@ def start(ctx: StartContext) -> KubeInfo:
         wait_until("kube", "etcd healthy", lambda: _etcd_healthy(etcd_url), etcd_rec, 60, FIX_LOGS)
         ctx.report("start kubelite")
         certs = home / "certs"
+        token, access = _access_control(home, ctx.config.kube_rbac)
         api_rec = spawn(
             "kubelite",
             [
@@ -108,13 +89,15 @@ def start(ctx: StartContext) -> KubeInfo:
                 f"--secure-port={port}",
                 f"--bind-address={LOOPBACK}",
                 f"--cert-dir={certs}",
+                *access,
             ],
             ctx.log("kubelite"),
         )
         records.append(api_rec)
         server = f"https://{LOOPBACK}:{port}"
         kubeconfig = home / "kubeconfig"
-        write_kubeconfig(kubeconfig, server)
+        user = kubeauth.ADMIN_USER if ctx.config.kube_rbac else "dev"
+        kubeauth.write_kubeconfig(kubeconfig, server, token, user=user)
         info = KubeInfo(
             processes=records,
             version="",
@@ -124,10 +107,14 @@ def start(ctx: StartContext) -> KubeInfo:
             server=server,
             kubeconfig=str(kubeconfig),
             etcd_url=etcd_url,
+            token=token,
+            rbac=ctx.config.kube_rbac,
+            token_file=str(home / "tokens.csv") if ctx.config.kube_rbac else "",
+            authz_log=str(home / "authz.log") if ctx.config.kube_rbac else "",
         )
         ca = Path(ca_file(info))
         wait_until("kube", "its serving certificate", ca.exists, api_rec, 60, FIX_LOGS)
-        client = DevKube(server, str(ca))
+        client = DevKube(server, str(ca), token)
         try:
             wait_until("kube", "/readyz ok", lambda: _ready(client), api_rec, 60, FIX_LOGS)
             version = client.get_json("/version").get("gitVersion", "?")
@@ -137,6 +124,25 @@ def start(ctx: StartContext) -> KubeInfo:
     info.start_seconds = time.monotonic() - began
     info.started_at = time.time()
     return info
+
+
+def _access_control(home: Path, rbac: bool) -> tuple[str, list[str]]:
+    """The admin token and kubelite's access flags; a fresh token file and log per start."""
+    if not rbac:
+        return kubeauth.NO_AUTH_TOKEN, []
+    token = kubeauth.new_token()
+    tokens, log = home / "tokens.csv", home / "authz.log"
+    kubeauth.write_token_file(
+        tokens, [(token, kubeauth.ADMIN_USER, kubeauth.ADMIN_USER, kubeauth.ADMIN_GROUPS)]
+    )
+    log.unlink(missing_ok=True)
+    shutil.rmtree(home / "users", ignore_errors=True)
+    flags = [
+        f"--token-auth-file={tokens}",
+        "--authorization-mode=RBAC",
+        f"--authorization-log-file={log}",
+    ]
+    return token, flags
 
 
 def _ready(client: DevKube) -> bool:
@@ -149,7 +155,7 @@ def _ready(client: DevKube) -> bool:
 
 def check(info: KubeInfo) -> str | None:
     """None when healthy, else what is wrong."""
-    client = DevKube(info.server, ca_file(info), timeout=3)
+    client = DevKube(info.server, ca_file(info), info.token, timeout=3)
     try:
         status, text = client.get_text("/readyz")
     except requests.RequestException as e:
@@ -162,7 +168,7 @@ def check(info: KubeInfo) -> str | None:
 
 
 def open_client(info: KubeInfo) -> DevKube:
-    client = DevKube(info.server, ca_file(info))
+    client = DevKube(info.server, ca_file(info), info.token)
     if check(info) is not None:
         client.close()
         raise StackError("kube", "the API server is not ready", "run `virtrigaud dev up`")

@@ -21,13 +21,13 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "virtrigaud-dev"}
 
 
 class DevKube:
-    def __init__(self, server: str, ca_file: str, timeout: float = 10.0) -> None:
+    def __init__(self, server: str, ca_file: str, token: str, timeout: float = 10.0) -> None:
         self.server = server.rstrip("/")
         self.ca_file = ca_file
         self.session = requests.Session()
         # Loopback only: no proxies, and no REQUESTS_CA_BUNDLE overriding our CA.
         self.session.trust_env = False
-        self.session.headers["Authorization"] = "Bearer dev"
+        self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
 
     def close(self) -> None:

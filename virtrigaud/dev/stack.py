@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from virtrigaud.dev import kubeapi, libvirtd, proxmox, rayhead, redisserver, vcsim
+from virtrigaud.dev import kubeapi, kubeauth, libvirtd, proxmox, rayhead, redisserver, vcsim
 from virtrigaud.dev.config import Progress, StackConfig, StartContext
 from virtrigaud.dev.errors import StackError
 from virtrigaud.dev.info import (
@@ -167,6 +167,7 @@ class DevStack:
         current = info.part(name)
         if current is not None:
             if self._problem(name, current) is None:
+                self._check_same_mode(name, current)
                 return current
             # Recorded but broken (crashed, or the machine rebooted): clear it, start afresh.
             self._stop_part(name, current)
@@ -183,6 +184,18 @@ class DevStack:
         elif name in SIMULATORS:
             self._write_secret(name)
         return self.info().part(name) or part
+
+    def _check_same_mode(self, name: str, running: PartInfo) -> None:
+        # An API server without RBAC would silently grant what an RBAC run must prove;
+        # one with RBAC still gives the admin kubeconfig full access, so it serves both.
+        if name == "kube" and self.config.kube_rbac:
+            assert isinstance(running, KubeInfo)
+            if not running.rbac:
+                raise StackError(
+                    "kube",
+                    f"the API server in {self.state_dir} runs without RBAC, but RBAC was asked for",
+                    f"stop it first: `virtrigaud dev down --state-dir {self.state_dir}`",
+                )
 
     def _record(self, name: str, part: PartInfo | None) -> None:
         with self._state_lock:
@@ -236,6 +249,14 @@ class DevStack:
             if name not in info.secrets:
                 info.secrets.append(name)
             info.save()
+
+    def add_kube_user(self, name: str, groups: Iterable[str] = ()) -> kubeauth.KubeUser:
+        """A token and kubeconfig for `name` on the RBAC-mode API server (see kubeauth)."""
+        with self._locked():
+            kube = self.info().kube
+            if kube is None:
+                raise StackError("kube", "the API server is not running", "run `virtrigaud dev up`")
+            return kubeauth.add_user(kube, name, list(groups))
 
     # ------------------------------------------------------------------ stopping
 
