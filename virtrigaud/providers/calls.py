@@ -9,8 +9,10 @@ other way, so "every call pays a token" holds by construction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -42,6 +44,33 @@ class RateLimit:
 ErrorMapper = Callable[[BaseException], ProviderError]
 
 
+class CallCount:
+    """Tokens paid by the calls made inside one ``counting_calls()`` block."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+
+_COUNTING: contextvars.ContextVar[CallCount | None] = contextvars.ContextVar(
+    "virtrigaud_call_count", default=None
+)
+
+
+@contextlib.contextmanager
+def counting_calls() -> Iterator[CallCount]:
+    """Count the tokens every gate pays inside this block (and the tasks it starts).
+
+    A remote provider server reports the count to its caller, which pays the same number of
+    tokens from the shared bucket, so a hypervisor behind a server is held to the same budget.
+    """
+    count = CallCount()
+    reset = _COUNTING.set(count)
+    try:
+        yield count
+    finally:
+        _COUNTING.reset(reset)
+
+
 class CallGate:
     def __init__(
         self,
@@ -66,10 +95,18 @@ class CallGate:
     def bucket_key(self) -> str:
         return f"provider:{self.provider_key}"
 
-    async def call(self, method: str, fn: Callable[[], T], *, cost: int = 1) -> T:
-        """Pay for and run one hypervisor call; raise ProviderError on failure."""
+    async def pay(self, cost: int = 1) -> float:
+        """Take cost tokens from the Provider's bucket; return the seconds waited."""
         waited = await self.limiter.acquire(self.bucket_key, self.rate.qps, self.rate.burst, cost)
         RATE_LIMIT_WAIT_SECONDS.labels(self.provider_type, self.provider_key).observe(waited)
+        count = _COUNTING.get()
+        if count is not None:
+            count.tokens += cost
+        return waited
+
+    async def call(self, method: str, fn: Callable[[], T], *, cost: int = 1) -> T:
+        """Pay for and run one hypervisor call; raise ProviderError on failure."""
+        await self.pay(cost)
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         outcome = "ok"
