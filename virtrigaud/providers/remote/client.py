@@ -230,10 +230,14 @@ class RemoteProvider(Provider):
             finally:
                 REMOTE_RPCS.labels(*labels, code).inc()
                 REMOTE_RPC_SECONDS.labels(*labels).observe(time.perf_counter() - start)
-            self.breaker.on_success()
             extra = self._settle(trailers)
             if extra:
                 await self.gate.pay(extra)
+            if response is None:  # gRPC could not decode the bytes as response_type
+                raise self._garbage(
+                    method, ValueError(f"not a provider.v1 {response_type.DESCRIPTOR.name}")
+                )
+            self.breaker.on_success()
             return response, trailers
         raise AssertionError("unreachable")  # pragma: no cover
 
