@@ -37,7 +37,9 @@ def make_pki(root: Path) -> WirePKI:
     ca = CertificateAuthority.create("contract CA")
     server = ca.material("provider", ["127.0.0.1", "localhost"], server=True, client=False)
     client = ca.material("shard", [CLIENT_SAN], server=False, client=True)
-    return WirePKI(ca, write_material(server, root / "server"), write_material(client, root / "client"))
+    return WirePKI(
+        ca, write_material(server, root / "server"), write_material(client, root / "client")
+    )
 
 
 class ServedProvider(RemoteProvider):

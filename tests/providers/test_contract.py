@@ -2,8 +2,9 @@
 
 Each test runs once per provider type (vsphere, libvirt, proxmox) and transport: the
 provider in this process, and the same provider behind a provider.v1 server reached over
-gRPC with mTLS (``remote_harness.py``), through the factory modules in ``factories/``. Tests create VMs under fresh owners; the ``vms`` fixture removes
-whatever they leave behind.
+gRPC with mTLS (``remote_harness.py``), through the factory modules in ``factories/``.
+Tests create VMs under fresh owners; the ``vms`` fixture removes whatever they leave
+behind.
 """
 
 from __future__ import annotations

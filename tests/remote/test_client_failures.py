@@ -247,9 +247,7 @@ async def test_circuit_opens_fails_fast_and_closes_again() -> None:
                 grpc.method_handlers_generic_handler(
                     SERVICE,
                     {
-                        n: grpc.unary_unary_rpc_method_handler(
-                            ok if n == "Validate" else answer
-                        )
+                        n: grpc.unary_unary_rpc_method_handler(ok if n == "Validate" else answer)
                         for n in names
                     },
                 ),

@@ -32,9 +32,10 @@ _SCALARS = {
 
 def type_name(field: FieldDescriptor) -> str:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
-        key, value = field.message_type.fields_by_name["key"], field.message_type.fields_by_name[
-            "value"
-        ]
+        key, value = (
+            field.message_type.fields_by_name["key"],
+            field.message_type.fields_by_name["value"],
+        )
         return f"map<{type_name(key)}, {type_name(value)}>"
     if field.message_type is not None:
         return str(field.message_type.name)
