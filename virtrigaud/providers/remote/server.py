@@ -200,7 +200,7 @@ class ProviderService:
             await self.provider.validate()
         except ProviderError as e:
             _code, _msg, trailers = status_of(e)
-            return _Reply(pb.ValidateResponse(ok=False, message=str(e)), trailers)
+            return _Reply(pb.ValidateResponse(ok=False, message=e.message), trailers)
         self._validated = True
         return _Reply(
             pb.ValidateResponse(ok=True, message=f"{self.provider.type} endpoint answers")
