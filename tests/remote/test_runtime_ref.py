@@ -60,7 +60,7 @@ def test_plaintext_only_when_disabled_explicitly() -> None:
 
 def test_no_endpoint_yet_is_retryable() -> None:
     runtime = {"mode": "Remote", "service": {"tls": {"secretRef": {"name": "t"}}}}
-    with pytest.raises(RetryableError, match="status.runtime.endpoint"):
+    with pytest.raises(RetryableError, match=r"status\.runtime\.endpoint"):
         runtime_of(provider(runtime, endpoint=None))
 
 
