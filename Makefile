@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 # Ray 2.60 turns token auth on when ~/.ray/auth_token exists; the local dev cluster has none.
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup build lint test unit demo crds clean
+.PHONY: setup build lint test unit demo crds proto clean
 
 setup:            ## apt packages, .venv, pip install -e .[test] (idempotent)
 	@scripts/setup.sh
@@ -31,6 +31,9 @@ demo: build       ## dev stack + simulators + sharded controller + sample VMs co
 
 crds: setup       ## regenerate the checked-in CRDs from the Python models
 	$(VENV)/bin/virtrigaud crds --output-dir helm/virtrigaud/crds
+
+proto: setup      ## regenerate the provider.v1 module from proto/ (a test fails on drift)
+	$(PY) scripts/gen_proto.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

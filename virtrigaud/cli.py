@@ -8,6 +8,7 @@ from virtrigaud import API_VERSION, __version__
 from virtrigaud.api.cli import crds_command
 from virtrigaud.demo import demo_command
 from virtrigaud.dev.cli import dev_app
+from virtrigaud.providers.remote.cli import provider_app
 from virtrigaud.run import run_command, shards_app
 
 app = typer.Typer(
@@ -32,6 +33,13 @@ app.command(name="run", help="Run the controller: leader election, coordinator, 
     run_command
 )
 app.add_typer(shards_app, name="shards", help="Inspect and change the shard count.")
+app.add_typer(
+    provider_app, name="provider", help="Run a provider remotely (provider.v1 gRPC with mTLS)."
+)
 app.command(name="demo", help="Dev stack + sharded controller + sample VMs converging.")(
     demo_command
 )
+
+
+if __name__ == "__main__":
+    app()

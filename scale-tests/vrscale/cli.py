@@ -46,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
         help="extra arguments for `virtrigaud run` (e.g. '--resync-period 60')",
     )
     p.add_argument("--keep-stack", action="store_true", help="leave the dev stack running")
+    p.add_argument(
+        "--remote-providers",
+        action="store_true",
+        help="raw: reach each simulator through a provider.v1 server with mTLS",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -73,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         controller_args=shlex.split(args.controller_args),
         keep_stack=args.keep_stack,
+        remote_providers=args.remote_providers,
         progress=not args.no_progress,
     )
     out = opts.out.resolve()

@@ -11,7 +11,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from virtrigaud.providers.base import (
     DONE,
@@ -23,6 +23,7 @@ from virtrigaud.providers.base import (
     VMSpec,
 )
 from virtrigaud.providers.pool import ProviderPool
+from virtrigaud.providers.registry import RemoteRuntime
 from vrscale.progress import Phase
 from vrscale.stats import summary
 from vrscale.workload import VM_CPU, VM_MEMORY_MIB, Target
@@ -39,7 +40,9 @@ class CountingLimiter:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
 
-    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
+    async def acquire(
+        self, bucket_key: str, qps: float, burst: int, cost: int = 1, owner: object = None
+    ) -> float:
         self.calls[bucket_key] += cost
         return 0.0
 
@@ -80,15 +83,19 @@ class Created:
 class ProviderDriver:
     """One simulator's provider (pooled, like a shard has it) and the VMs made through it."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, remote: RemoteRuntime | None = None) -> None:
         self.target = target
+        self.remote = remote
         self.limiter = CountingLimiter()
         self.pool = ProviderPool(self.limiter)
         self.created: list[Created] = []
         self.key = f"{NAMESPACE}/raw-{target.sim}"
 
     async def provider(self) -> Provider:
-        return await self.pool.get(self.target.provider_config(self.key))
+        config = self.target.provider_config(self.key)
+        if self.remote is not None:
+            config = replace(config, remote=self.remote, credentials={})
+        return await self.pool.get(config)
 
     def spec(self, name: str) -> VMSpec:
         owner = Owner(NAMESPACE, name, str(uuid.uuid4()))

@@ -48,6 +48,9 @@ class Options:
     controller_args: list[str] = field(default_factory=list)
     """Extra arguments for every `virtrigaud run` the scenario starts."""
     keep_stack: bool = False
+    remote_providers: bool = False
+    """raw: drive each simulator through a provider.v1 server with mTLS (the dev stack's
+    remote providers) instead of an in-process provider."""
     progress: bool = True
     sample_interval_s: float = 1.0
 

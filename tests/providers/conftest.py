@@ -17,6 +17,7 @@ if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 from factories import PROVIDER_TYPES, LocalBucket, VMTracker, load_factory  # noqa: E402
+from remote_harness import RemoteFactory, WirePKI, make_pki  # noqa: E402
 
 from virtrigaud.providers.base import Provider  # noqa: E402
 
@@ -32,8 +33,22 @@ def provider_type(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def factory(provider_type: str) -> ModuleType:
-    return load_factory(provider_type)
+def transport() -> str:
+    """How the suite reaches the provider; test_contract.py runs both ways."""
+    return "in-process"
+
+
+@pytest.fixture(scope="session")
+def wire_pki(tmp_path_factory: pytest.TempPathFactory) -> WirePKI:
+    return make_pki(tmp_path_factory.mktemp("wire-pki"))
+
+
+@pytest.fixture
+def factory(provider_type: str, transport: str, request: pytest.FixtureRequest) -> ModuleType:
+    module = load_factory(provider_type)
+    if transport == "grpc-mtls":
+        return RemoteFactory(module, request)  # type: ignore[return-value]
+    return module
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """The provider contract, asserted against every hypervisor simulator.
 
-Each test runs once per provider type (vsphere, libvirt, proxmox) through the factory
-modules in ``factories/``. Tests create VMs under fresh owners; the ``vms`` fixture removes
-whatever they leave behind.
+Each test runs once per provider type (vsphere, libvirt, proxmox) and transport: the
+provider in this process, and the same provider behind a provider.v1 server reached over
+gRPC with mTLS (``remote_harness.py``), through the factory modules in ``factories/``.
+Tests create VMs under fresh owners; the ``vms`` fixture removes whatever they leave
+behind.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ async def wait_power(
 
 def disk_sizes(info: VMInfo) -> dict[str, float]:
     return {d.name: d.size_gib for d in info.disks}
+
+
+@pytest.fixture(params=["in-process", "grpc-mtls"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def calls_made(provider: Provider) -> float:

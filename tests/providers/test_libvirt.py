@@ -59,7 +59,9 @@ class CountingLimiter(LocalBucket):
         super().__init__()
         self.tokens = 0
 
-    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
+    async def acquire(
+        self, bucket_key: str, qps: float, burst: int, cost: int = 1, owner: object = None
+    ) -> float:
         self.tokens += cost
         return await super().acquire(bucket_key, qps, burst, cost)
 

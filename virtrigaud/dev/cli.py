@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from virtrigaud.dev import kubeauth
+from virtrigaud.dev import remote_providers as remote_providers_mod
 from virtrigaud.dev.authzlog import read_decisions
 from virtrigaud.dev.config import ProxmoxOptions, RayOptions, StackConfig
 from virtrigaud.dev.errors import StackError
@@ -91,6 +92,13 @@ def up(
             "(see `dev kube-user` and `dev decisions`).",
         ),
     ] = False,
+    remote_providers: Annotated[
+        bool,
+        typer.Option(
+            help="Also run each simulator's provider as a provider.v1 server with mTLS "
+            "(a private CA and certificates in STATE_DIR/pki)."
+        ),
+    ] = False,
 ) -> None:
     """Start the parts that are not running yet and print where they are."""
     config = StackConfig(
@@ -121,9 +129,17 @@ def up(
             transient=True,
         ) as progress:
             info = stack.up(wanted, progress=_ProgressView(progress))
+            remote = None
+            if remote_providers:
+                progress.add_task("remote provider servers (mTLS)", total=None)
+                remote = remote_providers_mod.start(stack.state_dir, info)
     except StackError as e:
         raise _fail(e) from e
     _print_summary(info, wanted, before)
+    if remote is not None:
+        for server in remote.servers.values():
+            console.print(f"remote {server.type} provider: {server.address} (mTLS)")
+        console.print(f"client certificate for them: {remote.client_tls_dir}")
     console.print(f"up in {time.monotonic() - began:.1f}s; state in {stack.state_dir}")
     console.print(f'eval "$(python -m virtrigaud.dev.cli env --state-dir {stack.state_dir})"')
 
@@ -162,6 +178,10 @@ def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     """Stop every part started in the state dir."""
     stack = DevStack(state_dir)
     names = list(stack.info().running_parts())
+    remote = remote_providers_mod.load(stack.state_dir)
+    if remote is not None:
+        remote_providers_mod.stop_all(stack.state_dir)
+        names += [f"provider-{t}" for t in remote.servers]
     try:
         stack.down()
     except StackError as e:
@@ -211,6 +231,11 @@ def env(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     if info.ray:
         exports["RAY_ADDRESS"] = info.ray.address
         exports.update(info.ray.env)
+    remote = remote_providers_mod.load(stack.state_dir)
+    if remote is not None:
+        exports["VIRTRIGAUD_PROVIDER_CLIENT_TLS_DIR"] = remote.client_tls_dir
+        for server in remote.servers.values():
+            exports[f"VIRTRIGAUD_REMOTE_{server.type.upper()}"] = server.address
     for key, value in exports.items():
         print(f"export {key}={shlex.quote(value)}")
 

@@ -14,8 +14,10 @@ the SDK call, so a shard that lost the key sends nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -57,6 +59,33 @@ class RateLimit:
 ErrorMapper = Callable[[BaseException], ProviderError]
 
 
+class CallCount:
+    """Tokens paid by the calls made inside one ``counting_calls()`` block."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+
+_COUNTING: contextvars.ContextVar[CallCount | None] = contextvars.ContextVar(
+    "virtrigaud_call_count", default=None
+)
+
+
+@contextlib.contextmanager
+def counting_calls() -> Iterator[CallCount]:
+    """Count the tokens every gate pays inside this block (and the tasks it starts).
+
+    A remote provider server reports the count to its caller, which pays the same number of
+    tokens from the shared bucket, so a hypervisor behind a server is held to the same budget.
+    """
+    count = CallCount()
+    reset = _COUNTING.set(count)
+    try:
+        yield count
+    finally:
+        _COUNTING.reset(reset)
+
+
 class CallGate:
     def __init__(
         self,
@@ -90,11 +119,11 @@ class CallGate:
             FENCED_CALLS.labels(self.provider_type, self.provider_key, method).inc()
             raise
 
-    async def call(
-        self, method: str, fn: Callable[[], T], *, cost: int = 1, mutating: bool = True
-    ) -> T:
-        """Pay for and run one hypervisor call; raise ProviderError on failure, Fenced when
-        a mutation's claim no longer holds."""
+    async def pay(self, cost: int = 1, *, method: str = "", mutating: bool = False) -> float:
+        """Take cost tokens from the Provider's bucket; return the seconds waited.
+
+        For a mutation made under a claim (virtrigaud.fence) the claim is checked first and
+        the bucket refuses a stale owner (Fenced) without taking a token."""
         claim = CLAIM.get() if mutating else None
         owner: OwnerCheck | None = None
         if claim is not None:
@@ -108,6 +137,18 @@ class CallGate:
             FENCED_CALLS.labels(self.provider_type, self.provider_key, method).inc()
             raise
         RATE_LIMIT_WAIT_SECONDS.labels(self.provider_type, self.provider_key).observe(waited)
+        count = _COUNTING.get()
+        if count is not None:
+            count.tokens += cost
+        return waited
+
+    async def call(
+        self, method: str, fn: Callable[[], T], *, cost: int = 1, mutating: bool = True
+    ) -> T:
+        """Pay for and run one hypervisor call; raise ProviderError on failure, Fenced when
+        a mutation's claim no longer holds."""
+        await self.pay(cost, method=method, mutating=mutating)
+        claim = CLAIM.get() if mutating else None
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         outcome = "ok"

@@ -61,7 +61,7 @@ class ProviderPool:
             entry = self._entries.get(config.key)
             if entry is not None and entry.fingerprint == fingerprint:
                 return entry.provider
-            await asyncio.to_thread(preload, config.type)
+            await asyncio.to_thread(preload, config.type, remote=config.remote is not None)
             provider = self._builder(config, self._limiter)
             self._entries[config.key] = _Entry(fingerprint, provider)
             if entry is not None:

@@ -29,6 +29,34 @@ BUILTIN_TYPES: dict[str, str] = {
 DEFAULT_MAX_WORKERS = 8
 """Threads per provider session pool: blocking SDK calls in flight at once, per process."""
 
+REMOTE_MODULE = "virtrigaud.providers.remote"
+
+
+@dataclass(frozen=True)
+class RemoteRuntime:
+    """The Provider runs remotely (``spec.runtime.mode: Remote``): its hypervisor is reached
+    through a provider.v1 server at ``address`` instead of an in-process session.
+
+    TLS comes from the runtime's TLS Secret values (``tls``: ``tls.crt``, ``tls.key``,
+    ``ca.crt``) or a directory holding those files (``tls_dir``); ``insecure`` (plaintext)
+    must be asked for explicitly, a missing TLS configuration is an error.
+    """
+
+    address: str
+    tls: Mapping[str, str] = field(default_factory=dict)
+    tls_dir: str | None = None
+    insecure: bool = False
+    server_name: str | None = None
+
+    def fingerprint_doc(self) -> dict[str, object]:
+        return {
+            "address": self.address,
+            "tls": hashlib.sha256(json.dumps(dict(sorted(self.tls.items()))).encode()).hexdigest(),
+            "tls_dir": self.tls_dir,
+            "insecure": self.insecure,
+            "server_name": self.server_name,
+        }
+
 
 @dataclass(frozen=True)
 class ProviderConfig:
@@ -47,6 +75,9 @@ class ProviderConfig:
     defaults: Mapping[str, str] = field(default_factory=dict)
     """``Provider.spec.defaults`` in snake_case (datastore, cluster, folder, node, ...)."""
     max_workers: int = DEFAULT_MAX_WORKERS
+    remote: RemoteRuntime | None = None
+    """Set when the Provider runs remotely; ``endpoint`` is then the hypervisor's address
+    as the remote provider sees it, and ``credentials`` stay in the remote provider."""
 
     def fingerprint(self) -> str:
         """A digest of every field: a changed Provider (endpoint, Secret, defaults, rate)
@@ -60,6 +91,7 @@ class ProviderConfig:
             "insecure": self.insecure_skip_verify,
             "defaults": dict(sorted(self.defaults.items())),
             "max_workers": self.max_workers,
+            "remote": self.remote.fingerprint_doc() if self.remote else None,
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -78,7 +110,8 @@ class ProviderConfig:
         return (
             f"ProviderConfig(type={self.type!r}, key={self.key!r}, endpoint={self.endpoint!r}, "
             f"credentials=<{len(self.credentials)} keys hidden>, rate={self.rate!r}, "
-            f"insecure_skip_verify={self.insecure_skip_verify}, defaults={dict(self.defaults)!r})"
+            f"insecure_skip_verify={self.insecure_skip_verify}, defaults={dict(self.defaults)!r}, "
+            f"remote={self.remote.address if self.remote else None!r})"
         )
 
     __str__ = __repr__
@@ -112,17 +145,23 @@ def _factory_for(provider_type: str) -> ProviderFactory:
     return built_in
 
 
-def preload(provider_type: str) -> None:
+def preload(provider_type: str, *, remote: bool = False) -> None:
     """Import a built-in provider's module (and its SDK) ahead of building one.
 
     SDK imports (pyVmomi above all) take seconds; the pool runs this in a thread so they
     never stall the event loop that every reconcile of the shard shares.
     """
+    if remote:
+        importlib.import_module(REMOTE_MODULE)
+        return
     _factory_for(provider_type)
 
 
 def build_provider(config: ProviderConfig, limiter: TokenLimiter) -> Provider:
     """A new provider for config; it logs in lazily, on its first call."""
+    if config.remote is not None:
+        remote: ProviderFactory = importlib.import_module(REMOTE_MODULE).create_remote_provider
+        return remote(config, limiter)
     return _factory_for(config.type)(config, limiter)
 
 

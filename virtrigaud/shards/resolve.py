@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from virtrigaud.api.provider import ALL_NAMESPACES
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import PROVIDERS, SECRETS, Resource
 from virtrigaud.providers.calls import RateLimit
-from virtrigaud.providers.registry import ProviderConfig
+from virtrigaud.providers.registry import ProviderConfig, RemoteRuntime
+from virtrigaud.providers.remote.runtime import runtime_of
 
 JSON = dict[str, Any]
 
@@ -117,9 +118,28 @@ class Resolver:
         return provider
 
     async def provider_config(self, provider: JSON) -> ProviderConfig:
-        """How to reach the Provider: its spec plus the decoded credentials Secret."""
+        """How to reach the Provider: its spec plus the decoded credentials Secret (or, for
+        a remote Provider, its TLS Secret: the credentials stay with the remote provider)."""
         meta = provider["metadata"]
         spec = provider.get("spec", {})
+        runtime = runtime_of(provider)
+        if runtime is not None:
+            tls: dict[str, str] = {}
+            if runtime.tls_secret:
+                tls_secret = await self.require(
+                    SECRETS,
+                    meta["namespace"],
+                    runtime.tls_secret,
+                    f"Provider {meta['namespace']}/{meta['name']} "
+                    "spec.runtime.service.tls.secretRef",
+                )
+                tls = secret_values(tls_secret)
+            remote = RemoteRuntime(
+                address=runtime.address,
+                tls=tls,
+                insecure=runtime.insecure,
+            )
+            return replace(provider_config(provider, {}), remote=remote, credentials={})
         secret_name = spec.get("credentialSecretRef", {}).get("name", "")
         secret = await self.require(
             SECRETS,

@@ -9,6 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from virtrigaud.dev import remote_providers
+from virtrigaud.providers.registry import RemoteRuntime
 from vrscale import plots, workload
 from vrscale.provider_driver import ProviderDriver
 from vrscale.runner import Options, RunContext, Scenario
@@ -25,9 +27,18 @@ async def measure(
     """Per simulator: throughput at each concurrency, the best, calls per VM, delete rate."""
     info = ctx.stack.info()
     await asyncio.to_thread(workload.prepare, info)
+    servers = None
+    if ctx.opts.remote_providers:
+        servers = await asyncio.to_thread(remote_providers.start, Path(info.state_dir), info)
     out: dict[str, Any] = {}
     for target in workload.targets(info):
-        driver = ProviderDriver(target)
+        remote = None
+        if servers is not None:
+            remote = RemoteRuntime(
+                address=servers.servers[target.provider_type].address,
+                tls_dir=servers.client_tls_dir,
+            )
+        driver = ProviderDriver(target, remote)
         try:
             levels_out = []
             for c in levels:
@@ -60,6 +71,8 @@ async def measure(
                 f"{label} {target.sim}: {errors} lifecycles failed (not counted), e.g. "
                 + "; ".join(e for r in levels_out for e in r.first_errors[:1])[:600]
             )
+    if servers is not None:
+        await asyncio.to_thread(remote_providers.stop_all, Path(info.state_dir))
     return out
 
 
@@ -107,6 +120,12 @@ async def body(ctx: RunContext) -> None:
     ctx.report.figures["raw_vms_per_s"] = best_rates(sims)
     ctx.report.figures["window_s"] = window
     ctx.report.figures["levels"] = list(LEVELS)
+    ctx.report.figures["remote_providers"] = ctx.opts.remote_providers
+    if ctx.opts.remote_providers:
+        ctx.note(
+            "each provider ran as `virtrigaud provider serve` (its own process) behind mTLS "
+            "on loopback; the driver used the remote client, as a shard would"
+        )
     ctx.note(
         "each simulator is measured alone, with the client on the same 2 cores; "
         "a lifecycle is create from the image + wait + power on + wait; tasks are polled "

@@ -81,7 +81,9 @@ class LocalBucket:
     def __init__(self) -> None:
         self._buckets = LocalBuckets()
 
-    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
+    async def acquire(
+        self, bucket_key: str, qps: float, burst: int, cost: int = 1, owner: object = None
+    ) -> float:
         waited = 0.0
         while True:
             decision = self._buckets.take(bucket_key, qps, burst, cost)
