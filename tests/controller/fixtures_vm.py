@@ -32,7 +32,7 @@ from virtrigaud.kube.resources import (
     VM_CLASSES,
     VM_IMAGES,
 )
-from virtrigaud.providers.base import Owner, Provider
+from virtrigaud.providers.base import DONE, NotFoundError, Owner, Provider, TaskStatus, VMSpec
 from virtrigaud.providers.metrics import HYPERVISOR_CALLS
 from virtrigaud.providers.pool import ProviderPool
 from virtrigaud.ratelimit.redis_bucket import RedisBucket
@@ -400,7 +400,7 @@ async def _cleanup(env: VMEnv) -> None:
             )
 
 
-async def wait_task(provider: Provider, task: str, timeout: float = 30.0) -> None:
+async def wait_task(provider: Provider, task: str, timeout: float = 30.0) -> TaskStatus:
     """Wait for a task started directly on the hypervisor (test set-up, not the reconciler)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -408,10 +408,35 @@ async def wait_task(provider: Provider, task: str, timeout: float = 30.0) -> Non
         if state.done:
             if state.error is not None:
                 raise state.error
-            return
+            return state
         if time.monotonic() > deadline:
             raise AssertionError(f"task {task} not done within {timeout} s")
         await asyncio.sleep(0.05)
+
+
+async def create_on(provider: Provider, spec: VMSpec, timeout: float = 30.0) -> str:
+    """Create a VM directly on the hypervisor (test set-up): create, then its task and the
+    finishing steps to the end, as the reconcile would over several passes; the VM's id."""
+    vm_id, task = await provider.create(spec)
+    for _ in range(8):
+        state = await wait_task(provider, task, timeout)
+        vm_id = vm_id or (state.result or "")
+        task = await provider.finish_create(vm_id, spec)
+        if task.startswith(DONE):
+            return vm_id
+    raise AssertionError(f"creating {spec.name}: finish_create still returns tasks")
+
+
+async def delete_on(provider: Provider, vm_id: str, owner: Owner, timeout: float = 30.0) -> None:
+    """Delete a VM directly on the hypervisor: each task delete returns (a power-off first
+    for a running VM), until the VM is gone."""
+    for _ in range(4):
+        try:
+            task = await provider.delete(vm_id, owner)
+        except NotFoundError:
+            return
+        await wait_task(provider, task, timeout)
+    raise AssertionError(f"{vm_id} still exists after 4 deletes")
 
 
 async def wait_for(

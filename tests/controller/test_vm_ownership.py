@@ -9,9 +9,10 @@ from fixtures_vm import (
     PROVIDER_TYPES,
     VMEnv,
     condition,
+    create_on,
+    delete_on,
     hypervisor_calls_by_method,
     is_ready,
-    wait_task,
 )
 
 from virtrigaud.api.virtualmachine import VirtualMachine
@@ -31,10 +32,9 @@ async def test_foreign_vm_with_our_name_is_not_touched(vm_env: VMEnv, provider_t
     foreign = Owner(vm_env.namespace, name, str(uuid.uuid4()))
     hv = await vm_env.hypervisor(provider_type)
     placement = {"node": "pve1", "storage": "local-lvm"} if provider_type == "proxmox" else {}
-    foreign_id, task = await hv.create(
-        VMSpec(owner=foreign, cpu=1, memory_mib=256, placement=placement)
+    foreign_id = await create_on(
+        hv, VMSpec(owner=foreign, cpu=1, memory_mib=256, placement=placement)
     )
-    await wait_task(hv, task)
     try:
         created = await vm_env.vm(name, provider_type)
         owner = owner_of(VirtualMachine.from_api(created))
@@ -63,7 +63,7 @@ async def test_foreign_vm_with_our_name_is_not_touched(vm_env: VMEnv, provider_t
         info = await hv.describe(foreign_id)
         assert info.owner == foreign
     finally:
-        await wait_task(hv, await hv.delete(foreign_id, foreign))
+        await delete_on(hv, foreign_id, foreign)
 
 
 async def test_proxmox_foreign_vm_with_our_name_is_left_beside_ours(vm_env: VMEnv) -> None:
@@ -72,15 +72,15 @@ async def test_proxmox_foreign_vm_with_our_name_is_left_beside_ours(vm_env: VMEn
     name = "taken-proxmox"
     foreign = Owner(vm_env.namespace, name, str(uuid.uuid4()))
     hv = await vm_env.hypervisor("proxmox")
-    foreign_id, task = await hv.create(
+    foreign_id = await create_on(
+        hv,
         VMSpec(
             owner=foreign,
             cpu=1,
             memory_mib=256,
             placement={"node": "pve1", "storage": "local-lvm"},
-        )
+        ),
     )
-    await wait_task(hv, task)
     try:
         created = await vm_env.vm(name, "proxmox")
         owner = owner_of(VirtualMachine.from_api(created))
@@ -96,4 +96,4 @@ async def test_proxmox_foreign_vm_with_our_name_is_left_beside_ours(vm_env: VMEn
         assert await vm_env.owned_by("proxmox", owner) == []
         assert (await hv.describe(foreign_id)).owner == foreign
     finally:
-        await wait_task(hv, await hv.delete(foreign_id, foreign))
+        await delete_on(hv, foreign_id, foreign)

@@ -4,7 +4,7 @@ repeated: exactly one hypervisor VM, whatever point the previous process reached
 from __future__ import annotations
 
 import pytest
-from fixtures_vm import PROVIDER_TYPES, VMEnv, is_ready, wait_task
+from fixtures_vm import PROVIDER_TYPES, VMEnv, create_on, delete_on, is_ready
 
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachine
 from virtrigaud.providers.base import NotFoundError
@@ -52,8 +52,7 @@ async def test_adopts_vm_created_before_status_was_written(
     vm = VirtualMachine.from_api(created)
     resolver = vm_env.reconciler.resolver
     spec = await build_vm_spec(resolver, vm, await resolve_class(resolver, vm), provider_type, {})
-    vm_id, task = await hv.create(spec)
-    await wait_task(hv, task)
+    vm_id = await create_on(hv, spec)
 
     assert FINALIZER not in (created["metadata"].get("finalizers") or [])
     await vm_env.reconciler.reconcile(f"{vm_env.namespace}/{name}", created)
@@ -78,7 +77,7 @@ async def test_vanished_vm_is_recreated(vm_env: VMEnv, provider_type: str) -> No
     old_id = driven.obj["status"]["id"]
     owner = owner_of(VirtualMachine.from_api(driven.obj))
     hv = await vm_env.hypervisor(provider_type)
-    await wait_task(hv, await hv.delete(old_id, owner))
+    await delete_on(hv, old_id, owner)
     with pytest.raises(NotFoundError):
         await hv.describe(old_id)
 

@@ -6,7 +6,14 @@ import asyncio
 
 import pytest
 from direct_leader import DirectLeader
-from fixtures_vm import PROVIDER_TYPES, VMEnv, hypervisor_calls_by_method, is_ready, wait_task
+from fixtures_vm import (
+    PROVIDER_TYPES,
+    VMEnv,
+    delete_on,
+    hypervisor_calls_by_method,
+    is_ready,
+    wait_task,
+)
 
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.kube.resources import PROVIDERS
@@ -80,7 +87,7 @@ async def test_sweep_returns_vms_changed_behind_the_controllers_back(
     assert await vm_env.reconciler.sweep(keys) == {keys[0]}
 
     gone_owner = owner_of(VirtualMachine.from_api(gone_obj))
-    await wait_task(hv, await hv.delete(gone_obj["status"]["id"], gone_owner))
+    await delete_on(hv, gone_obj["status"]["id"], gone_owner)
     assert await vm_env.reconciler.sweep(keys) == {keys[0], keys[1]}
 
     # The passes the sweep asked for put the world back; the next sweep is quiet again.

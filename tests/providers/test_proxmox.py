@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from factories import LocalBucket, new_owner, wait_task
+from factories import LocalBucket, create_to_end, new_owner, wait_task
 from factories.proxmox import NODE, TEMPLATE_VMID, PrivatePve
 from proxmoxer import ResourceException
 
 from virtrigaud.providers.base import (
+    Busy,
     DiskSpec,
     ImageSpec,
     NetworkSpec,
@@ -283,8 +284,7 @@ async def test_hung_requests_time_out_as_retryable(
 
 async def test_held_config_lock_is_retryable(server: PrivatePve, provider: ProxmoxProvider) -> None:
     owner = new_owner()
-    vm_id, task = await provider.create(spec_for(owner))
-    await wait_task(provider, task)
+    vm_id = await create_to_end(provider, spec_for(owner))
     vmid = vc.parse_vm_id(vm_id)[1]
     server.run(server.pve.hold_config_lock(vmid, None))
     with pytest.raises(RetryableError) as err:
@@ -316,8 +316,7 @@ async def test_slow_network_is_tolerated(provider_limiter: LocalBucket) -> None:
         await pve.validate()
         assert time.monotonic() - start >= 0.05
         owner = new_owner()
-        vm_id, task = await pve.create(spec_for(owner))
-        await wait_task(pve, task)
+        vm_id = await create_to_end(pve, spec_for(owner))
         assert (await pve.describe(vm_id)).owner == owner
     finally:
         await server.stop()
@@ -332,14 +331,14 @@ async def test_clones_of_one_template_run_one_at_a_time(provider_limiter: LocalB
     server.pve.add_ceph_storage("ceph")
     server.pve.ceph_slow(1.0)
     server.pve.add_vm(
-        9100,
+        TEMPLATE_VMID + 100,
         "tmpl-ceph",
         node=NODE,
         template=True,
         config={
             "memory": "1024",
             "cores": "1",
-            "scsi0": "ceph:base-9100-disk-0,size=4G",
+            "scsi0": f"ceph:base-{TEMPLATE_VMID + 100}-disk-0,size=4G",
             "net0": "virtio=BC:24:11:00:91:00,bridge=vmbr0",
         },
     )
@@ -359,26 +358,41 @@ async def test_clones_of_one_template_run_one_at_a_time(provider_limiter: LocalB
     try:
         pve = server.make_provider(provider_limiter, token=True)
         sampler = asyncio.run_coroutine_threadsafe(sample(), server.loop)
-        owners = [new_owner() for _ in range(3)]
-        start = time.monotonic()
-        made = await asyncio.gather(
-            *(
-                pve.create(
-                    spec_for(
-                        o,
-                        image=ImageSpec("tmpl-ceph"),
-                        disks=(),
-                        placement={"node": NODE, "storage": "ceph"},
-                    )
-                )
-                for o in owners
+        specs = [
+            spec_for(
+                new_owner(),
+                image=ImageSpec("tmpl-ceph"),
+                disks=(),
+                placement={"node": NODE, "storage": "ceph"},
             )
-        )
-        elapsed = time.monotonic() - start
+            for _ in range(3)
+        ]
+        # Three creates at once: one clone starts, the others are refused as Busy at once
+        # (nothing started for them), with a delay to ask again after.
+        start = time.monotonic()
+        first = await asyncio.gather(*(pve.create(s) for s in specs), return_exceptions=True)
+        assert time.monotonic() - start < 0.15  # no create waited for the 0.2 s clone
+        started = [r for r in first if isinstance(r, tuple)]
+        busy = [r for r in first if isinstance(r, Busy)]
+        assert len(started) == 1 and len(busy) == 2, first
+        assert all(b.retry_after and b.retry_after >= 0.5 for b in busy)
+        assert f"template {TEMPLATE_VMID + 100}" in str(busy[0])
+
+        async def converge(spec: VMSpec) -> str:
+            while True:
+                try:
+                    return await create_to_end(pve, spec)
+                except Busy as e:
+                    assert e.retry_after is not None
+                    await asyncio.sleep(min(e.retry_after, 0.1))
+
+        made = await asyncio.gather(*(converge(s) for s in specs[1:]))
+        vm_id, task = started[0]
+        await wait_task(pve, task)  # the first one's clone ended: its owner sees it
         sampler.cancel()
         assert peak == 1, f"{peak} clones of one template ran at once"
-        assert elapsed >= 0.55
-        assert len({vm_id for vm_id, _ in made}) == 3
+        assert len({vm_id, *made}) == 3
+        assert pve.clones.in_flight(f"{NODE}/{TEMPLATE_VMID + 100}") == 0
     finally:
         await server.stop()
 
@@ -414,8 +428,7 @@ async def test_creates_known_absent_list_the_cluster_once_per_template(
     before = gate_calls(provider, "list")
     made = []
     for _ in range(3):
-        vm_id, task = await provider.create(spec_for(new_owner()), known_absent=True)
-        await wait_task(provider, task)
+        vm_id = await create_to_end(provider, spec_for(new_owner()), known_absent=True)
         made.append(vm_id)
     assert gate_calls(provider, "list") - before == 1
     assert len(set(made)) == 3
@@ -443,8 +456,7 @@ async def test_create_writes_cloud_init_network_and_ownership(
         tags={"env": "test"},
         placement={"node": "pve2"},
     )
-    vm_id, task = await provider.create(spec)
-    await wait_task(provider, task)
+    vm_id = await create_to_end(provider, spec)
     assert vm_id.startswith("pve2/")  # cloned on pve1, placed on pve2
     vmid = vc.parse_vm_id(vm_id)[1]
     config = server.pve.vm(vmid).config
@@ -483,8 +495,7 @@ async def test_disk_grow_sends_resize_and_pending_is_reported(
         disks=(DiskSpec("root", 8), DiskSpec("data", 2)),
         placement={"node": NODE, "storage": "local-lvm"},
     )
-    vm_id, task = await provider.create(spec)
-    await wait_task(provider, task)
+    vm_id = await create_to_end(provider, spec)
     vmid = vc.parse_vm_id(vm_id)[1]
     await wait_task(provider, await provider.power(vm_id, owner, PowerOp.ON))
     desired = Resources(cpu=1, memory_mib=2048, disks=(DiskSpec("root", 8), DiskSpec("data", 5)))
@@ -512,15 +523,21 @@ async def test_delete_stops_then_destroys_with_purge(
     server: PrivatePve, provider: ProxmoxProvider
 ) -> None:
     owner = new_owner()
-    vm_id, task = await provider.create(spec_for(owner))
-    await wait_task(provider, task)
+    vm_id = await create_to_end(provider, spec_for(owner))
     await wait_task(provider, await provider.power(vm_id, owner, PowerOp.ON))
-    task = await provider.delete(vm_id, owner)
-    assert task.startswith("pve-task:UPID:")
-    await wait_task(provider, task)
     vmid = vc.parse_vm_id(vm_id)[1]
+    # A running VM: the stop first (its task is what delete returns), nothing destroyed yet.
+    stop = await provider.delete(vm_id, owner)
+    assert upid_of(stop) is not None and upid_of(stop).type == "qmstop"  # type: ignore[union-attr]
+    await wait_task(provider, stop)
+    assert server.pve.vm(vmid) is not None
+    destroy = await provider.delete(vm_id, owner)
+    assert upid_of(destroy) is not None and upid_of(destroy).type == "qmdestroy"  # type: ignore[union-attr]
+    await wait_task(provider, destroy)
     deletes = [p for m, p, _ in server.pve.requests if m == "DELETE" and p.endswith(f"/{vmid}")]
     assert deletes and server.pve.vm(vmid) is None
+    with pytest.raises(NotFoundError):
+        await provider.delete(vm_id, owner)  # gone: the delete is complete
     with pytest.raises(NotFoundError):
         await provider.describe(vm_id)
 
@@ -531,8 +548,7 @@ async def test_list_owned_reads_config_only_for_owners_outside_the_tag_alphabet(
     plain = new_owner()
     odd = Owner("ns-odd", "vm-odd", "Mixed_Case_UID")
     for owner in (plain, odd):
-        _, task = await provider.create(spec_for(owner))
-        await wait_task(provider, task)
+        await create_to_end(provider, spec_for(owner))
     before = gate_calls(provider, "config")
     owned = {vm.owner for vm in await provider.list_owned()}
     assert {plain, odd} <= owned

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from factories import LocalBucket, VMTracker, new_owner, wait_task
+from factories import LocalBucket, VMTracker, create_to_end, new_owner, wait_task
 from factories import vsphere as vfactory
 from pyVim.connect import Disconnect, SmartConnect
 
@@ -255,8 +255,7 @@ async def test_concurrent_callers_share_one_relogin(
     vprovider: VSphereProvider, vvms: VMTracker
 ) -> None:
     spec = spec_for(vvms)
-    vm_id, task = await vprovider.create(spec)
-    await wait_task(vprovider, task)
+    vm_id = await create_to_end(vprovider, spec)
     await vfactory.expire_session(vprovider)
     logins = calls(vprovider, "Login")
     infos = await asyncio.gather(*(vprovider.describe(vm_id) for _ in range(8)))
@@ -301,8 +300,7 @@ async def test_identity_cloud_init_and_tags_are_stored(
         tags={"team": "x"},
         image=None,
     )
-    vm_id, task = await vprovider.create(spec)
-    await wait_task(vprovider, task)
+    vm_id = await create_to_end(vprovider, spec)
 
     def read() -> tuple[dict[str, str], str, str]:
         vm = vim.VirtualMachine(vm_id, admin._stub)
@@ -323,8 +321,7 @@ async def test_cloned_vm_carries_identity_and_network(
     vprovider: VSphereProvider, vvms: VMTracker, admin: Any
 ) -> None:
     spec = spec_for(vvms, networks=(NetworkSpec("VM Network"), NetworkSpec("DC0_DVPG0")))
-    vm_id, task = await vprovider.create(spec)
-    await wait_task(vprovider, task)
+    vm_id = await create_to_end(vprovider, spec)
 
     def read() -> tuple[str, list[str]]:
         vm = vim.VirtualMachine(vm_id, admin._stub)
@@ -352,8 +349,7 @@ async def test_provider_defaults_place_the_vm(
     )
     try:
         spec = spec_for(vvms, placement={}, image=None)
-        vm_id, task = await placed.create(spec)
-        await wait_task(placed, task)
+        vm_id = await create_to_end(placed, spec)
 
         def pool_owner() -> str:
             vm = vim.VirtualMachine(vm_id, admin._stub)
@@ -387,15 +383,19 @@ async def test_graceful_off_turns_into_hard_off_after_the_deadline(
     vprovider: VSphereProvider, vvms: VMTracker
 ) -> None:
     spec = spec_for(vvms)
-    vm_id, task = await vprovider.create(spec)
-    await wait_task(vprovider, task)
+    vm_id = await create_to_end(vprovider, spec)
     await wait_task(vprovider, await vprovider.power(vm_id, spec.owner, PowerOp.ON))
     # A guest that ignores the shutdown request: the recorded deadline is what counts.
     pending = vtasks.shutdown_ref(vm_id, time.time() + 3600)
     assert not (await vprovider.task_status(pending)).done
     assert (await vprovider.describe(vm_id)).power_state == PowerState.ON
     overdue = vtasks.shutdown_ref(vm_id, time.time() - 1)
-    assert (await vprovider.task_status(overdue)).done
+    offs = calls(vprovider, "PowerOffVM_Task")
+    # Past the deadline a look starts the hard power-off and does not wait for it.
+    assert not (await vprovider.task_status(overdue)).done
+    assert calls(vprovider, "PowerOffVM_Task") == offs + 1
+    await wait_task(vprovider, overdue)
+    assert calls(vprovider, "PowerOffVM_Task") == offs + 1  # started once, then followed
     assert (await vprovider.describe(vm_id)).power_state == PowerState.OFF
 
 
@@ -403,8 +403,7 @@ async def test_online_decrease_waits_for_a_power_cycle(
     vprovider: VSphereProvider, vvms: VMTracker
 ) -> None:
     spec = spec_for(vvms, cpu=2, memory_mib=1024)
-    vm_id, task = await vprovider.create(spec)
-    await wait_task(vprovider, task)
+    vm_id = await create_to_end(vprovider, spec)
     await wait_task(vprovider, await vprovider.power(vm_id, spec.owner, PowerOp.ON))
     result = await vprovider.reconfigure(vm_id, spec.owner, Resources(cpu=1, memory_mib=512))
     assert result.needs_power_cycle and len(result.pending) == 2 and result.task is None

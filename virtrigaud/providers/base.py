@@ -8,6 +8,10 @@ is the single place that takes rate-limit tokens and counts calls.
 Long operations return a ``TaskRef``: a string that survives a process restart (a vCenter
 task moref, a Proxmox UPID, or ``done:`` for work the hypervisor finished synchronously),
 so a reconcile records it in status and resumes it instead of repeating the operation.
+No method waits for a hypervisor task: each returns as soon as the hypervisor accepted the
+work, and what remains after a task is asked for again once ``task_status`` says it ended
+(``finish_create`` after a create or clone, ``delete`` again after a delete's power-off),
+so a reconcile holds nothing for longer than a few calls and any process can resume it.
 """
 
 from __future__ import annotations
@@ -59,6 +63,24 @@ class TerminalError(ProviderError):
 
 class NotFoundError(ProviderError):
     kind = ErrorKind.NOT_FOUND
+
+
+BUSY_REASON = "WaitingForHypervisor"
+
+
+class Busy(RetryableError):
+    """The work cannot start now because the hypervisor is busy with tasks of its kind (the
+    provider caps them: clones of one template); nothing was started. Not a failure: ask
+    again after ``retry_after`` seconds."""
+
+    retry_after: float
+
+    def __init__(self, message: str, *, retry_after: float, field: str | None = None) -> None:
+        super().__init__(message, field=field, retry_after=retry_after)
+
+    @property
+    def reason(self) -> str:
+        return BUSY_REASON
 
 
 class OwnershipError(TerminalError):
@@ -231,6 +253,9 @@ class Capabilities:
     image_import: bool
     async_tasks: bool
     graceful_shutdown: bool
+    # create() may leave steps (a config write, a hardware change, disk resizes) for
+    # finish_create(); False: a created VM is finished when create's task ends.
+    create_steps: bool = True
 
 
 @dataclass(frozen=True)
@@ -254,8 +279,15 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
-        """Create (not power on) the VM; idempotent: an existing VM owned by spec.owner is
-        returned as is, one owned by someone else raises OwnershipError.
+        """Start creating (not powering on) the VM and return as soon as the hypervisor
+        accepted the work: ``(vm_id, task)``. ``vm_id`` is "" when only the finished task
+        names the VM (``TaskStatus.result``). Once the task finished, ``finish_create``
+        does what is left.
+
+        Idempotent: for an existing VM owned by spec.owner it returns that VM and the next
+        step that finishes it (``finish_create``'s answer); one owned by someone else raises
+        OwnershipError. Raises Busy when the provider's cap on concurrent clones of the
+        image is reached (nothing was started).
 
         ``known_absent``: the caller knows no VM of spec.owner exists (no create was ever
         attempted for it, or its ``find(spec.owner)`` has just returned None) and no one
@@ -264,6 +296,13 @@ class Provider(abc.ABC):
         unique (a vSphere folder, a libvirt host); on Proxmox VE, where they are not, it is
         left alone and the new VM is created beside it. A VM appearing in between still
         fails the create instead of being overwritten."""
+
+    @abc.abstractmethod
+    async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:
+        """The next remaining step of a create (or clone) whose last task finished: a config
+        write, the hardware the image lacks, one disk resize at a time. Returns that step's
+        task, or DONE when nothing is left; call again after each task finished. Idempotent;
+        makes no hypervisor call where create leaves nothing (``create_steps`` False)."""
 
     @abc.abstractmethod
     async def find(self, owner: Owner) -> VMInfo | None:
@@ -297,7 +336,10 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def power(
         self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
-    ) -> TaskRef: ...
+    ) -> TaskRef:
+        """Start a power change. OFF_GRACEFUL returns a task that ``task_status`` advances:
+        done once the VM is off; past ``graceful_timeout`` task_status starts the hard
+        power-off and reports not done until the VM is off (it never waits)."""
 
     @abc.abstractmethod
     async def reconfigure(
@@ -306,7 +348,10 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, vm_id: str, owner: Owner) -> TaskRef:
-        """Power off if needed and destroy; refuses a VM not owned by owner."""
+        """Destroy the VM; refuses a VM not owned by owner. A running VM may first need a
+        power-off: then that is what starts and its task is returned, and the caller calls
+        delete again once it finished. NotFoundError when the VM is gone (a delete that
+        completed)."""
 
     @abc.abstractmethod
     async def snapshot_create(
@@ -323,8 +368,9 @@ class Provider(abc.ABC):
     async def clone(
         self, source_id: str, spec: VMSpec, *, linked: bool
     ) -> tuple[str | None, TaskRef]:
-        """Clone source into a new VM for spec.owner; the id may only be known from the
-        finished task (TaskStatus.result)."""
+        """Start cloning source into a new VM for spec.owner, like create: the id may only
+        be known from the finished task (TaskStatus.result), and ``finish_create`` does
+        what is left once it finished."""
 
     @abc.abstractmethod
     async def image_prepare(self, image: ImageSpec) -> PreparedImage:

@@ -1,5 +1,13 @@
 """The converge steps of a VM pass: settle tasks in flight, create (or adopt), observe,
-reconfigure, power, report Ready."""
+reconfigure, power, report Ready.
+
+No step waits for a hypervisor task beyond two brief looks (``INLINE_TASK_POLLS``): a task
+still running is recorded in ``status.lastTaskRef`` with its operation and the pass ends
+with a requeue, so a handover or failover never waits on a reconcile and whichever shard
+owns the key next resumes it. A create is a chain of tasks (the clone, then each step
+``finish_create`` returns until DONE); the operation stays ``create`` until the last one
+finished, and only then is the VM ``Created``.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +19,14 @@ from virtrigaud.api.conditions import get_condition
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase, VirtualMachineResources
 from virtrigaud.api.virtualmachine import PowerState as DesiredPower
 from virtrigaud.providers.base import (
+    DONE,
+    Busy,
     NotFoundError,
     PowerOp,
     PowerState,
     Provider,
     Resources,
+    RetryableError,
     TaskRef,
     TaskStatus,
     VMInfo,
@@ -23,6 +34,7 @@ from virtrigaud.providers.base import (
     check_owner,
 )
 from virtrigaud.shards.vm_pass import (
+    OP_ADOPT,
     OP_CREATE,
     OP_POWER,
     PassBase,
@@ -50,6 +62,8 @@ SOON = 0.5
 # slept before each look).
 INLINE_TASK_POLLS = (0.05, 0.25)
 DEFAULT_GRACEFUL_TIMEOUT = 60.0
+# Create steps one pass runs at most before it requeues (each may look at a task briefly).
+CREATE_STEPS_PER_PASS = 6
 
 
 class ConvergeSteps(PassBase):
@@ -60,7 +74,7 @@ class ConvergeSteps(PassBase):
         self.memory.dependencies_met(self.key)
         self.st.drop_condition(DELETING)
 
-        await self.settle_tasks(provider)
+        await self.settle_tasks(provider, spec)
         info = await self.ensure_exists(provider, spec)
         if info is None:
             return
@@ -77,8 +91,8 @@ class ConvergeSteps(PassBase):
             await self.reconfigure(provider, powered, desired)
         await self.converged(powered)
 
-    async def settle_tasks(self, provider: Provider) -> None:
-        """Wait for tasks started by an earlier pass (possibly by another process)."""
+    async def settle_tasks(self, provider: Provider, spec: VMSpec) -> None:
+        """Follow up tasks started by an earlier pass (possibly by another process)."""
         if self.status.last_task_ref:
             state = await self.poll_task(provider, self.status.last_task_ref)
             if not state.done:
@@ -91,14 +105,14 @@ class ConvergeSteps(PassBase):
                 self.st.condition(READY, False, "TaskInProgress", message)
                 raise await self.wait_for_task()
             operation = self.operation()
+            self.memory.task_settled(self.key)
+            if operation in (OP_CREATE, OP_ADOPT) and state.error is None:
+                await self.finish_create(provider, spec, state, operation)
+                return
             self.status.last_task_ref = None
             self.status.provider.pop(LAST_TASK_OPERATION, None)
-            self.memory.task_settled(self.key)
             if state.error is not None:
                 raise state.error
-            if operation == OP_CREATE and state.result:
-                # Some hypervisors name the new VM only when the task ends.
-                self.status.id = state.result
             await self.task_finished(operation)
         if self.status.reconfigure_task_ref:
             state = await self.poll_task(provider, self.status.reconfigure_task_ref)
@@ -120,7 +134,8 @@ class ConvergeSteps(PassBase):
             # may have created the VM.
             stored, added = await set_finalizer(self.ctx.kube, self.obj, FINALIZER, True)
             self.remember(stored)
-            found = None if added else await provider.find(self.owner)
+            absent = added or self.memory.known_absent(self.key)
+            found = None if absent else await provider.find(self.owner)
             if found is not None:
                 # An earlier pass (maybe in a process that died) created it; the tag says
                 # whether it is ours to adopt.
@@ -130,31 +145,97 @@ class ConvergeSteps(PassBase):
                 await self.event(
                     "Normal", "Adopted", f"found {self.hv_ref()} from an earlier attempt"
                 )
+                # That attempt may have stopped before the VM was finished.
+                self.record_task(OP_ADOPT, DONE)
+                await self.finish_create(provider, spec, TaskStatus(done=True), OP_ADOPT)
             else:
                 message = f"creating hypervisor VM {spec.name}"
                 self.st.phase(VirtualMachinePhase.PROVISIONING)
                 self.st.condition(PROVISIONING, True, "Creating", message)
                 self.st.condition(READY, False, "Provisioning", message)
                 # Nothing of ours exists (see above) and this shard alone acts for the key.
-                vm_id, task = await provider.create(spec, known_absent=True)
+                try:
+                    vm_id, task = await provider.create(spec, known_absent=True)
+                except Busy:
+                    # Nothing was started, so the next pass need not look for a VM.
+                    self.memory.nothing_created(self.key)
+                    raise
                 await self.audit(OP_CREATE)
-                self.status.id = vm_id
-                if not await self.start_task(OP_CREATE, task):
-                    # status.id and the task must be stored before anything waits on them.
-                    await self.save()
-                    raise Wait(self.memory.task_poll_delay(self.key))
-                # Finished already: no write of its own (it would cost an API write and its
-                # watch echo per VM). This pass goes on and stores status.id at its end; if
-                # it stops before that, the finalizer makes the next pass find the VM by its
-                # owner tag and adopt it.
+                self.status.id = vm_id or None
+                self.record_task(OP_CREATE, task)
+                await self.run_create(provider, spec, task)
+                # Finished within this pass: no write of its own (it would cost an API
+                # write and its watch echo per VM). This pass goes on and stores status.id
+                # at its end; if it stops before that, the finalizer makes the next pass
+                # find the VM by its owner tag and adopt it.
+        known_id = self.status.id
+        if not known_id:  # a create that ended names its VM (finish_create below)
+            raise RetryableError(f"{self.vm_ref()}: no hypervisor VM id after its create")
         try:
-            info = await provider.describe(self.status.id, snapshots=False)
+            info = await provider.describe(known_id, snapshots=False)
         except NotFoundError:
             await self.vanished()
             return None
         check_owner(info, self.owner)
         self.observe(info)
         return info
+
+    # ------------------------------------------------------------------ create steps
+
+    async def run_create(self, provider: Provider, spec: VMSpec, task: TaskRef) -> None:
+        """Follow the create's task (recorded in status) briefly; once it finished, finish
+        the VM. Raises Wait with the task recorded when it takes longer."""
+        state = TaskStatus(done=True)
+        if not task_done_locally(task):
+            found = await self.brief_wait(provider, task)
+            if found is None:
+                # status.id and the task must be stored before anything waits on them.
+                raise await self.wait_for_task()
+            state = found
+        await self.finish_create(provider, spec, state, OP_CREATE)
+
+    async def finish_create(
+        self, provider: Provider, spec: VMSpec, state: TaskStatus, operation: str
+    ) -> None:
+        """The create's last task (recorded in status) ended with state: ask finish_create
+        for the next step until it is DONE, each step recorded like the first task; then
+        the create (or the finishing of an adopted VM) is over. A step that takes longer
+        ends the pass with a requeue."""
+        for _ in range(CREATE_STEPS_PER_PASS):
+            if state.error is not None:
+                self.clear_task()
+                raise state.error
+            if state.result:
+                # Some hypervisors name the new VM only when the task ends.
+                self.status.id = state.result
+            vm_id = self.status.id or await self.name_created_vm(provider)
+            step = await provider.finish_create(vm_id, spec)
+            if task_done_locally(step):
+                self.clear_task()
+                await self.task_finished(operation)
+                return
+            await self.audit(OP_CREATE)
+            self.record_task(operation, step)
+            found = await self.brief_wait(provider, step)
+            if found is None:
+                raise await self.wait_for_task()
+            state = found
+        # Many quick steps: let other keys have the worker; the next pass goes on.
+        await self.save()
+        raise Wait(SOON)
+
+    async def name_created_vm(self, provider: Provider) -> str:
+        """A create task ended without naming its VM: find it by its owner tag."""
+        found = await provider.find(self.owner)
+        if found is None:
+            self.clear_task()
+            raise RetryableError(
+                f"{self.vm_ref()}: the hypervisor's create task ended without naming the VM "
+                "and no VM carries this object's owner tag; it is created again"
+            )
+        check_owner(found, self.owner)
+        self.status.id = found.id
+        return found.id
 
     async def vanished(self) -> None:
         message = f"{self.hv_ref()} no longer exists on the hypervisor; creating it again"
@@ -210,10 +291,17 @@ class ConvergeSteps(PassBase):
             return
         if self.held_back():
             return
-        applied_before = self.st.reason_of(RECONFIGURING) == "Applied"
+        summary = ", ".join(diffs)
+        # The same differences after an applied reconfigure: it did not take. Different
+        # ones: it made progress (a provider grows one disk per reconfigure).
+        before = get_condition(self.status.conditions, RECONFIGURING)
+        applied_before = (
+            before is not None
+            and before.reason == "Applied"
+            and before.message == f"reconfiguring: {summary}"
+        )
         result = await provider.reconfigure(info.id, self.owner, desired)
         await self.audit("reconfigure")
-        summary = ", ".join(diffs)
         self.st.phase(VirtualMachinePhase.RECONFIGURING)
         if result.needs_power_cycle:
             pending = ", ".join(result.pending) or summary

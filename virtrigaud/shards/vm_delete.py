@@ -1,6 +1,11 @@
 """The delete steps of a VM pass: wait for a task in flight, delete on the hypervisor
 (the provider refuses VMs that are not ours), wait for that task, drop the finalizer.
 
+No step waits inline: a delete task is recorded in status and followed up by later passes.
+A running VM may need a power-off first, which is the task ``delete`` returns; once a
+delete task ended, ``delete`` is asked again, and the VM being gone (NotFound) is what
+completes the delete.
+
 The finalizer is added just before the first create (see vm_converge.py), so a VM that
 never got that far has none and deletes at once. A VM with the finalizer whose Provider is
 gone keeps it (its hypervisor VM would be orphaned silently otherwise); the Deleting
@@ -15,13 +20,14 @@ from __future__ import annotations
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase
 from virtrigaud.providers.base import NotFoundError, OwnershipError
 from virtrigaud.shards.resolve import MissingDependency, NotGranted
-from virtrigaud.shards.vm_pass import OP_DELETE, Blocked, PassBase, task_done_locally
-from virtrigaud.shards.vm_status import (
-    DELETING,
-    LAST_TASK_OPERATION,
-    READY,
-    ensure_finalizer,
+from virtrigaud.shards.vm_pass import (
+    OP_CREATE,
+    OP_DELETE,
+    Blocked,
+    PassBase,
+    task_done_locally,
 )
+from virtrigaud.shards.vm_status import DELETING, READY, ensure_finalizer
 
 
 class DeleteSteps(PassBase):
@@ -42,19 +48,21 @@ class DeleteSteps(PassBase):
                 f"{self.owner.name} --type json "
                 '-p \'[{"op":"remove","path":"/metadata/finalizers"}]\'',
             ) from e
+        deleted = False
         if self.status.last_task_ref:
             state = await self.poll_task(provider, self.status.last_task_ref)
             if not state.done:
                 raise await self.wait_for_task()
             operation = self.operation()
-            self.status.last_task_ref = None
-            self.status.provider.pop(LAST_TASK_OPERATION, None)
+            self.clear_task()
             self.memory.task_settled(self.key)
             if state.error is not None and not isinstance(state.error, NotFoundError):
                 raise state.error
-            if operation == OP_DELETE:
-                await self.release(f"deleted {self.hv_ref()}")
-                return
+            if operation == OP_CREATE and state.result and not self.status.id:
+                self.status.id = state.result  # the create named its VM only at its end
+            # Whatever it was (a create, a power change, the delete's power-off or the
+            # delete itself), ask for the delete now: a VM that is gone completes it.
+            deleted = operation == OP_DELETE
         vm_id = self.status.id
         if not vm_id:
             # Created by a pass that died before recording the id? Look by owner.
@@ -66,7 +74,9 @@ class DeleteSteps(PassBase):
         try:
             task = await provider.delete(vm_id, self.owner)
         except NotFoundError:
-            await self.release(f"{self.hv_ref()} was already gone")
+            await self.release(
+                f"deleted {self.hv_ref()}" if deleted else f"{self.hv_ref()} was already gone"
+            )
             return
         except OwnershipError as e:
             await self.event("Warning", "NotOwned", e.message)
@@ -76,8 +86,7 @@ class DeleteSteps(PassBase):
         if task_done_locally(task):
             await self.release(f"deleted {self.hv_ref()}")
             return
-        self.status.last_task_ref = task
-        self.status.provider[LAST_TASK_OPERATION] = OP_DELETE
+        self.record_task(OP_DELETE, task)
         self.st.condition(DELETING, True, "DeleteInProgress", f"deleting {self.hv_ref()}")
         self.st.condition(READY, False, "Deleting", f"deleting {self.hv_ref()}")
         await self.event("Normal", "Deleting", f"deleting {self.hv_ref()}")

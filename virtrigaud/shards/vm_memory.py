@@ -44,6 +44,8 @@ class KeyMemory:
         self._due: dict[str, float] = {}
         self._task_polls: dict[str, int] = {}
         self._dependency_waits: dict[str, int] = {}
+        # Keys whose create this process asked for and the hypervisor refused as busy.
+        self._absent: set[str] = set()
 
     def forget(self, key: str) -> None:
         for table in (
@@ -54,6 +56,7 @@ class KeyMemory:
             self._dependency_waits,
         ):
             table.pop(key, None)
+        self._absent.discard(key)
 
     def latest(self, key: str) -> JSON | None:
         """The object as the last pass of key left it, if this process ran one."""
@@ -119,6 +122,20 @@ class KeyMemory:
             if theirs_rv is not None and mine_rv is not None and mine_rv > theirs_rv:
                 return mine
         return obj
+
+    # -- creates refused as busy -------------------------------------------------------------
+
+    def nothing_created(self, key: str) -> None:
+        """A create of key was refused before anything started (Busy): this process knows no
+        VM of it exists, so the next attempt needs no lookup by owner first."""
+        self._absent.add(key)
+
+    def known_absent(self, key: str) -> bool:
+        """Whether the last create of key was refused before anything started (once)."""
+        if key in self._absent:
+            self._absent.discard(key)
+            return True
+        return False
 
     # -- backoff ---------------------------------------------------------------------------
 

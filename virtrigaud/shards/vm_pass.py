@@ -20,6 +20,7 @@ from virtrigaud.shards.vm_status import LAST_TASK_OPERATION, StatusBuilder, writ
 JSON = dict[str, Any]
 
 OP_CREATE = "create"
+OP_ADOPT = "adopt"  # finishing a VM an earlier attempt created (no Created event)
 OP_DELETE = "delete"
 OP_POWER = "power:"
 
@@ -133,6 +134,14 @@ class PassBase:
         if task_done_locally(task):
             await self.task_finished(operation)
             return True
+        self.record_task(operation, task)
+        return False
+
+    def record_task(self, operation: str, task: TaskRef) -> None:
+        """The task a later pass follows up (written with the next status write)."""
         self.status.last_task_ref = task
         self.status.provider[LAST_TASK_OPERATION] = operation
-        return False
+
+    def clear_task(self) -> None:
+        self.status.last_task_ref = None
+        self.status.provider.pop(LAST_TASK_OPERATION, None)

@@ -28,7 +28,7 @@ from typing import Any
 from virtrigaud.api.virtualmachine import VirtualMachinePhase
 from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.resources import VIRTUAL_MACHINES
-from virtrigaud.providers.base import OwnershipError, ProviderError, RetryableError
+from virtrigaud.providers.base import Busy, OwnershipError, ProviderError, RetryableError
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 from virtrigaud.shards.resolve import MissingDependency, NotGranted, Resolver
 from virtrigaud.shards.vm_converge import ConvergeSteps
@@ -123,6 +123,8 @@ class _Pass(ConvergeSteps, DeleteSteps):
             if changed:
                 await self.event("Warning", e.reason, e.message)
             return ReconcileResult()
+        except Busy as e:
+            return await self.hypervisor_busy(e, deleting)
         except OwnershipError as e:
             changed = self.st.not_ready(e.reason, e.message, VirtualMachinePhase.FAILED)
             await self.save()
@@ -147,6 +149,23 @@ class _Pass(ConvergeSteps, DeleteSteps):
         if changed:
             await self.event("Warning", reason, message)
         return ReconcileResult(requeue_after=self.memory.dependency_wait_delay(self.key))
+
+    async def hypervisor_busy(self, e: Busy, deleting: bool) -> ReconcileResult:
+        """Not a failure: the provider started nothing because the hypervisor is busy with
+        tasks of this kind. The condition says so (written once: the message does not
+        change between tries) and the key is requeued after the provider's delay, without
+        the error backoff."""
+        message = f"{self.vm_ref()} waits for the hypervisor: {e.message}"
+        if deleting:
+            changed = self.st.condition(DELETING, True, e.reason, message)
+            self.status.message = message
+        else:
+            phase = self.status.phase or VirtualMachinePhase.PENDING
+            changed = self.st.not_ready(e.reason, message, phase)
+        await self.save()
+        if changed:
+            await self.event("Normal", e.reason, message)
+        return ReconcileResult(requeue_after=e.retry_after)
 
     async def provider_failed(self, e: ProviderError) -> None:
         message = f"{self.vm_ref()}: provider error: {e}"

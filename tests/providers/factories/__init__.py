@@ -52,7 +52,15 @@ from typing import Protocol
 
 import pytest
 
-from virtrigaud.providers.base import Owner, Provider, TaskRef, TaskStatus
+from virtrigaud.providers.base import (
+    DONE,
+    NotFoundError,
+    Owner,
+    Provider,
+    TaskRef,
+    TaskStatus,
+    VMSpec,
+)
 from virtrigaud.ratelimit import LocalBuckets
 
 PROVIDER_TYPES = ("vsphere", "libvirt", "proxmox")
@@ -113,6 +121,41 @@ async def wait_task(provider: Provider, task: TaskRef, timeout: float = 60.0) ->
         await asyncio.sleep(0.05)
 
 
+async def finish_to_end(
+    provider: Provider, spec: VMSpec, vm_id: str, task: TaskRef, timeout: float = 60.0
+) -> str:
+    """Wait for a create's (or clone's) task, then run finish_create step by step until it
+    says DONE, as the reconcile does over several passes; return the VM's id."""
+    for _ in range(2 + 2 * len(spec.disks)):
+        status = await wait_task(provider, task, timeout)
+        vm_id = vm_id or status.result or ""
+        task = await provider.finish_create(vm_id, spec)
+        if task.startswith(DONE):
+            return vm_id
+    raise AssertionError(f"finish_create of {vm_id} still returns tasks ({task})")
+
+
+async def create_to_end(
+    provider: Provider, spec: VMSpec, *, known_absent: bool = False, timeout: float = 60.0
+) -> str:
+    """create, then every task and finishing step to the end; the VM's id."""
+    vm_id, task = await provider.create(spec, known_absent=known_absent)
+    return await finish_to_end(provider, spec, vm_id, task, timeout)
+
+
+async def delete_to_end(
+    provider: Provider, vm_id: str, owner: Owner, timeout: float = 60.0
+) -> None:
+    """delete, waiting for each task it returns, until the VM is gone (NotFound)."""
+    for _ in range(4):
+        try:
+            task = await provider.delete(vm_id, owner)
+        except NotFoundError:
+            return
+        await wait_task(provider, task, timeout)
+    raise AssertionError(f"{vm_id} still exists after 4 deletes")
+
+
 def load_factory(provider_type: str) -> ModuleType:
     """The factory module for provider_type; a failing test (not a skip) when it is missing."""
     if not (Path(__file__).parent / f"{provider_type}.py").exists():
@@ -154,7 +197,7 @@ class VMTracker:
             try:
                 info = await self.provider.find(owner)
                 if info is not None and info.owner == owner:
-                    await wait_task(self.provider, await self.provider.delete(info.id, owner))
+                    await delete_to_end(self.provider, info.id, owner)
             except Exception as e:
                 errors.append(f"{owner.hypervisor_name()}: {e}")
         if self.foreign_ids:

@@ -22,6 +22,7 @@ import pytest
 from fakepve import FakePve
 from fakepve.certs import make_cert
 
+from factories import wait_task
 from virtrigaud.dev.pvetemplates import TEMPLATES
 from virtrigaud.providers.base import ImageSpec, Owner, Provider
 from virtrigaud.providers.calls import RateLimit, TokenLimiter
@@ -96,7 +97,7 @@ async def make_foreign_vm(provider: Provider, name: str) -> str:
         "test_create",
         lambda p: p.nodes(NODE).qemu.post(vmid=vmid, name=name, memory=512, cores=1),
     )
-    await _pve(provider).wait_task("pve-task:" + upid)
+    await wait_task(provider, "pve-task:" + upid)
     return vc.vm_id(NODE, vmid)
 
 
@@ -112,11 +113,11 @@ async def delete_vms(provider: Provider, ids: list[str]) -> None:
             stop = await pve.session.call(
                 "test_stop", lambda p: p.nodes(node).qemu(vmid).status.stop.post()
             )
-            await pve.wait_task("pve-task:" + stop)
+            await wait_task(pve, "pve-task:" + stop)
         upid = await pve.session.call(
             "test_delete", lambda p: p.nodes(node).qemu(vmid).delete(purge=1)
         )
-        await pve.wait_task("pve-task:" + upid)
+        await wait_task(pve, "pve-task:" + upid)
 
     for chunk in range(0, len(ids), 16):
         await asyncio.gather(*(remove(i) for i in ids[chunk : chunk + 16]))
@@ -139,7 +140,7 @@ async def make_owned_vms(provider: Provider, owners: list[Owner]) -> list[str]:
             "description": vc.description_for(None, owner, {}),
         }
         upid = await pve.session.call("test_create", lambda p: p.nodes(NODE).qemu.post(**args))
-        await pve.wait_task("pve-task:" + upid)
+        await wait_task(pve, "pve-task:" + upid)
         return vc.vm_id(NODE, vmid)
 
     for chunk in range(0, len(owners), 16):

@@ -1,9 +1,12 @@
 """The libvirt provider: domains and storage volumes through libvirt-python.
 
 libvirt is synchronous: every operation has finished when its call returns, so task
-references are ``done:`` refs. Each hypervisor call runs through the connection pool's
-gates; a gate call that makes a fixed, small sequence of RPCs (look up, then read) pays
-one rate-limit token per RPC (``cost``).
+references are ``done:`` refs, with one exception: a guest shutdown (OffGraceful) only
+asks the guest, so it returns ``libvirt-shutdown:<uuid>:<deadline>``, which
+``task_status`` advances (done once the domain is off; past the deadline it destroys the
+domain). Each hypervisor call runs through the connection pool's gates; a gate call that
+makes a fixed, small sequence of RPCs (look up, then read) pays one rate-limit token per
+RPC (``cost``).
 
 Disks are storage volumes in a pool, named ``<vm>-<disk>.qcow2`` and listed in the
 domain's VirtRigaud metadata; delete removes exactly those. An image is a volume
@@ -21,8 +24,8 @@ Where a driver lacks a call, the provider says so instead of pretending:
 * ``VIR_DOMAIN_UNDEFINE_NVRAM`` is only passed for UEFI domains, and never to the test
   driver, which rejects it.
 
-The test driver has no guest: graceful shutdown completes at once and interface
-addresses are the driver's fixed ones.
+The test driver has no guest: a shutdown completes at once and interface addresses are
+the driver's fixed ones.
 
 Cloud-init: the user-data and meta-data are recorded in the domain's VirtRigaud metadata;
 no NoCloud ISO is built or attached yet, so a real guest does not receive them.
@@ -37,6 +40,7 @@ import re
 import time
 import uuid
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import libvirt
@@ -112,6 +116,7 @@ _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 _HASHED_NAME = re.compile(r".{54}-[0-9a-f]{8}")
 
 DEFAULT_STORAGE_POOL = "default"
+SHUTDOWN_PREFIX = "libvirt-shutdown:"
 
 _OBSERVE_STATS = (
     libvirt.VIR_DOMAIN_STATS_STATE
@@ -126,6 +131,27 @@ def power_state(state: int) -> PowerState:
     if state in _OFF_STATES:
         return PowerState.OFF
     return PowerState.UNKNOWN
+
+
+@dataclass(frozen=True)
+class ShutdownRef:
+    """A guest shutdown in progress: ``libvirt-shutdown:<domain uuid>:<deadline>``."""
+
+    vm_id: str
+    deadline: float  # Unix time after which the domain is destroyed
+
+    def ref(self) -> TaskRef:
+        return f"{SHUTDOWN_PREFIX}{self.vm_id}:{self.deadline:.3f}"
+
+    @staticmethod
+    def parse(task: TaskRef) -> ShutdownRef | None:
+        if not task.startswith(SHUTDOWN_PREFIX):
+            return None
+        vm_id, _, deadline = task.removeprefix(SHUTDOWN_PREFIX).rpartition(":")
+        try:
+            return ShutdownRef(vm_id, float(deadline))
+        except ValueError:
+            return None
 
 
 def could_be_ours(name: str) -> bool:
@@ -156,7 +182,6 @@ class LibvirtProvider(Provider):
         max_workers: int | None = None,
         domain_type: str = "kvm",
         vcpu_headroom: int = 2,
-        poll_interval: float = 0.2,
         insecure_skip_verify: bool = False,
     ) -> None:
         defaults = defaults or {}
@@ -177,7 +202,6 @@ class LibvirtProvider(Provider):
         self.network = defaults.get("network") or None
         self._domain_type = domain_type
         self._vcpu_headroom = vcpu_headroom
-        self._poll_interval = poll_interval
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -319,6 +343,7 @@ class LibvirtProvider(Provider):
             image_import=False,  # images must already be volumes in a pool
             async_tasks=False,
             graceful_shutdown=True,
+            create_steps=False,  # define and volumes are done when create returns
         )
 
     async def find(self, owner: Owner) -> VMInfo | None:
@@ -530,6 +555,9 @@ class LibvirtProvider(Provider):
         vm_id = await self._define(spec, tuple(volumes), tuple(created))
         return vm_id, f"{DONE}{vm_id}"
 
+    async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:
+        return DONE  # create defined the whole domain: nothing is left
+
     async def power(
         self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
     ) -> TaskRef:
@@ -547,7 +575,7 @@ class LibvirtProvider(Provider):
                 await self._destroy(dom)
         elif op is PowerOp.OFF_GRACEFUL:
             if is_on:
-                await self._graceful_off(dom, graceful_timeout)
+                return await self._shutdown(dom, vm_id, graceful_timeout)
         elif op is PowerOp.REBOOT:
             if is_on:
                 await self._pool.call("reboot", lambda _c: dom.reboot(0), pin=dom)
@@ -575,30 +603,36 @@ class LibvirtProvider(Provider):
             if power_state(await self._state(dom)) is not PowerState.OFF:
                 raise
 
-    async def _graceful_off(self, dom: Any, timeout: float) -> None:
-        """ACPI shutdown, then poll until off; hard off once the timeout has passed."""
-        deadline = time.monotonic() + max(0.0, timeout)
+    async def _shutdown(self, dom: Any, vm_id: str, timeout: float) -> TaskRef:
+        """Ask the guest to shut down (ACPI); task_status follows it to off."""
         try:
             await self._pool.call("shutdown", lambda _c: dom.shutdown(), pin=dom)
         except RetryableError:
             if power_state(await self._state(dom)) is PowerState.OFF:
-                return
+                return DONE
             raise
-        interval = self._poll_interval
-        while True:
-            if power_state(await self._state(dom)) is PowerState.OFF:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            await asyncio.sleep(min(interval, remaining))
-            interval = min(interval * 1.5, 2.0)
-        log.info(
-            "domain %s did not shut down within %.0fs; powering it off",
-            dom.UUIDString(),
-            timeout,
-        )
+        return ShutdownRef(vm_id, time.time() + max(0.0, timeout)).ref()
+
+    async def _shutdown_status(self, ref: ShutdownRef) -> TaskStatus:
+        """Done once the domain is off; past the deadline it is destroyed (a synchronous
+        call, so the destroy that returns leaves it off)."""
+        self._check_vm_id(ref.vm_id)
+
+        def read(conn: Any) -> tuple[Any, int]:
+            dom = conn.lookupByUUIDString(ref.vm_id)
+            return dom, dom.state()[0]
+
+        try:
+            dom, state = await self._pool.call("state", read, cost=2, repeatable=True)
+        except NotFoundError as e:
+            raise self._vm_not_found(ref.vm_id, e) from e
+        if power_state(state) is PowerState.OFF:
+            return TaskStatus(done=True, progress=100)
+        if time.time() < ref.deadline:
+            return TaskStatus(done=False)
+        log.info("domain %s did not shut down in time; powering it off", ref.vm_id)
         await self._destroy(dom)
+        return TaskStatus(done=True, progress=100)
 
     async def reconfigure(self, vm_id: str, owner: Owner, desired: Resources) -> ReconfigureResult:
         def read(conn: Any) -> tuple[Any, str, str, int]:
@@ -828,10 +862,14 @@ class LibvirtProvider(Provider):
         return PreparedImage(id=key, path=path, ready=True)
 
     async def task_status(self, task: TaskRef) -> TaskStatus:
+        shutdown = ShutdownRef.parse(task)
+        if shutdown is not None:
+            return await self._shutdown_status(shutdown)
         if not task.startswith(DONE):
             raise TerminalError(
                 f"task reference {task!r} is not a libvirt task; libvirt operations finish "
-                "synchronously and only produce 'done:' references",
+                f"synchronously and produce 'done:' references (guest shutdowns "
+                f"'{SHUTDOWN_PREFIX}...')",
                 field="status.lastTaskRef",
             )
         return TaskStatus(done=True, progress=100, result=task[len(DONE) :] or None)

@@ -1,11 +1,15 @@
 """The Proxmox VE provider: VMs as PVE QEMU guests, through one proxmoxer session.
 
 VM ids are ``<node>/<vmid>``. Long operations return ``pve-task:<UPID>``; the UPID names
-its node, so a reference is resumable after a restart. Creating from a template is a
-clone (PVE locks the template while cloning, so clones of one template are serialised
-here), then one config write for CPU, memory, networks, cloud-init and new disks, then
-disk resizes. ``create`` waits for the clone task (polling with backoff) because the
-config write needs the clone's config file; what it returns is the last resize task.
+its node, so a reference is resumable after a restart. Nothing here waits for a task.
+
+Creating from a template is a clone; ``create`` returns its task. PVE locks the template
+while cloning, so one clone of a template runs at a time (per process; see
+``providers/inflight.py``): another create of it meanwhile gets Busy. Once the clone
+finished, ``finish_create`` writes the config (CPU, memory, networks, cloud-init, new
+disks) and starts the disk resizes one at a time (a resize holds the VM's config lock).
+A running VM is stopped before it is destroyed: ``delete`` returns the stop task, and the
+destroy is the next ``delete``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import asyncio
 import logging
 import random
 import re
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -40,6 +43,7 @@ from virtrigaud.providers.base import (
     check_owner,
 )
 from virtrigaud.providers.calls import CallGate
+from virtrigaud.providers.inflight import TaskCap
 from virtrigaud.providers.proxmox import vmconfig as vc
 from virtrigaud.providers.proxmox.errors import classify_message
 from virtrigaud.providers.proxmox.session import PveSession
@@ -72,17 +76,19 @@ class ProxmoxProvider(Provider):
         session: PveSession,
         gate: CallGate,
         defaults: Mapping[str, str] | None = None,
-        task_wait_timeout: float = 1800.0,
     ) -> None:
         self.session = session
         self.gate = gate
         self.endpoint = session.endpoint
         self.defaults = dict(defaults or {})
-        self.task_wait_timeout = task_wait_timeout
         # PVE locks a template for the whole clone: a second clone of it would fail on the
         # lock, so clones of one template run one at a time (per process; other processes
         # meet the lock error, which is Retryable).
-        self._template_locks: dict[str, asyncio.Lock] = {}
+        self.clones = TaskCap(1, "clones of one template")
+        # Resizes finish_create started, per (node, vmid, drive, GiB): PVE records a grown
+        # disk's size in the config, so the next step does not ask again; a hypervisor
+        # that accepts a resize and records nothing (fakepve) would be asked forever.
+        self._resized: set[tuple[str, int, str, int]] = set()
         # nextid -> clone/create is a read-then-claim; one at a time per process.
         self._vmid_lock = asyncio.Lock()
         # Where each image's template lives ((node, vmid) by image), so a create that knows
@@ -120,24 +126,6 @@ class ProxmoxProvider(Provider):
                 field=f"spec.placement.{sorted(unknown)[0]}",
             )
         return spec.placement.get(key) or self.defaults.get(key) or None
-
-    async def wait_task(self, task: TaskRef, timeout: float | None = None) -> TaskStatus:
-        """Poll a task with exponential backoff until it ends; raise its error if it failed."""
-        deadline = time.monotonic() + (timeout or self.task_wait_timeout)
-        delay = 0.02
-        while True:
-            status = await self.task_status(task)
-            if status.done:
-                if status.error is not None:
-                    raise status.error
-                return status
-            if time.monotonic() > deadline:
-                raise RetryableError(
-                    f"Proxmox VE at {self.endpoint}: task {task} still running after "
-                    f"{timeout or self.task_wait_timeout:.0f} s"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.6, 2.0)
 
     def _info(
         self,
@@ -277,6 +265,7 @@ class ProxmoxProvider(Provider):
     # ------------------------------------------------------------------ create
 
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
+        vc.check_spec(spec)
         full = (self._option(spec, "cloneMode") or "full") != "linked"
         if known_absent and spec.image is not None:
             cached = self._templates.get(_image_key(spec.image))
@@ -304,12 +293,13 @@ class ProxmoxProvider(Provider):
         return await self._clone_into(src_node, src_vmid, spec, full=full)
 
     async def _adopt(self, existing: list[dict[str, Any]], spec: VMSpec) -> tuple[str, TaskRef]:
-        """create() found a VM with the spec's name: finish it if it is ours, else refuse."""
+        """create() found a VM with the spec's name: if it is ours, its next finishing step
+        (DONE when it is finished), else refuse."""
         for res in existing:
             node, vmid = str(res["node"]), int(res["vmid"])
             config = await self._config(node, vmid)
             if vc.owner_from_description(config.get("description")) == spec.owner:
-                return await self._finish(node, vmid, spec, config)
+                return vc.vm_id(node, vmid), await self._finish(node, vmid, spec, config)
         res = existing[0]
         node, vmid = str(res["node"]), int(res["vmid"])
         check_owner(self._info(node, vmid, await self._config(node, vmid), None, ()), spec.owner)
@@ -390,24 +380,36 @@ class ProxmoxProvider(Provider):
             args["storage"] = storage
         if pool:
             args["pool"] = pool
-        lock = self._template_locks.setdefault(f"{src_node}/{src_vmid}", asyncio.Lock())
-        async with lock:
+        key = f"{src_node}/{src_vmid}"
+        await self.clones.make_room(key, self.task_status)
+        slot = self.clones.take(
+            key,
+            f"Proxmox VE at {self.endpoint}: template {src_vmid} on {src_node} is being "
+            "cloned for another VM, and PVE clones a template one VM at a time",
+        )
+        try:
             newid, upid = await self._claim_vmid(
                 "clone",
                 lambda newid: (
                     lambda p: p.nodes(src_node).qemu(src_vmid).clone.post(newid=newid, **args)
                 ),
             )
-            await self.wait_task(task_ref(upid))
-        return await self._finish(target, newid, spec, None)
+        except BaseException:
+            self.clones.give_back(slot)
+            raise
+        task = task_ref(upid)
+        self.clones.bind(slot, task)
+        return vc.vm_id(target, newid), task
 
-    async def _finish(
-        self, node: str, vmid: int, spec: VMSpec, config: Config | None
-    ) -> tuple[str, TaskRef]:
-        """Bring a cloned (or half-finished) guest to the spec: one config write, then
-        the disk resizes. Returns the last resize task (earlier ones are waited for)."""
-        if config is None:
-            config = await self._config(node, vmid)
+    async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:
+        node, vmid = vc.parse_vm_id(vm_id)
+        config = await self._config(node, vmid)
+        check_owner(self._info(node, vmid, config, None, ()), spec.owner)
+        return await self._finish(node, vmid, spec, config)
+
+    async def _finish(self, node: str, vmid: int, spec: VMSpec, config: Config) -> TaskRef:
+        """The next step that brings a cloned (or half-finished) guest to the spec: the
+        config write (synchronous), then the first disk resize not yet asked for."""
         if config.get("lock"):
             raise RetryableError(
                 f"Proxmox VE at {self.endpoint}: VM {vmid} is locked "
@@ -428,23 +430,20 @@ class ProxmoxProvider(Provider):
             await self._call(
                 "reconfigure", lambda p: p.nodes(node).qemu(vmid).config.put(**changes)
             )
-        task = await self._resize(node, vmid, plan.resize)
-        return vc.vm_id(node, vmid), task
+        for _name, key, size in plan.resize:
+            if (node, vmid, key, size) in self._resized:
+                continue
+            task = await self._resize(node, vmid, key, size)
+            self._resized.add((node, vmid, key, size))
+            return task
+        return DONE
 
-    async def _resize(
-        self, node: str, vmid: int, resizes: tuple[tuple[str, str, int], ...]
-    ) -> TaskRef:
-        last: TaskRef = DONE
-        for _name, key, size in resizes:
-            if last != DONE:
-                await self.wait_task(last)  # a resize holds the VM's config lock
-
-            def grow(p: Any, key: str = key, size: int = size) -> Any:
-                return p.nodes(node).qemu(vmid).resize.put(disk=key, size=f"{size}G")
-
-            upid = await self._call("resize", grow)
-            last = task_ref(upid)
-        return last
+    async def _resize(self, node: str, vmid: int, key: str, size: int) -> TaskRef:
+        """Start growing one disk (a resize holds the VM's config lock: one at a time)."""
+        upid = await self._call(
+            "resize", lambda p: p.nodes(node).qemu(vmid).resize.put(disk=key, size=f"{size}G")
+        )
+        return task_ref(upid)
 
     async def _create_blank(
         self, spec: VMSpec, resources: list[dict[str, Any]]
@@ -473,6 +472,7 @@ class ProxmoxProvider(Provider):
     async def clone(
         self, source_id: str, spec: VMSpec, *, linked: bool
     ) -> tuple[str | None, TaskRef]:
+        vc.check_spec(spec)
         node, vmid = vc.parse_vm_id(source_id)
         resources = await self._vm_resources()
         existing = [r for r in resources if r.get("name") == spec.name and not r.get("template")]
@@ -560,7 +560,9 @@ class ProxmoxProvider(Provider):
             rows = await self._call("pending", lambda p: p.nodes(node).qemu(vmid).pending.get())
             pending = {r["key"] for r in rows or [] if "pending" in r or r.get("delete")}
         waiting = tuple(sorted(pending & managed))
-        task = await self._resize(node, vmid, plan.resize)
+        # One resize per reconfigure (it holds the config lock); the next pass asks for the
+        # next disk once this one has grown.
+        task = await self._resize(node, vmid, *plan.resize[0][1:]) if plan.resize else DONE
         return ReconfigureResult(
             task=None if task == DONE else task,
             needs_power_cycle=bool(waiting),
@@ -574,9 +576,10 @@ class ProxmoxProvider(Provider):
         config, status = await asyncio.gather(self._config(node, vmid), self._status(node, vmid))
         check_owner(self._info(node, vmid, config, status, ()), owner)
         if status.get("status") == "running":
-            # PVE refuses to destroy a running VM; the stop is short, so wait for it here.
-            stop = await self._call("stop", lambda p: p.nodes(node).qemu(vmid).status.stop.post())
-            await self.wait_task(task_ref(stop), timeout=300)
+            # PVE refuses to destroy a running VM: stop it; the destroy is the next delete.
+            return task_ref(
+                await self._call("stop", lambda p: p.nodes(node).qemu(vmid).status.stop.post())
+            )
         upid = await self._call(
             "delete",
             lambda p: (
@@ -648,12 +651,16 @@ class ProxmoxProvider(Provider):
         upid = upid_of(task)
         if upid is None:
             return TaskStatus(done=True)
+        seen = self.clones.seen(task)
+        if seen is not None:
+            return seen
         try:
             data = await self._call(
                 "task_status", lambda p: p.nodes(upid.node).tasks(upid.upid).status.get()
             )
         except RetryableError as e:
             if "unable to parse worker upid" in str(e) or "no such task" in str(e):
+                self.clones.ended(task)
                 raise NotFoundError(
                     f"Proxmox VE at {self.endpoint} does not know task {upid.upid} "
                     "(node task log rotated, or the node was reinstalled)"
@@ -661,6 +668,7 @@ class ProxmoxProvider(Provider):
             raise
         if data.get("status") != "stopped":
             return TaskStatus(done=False)
+        self.clones.ended(task)
         exit_status = str(data.get("exitstatus", ""))
         if exit_status == "OK" or exit_status.startswith("WARNINGS"):
             return TaskStatus(done=True)

@@ -439,6 +439,25 @@ def default_storage(config: dict[str, object]) -> str | None:
 # ------------------------------------------------------------- config
 
 
+def bios_value(spec: VMSpec) -> str | None:
+    if not spec.firmware:
+        return None
+    bios = {"efi": "ovmf", "uefi": "ovmf", "bios": "seabios"}.get(spec.firmware.lower())
+    if bios is None:
+        raise TerminalError(
+            f"firmware {spec.firmware!r} is unknown to Proxmox; use efi or bios",
+            field="spec.firmware",
+        )
+    return bios
+
+
+def check_spec(spec: VMSpec) -> None:
+    """Refuse what no guest config can express (cloud-init keys, firmware) before a clone
+    is started for it; the rest depends on the clone's config (spec_config)."""
+    cloud_init(spec.user_data, spec.meta_data)
+    bios_value(spec)
+
+
 def spec_config(
     spec: VMSpec,
     config: dict[str, object],
@@ -479,13 +498,8 @@ def spec_config(
                     "no free IDE slot for the cloud-init drive", field="spec.userData"
                 )
             want[slot] = f"{storage}:cloudinit"
-    if spec.firmware:
-        bios = {"efi": "ovmf", "uefi": "ovmf", "bios": "seabios"}.get(spec.firmware.lower())
-        if bios is None:
-            raise TerminalError(
-                f"firmware {spec.firmware!r} is unknown to Proxmox; use efi or bios",
-                field="spec.firmware",
-            )
+    bios = bios_value(spec)
+    if bios is not None:
         want["bios"] = bios
     tags = pve_tags(spec.owner, spec.tags, config.get("tags"))
     if set(split_tags(tags)) != set(split_tags(config.get("tags"))):

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from virtrigaud.providers.base import (
+    DONE,
     Capabilities,
     ImageSpec,
     NotFoundError,
@@ -298,6 +299,25 @@ class RemoteProvider(Provider):
             "Create", wire.create_request(self.type, spec), pb.CreateResponse, tuple(md)
         )
         return resp.id, resp.task.id
+
+    async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:
+        """provider.v1 has no finishing call: Create again for the same owner, which a
+        provider server answers with the existing VM and its next finishing step (ours
+        do; DONE when nothing is left). Nothing to send where create leaves no steps."""
+        if not self.capabilities().create_steps:
+            return DONE
+        resp, _ = await self._rpc(
+            "Create",
+            wire.create_request(self.type, spec),
+            pb.CreateResponse,
+            (wire.owner_metadata(spec.owner),),
+        )
+        if resp.id and vm_id and resp.id != vm_id:
+            raise RetryableError(
+                f"{self._where()}: finishing VM {vm_id} for {spec.owner.tag()}, the server "
+                f"answered with VM {resp.id}"
+            )
+        return str(resp.task.id) or DONE
 
     async def find(self, owner: Owner) -> VMInfo | None:
         md = (wire.owner_metadata(owner), (wire.MD_LOOKUP, "owner"))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import grpc
 
 from virtrigaud.providers.base import (
+    BUSY_REASON,
+    Busy,
     ErrorKind,
     NotFoundError,
     OwnershipError,
@@ -83,8 +85,11 @@ def error_from_trailers(message: str, trailers: Metadata | None) -> ProviderErro
     field = md_value(trailers, MD_ERROR_FIELD)
     retry = md_value(trailers, MD_RETRY_AFTER)
     retry_after = float(retry) if retry else None
-    if md_value(trailers, MD_ERROR_REASON) == "NotOwned":
+    reason = md_value(trailers, MD_ERROR_REASON)
+    if reason == "NotOwned":
         return OwnershipError(message, field=field, retry_after=retry_after)
+    if kind is ErrorKind.RETRYABLE and reason == BUSY_REASON and retry_after:
+        return Busy(message, field=field, retry_after=retry_after)
     return _CLASSES[kind](message, field=field, retry_after=retry_after)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 from typing import Any
 
 from virtrigaud.providers.base import (
@@ -433,7 +433,13 @@ def capabilities_json(caps: Capabilities) -> str:
 def capabilities_from(resp: pb.GetCapabilitiesResponse, extra: str | None) -> Capabilities:
     if extra:
         doc = json.loads(extra)
-        return Capabilities(**{f.name: bool(doc.get(f.name, False)) for f in fields(Capabilities)})
+        # A field the peer does not send takes its default (False where there is none).
+        return Capabilities(
+            **{
+                f.name: bool(doc.get(f.name, False if f.default is MISSING else f.default))
+                for f in fields(Capabilities)
+            }
+        )
     # A peer that sends only the wire fields (the Go project's providers).
     online = resp.supports_reconfigure_online
     return Capabilities(

@@ -18,6 +18,9 @@ OWNER_KEY = "guestinfo.virtrigaud.owner"
 """extraConfig key of the ownership tag (vcsim and vCenter round-trip it through clones)."""
 DISK_NAMES_KEY = "virtrigaud.disks"
 """extraConfig key: the VirtRigaud names of the VM's disks, in device order, comma-separated."""
+CREATED_KEY = "virtrigaud.created"
+"""extraConfig key: the owner uid of the VM once its create is finished (the whole spec was
+applied); a clone of it carries the source's uid, so it is not taken for finished."""
 
 VM_PROPERTIES = [
     "name",

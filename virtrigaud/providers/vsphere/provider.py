@@ -1,8 +1,15 @@
-"""The vSphere provider: one vCenter endpoint, one pooled session, pyVmomi behind the gate."""
+"""The vSphere provider: one vCenter endpoint, one pooled session, pyVmomi behind the gate.
+
+Nothing here waits for a vCenter task. ``create`` returns the CreateVM/CloneVM task (the
+new VM's moref is its result); ``finish_create`` then applies what a clone spec may not
+have (class CPU/memory, disk sizes and extra disks, networks, annotation) in one
+reconfigure, marked in extraConfig so asking again costs one read. ``delete`` of a
+running VM returns its power-off task, and the destroy is the next ``delete``. A guest
+shutdown is a reference that ``task_status`` advances (see ``tasks.py``).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -30,6 +37,7 @@ from virtrigaud.providers.base import (
     check_owner,
 )
 from virtrigaud.providers.calls import CallGate
+from virtrigaud.providers.inflight import TaskCap
 from virtrigaud.providers.vsphere import inventory, specs, tasks
 from virtrigaud.providers.vsphere.inventory import VmRecord
 from virtrigaud.providers.vsphere.placement import (
@@ -52,8 +60,6 @@ TYPE = "vsphere"
 CLONES_PER_SOURCE = 4
 """Concurrent clones of one source VM: a clone costs 4 of an ESXi host's 16 operation units
 (and vcsim 0.24.2 crashes with 8 or more at once)."""
-WAIT_TIMEOUT_SECONDS = 1800.0
-"""Longest wait for a clone/create task whose result (the new VM) create() must return."""
 
 _NO_GUEST_SHUTDOWN = (vim.fault.ToolsUnavailable, vim.fault.InvalidState, vmodl.fault.NotSupported)
 """ShutdownGuest faults that mean the guest cannot be asked (no Tools running)."""
@@ -105,7 +111,9 @@ class VSphereProvider(Provider):
             keepalive_seconds=keepalive_seconds,
         )
         self._defaults = dict(defaults)
-        self._clone_slots: dict[str, asyncio.Semaphore] = {}
+        self.clones = TaskCap(CLONES_PER_SOURCE, "clones of one source VM")
+        # The hard power-off a guest shutdown past its deadline started, by VM id.
+        self._hard_offs: dict[str, TaskRef] = {}
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -191,24 +199,6 @@ class VSphereProvider(Provider):
         ownership before a clone is started."""
         return await self._lookup(owner, folder, by_uuid=not known_absent)
 
-    async def _wait(self, task_id: str, what: str, timeout: float = WAIT_TIMEOUT_SECONDS) -> Any:
-        """Poll a vCenter task to its end; its result, or its error as a ProviderError."""
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            state = await self._read_call("TaskInfo", lambda c: tasks.read_task(c, task_id))
-            if state.state == "success":
-                return state.result
-            if state.state == "error":
-                raise self._task_error(state.error, what)
-            if time.monotonic() > deadline:
-                raise RetryableError(
-                    f"{what} (task {task_id}) still running on vCenter {self.endpoint} "
-                    f"after {timeout:g} s"
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 2.0)
-
     def _task_error(self, fault: Any, what: str) -> ProviderError:
         mapped = self.gate.map_error(fault)
         return type(mapped)(f"{what} failed: {mapped.message}", field=mapped.field)
@@ -289,7 +279,7 @@ class VSphereProvider(Provider):
         existing = await self._existing_for_create(spec.owner, placement.folder, known_absent)
         if existing is not None:
             check_owner(existing.info(), spec.owner)
-            return existing.id, DONE
+            return existing.id, await self._finish(existing, spec, placement, backings)
         if spec.image is not None:
             source = await self._image(spec.image)
             try:
@@ -306,8 +296,37 @@ class VSphereProvider(Provider):
             return folder.CreateVM_Task(config=config, pool=_bind(placement.pool, conn), host=host)
 
         task = await self._call("CreateVM_Task", start)
-        vm = await self._wait(task._moId, f"creating VM {spec.name!r}")
-        return str(vm._moId), tasks.task_ref(task)
+        return "", tasks.task_ref(task)
+
+    async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:
+        vm = await self._read_owned(vm_id, spec.owner)
+        placement, backings = await self._placement(spec)
+        return await self._finish(vm, spec, placement, backings)
+
+    async def _finish(
+        self, vm: VmRecord, spec: VMSpec, placement: Placement, backings: list[Any]
+    ) -> TaskRef:
+        """One ReconfigVM of what the clone spec may not have applied (vcsim applies only
+        extraConfig and the UUID): the class CPU/memory, disk sizes and extra disks,
+        networks, annotation. It marks the VM finished (CREATED_KEY); a finished VM only
+        gets the hardware it still lacks, and DONE when it lacks nothing."""
+        delta = specs.hardware_delta(
+            vm, spec.cpu, spec.memory_mib, spec.disks, datastore=placement.datastore
+        )
+        if vm.extra.get(inventory.CREATED_KEY) == spec.owner.uid:
+            if delta.config is None:
+                return DONE
+            config = delta.config
+        else:
+            config = specs.finish_config(
+                spec,
+                delta.disk_names,
+                delta.disk_changes + specs.nic_changes(vm, spec.networks, backings),
+            )
+        task = await self._call(
+            "ReconfigVM_Task", lambda c: _bind(vm.ref, c).ReconfigVM_Task(spec=config)
+        )
+        return tasks.task_ref(task)
 
     async def _image(self, image: ImageSpec, *, refresh: bool = False) -> VmRecord:
         """The template (or VM) named by image, remembered for the session."""
@@ -357,25 +376,23 @@ class VSphereProvider(Provider):
                 folder=_bind(placement.folder, conn), name=spec.name, spec=clone_spec
             )
 
-        slots = self._clone_slots.setdefault(source.id, asyncio.Semaphore(CLONES_PER_SOURCE))
-        async with slots:
-            try:
-                task = await self._call("CloneVM_Task", start)
-            except NotFoundError as e:
-                raise _SourceMissing(e.message, field=e.field) from e
-            ref = await self._wait(task._moId, f"cloning {source.name!r} into {spec.name!r}")
-        vm = await self._read(str(ref._moId))
-        # Apply what the clone spec may not have (vcsim ignores all but extraConfig): the
-        # class CPU/memory, disk sizes and extra disks, networks, annotation.
-        delta = specs.hardware_delta(
-            vm, spec.cpu, spec.memory_mib, spec.disks, datastore=placement.datastore
+        await self.clones.make_room(source.id, self.task_status)
+        slot = self.clones.take(
+            source.id,
+            f"{CLONES_PER_SOURCE} clones of {source.name!r} are running on vCenter "
+            f"{self.endpoint}, the most VirtRigaud runs at once per source",
         )
-        config = specs.base_config(spec, delta.disk_names)
-        config.deviceChange = delta.disk_changes + specs.nic_changes(vm, spec.networks, backings)
-        task = await self._call(
-            "ReconfigVM_Task", lambda c: _bind(vm.ref, c).ReconfigVM_Task(spec=config)
-        )
-        return vm.id, tasks.task_ref(task)
+        try:
+            task = await self._call("CloneVM_Task", start)
+        except NotFoundError as e:
+            self.clones.give_back(slot)
+            raise _SourceMissing(e.message, field=e.field) from e
+        except BaseException:
+            self.clones.give_back(slot)
+            raise
+        ref = tasks.task_ref(task)
+        self.clones.bind(slot, ref)
+        return "", ref
 
     async def power(
         self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
@@ -436,9 +453,11 @@ class VSphereProvider(Provider):
     async def delete(self, vm_id: str, owner: Owner) -> TaskRef:
         vm = await self._read_owned(vm_id, owner)
         if vm.power != "poweredOff":
+            # vCenter destroys only a VM that is off: power it off; the destroy is the next
+            # delete (DONE: it went off meanwhile).
             off = await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
             if off != DONE:
-                await self._wait(off.removeprefix(tasks.TASK_PREFIX), f"powering off {vm.name!r}")
+                return off
         task = await self._call("Destroy_Task", lambda c: _bind(vm.ref, c).Destroy_Task())
         return tasks.task_ref(task)
 
@@ -489,7 +508,7 @@ class VSphereProvider(Provider):
         existing = await self._lookup(spec.owner, placement.folder)
         if existing is not None:
             check_owner(existing.info(), spec.owner)
-            return existing.id, DONE
+            return existing.id, await self._finish(existing, spec, placement, backings)
         source = await self._read(source_id)
         snapshot = None
         if linked:
@@ -500,9 +519,10 @@ class VSphereProvider(Provider):
                     field="spec.linked",
                 )
             snapshot = source.current_snapshot
-        return await self._clone(
+        vm_id, task = await self._clone(
             source, spec, placement, backings, snapshot=snapshot, linked=linked
         )
+        return vm_id or None, task
 
     async def image_prepare(self, image: ImageSpec) -> PreparedImage:
         source = await self._image(image, refresh=True)
@@ -514,13 +534,19 @@ class VSphereProvider(Provider):
         parsed = tasks.parse(task)
         if isinstance(parsed, tasks.ShutdownRef):
             return await self._shutdown_status(parsed)
+        seen = self.clones.seen(task)
+        if seen is not None:
+            return seen
         try:
             state = await self._read_call("TaskInfo", lambda c: tasks.read_task(c, parsed))
         except NotFoundError as e:
+            self.clones.ended(task)
             raise NotFoundError(
                 f"task {parsed} is no longer known to vCenter {self.endpoint} (vCenter forgets "
                 "finished tasks); read the VM's state instead"
             ) from e
+        if state.state in ("success", "error"):
+            self.clones.ended(task)
         if state.state == "success":
             result = state.result
             return TaskStatus(
@@ -533,6 +559,15 @@ class VSphereProvider(Provider):
         return TaskStatus(done=False, progress=state.progress)
 
     async def _shutdown_status(self, ref: tasks.ShutdownRef) -> TaskStatus:
+        """Done once the VM is off. Past the deadline the hard power-off starts (once per
+        process) and its task is followed: one read per look, never a wait."""
+        hard_off = self._hard_offs.get(ref.vm_id)
+        if hard_off is not None:
+            state = await self.task_status(hard_off)
+            if not state.done:
+                return TaskStatus(done=False)
+            del self._hard_offs[ref.vm_id]
+            return TaskStatus(done=True, error=state.error, progress=100)
         vm = await self._read(ref.vm_id)
         if vm.power == "poweredOff":
             return TaskStatus(done=True, progress=100)
@@ -541,8 +576,9 @@ class VSphereProvider(Provider):
         log.info("guest shutdown of %s timed out; powering off", vm.name)
         off = await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
         if off != DONE:
-            await self._wait(off.removeprefix(tasks.TASK_PREFIX), f"powering off {vm.name!r}")
-        return TaskStatus(done=True, progress=100)
+            self._hard_offs[ref.vm_id] = off
+        # Not done until a later look sees the VM off (or the power-off task end).
+        return TaskStatus(done=False)
 
     async def close(self) -> None:
         try:

@@ -9,6 +9,7 @@ from typing import Any
 
 from virtrigaud.providers.base import DiskSpec, NetworkSpec, TerminalError, VMSpec
 from virtrigaud.providers.vsphere.inventory import (
+    CREATED_KEY,
     DISK_NAMES_KEY,
     GIB,
     OWNER_KEY,
@@ -78,6 +79,15 @@ def base_config(spec: VMSpec, disk_names: Sequence[str]) -> Any:
     )
 
 
+def finish_config(spec: VMSpec, disk_names: Sequence[str], device_changes: list[Any]) -> Any:
+    """The reconfigure that finishes a create: everything base_config says, the device
+    changes, and the mark that the VM is finished (CREATED_KEY)."""
+    config = base_config(spec, disk_names)
+    config.extraConfig.append(_option(CREATED_KEY, spec.owner.uid))
+    config.deviceChange = device_changes
+    return config
+
+
 def clone_config(spec: VMSpec) -> Any:
     """CloneSpec.config: identity and hardware (vcsim applies only extraConfig and the UUID)."""
     config = base_config(spec, [d.name for d in spec.disks])
@@ -130,6 +140,8 @@ def new_vm_config(
             field="spec.disks",
         )
     config = base_config(spec, [d.name for d in spec.disks])
+    # Everything is in this one config: the VM is finished when the task ends.
+    config.extraConfig.append(_option(CREATED_KEY, spec.owner.uid))
     config.name = spec.name
     # The instance UUID is the owner's uid: find() looks a VM up by it in one call.
     config.instanceUuid = spec.owner.uid

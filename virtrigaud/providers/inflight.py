@@ -1,0 +1,110 @@
+"""A cap on hypervisor tasks in flight per key (clones of one template), kept in-process.
+
+Providers never wait for a task, so a cap cannot be a semaphore held across the wait. It
+is bookkeeping instead: a task counts from the call that started it until a
+``task_status`` read sees it end, whoever made that read (the VM's own pass, or the check
+below). A caller that finds the cap full reads the oldest task in flight once; if that one
+ended, its place is free, otherwise the caller gets Busy and asks again later. The end
+state such a check saw is kept for the task's owner, so its next poll costs no call.
+
+Per process, like the semaphores before it: other processes meet the hypervisor's own
+refusal (a locked template), which is Retryable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from virtrigaud.providers.base import Busy, NotFoundError, TaskRef, TaskStatus
+
+RETRY_MIN = 0.5
+RETRY_MAX = 30.0
+ENDED_KEPT = 1024
+
+
+@dataclass(eq=False)
+class Slot:
+    """One place under the cap, taken before the call that starts the task."""
+
+    key: str
+    started: float = field(default_factory=time.monotonic)
+    task: TaskRef | None = None
+
+
+class TaskCap:
+    """At most ``limit`` tasks in flight per key."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what  # e.g. "clones of one template", for messages
+        self._slots: dict[str, list[Slot]] = {}
+        self._by_task: dict[TaskRef, Slot] = {}
+        self._ended: OrderedDict[TaskRef, TaskStatus] = OrderedDict()
+
+    def in_flight(self, key: str) -> int:
+        return len(self._slots.get(key, ()))
+
+    def take(self, key: str, busy_message: str) -> Slot:
+        """A place for a new task of key; Busy when the cap is full. Synchronous, so no
+        other coroutine can take the same place between the check and the take."""
+        slots = self._slots.setdefault(key, [])
+        if len(slots) >= self.limit:
+            oldest = min(s.started for s in slots)
+            age = time.monotonic() - oldest
+            raise Busy(busy_message, retry_after=min(RETRY_MAX, max(RETRY_MIN, age / 2)))
+        slot = Slot(key)
+        slots.append(slot)
+        return slot
+
+    def bind(self, slot: Slot, task: TaskRef) -> None:
+        """The task the slot's call started: it holds the place until it is seen to end."""
+        slot.task = task
+        self._by_task[task] = slot
+
+    def give_back(self, slot: Slot) -> None:
+        """The call that was to start a task failed: free its place."""
+        slots = self._slots.get(slot.key, [])
+        if slot in slots:
+            slots.remove(slot)
+        if slot.task is not None:
+            self._by_task.pop(slot.task, None)
+        if not slots:
+            self._slots.pop(slot.key, None)
+
+    def ended(self, task: TaskRef, status: TaskStatus | None = None) -> None:
+        """A task_status read saw task end (or the hypervisor forgot it): free its place.
+        ``status``: keep what the read saw for the task's owner (see ``seen``)."""
+        slot = self._by_task.pop(task, None)
+        if slot is not None:
+            self.give_back(slot)
+        if status is not None:
+            self._ended[task] = status
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+
+    def seen(self, task: TaskRef) -> TaskStatus | None:
+        """The end state a cap check already read for task (once), so no call is needed."""
+        return self._ended.pop(task, None)
+
+    async def make_room(self, key: str, read: Callable[[TaskRef], Awaitable[TaskStatus]]) -> None:
+        """When the cap of key looks full, read its oldest task once: an ended task frees
+        its place, and its end state is kept for its owner. ``read`` is the provider's
+        task_status (which frees the place itself when it sees the end)."""
+        slots = self._slots.get(key, [])
+        if len(slots) < self.limit:
+            return
+        bound = [s for s in slots if s.task is not None]
+        if not bound:
+            return  # every place is held by a call still starting its task
+        oldest = min(bound, key=lambda s: s.started)
+        assert oldest.task is not None
+        try:
+            status = await read(oldest.task)
+        except NotFoundError:
+            self.ended(oldest.task)  # the hypervisor forgot it: it is not running
+            return
+        if status.done:
+            self.ended(oldest.task, status)
