@@ -1,8 +1,11 @@
 """Drives providers directly (no Kubernetes, no Ray): the physical limit of the simulators.
 
 A lifecycle is what the controller does for a new VM: create from the image, wait for the
-task, power on, wait for the task. Workers run lifecycles back to back for a fixed window
-at a given concurrency; throughput is lifecycles finished inside the window per second.
+task, run finish_create (and wait for each task it returns) until it is done, power on,
+wait for the task. A create refused as Busy (the provider's cap on clones of one image) is
+asked again after the delay it names, as the controller does. Workers run lifecycles back
+to back for a fixed window at a given concurrency; throughput is lifecycles finished
+inside the window per second.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass, field, replace
 
 from virtrigaud.providers.base import (
     DONE,
+    Busy,
+    NotFoundError,
     Owner,
     PowerOp,
     Provider,
@@ -62,6 +67,34 @@ async def wait_task(provider: Provider, ref: TaskRef, what: str) -> str | None:
         await asyncio.sleep(TASK_POLL_S)
 
 
+async def create_to_end(provider: Provider, spec: VMSpec) -> str:
+    """create (again after Busy), then its task and every finishing step; the VM's id."""
+    while True:
+        try:
+            vm_id, task = await provider.create(spec)
+            break
+        except Busy as e:
+            await asyncio.sleep(e.retry_after)
+    for _ in range(2 + 2 * len(spec.disks)):
+        result = await wait_task(provider, task, f"creating {spec.name}")
+        vm_id = vm_id or result or ""
+        task = await provider.finish_create(vm_id, spec)
+        if task.startswith(DONE):
+            return vm_id
+    raise TimeoutError(f"creating {spec.name}: finish_create still returns tasks")
+
+
+async def delete_to_end(provider: Provider, vm_id: str, owner: Owner) -> None:
+    """delete, waiting for each task it returns (a power-off first), until the VM is gone."""
+    for _ in range(4):
+        try:
+            task = await provider.delete(vm_id, owner)
+        except NotFoundError:
+            return
+        await wait_task(provider, task, f"deleting {vm_id}")
+    raise TimeoutError(f"{vm_id} still exists after 4 deletes")
+
+
 @dataclass
 class LevelResult:
     concurrency: int
@@ -106,10 +139,8 @@ class ProviderDriver:
         provider = await self.provider()
         spec = self.spec(name)
         began = time.perf_counter()
-        vm_id, task = await provider.create(spec)
+        vm_id = await create_to_end(provider, spec)
         self.created.append(Created(vm_id, spec.owner))
-        result = await wait_task(provider, task, f"creating {spec.name}")
-        vm_id = result if (result and not vm_id) else vm_id
         power = await provider.power(vm_id, spec.owner, PowerOp.ON)
         await wait_task(provider, power, f"powering on {spec.name}")
         return time.perf_counter() - began
@@ -170,8 +201,7 @@ class ProviderDriver:
             nonlocal done
             async with sem:
                 try:
-                    task = await provider.delete(c.vm_id, c.owner)
-                    await wait_task(provider, task, f"deleting {c.vm_id}")
+                    await delete_to_end(provider, c.vm_id, c.owner)
                 except (ProviderError, TimeoutError, OSError) as e:
                     failures.append(f"{c.vm_id}: {type(e).__name__}: {e}")
                 done += 1

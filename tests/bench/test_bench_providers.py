@@ -20,9 +20,23 @@ _PROVIDER_TESTS = Path(__file__).resolve().parents[1] / "providers"
 if str(_PROVIDER_TESTS) not in sys.path:
     sys.path.insert(0, str(_PROVIDER_TESTS))
 
-from factories import PROVIDER_TYPES, LocalBucket, load_factory, new_owner, wait_task  # noqa: E402
+from factories import (  # noqa: E402
+    PROVIDER_TYPES,
+    LocalBucket,
+    create_to_end,
+    load_factory,
+    new_owner,
+    wait_task,
+)
 
-from virtrigaud.providers.base import DiskSpec, NetworkSpec, PowerOp, Provider, VMSpec  # noqa: E402
+from virtrigaud.providers.base import (  # noqa: E402
+    Busy,
+    DiskSpec,
+    NetworkSpec,
+    PowerOp,
+    Provider,
+    VMSpec,
+)
 
 T = TypeVar("T")
 
@@ -94,8 +108,12 @@ def test_bench_list_owned(benchmark: Any, factory: ModuleType, bench_provider: A
 
 
 async def _create_and_power_on(provider: Provider, factory: ModuleType, spec: VMSpec) -> str:
-    vm_id, task = await provider.create(spec)
-    await wait_task(provider, task)
+    while True:
+        try:
+            vm_id = await create_to_end(provider, spec)
+            break
+        except Busy as e:  # the clone cap of the image is full: ask again when told
+            await asyncio.sleep(e.retry_after)
     await wait_task(provider, await provider.power(vm_id, spec.owner, PowerOp.ON))
     return vm_id
 

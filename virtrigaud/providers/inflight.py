@@ -2,10 +2,13 @@
 
 Providers never wait for a task, so a cap cannot be a semaphore held across the wait. It
 is bookkeeping instead: a task counts from the call that started it until a
-``task_status`` read sees it end, whoever made that read (the VM's own pass, or the check
-below). A caller that finds the cap full reads the oldest task in flight once; if that one
-ended, its place is free, otherwise the caller gets Busy and asks again later. The end
-state such a check saw is kept for the task's owner, so its next poll costs no call.
+``task_status`` read sees it end, whoever made that read: usually the VM's own pass, which
+looks at its task soon after starting it. A caller that finds the cap full gets Busy with
+the time the oldest task is still expected to take (how long this key's tasks took so
+far). Only when that task is overdue (its owner may have stopped looking: the key moved,
+the object was deleted) does a caller read it, at most once per half its age (a long task
+costs few reads); an ended task frees its place, and its end state is kept for its owner,
+whose next poll then costs no call.
 
 Per process, like the semaphores before it: other processes meet the hypervisor's own
 refusal (a locked template), which is Retryable.
@@ -20,7 +23,9 @@ from dataclasses import dataclass, field
 
 from virtrigaud.providers.base import Busy, NotFoundError, TaskRef, TaskStatus
 
-RETRY_MIN = 0.5
+EXPECTED_FIRST = 0.25
+"""Seconds a task of a key is expected to take before one of them was seen to end."""
+RETRY_MIN = 0.05
 RETRY_MAX = 30.0
 ENDED_KEPT = 1024
 
@@ -37,27 +42,37 @@ class Slot:
 class TaskCap:
     """At most ``limit`` tasks in flight per key."""
 
-    def __init__(self, limit: int, what: str) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.what = what  # e.g. "clones of one template", for messages
         self._slots: dict[str, list[Slot]] = {}
         self._by_task: dict[TaskRef, Slot] = {}
         self._ended: OrderedDict[TaskRef, TaskStatus] = OrderedDict()
+        self._took: dict[str, float] = {}  # moving average of how long tasks of a key took
+        self._checked: dict[str, float] = {}  # when a caller last read an overdue task
 
     def in_flight(self, key: str) -> int:
         return len(self._slots.get(key, ()))
+
+    def expected(self, key: str) -> float:
+        return self._took.get(key, EXPECTED_FIRST)
 
     def take(self, key: str, busy_message: str) -> Slot:
         """A place for a new task of key; Busy when the cap is full. Synchronous, so no
         other coroutine can take the same place between the check and the take."""
         slots = self._slots.setdefault(key, [])
         if len(slots) >= self.limit:
-            oldest = min(s.started for s in slots)
-            age = time.monotonic() - oldest
-            raise Busy(busy_message, retry_after=min(RETRY_MAX, max(RETRY_MIN, age / 2)))
+            raise Busy(busy_message, retry_after=self._retry_after(key, slots))
         slot = Slot(key)
         slots.append(slot)
         return slot
+
+    def _retry_after(self, key: str, slots: list[Slot]) -> float:
+        age = time.monotonic() - min(s.started for s in slots)
+        remaining = self.expected(key) - age
+        if remaining > 0:
+            return min(RETRY_MAX, max(RETRY_MIN, remaining))
+        # Overdue: back off with its age, so a long task costs few tries.
+        return min(RETRY_MAX, max(RETRY_MIN, age / 2))
 
     def bind(self, slot: Slot, task: TaskRef) -> None:
         """The task the slot's call started: it holds the place until it is seen to end."""
@@ -79,6 +94,9 @@ class TaskCap:
         ``status``: keep what the read saw for the task's owner (see ``seen``)."""
         slot = self._by_task.pop(task, None)
         if slot is not None:
+            took = time.monotonic() - slot.started
+            before = self._took.get(slot.key)
+            self._took[slot.key] = took if before is None else 0.7 * before + 0.3 * took
             self.give_back(slot)
         if status is not None:
             self._ended[task] = status
@@ -90,9 +108,10 @@ class TaskCap:
         return self._ended.pop(task, None)
 
     async def make_room(self, key: str, read: Callable[[TaskRef], Awaitable[TaskStatus]]) -> None:
-        """When the cap of key looks full, read its oldest task once: an ended task frees
-        its place, and its end state is kept for its owner. ``read`` is the provider's
-        task_status (which frees the place itself when it sees the end)."""
+        """When the cap of key is full and its oldest task is overdue, read that task (at
+        most once per half its age): an ended task frees its place. ``read`` is the
+        provider's task_status, which frees the place itself when it sees the end; the end
+        state is kept for the task's owner."""
         slots = self._slots.get(key, [])
         if len(slots) < self.limit:
             return
@@ -100,6 +119,12 @@ class TaskCap:
         if not bound:
             return  # every place is held by a call still starting its task
         oldest = min(bound, key=lambda s: s.started)
+        now = time.monotonic()
+        age = now - oldest.started
+        since = now - self._checked.get(key, float("-inf"))
+        if age < self.expected(key) or since < max(self.expected(key), age / 2):
+            return  # its owner is expected to look soon; Busy says when to ask again
+        self._checked[key] = now
         assert oldest.task is not None
         try:
             status = await read(oldest.task)

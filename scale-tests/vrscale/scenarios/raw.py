@@ -128,8 +128,9 @@ async def body(ctx: RunContext) -> None:
         )
     ctx.note(
         "each simulator is measured alone, with the client on the same 2 cores; "
-        "a lifecycle is create from the image + wait + power on + wait; tasks are polled "
-        "every 20 ms; no rate limit (tokens are counted, not waited for)"
+        "a lifecycle is create from the image + wait + each finish_create step + wait + "
+        "power on + wait (a create refused as Busy is asked again after its delay); tasks "
+        "are polled every 20 ms; no rate limit (tokens are counted, not waited for)"
     )
     plot(ctx, sims)
 

@@ -84,7 +84,7 @@ class ProxmoxProvider(Provider):
         # PVE locks a template for the whole clone: a second clone of it would fail on the
         # lock, so clones of one template run one at a time (per process; other processes
         # meet the lock error, which is Retryable).
-        self.clones = TaskCap(1, "clones of one template")
+        self.clones = TaskCap(1)
         # Resizes finish_create started, per (node, vmid, drive, GiB): PVE records a grown
         # disk's size in the config, so the next step does not ask again; a hypervisor
         # that accepts a resize and records nothing (fakepve) would be asked forever.

@@ -81,6 +81,16 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
+REMEMBERED = 4096
+"""Entries kept in the provider's in-process memories of tasks (oldest dropped first)."""
+
+
+def _remember(table: dict[str, T], key: str, value: T) -> None:
+    table[key] = value
+    while len(table) > REMEMBERED:
+        del table[next(iter(table))]
+
+
 def _bind(obj: Any, conn: Connection) -> Any:
     """The same managed object, on this connection's stub (it may be a newer session)."""
     return type(obj)(obj._moId, conn.stub)
@@ -111,9 +121,13 @@ class VSphereProvider(Provider):
             keepalive_seconds=keepalive_seconds,
         )
         self._defaults = dict(defaults)
-        self.clones = TaskCap(CLONES_PER_SOURCE, "clones of one source VM")
+        self.clones = TaskCap(CLONES_PER_SOURCE)
         # The hard power-off a guest shutdown past its deadline started, by VM id.
         self._hard_offs: dict[str, TaskRef] = {}
+        # Finishing reconfigures started here (task -> VM id), and the VMs one of them was
+        # seen to finish: their next finish_create is DONE without reading the VM again.
+        self._finishing: dict[TaskRef, str] = {}
+        self._finished: dict[str, bool] = {}
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -299,6 +313,8 @@ class VSphereProvider(Provider):
         return "", tasks.task_ref(task)
 
     async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:
+        if self._finished.pop(vm_id, False):
+            return DONE
         vm = await self._read_owned(vm_id, spec.owner)
         placement, backings = await self._placement(spec)
         return await self._finish(vm, spec, placement, backings)
@@ -326,7 +342,9 @@ class VSphereProvider(Provider):
         task = await self._call(
             "ReconfigVM_Task", lambda c: _bind(vm.ref, c).ReconfigVM_Task(spec=config)
         )
-        return tasks.task_ref(task)
+        ref = tasks.task_ref(task)
+        _remember(self._finishing, ref, vm.id)
+        return ref
 
     async def _image(self, image: ImageSpec, *, refresh: bool = False) -> VmRecord:
         """The template (or VM) named by image, remembered for the session."""
@@ -547,6 +565,9 @@ class VSphereProvider(Provider):
             ) from e
         if state.state in ("success", "error"):
             self.clones.ended(task)
+            finished_vm = self._finishing.pop(task, None)
+            if finished_vm is not None and state.state == "success":
+                _remember(self._finished, finished_vm, True)
         if state.state == "success":
             result = state.result
             return TaskStatus(
