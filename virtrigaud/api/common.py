@@ -148,16 +148,16 @@ def matching(pattern: str, message: str) -> list[Any]:
     ]
 
 
-Duration = Annotated[
-    str, Field(max_length=64), *matching(DURATION_PATTERN, DURATION_MESSAGE)
-]
+Duration = Annotated[str, Field(max_length=64), *matching(DURATION_PATTERN, DURATION_MESSAGE)]
 """A Go-style duration string, as metav1.Duration serialises it: "30s", "5m", "1h30m"."""
 
 
 IntOrString = Annotated[
     int | str,
     Field(union_mode="left_to_right"),
-    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+    ),
 ]
 """A number or a name, as Kubernetes' intstr.IntOrString (e.g. a port: 8080 or "http")."""
 

@@ -44,7 +44,9 @@ class LabelSelectorRequirement(ApiModel):
 class LabelSelector(ApiModel):
     """A label query (meta/v1 LabelSelector): matchLabels and matchExpressions are ANDed."""
 
-    match_labels: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=64)] | None = None
+    match_labels: (
+        Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=64)] | None
+    ) = None
     """Labels that must all be present with these values."""
     match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=16)] | None = None
     """Label requirements that must all hold."""
@@ -114,7 +116,8 @@ class PodAffinityTerm(ApiModel):
     namespaces: Strings = Field(default_factory=list)
     """Namespaces whose pods count; empty with no namespaceSelector means the pod's own."""
     topology_key: Annotated[str, Field(min_length=1, max_length=317)]
-    """Node label whose value defines a domain (e.g. kubernetes.io/hostname, topology.kubernetes.io/zone)."""
+    """Node label whose value defines a domain, e.g. kubernetes.io/hostname or
+    topology.kubernetes.io/zone."""
     match_label_keys: Strings = Field(default_factory=list)
     """Pod label keys whose values (from the incoming pod) are added to labelSelector as In."""
     mismatch_label_keys: Strings = Field(default_factory=list)
@@ -179,7 +182,8 @@ class Toleration(ApiModel):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; unset matches every effect."""
     toleration_seconds: Annotated[int, Field(ge=0)] | None = None
-    """For NoExecute taints: seconds the pod stays bound after the taint appears; unset is forever."""
+    """For NoExecute taints: seconds the pod stays bound after the taint appears; unset is
+    forever."""
 
 
 # --- container environment ----------------------------------------------------------------
@@ -271,7 +275,8 @@ class ResourceRequirements(ApiModel):
     requests: ResourceList | None = None
     """Resources reserved for the container, e.g. {cpu: 100m, memory: 128Mi}."""
     claims: Annotated[list[ResourceClaim], Field(max_length=32)] = Field(
-        default_factory=list, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     """Dynamic resource claims the container uses."""
 

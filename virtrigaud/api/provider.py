@@ -25,6 +25,7 @@ from virtrigaud.api.common import (
     ObjectName,
     ShortText,
 )
+from virtrigaud.api.conditions import Conditions
 from virtrigaud.api.corev1 import (
     Affinity,
     EnvVar,
@@ -34,7 +35,6 @@ from virtrigaud.api.corev1 import (
     SecurityContext,
     Toleration,
 )
-from virtrigaud.api.conditions import Conditions
 
 FINALIZER = "provider.infra.virtrigaud.io/finalizer"
 ALL_NAMESPACES = "*"

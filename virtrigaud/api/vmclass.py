@@ -162,8 +162,8 @@ class ClassValidationResult(ApiModel):
     """Whether the class can be used on the Provider."""
     message: Annotated[str, Field(max_length=4096)] | None = None
     """Details."""
-    warnings: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=32)] = (
-        Field(default_factory=list)
+    warnings: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=32)] = Field(
+        default_factory=list
     )
     """Settings the Provider ignores or adjusts."""
     last_validated: datetime | None = None
@@ -179,8 +179,8 @@ class VMClassStatus(ApiModel):
         default_factory=list
     )
     """Providers the class can be used on."""
-    validation_results: Annotated[dict[str, ClassValidationResult], Field(max_length=256)] = (
-        Field(default_factory=dict)
+    validation_results: Annotated[dict[str, ClassValidationResult], Field(max_length=256)] = Field(
+        default_factory=dict
     )
     """Per Provider: whether the class can be used there."""
     last_validated: datetime | None = None

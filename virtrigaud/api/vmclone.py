@@ -192,9 +192,9 @@ class SysprepCustomization(ApiModel):
     """Registered organization."""
     owner: ShortText | None = None
     """Registered owner."""
-    custom_commands: Annotated[list[Annotated[str, Field(max_length=1000)]], Field(max_length=20)] = (
-        Field(default_factory=list)
-    )
+    custom_commands: Annotated[
+        list[Annotated[str, Field(max_length=1000)]], Field(max_length=20)
+    ] = Field(default_factory=list)
     """Commands run during sysprep."""
 
 
@@ -295,8 +295,8 @@ class CloneMetadata(ApiModel):
         Literal["backup", "testing", "migration", "development", "production", "staging"] | None
     ) = None
     """Why the clone is made."""
-    tags: Annotated[dict[str, Annotated[str, Field(max_length=255)]], Field(max_length=50)] = (
-        Field(default_factory=dict)
+    tags: Annotated[dict[str, Annotated[str, Field(max_length=255)]], Field(max_length=50)] = Field(
+        default_factory=dict
     )
     """Key/value tags."""
 
@@ -355,9 +355,7 @@ class CustomizationStatus(ApiModel):
     """Customization has finished."""
     current_step: ShortText | None = None
     """The step running now."""
-    completed_steps: Annotated[list[ShortText], Field(max_length=100)] = Field(
-        default_factory=list
-    )
+    completed_steps: Annotated[list[ShortText], Field(max_length=100)] = Field(default_factory=list)
     """Steps finished."""
     failed_steps: Annotated[list[ShortText], Field(max_length=100)] = Field(default_factory=list)
     """Steps that failed."""

@@ -156,9 +156,9 @@ class HTTPImageSource(ApiModel):
     """Expected checksum, hex (algorithm from checksumType or a prefix such as sha256:)."""
     checksum_type: ChecksumType = "sha256"
     """Algorithm of checksum."""
-    headers: Annotated[
-        dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=32)
-    ] = Field(default_factory=dict)
+    headers: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=32)] = (
+        Field(default_factory=dict)
+    )
     """Extra HTTP request headers."""
     authentication: HTTPAuthentication | None = None
     """Credentials for the download."""
@@ -294,8 +294,8 @@ class ImageMetadata(ApiModel):
     """Version of the image."""
     architecture: Literal["amd64", "arm64", "x86_64", "aarch64"] = "amd64"
     """CPU architecture of the image."""
-    tags: Annotated[dict[str, Annotated[str, Field(max_length=255)]], Field(max_length=64)] = (
-        Field(default_factory=dict)
+    tags: Annotated[dict[str, Annotated[str, Field(max_length=255)]], Field(max_length=64)] = Field(
+        default_factory=dict
     )
     """Key/value tags for finding the image."""
     annotations: Annotated[
@@ -395,7 +395,9 @@ class VMImageStatus(ApiModel):
     ready: bool | None = None
     """Whether the image can be used."""
     phase: (
-        Literal["Pending", "Downloading", "Importing", "Converting", "Optimizing", "Ready", "Failed"]
+        Literal[
+            "Pending", "Downloading", "Importing", "Converting", "Optimizing", "Ready", "Failed"
+        ]
         | None
     ) = None
     """Preparation phase."""

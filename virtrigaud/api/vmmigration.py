@@ -241,14 +241,12 @@ class MigrationMetadata(ApiModel):
     environment: Literal["dev", "staging", "prod", "test", "qa", "uat"] | None = None
     """Environment of the VM."""
     purpose: (
-        Literal[
-            "disaster-recovery", "cloud-migration", "provider-change", "testing", "maintenance"
-        ]
+        Literal["disaster-recovery", "cloud-migration", "provider-change", "testing", "maintenance"]
         | None
     ) = None
     """Why the VM is migrated."""
-    tags: Annotated[dict[str, Annotated[str, Field(max_length=255)]], Field(max_length=50)] = (
-        Field(default_factory=dict)
+    tags: Annotated[dict[str, Annotated[str, Field(max_length=255)]], Field(max_length=50)] = Field(
+        default_factory=dict
     )
     """Key/value tags."""
 

@@ -317,9 +317,9 @@ class NetworkIsolation(ApiModel):
 
     mode: Literal["none", "strict", "custom"] | None = None
     """Isolation mode."""
-    allowed_networks: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50)] = (
-        Field(default_factory=list)
-    )
+    allowed_networks: Annotated[
+        list[Annotated[str, Field(max_length=64)]], Field(max_length=50)
+    ] = Field(default_factory=list)
     """Networks (CIDR) that may be reached."""
     denied_networks: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=50)] = (
         Field(default_factory=list)
@@ -371,8 +371,8 @@ class NetworkMetadata(ApiModel):
     """What the network is for."""
     environment: Environment | None = None
     """Environment of the network."""
-    tags: Annotated[dict[str, Annotated[str, Field(max_length=255)]], Field(max_length=50)] = (
-        Field(default_factory=dict)
+    tags: Annotated[dict[str, Annotated[str, Field(max_length=255)]], Field(max_length=50)] = Field(
+        default_factory=dict
     )
     """Key/value tags."""
 

@@ -12,8 +12,6 @@ from virtrigaud.api.common import Labels, LocalObjectReference, Quantity, ShortT
 from virtrigaud.api.conditions import Conditions
 from virtrigaud.api.corev1 import LabelSelector
 
-
-
 Scope = Literal["strict", "preferred"]
 
 
@@ -41,9 +39,7 @@ class PlacementConstraints(ApiModel):
     """Hosts (Proxmox VE: nodes) VMs may use."""
     datastores: Annotated[list[ShortText], Field(max_length=100)] = Field(default_factory=list)
     """Datastores (Proxmox VE: storages) VMs may use."""
-    resource_pools: Annotated[list[ShortText], Field(max_length=100)] = Field(
-        default_factory=list
-    )
+    resource_pools: Annotated[list[ShortText], Field(max_length=100)] = Field(default_factory=list)
     """Resource pools VMs may use."""
     folders: Annotated[list[ShortText], Field(max_length=50)] = Field(default_factory=list)
     """vSphere folders VMs may go in."""
@@ -57,9 +53,7 @@ class PlacementConstraints(ApiModel):
         default_factory=list
     )
     """Clusters VMs must not use."""
-    excluded_hosts: Annotated[list[ShortText], Field(max_length=200)] = Field(
-        default_factory=list
-    )
+    excluded_hosts: Annotated[list[ShortText], Field(max_length=200)] = Field(default_factory=list)
     """Hosts VMs must not use."""
     excluded_datastores: Annotated[list[ShortText], Field(max_length=100)] = Field(
         default_factory=list
@@ -93,8 +87,8 @@ class VMAffinityTerm(ApiModel):
         default_factory=list
     )
     """More requirements on the VMs' labels, ANDed with labelSelector."""
-    namespaces: Annotated[list[Annotated[str, Field(max_length=63)]], Field(max_length=20)] = (
-        Field(default_factory=list)
+    namespaces: Annotated[list[Annotated[str, Field(max_length=63)]], Field(max_length=20)] = Field(
+        default_factory=list
     )
     """Namespaces whose VMs count; the policy user's own when empty."""
     namespace_selector: LabelSelector | None = None
@@ -119,9 +113,9 @@ class VMAffinityRules(ApiModel):
         default_factory=list
     )
     """Terms a placement must satisfy."""
-    preferred_during_scheduling: Annotated[
-        list[WeightedVMAffinityTerm], Field(max_length=20)
-    ] = Field(default_factory=list)
+    preferred_during_scheduling: Annotated[list[WeightedVMAffinityTerm], Field(max_length=20)] = (
+        Field(default_factory=list)
+    )
     """Terms a placement should satisfy, by weight."""
 
 
@@ -374,9 +368,9 @@ class PlacementStats(ApiModel):
     """When the last VM was placed."""
     average_placement_time: Annotated[str, Field(max_length=64)] | None = None
     """Mean time to place a VM (a duration)."""
-    placement_distribution: Annotated[dict[str, Annotated[int, Field(ge=0)]], Field(max_length=1024)] = Field(
-        default_factory=dict
-    )
+    placement_distribution: Annotated[
+        dict[str, Annotated[int, Field(ge=0)]], Field(max_length=1024)
+    ] = Field(default_factory=dict)
     """VMs placed, per host or cluster."""
 
 
@@ -391,8 +385,8 @@ class PolicyValidationResult(ApiModel):
         default_factory=list
     )
     """Why it is not valid."""
-    warnings: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=20)] = (
-        Field(default_factory=list)
+    warnings: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=20)] = Field(
+        default_factory=list
     )
     """Rules the Provider honours only in part."""
     supported_features: Annotated[list[ShortText], Field(max_length=50)] = Field(
@@ -420,8 +414,8 @@ class VMPlacementPolicyStatus(ApiModel):
         default_factory=list
     )
     """Policies that conflict with this one."""
-    validation_results: Annotated[dict[str, PolicyValidationResult], Field(max_length=256)] = (
-        Field(default_factory=dict)
+    validation_results: Annotated[dict[str, PolicyValidationResult], Field(max_length=256)] = Field(
+        default_factory=dict
     )
     """Per Provider: whether it can honour the policy."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None

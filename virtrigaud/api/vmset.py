@@ -64,7 +64,8 @@ class RollingUpdate(ApiModel):
     partition: Annotated[int, Field(ge=0)] | None = None
     """Only replicas with an ordinal at or above this are updated (staged rollouts)."""
     pod_management_policy: Literal["OrderedReady", "Parallel"] = "OrderedReady"
-    """OrderedReady creates and replaces VMs one at a time in ordinal order; Parallel all at once."""
+    """OrderedReady creates and replaces VMs one at a time in ordinal order; Parallel does
+    all at once."""
 
 
 class UpdateStrategy(ApiModel):
@@ -140,9 +141,9 @@ class VMSetSpec(ApiModel):
     """Service that governs the set (network identity of the replicas)."""
     ordinals: Ordinals | None = None
     """Numbering of the replicas."""
-    volume_claim_templates: Annotated[
-        list[PersistentVolumeClaimTemplate], Field(max_length=20)
-    ] = Field(default_factory=list)
+    volume_claim_templates: Annotated[list[PersistentVolumeClaimTemplate], Field(max_length=20)] = (
+        Field(default_factory=list)
+    )
     """Volume claims made for every replica."""
     persistent_volume_claim_retention_policy: PVCRetentionPolicy | None = None
     """What happens to the replicas' volume claims."""
@@ -197,9 +198,7 @@ class VMSetUpdateStatus(ApiModel):
     """Replicas updated."""
     pending_vms: Annotated[list[ShortText], Field(max_length=1000)] = Field(default_factory=list)
     """Replicas still to update."""
-    failed_vms: Annotated[list[VMSetFailedVM], Field(max_length=1000)] = Field(
-        default_factory=list
-    )
+    failed_vms: Annotated[list[VMSetFailedVM], Field(max_length=1000)] = Field(default_factory=list)
     """Replicas whose update failed."""
 
 
