@@ -87,6 +87,20 @@ def entries_for(kind: str, pattern: Segments) -> list[Support]:
     return sorted(found, key=lambda s: len(split(s.path)))
 
 
+@functools.lru_cache(maxsize=4096)
+def _verdict(kind: str, pattern: Segments, ptype: ProviderType) -> int | None:
+    """For one field pattern: None when honoured (or addressed to another Provider type),
+    else how many leading segments of its path to report. A pass reconciles thousands of
+    VMs with the same few patterns, so this is looked up once per pattern."""
+    entries = entries_for(kind, pattern)
+    if any(e.only_for is not None and ptype not in e.only_for for e in entries):
+        return None  # addressed to another Provider type
+    decisive = entries[-1] if entries else None
+    if decisive is not None and ptype in decisive.honoured_by:
+        return None
+    return _report_depth(kind, decisive, pattern)
+
+
 def ignored_fields(kind: str, spec: Mapping[str, Any], provider_type: str) -> list[str]:
     """Field paths set in ``spec`` that a ``provider_type`` Provider does not act on.
 
@@ -96,26 +110,22 @@ def ignored_fields(kind: str, spec: Mapping[str, Any], provider_type: str) -> li
     ptype = ProviderType(provider_type)
     out: set[str] = set()
     for concrete, pattern in set_leaves(spec, spec_schema(kind), ("spec",)):
-        entries = entries_for(kind, pattern)
-        if any(e.only_for is not None and ptype not in e.only_for for e in entries):
-            continue  # addressed to another Provider type
-        decisive = entries[-1] if entries else None
-        if decisive is not None and ptype in decisive.honoured_by:
-            continue
-        out.add(join(concrete[: _report_depth(kind, decisive, concrete)]))
+        depth = _verdict(kind, pattern, ptype)
+        if depth is not None:
+            out.add(join(concrete[:depth]))
     return sorted(out)
 
 
-def _report_depth(kind: str, decisive: Support | None, concrete: Segments) -> int:
+def _report_depth(kind: str, decisive: Support | None, pattern: Segments) -> int:
     """How much of a field's path to name: the entry's own path, unless the entry is a
     catch-all with more specific entries below it (then the field itself), and never just
     "spec"."""
     if decisive is None:
-        return len(concrete)
+        return len(pattern)
     depth = len(split(decisive.path))
     if any(
         len(split(s.path)) > depth and _covers(split(decisive.path), split(s.path))
         for s in SUPPORT.get(kind, ())
     ):
-        return len(concrete)
+        return len(pattern)
     return max(depth, 2)
