@@ -1,7 +1,7 @@
 """A Proxmox VE simulator of a test's own whose clones are slow: fakepve (unmodified, served
-from a thread of the test process) with a template on an RBD storage and fakepve's
-"slow Ceph" scenario, so every clone task of that template runs for `clone_seconds`
-while the API answers at once."""
+from a thread of the test process) with templates on an RBD storage and fakepve's "slow
+Ceph" scenario, so every clone task runs for `clone_seconds` while the API answers at
+once."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ NODE = "pve1"
 
 
 class SlowClonePve:
-    def __init__(self, clone_seconds: float) -> None:
+    def __init__(self, clone_seconds: float, templates: int = 3) -> None:
         self.token_secret = str(uuid.uuid4())
         self.pve = FakePve(user="root@pam", password=uuid.uuid4().hex, host="127.0.0.1", port=0)
         self.pve.time_scale = 1.0
@@ -31,20 +31,21 @@ class SlowClonePve:
         for n in ("pve1", "pve2"):
             self.pve.add_node(n)
         self.pve.add_ceph_storage("ceph-pool")
-        self.pve.add_vm(
-            TEMPLATE_ID,
-            "tmpl-slow",
-            node=NODE,
-            template=True,
-            config={
-                "memory": "1024",
-                "cores": "1",
-                "ostype": "l26",
-                "scsi0": f"ceph-pool:base-{TEMPLATE_ID}-disk-0,size=4G",
-                "scsihw": "virtio-scsi-single",
-                "net0": "virtio=BC:24:11:00:91:00,bridge=vmbr0",
-            },
-        )
+        for vmid in range(TEMPLATE_ID, TEMPLATE_ID + templates):
+            self.pve.add_vm(
+                vmid,
+                f"tmpl-slow-{vmid}",
+                node=NODE,
+                template=True,
+                config={
+                    "memory": "1024",
+                    "cores": "1",
+                    "ostype": "l26",
+                    "scsi0": f"ceph-pool:base-{vmid}-disk-0,size=4G",
+                    "scsihw": "virtio-scsi-single",
+                    "net0": f"virtio=BC:24:11:00:{vmid % 100:02d}:00,bridge=vmbr0",
+                },
+            )
         self.pve.ceph_slow(clone_seconds)
         pki = make_cert(tempfile.mkdtemp(prefix="slowpve-"), hosts=("127.0.0.1",))
         self.loop = asyncio.new_event_loop()
