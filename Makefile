@@ -29,8 +29,9 @@ unit: setup       ## tests that need no dev stack
 demo: build       ## dev stack + simulators + sharded controller + sample VMs converging
 	$(VENV)/bin/virtrigaud demo
 
-crds: setup       ## regenerate the checked-in CRDs from the Python models
+crds: setup       ## regenerate the checked-in CRDs and docs/field-support.md from the Python models
 	$(VENV)/bin/virtrigaud crds --output-dir helm/virtrigaud/crds
+	$(VENV)/bin/virtrigaud field-support --output docs/field-support.md
 
 proto: setup      ## regenerate the provider.v1 module from proto/ (a test fails on drift)
 	$(PY) scripts/gen_proto.py

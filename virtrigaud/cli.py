@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from virtrigaud import API_VERSION, __version__
-from virtrigaud.api.cli import crds_command
+from virtrigaud.api.cli import crds_command, field_support_command
 from virtrigaud.demo import demo_command
 from virtrigaud.dev.cli import dev_app
 from virtrigaud.providers.remote.cli import provider_app
@@ -28,6 +28,10 @@ def version() -> None:
 app.command(name="crds", help="Print (or write) the CRDs generated from the API models.")(
     crds_command
 )
+app.command(
+    name="field-support",
+    help="Print (or write) which fields each Provider type honours, as Markdown.",
+)(field_support_command)
 app.add_typer(dev_app, name="dev", help="The local dev stack: API server, simulators, Redis, Ray.")
 app.command(name="run", help="Run the controller: leader election, coordinator, shards.")(
     run_command

@@ -126,6 +126,13 @@ def run_command(
         str | None, typer.Option("--id", help="Leader election identity (default: host-pid).")
     ] = None,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    watch_namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--watch-namespace",
+            help="Reconcile VirtualMachines in this namespace only (default: all namespaces).",
+        ),
+    ] = None,
     resync_period: Annotated[
         float,
         typer.Option(
@@ -215,6 +222,7 @@ def run_command(
                 metrics_port=metrics_port,
                 metrics_address=metrics_address,
                 timings=timings,
+                watch_namespace=watch_namespace,
                 lease_terms=lease_terms,
                 private_ray=not ray_address,
                 shutdown_shards=shutdown_shards_on_exit,
@@ -236,6 +244,7 @@ async def _run(
     metrics_port: int,
     metrics_address: str,
     timings: LeaseTimings,
+    watch_namespace: str | None,
     lease_terms: LeaseTerms,
     private_ray: bool,
     shutdown_shards: bool,
@@ -255,6 +264,7 @@ async def _run(
         CoordinatorConfig(
             namespace=namespace,
             default_shards=shards or 3,
+            watch_namespace=watch_namespace,
             lease=lease_terms,
             private_ray=private_ray,
             takeover_window=timings.renew_deadline - timings.lease_duration,

@@ -26,8 +26,9 @@ class ControllerOptions:
     """Process label in the report (a second replica: coordinator-b)."""
     workers: int | None = None
     """Reconcile workers per shard (the controller's default when None)."""
-    audit: bool = False
-    """Record every reconcile start/end in the Redis audit stream."""
+    audit: bool = True
+    """Record every reconcile start/end in the Redis audit stream (every scenario does:
+    the one-owner check runs wherever keys move)."""
     use_redis: bool = True
     """Per-Provider buckets in Redis (else the Ray actor bucket)."""
     extra_args: list[str] = field(default_factory=list)

@@ -198,7 +198,7 @@ def test_quantities() -> None:
 def test_durations() -> None:
     assert parse_duration("1h30m") == timedelta(minutes=90)
     assert parse_duration("250ms") == timedelta(milliseconds=250)
-    with pytest.raises(ValueError, match="not a duration"):
+    with pytest.raises(ValueError, match="must be a duration such as 30s"):
         parse_duration("5 minutes")
 
 

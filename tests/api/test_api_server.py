@@ -2,64 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import os
-import shutil
-import sys
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from api_stack import RESOURCES, kubectl, unique
 
 from virtrigaud import API_VERSION
 from virtrigaud.api.base import KubeObject
-from virtrigaud.api.crdgen import all_crds
 from virtrigaud.api.cron import is_valid_cron
 from virtrigaud.api.kinds import ALL_KINDS, kind_name
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import (
-    CRDS,
-    NAMESPACES,
-    PROVIDERS,
     VIRTUAL_MACHINES,
-    VM_CLASSES,
-    VM_CLONES,
-    VM_IMAGES,
-    VM_MIGRATIONS,
-    VM_NETWORK_ATTACHMENTS,
-    VM_PLACEMENT_POLICIES,
     VM_SETS,
-    VM_SNAPSHOTS,
 )
 
 pytestmark = pytest.mark.stack
-
-# The machine image has kubectl; `make setup` installs one into .venv where it does not.
-KUBECTL = (
-    shutil.which(
-        "kubectl",
-        path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-    )
-    or "kubectl"
-)
-FIELD_MANAGER = "virtrigaud-api-tests"
-RESOURCES = {
-    r.kind: r
-    for r in (
-        VIRTUAL_MACHINES,
-        PROVIDERS,
-        VM_CLASSES,
-        VM_IMAGES,
-        VM_SNAPSHOTS,
-        VM_CLONES,
-        VM_MIGRATIONS,
-        VM_SETS,
-        VM_PLACEMENT_POLICIES,
-        VM_NETWORK_ATTACHMENTS,
-    )
-}
+pytest_plugins = ["api_stack"]
 
 VM_SPEC: dict[str, Any] = {
     "providerRef": {"name": "vsphere-a"},
@@ -92,10 +52,6 @@ MINIMAL_SPECS: dict[str, dict[str, Any]] = {
 }
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
 def manifest(kind: str, spec: dict[str, Any], name: str | None = None) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
@@ -111,45 +67,6 @@ def with_spec(kind: str, **changes: Any) -> dict[str, Any]:
     return manifest(kind, spec)
 
 
-@pytest.fixture(scope="session")
-async def kube(kubeconfig: str) -> AsyncIterator[KubeClient]:
-    async with KubeClient.from_kubeconfig(kubeconfig) as client:
-        yield client
-
-
-@pytest.fixture(scope="session")
-async def crds_installed(kube: KubeClient) -> None:
-    for crd in all_crds():
-        await kube.apply(CRDS, crd, field_manager=FIELD_MANAGER)
-    names = {crd["metadata"]["name"] for crd in all_crds()}
-    for _ in range(100):
-        established = {
-            item["metadata"]["name"]
-            for item in (await kube.list(CRDS))["items"]
-            if any(
-                c["type"] == "Established" and c["status"] == "True"
-                for c in item.get("status", {}).get("conditions", [])
-            )
-        }
-        if names <= established:
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"CRDs not Established after 10 s: {sorted(names - established)}")
-
-
-@pytest.fixture(scope="session")
-async def ns(kube: KubeClient, crds_installed: None) -> AsyncIterator[str]:
-    name = unique("api-test")
-    await kube.create(
-        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    )
-    yield name
-    # The test API server deletes a namespace without deleting its contents.
-    for res in RESOURCES.values():
-        await kube.request("DELETE", res.collection_path(name))
-    await kube.delete(NAMESPACES, name)
-
-
 async def create(kube: KubeClient, ns: str, obj: dict[str, Any]) -> dict[str, Any]:
     return await kube.create(RESOURCES[obj["kind"]], obj, ns)
 
@@ -160,20 +77,6 @@ async def rejection(kube: KubeClient, ns: str, obj: dict[str, Any]) -> str:
         await create(kube, ns, obj)
     assert caught.value.status == 422, caught.value
     return caught.value.message
-
-
-async def kubectl(kubeconfig: str, *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        KUBECTL,
-        "--kubeconfig",
-        kubeconfig,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
 
 
 # --- every kind: accepted, and the server's defaults equal the model's ---------------------

@@ -141,9 +141,14 @@ func main() {
 	nsl := &namespaceLifecycle{}
 	serverConfig.AdmissionControl = nsl
 	must(o.APIEnablement.ApplyTo(&serverConfig.Config, eapiserver.DefaultAPIResourceConfigSource(), eapiserver.Scheme))
-	serverConfig.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(
-		openapi.GetOpenAPIDefinitionsWithoutDisabledFeatures(generatedopenapi.GetOpenAPIDefinitions),
-		openapinamer.NewDefinitionNamer(eapiserver.Scheme, clientscheme.Scheme))
+	definitions := openapi.GetOpenAPIDefinitionsWithoutDisabledFeatures(generatedopenapi.GetOpenAPIDefinitions)
+	namer := openapinamer.NewDefinitionNamer(eapiserver.Scheme, clientscheme.Scheme)
+	serverConfig.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(definitions, namer)
+	// apiextensions publishes the CRDs' schemas (what `kubectl explain` reads, in v2 and v3)
+	// only when the server also has a static v2 spec, as kube-apiserver does.
+	serverConfig.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(definitions, namer)
+	serverConfig.OpenAPIConfig.Info.Title = "kubelite"
+	serverConfig.OpenAPIV3Config.Info.Title = "kubelite"
 	config := &eapiserver.Config{
 		GenericConfig: serverConfig,
 		ExtraConfig: eapiserver.ExtraConfig{

@@ -12,11 +12,30 @@ from virtrigaud import API_VERSION
 
 # Words that Kubernetes API conventions (and the Go original's JSON tags) spell as
 # initialisms when they are not the first word of a field name.
-_INITIALISMS = {"id": "ID", "url": "URL", "mib": "MiB", "gib": "GiB", "vm": "VM", "vms": "VMs"}
+_INITIALISMS = {
+    "id": "ID",
+    "ids": "IDs",
+    "url": "URL",
+    "mib": "MiB",
+    "gib": "GiB",
+    "vm": "VM",
+    "vms": "VMs",
+    "ip": "IP",
+    "mac": "MAC",
+    "cidr": "CIDR",
+    "cpu": "CPU",
+    "iops": "IOPS",
+    "numa": "NUMA",
+    "tpm": "TPM",
+    "pvc": "PVC",
+    "fd": "FD",
+    "idx": "IDX",
+}
 
 
 def camel_alias(field_name: str) -> str:
-    """`memory_mib` -> `memoryMiB`, `console_url` -> `consoleURL`, `vm_ref` -> `vmRef`."""
+    """`memory_mib` -> `memoryMiB`, `console_url` -> `consoleURL`, `vm_ref` -> `vmRef`,
+    `trunk_vlan_ids` -> `trunkVlanIDs`."""
     first, *rest = field_name.split("_")
     return first + "".join(_INITIALISMS.get(word, word[:1].upper() + word[1:]) for word in rest)
 

@@ -6,11 +6,11 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, WithJsonSchema
 
-from virtrigaud.api.base import ApiModel
+from virtrigaud.api.base import ApiModel, cel, validations
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -115,18 +115,51 @@ _DURATION_UNIT_SECONDS = {
     "h": 3600.0,
 }
 
-Duration = Annotated[str, Field(max_length=64, pattern=DURATION_PATTERN)]
-"""A Go-style duration string, as metav1.Duration serialises it: "30s", "5m", "1h30m"."""
+DURATION_MESSAGE = "must be a duration such as 30s, 5m or 1h30m (units ns, us, ms, s, m, h)"
 
 
 def parse_duration(value: str) -> timedelta:
     """A Go-style duration string as a timedelta."""
     if not re.fullmatch(DURATION_PATTERN, value):
-        raise ValueError(f"{value!r} is not a duration: write e.g. 30s, 5m or 1h30m")
+        raise ValueError(f"{value!r} {DURATION_MESSAGE}")
     seconds = sum(
         float(n) * _DURATION_UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value)
     )
     return timedelta(seconds=seconds)
+
+
+def matching(pattern: str, message: str) -> list[Any]:
+    """A regex check that says how to fix a mismatch, on both sides of the API.
+
+    A schema `pattern` makes the API server answer "should match '<regex>'"; a CEL rule
+    can carry a message. Returns Annotated metadata: the CEL rule for the CRD and a Python
+    validator with the same message for the models.
+    """
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.search(value):
+            raise ValueError(f"{value!r} {message}")
+        return value
+
+    return [
+        Field(json_schema_extra=validations(cel(f"self.matches(r'{pattern}')", message))),
+        AfterValidator(check),
+    ]
+
+
+Duration = Annotated[str, Field(max_length=64), *matching(DURATION_PATTERN, DURATION_MESSAGE)]
+"""A Go-style duration string, as metav1.Duration serialises it: "30s", "5m", "1h30m"."""
+
+
+IntOrString = Annotated[
+    int | str,
+    Field(union_mode="left_to_right"),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+    ),
+]
+"""A number or a name, as Kubernetes' intstr.IntOrString (e.g. a port: 8080 or "http")."""
 
 
 class ConditionStatus(StrEnum):

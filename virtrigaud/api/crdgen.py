@@ -10,6 +10,7 @@ construct into a CRD.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ class _Translator:
                 out["maximum"], out["exclusiveMaximum"] = value, True
             elif key == "properties":
                 out["properties"] = {
-                    name: self.node(sub, f"{path}.{name}") for name, sub in value.items()
+                    name: self.described(self.node(sub, f"{path}.{name}"), f"{path}.{name}")
+                    for name, sub in value.items()
                 }
             elif key == "items":
                 out["items"] = self.node(value, f"{path}[]")
@@ -136,6 +138,19 @@ class _Translator:
             out["x-kubernetes-preserve-unknown-fields"] = True
         return out
 
+    def described(self, node: Schema, path: str) -> Schema:
+        """Every field explains itself (`kubectl explain`), and states its default."""
+        description = " ".join(str(node.get("description", "")).split())
+        if not description:
+            raise SchemaError(
+                f"{self._where}: field {path} has no description; add a docstring under the "
+                "field (or its type) in the model, with units and what unset means"
+            )
+        if "default" in node and "default" not in description.lower():
+            description = f"{description} Defaults to {_default_text(node['default'])}."
+        node["description"] = description
+        return node
+
     def _deref(self, ref: str, path: str) -> Schema:
         prefix = "#/$defs/"
         if not ref.startswith(prefix) or ref[len(prefix) :] not in self._defs:
@@ -147,6 +162,14 @@ class _Translator:
             f"{self._where}: field {path} uses {what}, which a structural CRD schema cannot "
             "express; change the model's type annotation for that field"
         )
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value else '""'
+    return json.dumps(value, separators=(",", ":"))
 
 
 def openapi_schema(model: type[KubeObject]) -> Schema:
@@ -162,8 +185,8 @@ def openapi_schema(model: type[KubeObject]) -> Schema:
         },
         "kind": {"type": "string", "description": "REST resource this object represents."},
         "metadata": {"type": "object"},
-        "spec": translator.node(props["spec"], "spec"),
-        "status": translator.node(props["status"], "status"),
+        "spec": translator.described(translator.node(props["spec"], "spec"), "spec"),
+        "status": translator.described(translator.node(props["status"], "status"), "status"),
     }
     schema: Schema = {"type": "object", "properties": properties}
     if model.__doc__:

@@ -17,70 +17,183 @@ from virtrigaud.api.base import (
     cel,
     validations,
 )
-from virtrigaud.api.common import DNS_LABEL, Duration, LocalObjectReference, ShortText
+from virtrigaud.api.common import (
+    DNS_LABEL,
+    Duration,
+    LabelValue,
+    NamespaceName,
+    ObjectName,
+    ShortText,
+)
 from virtrigaud.api.conditions import Conditions
+from virtrigaud.api.corev1 import (
+    Affinity,
+    EnvVar,
+    KubeLocalObjectReference,
+    Probe,
+    ResourceRequirements,
+    SecurityContext,
+    Toleration,
+)
 
 FINALIZER = "provider.infra.virtrigaud.io/finalizer"
 ALL_NAMESPACES = "*"
 
 
 class ProviderType(StrEnum):
+    """The hypervisor types this controller has providers for."""
+
     VSPHERE = "vsphere"
     LIBVIRT = "libvirt"
     PROXMOX = "proxmox"
 
 
 class ProviderDefaults(ApiModel):
-    """Placement used when a VirtualMachine does not say."""
+    """Placement used when a VirtualMachine does not say (spec.placement wins)."""
 
     datastore: ShortText | None = None
+    """vSphere datastore for new VMs; takes precedence over storagePod."""
     storage_pod: ShortText | None = None
+    """vSphere datastore cluster; the member datastore with the most free space is chosen."""
     cluster: ShortText | None = None
+    """vSphere cluster whose resource pool new VMs go to."""
     folder: ShortText | None = None
+    """vSphere VM folder for new VMs."""
     resource_pool: ShortText | None = None
+    """vSphere resource pool (Proxmox VE: pool) for new VMs."""
     network: ShortText | None = None
+    """Network for interfaces without a networkRef: vSphere portgroup, libvirt network."""
     node: ShortText | None = None
     """Proxmox VE node to create VMs on."""
     storage_pool: ShortText | None = None
-    """libvirt storage pool / Proxmox storage for new disks."""
+    """libvirt storage pool / Proxmox VE storage for new disks."""
 
 
 class RateLimit(ApiModel):
     """The hypervisor API budget, shared by every shard and controller replica."""
 
     qps: Annotated[float, Field(gt=0, le=10000)] = 10
-    """Sustained hypervisor calls per second; must be greater than 0."""
+    """Sustained hypervisor calls per second across all shards; greater than 0."""
     burst: Annotated[int, Field(ge=1, le=100000)] = 20
     """Calls that may be made at once after an idle period; at least 1."""
 
 
 class ProviderHealthCheck(ApiModel):
+    """How the Provider's health is checked."""
+
     enabled: bool = True
+    """Whether health checks run."""
     interval: Duration = "30s"
-    """How often the Provider's health is checked."""
+    """Time between checks (a duration, e.g. 30s)."""
     timeout: Duration = "10s"
+    """Time one check may take (a duration, e.g. 10s)."""
     failure_threshold: Annotated[int, Field(ge=1, le=10)] = 3
-    """Consecutive failures before the Provider is marked unhealthy."""
+    """Consecutive failures before the Provider is marked unhealthy (1-10)."""
     success_threshold: Annotated[int, Field(ge=1, le=10)] = 1
-    """Consecutive successes before the Provider is marked healthy again."""
+    """Consecutive successes before the Provider is marked healthy again (1-10)."""
 
 
 class ConnectionPooling(ApiModel):
     """Pooled hypervisor sessions, per shard."""
 
     max_connections: Annotated[int, Field(ge=1, le=100)] = 10
-    """Most sessions to the endpoint a shard keeps open."""
+    """Most sessions to the endpoint a shard keeps open (1-100)."""
     max_idle_connections: Annotated[int, Field(ge=1, le=100)] = 5
+    """Most idle sessions kept open (1-100)."""
     connection_timeout: Duration = "30s"
+    """Time allowed to open a session (a duration, e.g. 30s)."""
     idle_timeout: Duration = "5m"
-    """An idle session is closed after this long."""
+    """An idle session is closed after this long (a duration, e.g. 5m)."""
+
+
+class CredentialSecretRef(ApiModel):
+    """The Secret holding the hypervisor credentials."""
+
+    name: ObjectName
+    """Name of the Secret."""
+    namespace: NamespaceName | None = None
+    """Namespace of the Secret; only the Provider's own namespace is read (the Go
+    VirtRigaud's cross-namespace reference is accepted but not followed)."""
+
+
+class ProviderTLS(ApiModel):
+    """TLS between the controller and a remote provider runtime (Go VirtRigaud only)."""
+
+    enabled: bool = True
+    """Whether the runtime's gRPC service uses TLS."""
+    secret_ref: KubeLocalObjectReference | None = None
+    """Secret with tls.crt, tls.key and ca.crt."""
+    insecure_skip_verify: bool = False
+    """Skip verifying the runtime's certificate."""
+
+
+class ProviderService(ApiModel):
+    """The Service in front of a remote provider runtime (Go VirtRigaud only)."""
+
+    port: Annotated[int, Field(ge=1024, le=65535)] = 9443
+    """gRPC port of the runtime (1024-65535)."""
+    tls: ProviderTLS | None = None
+    """TLS settings of the runtime's gRPC service."""
+
+
+class ProviderRuntime(ApiModel):
+    """How the Go VirtRigaud runs a provider: a separate Deployment reached over gRPC.
+
+    Accepted so its manifests apply unchanged, but not acted on: this controller runs
+    providers in-process in its shards, so there is no provider image, Deployment or
+    Service to configure.
+    """
+
+    mode: Literal["Remote"] = "Remote"
+    """Runtime mode; the Go VirtRigaud knows only Remote."""
+    image: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=1024,
+            pattern=r"^[a-zA-Z0-9._/-]+(:[a-zA-Z0-9._-]+)?(@[a-zA-Z0-9]+:[a-fA-F0-9]{64})?$",
+        ),
+    ]
+    """Provider container image: image:tag, image@digest or image:tag@digest."""
+    image_pull_policy: Literal["Always", "Never", "IfNotPresent"] = "IfNotPresent"
+    """When the kubelet pulls the image."""
+    image_pull_secrets: Annotated[list[KubeLocalObjectReference], Field(max_length=10)] = Field(
+        default_factory=list
+    )
+    """Secrets for pulling the image."""
+    replicas: Annotated[int, Field(ge=1, le=10)] = 1
+    """Provider pods to run (1-10)."""
+    service: ProviderService | None = None
+    """The runtime's Service."""
+    resources: ResourceRequirements | None = None
+    """CPU and memory of the provider pods."""
+    node_selector: Annotated[dict[str, LabelValue], Field(max_length=64)] = Field(
+        default_factory=dict
+    )
+    """Node labels the provider pods require."""
+    tolerations: Annotated[list[Toleration], Field(max_length=20)] = Field(default_factory=list)
+    """Taints the provider pods tolerate."""
+    affinity: Affinity | None = None
+    """Scheduling constraints of the provider pods."""
+    security_context: SecurityContext | None = None
+    """Security context of the provider container."""
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+    """Log level of the provider pods."""
+    log_format: Literal["text", "json"] = "text"
+    """Log format of the provider pods."""
+    env: Annotated[list[EnvVar], Field(max_length=50)] = Field(default_factory=list)
+    """Extra environment variables of the provider container."""
+    liveness_probe: Probe | None = None
+    """Liveness probe of the provider container."""
+    readiness_probe: Probe | None = None
+    """Readiness probe of the provider container."""
 
 
 class ProviderSpec(ApiModel):
     """Desired state of a Provider.
 
-    Providers run in-process in the controller shards; there is no per-Provider Deployment,
-    so the Go VirtRigaud's `runtime` block (image, replicas, service, TLS) has no equivalent.
+    Providers run in-process in the controller shards; the Go VirtRigaud's `runtime` block
+    (image, replicas, service, TLS) is accepted but has no effect here.
     """
 
     model_config = ConfigDict(
@@ -97,12 +210,14 @@ class ProviderSpec(ApiModel):
     )
 
     type: ProviderType
-    """Hypervisor type."""
+    """Hypervisor type: vsphere, libvirt or proxmox (the Go VirtRigaud's firecracker and
+    qemu have no provider in either implementation)."""
     endpoint: Annotated[
         str, Field(min_length=1, max_length=2048, pattern=r"^[a-z][a-z0-9+.-]*://.*$")
     ]
-    """Hypervisor endpoint URI, e.g. https://vcenter/sdk, qemu+ssh://user@host/system."""
-    credential_secret_ref: LocalObjectReference
+    """Hypervisor endpoint URI, e.g. https://vcenter/sdk, https://pve:8006,
+    qemu+ssh://user@host/system."""
+    credential_secret_ref: CredentialSecretRef
     """A Secret in the Provider's namespace with the hypervisor credentials."""
     insecure_skip_verify: bool = False
     """Skip TLS certificate verification of the endpoint (test setups only)."""
@@ -128,6 +243,99 @@ class ProviderSpec(ApiModel):
     """Health checking."""
     connection_pooling: ConnectionPooling | None = None
     """Hypervisor session pooling."""
+    runtime: ProviderRuntime | None = None
+    """The Go VirtRigaud's remote provider runtime; accepted, not acted on (providers run
+    in-process here)."""
+
+
+class ReportedCapabilities(ApiModel):
+    """What the provider says it can do."""
+
+    supports_reconfigure_online: bool | None = None
+    """CPU and memory can change while the VM runs."""
+    supports_disk_expansion_online: bool | None = None
+    """Disks can grow while the VM runs."""
+    supports_snapshots: bool | None = None
+    """VM snapshots."""
+    supports_memory_snapshots: bool | None = None
+    """Snapshots that include memory state."""
+    supports_linked_clones: bool | None = None
+    """Copy-on-write (linked) clones."""
+    supports_image_import: bool | None = None
+    """Importing images (VMImage preparation)."""
+    supports_disk_export: bool | None = None
+    """Exporting disks (a migration source)."""
+    supports_disk_import: bool | None = None
+    """Importing disks (a migration target)."""
+    supports_export_compression: bool | None = None
+    """Compressed disk export."""
+    supported_disk_types: Annotated[list[ShortText], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+    """Disk formats, e.g. qcow2, vmdk, raw."""
+    supported_network_types: Annotated[list[ShortText], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+    """NIC models, e.g. virtio, vmxnet3, e1000."""
+    supported_export_formats: Annotated[list[ShortText], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+    """Disk formats it can export."""
+    supported_import_formats: Annotated[list[ShortText], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+    """Disk formats it can import."""
+    supported_export_backends: Annotated[list[ShortText], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+    """Staging backends it can export to: pvc, nfs, s3."""
+    supported_import_backends: Annotated[list[ShortText], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+    """Staging backends it can import from: pvc, nfs, s3."""
+    supported_transfer_modes: Annotated[list[ShortText], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+    """Disk transfer modes: relay, direct."""
+
+
+class ResourceUsageStats(ApiModel):
+    """Capacity and use of one resource."""
+
+    total: Annotated[int, Field(ge=0)] | None = None
+    """Total capacity (CPU: MHz; memory and storage: bytes)."""
+    used: Annotated[int, Field(ge=0)] | None = None
+    """Capacity in use, in the unit of total."""
+    available: Annotated[int, Field(ge=0)] | None = None
+    """Capacity free, in the unit of total."""
+    usage_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    """used as a percentage of total (0-100)."""
+
+
+class NetworkUsageStats(ApiModel):
+    """Network traffic counters."""
+
+    bytes_received: Annotated[int, Field(ge=0)] | None = None
+    """Bytes received."""
+    bytes_sent: Annotated[int, Field(ge=0)] | None = None
+    """Bytes sent."""
+    packets_received: Annotated[int, Field(ge=0)] | None = None
+    """Packets received."""
+    packets_sent: Annotated[int, Field(ge=0)] | None = None
+    """Packets sent."""
+
+
+class ProviderResourceUsage(ApiModel):
+    """Capacity and use of the hypervisor."""
+
+    cpu: ResourceUsageStats | None = None
+    """CPU, in MHz."""
+    memory: ResourceUsageStats | None = None
+    """Memory, in bytes."""
+    storage: ResourceUsageStats | None = None
+    """Storage, in bytes."""
+    network: NetworkUsageStats | None = None
+    """Network traffic."""
 
 
 class ProviderStatus(ApiModel):
@@ -136,16 +344,22 @@ class ProviderStatus(ApiModel):
     healthy: bool | None = None
     """Whether the last health check reached the hypervisor with the given credentials."""
     last_health_check: datetime | None = None
+    """When the last health check ran."""
     connected_vms: Annotated[int, Field(ge=0)] | None = None
     """VirtualMachines managed through this Provider."""
     capabilities: Annotated[
         list[Annotated[str, Field(max_length=63, pattern=r"^[A-Za-z][A-Za-z0-9]*$")]],
         Field(max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = Field(default_factory=list)
-    """What the hypervisor supports, e.g. Snapshots, LinkedClones, OnlineReconfigure."""
+    """What the hypervisor supports, e.g. Snapshots, Cloning, ConsoleAccess."""
+    reported_capabilities: ReportedCapabilities | None = None
+    """Capabilities as the provider reports them, flag by flag."""
+    resource_usage: ProviderResourceUsage | None = None
+    """Capacity and use of the hypervisor."""
     version: ShortText | None = None
     """Hypervisor version."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None
+    """The metadata.generation this status was computed from."""
     conditions: Conditions = Field(default_factory=list)
     """Ready, Healthy."""
 

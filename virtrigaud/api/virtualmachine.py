@@ -71,6 +71,8 @@ class DiskFormat(StrEnum):
 
 
 class GPUConfig(ApiModel):
+    """GPUs passed through to the VM."""
+
     count: Annotated[int, Field(ge=1, le=8)]
     """Number of GPUs to assign."""
     type: Annotated[str, Field(max_length=63, pattern=r"^[a-zA-Z0-9_-]+$")] | None = None
@@ -155,6 +157,8 @@ class DiskSpec(ApiModel):
 
 
 class InlineOrSecret(ApiModel):
+    """Data given inline or read from a Secret; set one."""
+
     inline: InlineData | None = None
     """Data given inline."""
     secret_ref: LocalObjectReference | None = None
@@ -170,6 +174,8 @@ class Ignition(InlineOrSecret):
 
 
 class UserData(ApiModel):
+    """Guest initialisation data; set cloudInit or ignition."""
+
     cloud_init: CloudInit | None = None
     """cloud-init user data."""
     ignition: Ignition | None = None
@@ -181,6 +187,8 @@ class CloudInitMetaData(InlineOrSecret):
 
 
 class MetaData(ApiModel):
+    """cloud-init metadata (instance-id, local-hostname, network config)."""
+
     cloud_init: CloudInitMetaData | None = None
     """cloud-init metadata."""
 
@@ -189,21 +197,29 @@ class Placement(ApiModel):
     """Placement hints; unset parts fall back to the Provider's defaults."""
 
     cluster: ShortText | None = None
+    """vSphere cluster whose resource pool the VM goes to."""
     host: ShortText | None = None
+    """Host to run on (vSphere host; Proxmox VE node)."""
     datastore: ShortText | None = None
-    """Datastore; takes precedence over storagePod."""
+    """Datastore for the VM's disks (Proxmox VE: storage); takes precedence over storagePod."""
     storage_pod: ShortText | None = None
     """vSphere datastore cluster; the datastore with the most free space is chosen."""
     folder: ShortText | None = None
+    """vSphere VM folder."""
     resource_pool: ShortText | None = None
+    """vSphere resource pool (Proxmox VE: pool)."""
 
 
 class VMSnapshotOperation(ApiModel):
+    """Snapshot operations on the VM."""
+
     revert_to_ref: LocalObjectReference | None = None
     """A VMSnapshot of this VM to revert to."""
 
 
 class ExecAction(ApiModel):
+    """Run a command in the guest (needs guest tools)."""
+
     command: Annotated[
         list[Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=64)
     ]
@@ -211,31 +227,50 @@ class ExecAction(ApiModel):
 
 
 class HTTPGetAction(ApiModel):
+    """An HTTP GET to the VM; a status from 200 to 399 is success."""
+
     path: Annotated[str, Field(max_length=2048)] | None = None
+    """Path to request, e.g. /healthz."""
     port: Annotated[int, Field(ge=1, le=65535)]
+    """TCP port, 1-65535."""
     host: ShortText | None = None
-    """Host to connect to; defaults to the VM's IP."""
+    """Host to connect to; the VM's first IP when unset."""
     scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+    """HTTP or HTTPS."""
 
 
 class SnapshotAction(ApiModel):
+    """Take a snapshot of the VM."""
+
     name: ShortText
     """Name hint for the snapshot."""
     include_memory: bool = False
+    """Include the VM's memory state."""
     description: Annotated[str, Field(max_length=1024)] | None = None
+    """Description stored with the snapshot."""
 
 
 class LifecycleHandler(ApiModel):
+    """One action run at a lifecycle point; set one of exec, httpGet and snapshot."""
+
     exec: ExecAction | None = None
+    """Run a command in the guest."""
     http_get: HTTPGetAction | None = None
+    """Send an HTTP GET to the VM."""
     snapshot: SnapshotAction | None = None
+    """Take a snapshot."""
 
 
 class VirtualMachineLifecycle(ApiModel):
+    """Lifecycle hooks and the graceful shutdown timeout."""
+
     pre_stop: LifecycleHandler | None = None
+    """Action before the VM is powered off."""
     post_start: LifecycleHandler | None = None
+    """Action after the VM is powered on."""
     graceful_shutdown_timeout: Duration = "60s"
-    """How long OffGraceful waits for the guest before powering off."""
+    """How long OffGraceful waits for the guest to shut down before powering off (a
+    duration, e.g. 60s)."""
 
 
 class VirtualMachineSpec(ApiModel):
@@ -305,12 +340,20 @@ class VirtualMachineSpec(ApiModel):
 
 
 class VMSnapshotInfo(ApiModel):
+    """One snapshot of the VM as the hypervisor reports it."""
+
     id: Annotated[str, Field(max_length=255)]
+    """Provider-specific snapshot identifier."""
     name: ShortText
+    """Snapshot name."""
     creation_time: datetime
+    """When the snapshot was taken."""
     description: Annotated[str, Field(max_length=1024)] | None = None
+    """Description stored with the snapshot."""
     size_bytes: Annotated[int, Field(ge=0)] | None = None
+    """Size of the snapshot, in bytes."""
     has_memory: bool | None = None
+    """Whether the snapshot includes memory state."""
 
 
 class VirtualMachineStatus(ApiModel):
@@ -335,6 +378,7 @@ class VirtualMachineStatus(ApiModel):
     reconfigure_task_ref: Annotated[str, Field(max_length=1024)] | None = None
     """The hypervisor task of a reconfiguration in progress."""
     last_reconfigure_time: datetime | None = None
+    """When the last reconfiguration was started."""
     current_resources: VirtualMachineResources | None = None
     """CPU and memory the hypervisor VM has now."""
     snapshots: Annotated[list[VMSnapshotInfo], Field(max_length=100)] = Field(default_factory=list)

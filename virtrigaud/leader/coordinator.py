@@ -122,6 +122,7 @@ class CoordinatorConfig:
     move_chunk: int = 1000
     ready_timeout: float = 10.0  # one `ready` probe
     start_timeout: float = 120.0  # longest wait for the first shard to answer at all
+    ready_grace: float = 30.0  # how long a new leader waits for every shard (cold starts)
     config_poll: float = 2.0
     rejoin_probe: float = 1.0
     rejoin_after: float = 10.0  # a shard must answer this long before it rejoins
@@ -303,10 +304,11 @@ class Coordinator:
         self.target_count = count
         indexes = sorted(set(range(count)) | existing_shard_indexes())
         links = {i: self._attach(i) for i in indexes}
-        # A shard that does not answer within the lease bound holds nothing it may act on
-        # any more (its lease from any earlier leader has run out): it is left out now
-        # and reset when it answers again.
-        stats = await self._await_ready(links, acquired + self.config.lease.bound)
+        # A shard that does not answer within the grace period is left out until it does
+        # (then it is reset): by then its lease from any earlier leader has run out.
+        stats = await self._await_ready(
+            links, acquired + max(self.config.lease.bound, self.config.ready_grace)
+        )
         self.token = max([term, *(s.token + 1 for s in stats.values())])
         TOKEN.set(self.token)
 
@@ -1041,9 +1043,7 @@ class Coordinator:
             log.info("resizing", extra={"from": old, "to": count})
             if count > old:
                 fresh = {i: self._attach(i) for i in range(old, count)}
-                stats = await self._await_ready(
-                    fresh, time.monotonic() + self.config.ready_timeout * 3
-                )
+                stats = await self._await_ready(fresh, time.monotonic() + self.config.ready_grace)
                 for i, link in fresh.items():
                     st = stats.get(i)
                     if st is None:

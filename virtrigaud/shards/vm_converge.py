@@ -33,6 +33,7 @@ from virtrigaud.providers.base import (
     VMSpec,
     check_owner,
 )
+from virtrigaud.shards.vm_fields import report_unsupported_fields
 from virtrigaud.shards.vm_pass import (
     OP_ADOPT,
     OP_CREATE,
@@ -72,6 +73,7 @@ class ConvergeSteps(PassBase):
         vm_class = await resolve_class(self.resolver, self.vm)
         spec = await build_vm_spec(self.resolver, self.vm, vm_class, provider_type, defaults)
         self.memory.dependencies_met(self.key)
+        await report_unsupported_fields(self, provider_type, vm_class)
         self.st.drop_condition(DELETING)
 
         await self.settle_tasks(provider, spec)

@@ -127,8 +127,8 @@ def _network_name(attachment: dict[str, Any], provider_type: str) -> str | None:
     )
     names = {
         "vsphere": [per_type.get("portgroup")],
-        "libvirt": [per_type.get("networkName"), per_type.get("bridge")],
-        # Proxmox's own default bridge, as the CRD defaults it.
+        "libvirt": [per_type.get("networkName"), (per_type.get("bridge") or {}).get("name")],
+        # Proxmox VE's own default bridge.
         "proxmox": [per_type.get("bridge"), "vmbr0"],
     }.get(provider_type, [])
     return next((str(n) for n in names if n), None)

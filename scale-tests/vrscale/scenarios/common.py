@@ -13,6 +13,7 @@ from typing import Any
 from virtrigaud.kube.client import KubeClient
 from virtrigaud.leader.shard_count import write_shard_count
 from virtrigaud.providers.calls import RateLimit
+from virtrigaud.shards import audit
 from vrscale import fleet, metrics, plots, workload
 from vrscale.controller import Controller, ControllerOptions
 from vrscale.runner import RunContext
@@ -61,6 +62,8 @@ class Fleet:
         if self.info.kube is None:
             raise RuntimeError("the scenario's stack has no API server")
         await asyncio.to_thread(workload.prepare, self.info)
+        if self.info.redis is not None:
+            await asyncio.to_thread(audit.reset, self.info.redis.url)
         self.targets = targets if targets is not None else workload.targets(self.info)
         self.kube = KubeClient.from_kubeconfig(self.info.kube.kubeconfig)
         await fleet.setup(self.kube, self.targets, rate)
@@ -407,11 +410,53 @@ async def on_fleet(ctx: RunContext, work: Callable[[Fleet], Awaitable[None]]) ->
 
 
 async def record_counters(ctx: RunContext, fl: Fleet) -> None:
-    """The controller's counters at the end of the run, for diagnosis (never fails the run)."""
+    """The controller's counters at the end of the run, for diagnosis, and the one-owner
+    checks of the reconcile audit (every scenario records it)."""
     try:
         ctx.report.figures["controller_counters"] = await fl.controller_counters()
     except Exception as e:
         ctx.report.notes.append(f"controller counters not read: {type(e).__name__}: {e}")
+    if fl.info.redis is None or fl.controller is None:
+        return
+    try:
+        report = await asyncio.to_thread(audit.check, fl.info.redis.url)
+    except Exception as e:
+        ctx.report.errors.append(f"the reconcile audit could not be read: {type(e).__name__}: {e}")
+        return
+    audit_checks(ctx.report, report)
+
+
+def audit_checks(r: Any, report: audit.AuditReport) -> None:
+    """Figures and checks from the reconcile audit: no key reconciled by two shards at
+    once, no hypervisor mutation outside a reconcile, nothing from a shard after its keys
+    were handed out; and the audit recorded the run at all."""
+    r.figures["audit"] = {
+        "reconciles_audited": report.reconciles,
+        "mutations_audited": report.mutations,
+        "double_reconciles": len(report.overlaps),
+        "stray_mutations": len(report.stray_mutations),
+        "zombie_events": len(report.zombies),
+        "examples": report.problems(5),
+        "reconciles_per_shard": dict(sorted(report.per_shard.items())),
+    }
+    for name, what, value in (
+        ("double_reconciles", "no key reconciled by two shards at once", len(report.overlaps)),
+        (
+            "stray_mutations",
+            "no hypervisor mutation outside a reconcile",
+            len(report.stray_mutations),
+        ),
+        ("zombie_events", "no shard acted after its keys were handed out", len(report.zombies)),
+    ):
+        r.check(name, f"{what} (reconcile audit)", float(value), "==", 0.0, "events")
+    r.check(
+        "audit_recorded",
+        "the reconcile audit recorded the run (so the checks above mean something)",
+        float(report.reconciles),
+        ">=",
+        1.0,
+        "reconciles",
+    )
 
 
 def _r(x: float | None, digits: int = 3) -> float | None:

@@ -10,12 +10,9 @@ from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import Fleet, converge_figures, record_counters
 from vrscale.scenarios.converge import timeout_for
 from vrscale.scenarios.load import (
-    audit_figures,
-    audit_report,
     churn,
     churn_figures,
     handover,
-    reset_audit,
 )
 
 STEPS = (6, 3)
@@ -27,8 +24,7 @@ async def body(ctx: RunContext) -> None:
     r = ctx.report
     try:
         await fl.open()
-        reset_audit(fl)
-        await fl.start_controller(ctx.shards, audit=True)
+        await fl.start_controller(ctx.shards)
         r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
         c = await fl.converge(ctx.vms, timeout_for(ctx.vms))
         r.figures["converge"] = converge_figures(fl, c, None)
@@ -73,16 +69,6 @@ async def body(ctx: RunContext) -> None:
             0.0,
             "VMs not Ready",
             note="" if settled else f"waited {SETTLE_S:.0f} s",
-        )
-        audited = audit_report(fl)
-        r.figures["audit"] = audit_figures(audited)
-        r.check(
-            "double_reconciles",
-            "no key reconciled by two shards at once (reconcile audit)",
-            float(len(audited.overlaps)) if audited is not None else None,
-            "==",
-            0.0,
-            "overlaps",
         )
         r.figures["shard_names"] = await fl.shard_names()
     finally:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virtrigaud.kube.client import ApiError
-from virtrigaud.shards import audit
 from vrscale import fleet, metrics
 from vrscale.progress import Phase
 from vrscale.scenarios.common import Fleet
@@ -196,30 +195,6 @@ async def handover(
         settled=settled,
         keys_per_shard=holders,
     )
-
-
-def audit_report(fl: Fleet) -> audit.AuditReport | None:
-    if fl.info.redis is None:
-        return None
-    return audit.check(fl.info.redis.url)
-
-
-def reset_audit(fl: Fleet) -> None:
-    if fl.info.redis is not None:
-        audit.reset(fl.info.redis.url)
-
-
-def audit_figures(report: audit.AuditReport | None) -> dict[str, Any]:
-    if report is None:
-        return {"audit": "no Redis: not recorded"}
-    return {
-        "reconciles_audited": report.reconciles,
-        "mutations_audited": report.mutations,
-        "double_reconciles": len(report.overlaps),
-        "double_reconcile_examples": [str(o) for o in report.overlaps[:5]],
-        "stray_mutations": len(report.stray_mutations),
-        "reconciles_per_shard": dict(sorted(report.per_shard.items())),
-    }
 
 
 async def steady(seconds: float) -> None:

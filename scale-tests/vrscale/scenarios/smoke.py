@@ -9,12 +9,9 @@ from dataclasses import asdict
 from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import Fleet, converge_figures, plot_converge, record_counters
 from vrscale.scenarios.load import (
-    audit_figures,
-    audit_report,
     churn,
     churn_figures,
     handover,
-    reset_audit,
 )
 
 CONVERGE_TIMEOUT_S = 120.0
@@ -29,8 +26,7 @@ async def body(ctx: RunContext) -> None:
     r = ctx.report
     try:
         await fl.open()
-        reset_audit(fl)
-        await fl.start_controller(ctx.shards, audit=True)
+        await fl.start_controller(ctx.shards)
         r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
         c = await fl.converge(ctx.vms, CONVERGE_TIMEOUT_S)
         conv = converge_figures(fl, c, None)
@@ -79,25 +75,6 @@ async def body(ctx: RunContext) -> None:
             "==",
             0.0,
             "VMs not Ready",
-        )
-        audited = audit_report(fl)
-        r.figures["audit"] = audit_figures(audited)
-        r.check(
-            "double_reconciles",
-            "no key reconciled by two shards at once (reconcile audit)",
-            float(len(audited.overlaps)) if audited is not None else None,
-            "==",
-            0.0,
-            "overlaps",
-            note="" if audited is None or audited.reconciles else "the audit stream is empty",
-        )
-        r.check(
-            "audit_recorded",
-            "the reconcile audit recorded the run (so the overlap check means something)",
-            float(audited.reconciles) if audited is not None else None,
-            ">=",
-            float(ctx.vms),
-            "reconciles",
         )
     finally:
         await record_counters(ctx, fl)

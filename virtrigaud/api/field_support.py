@@ -1,0 +1,202 @@
+"""Which spec fields this release acts on, per kind and Provider type: the one table.
+
+The API accepts every field of the Go VirtRigaud's v1beta1 kinds so that its manifests
+apply unchanged, but accepting a field is not acting on it. This table says, for every
+field a kind accepts, which Provider types honour it; ``ignored_fields`` reads it to tell
+a user which fields set on an object have no effect, and docs/field-support.md is
+rendered from it (a test fails when the two differ).
+
+An entry covers its path and everything below it; the longest matching entry decides.
+``only_for`` marks a per-hypervisor block (e.g. ``spec.source.vsphere`` of a VMImage):
+for other Provider types the block is not addressed to them, so it is neither honoured
+nor reported. Kinds the VirtualMachine reconcile reads (VirtualMachine, VMClass,
+Provider) list every field explicitly; a test fails when a new field has no entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from virtrigaud.api.provider import ProviderType
+
+VSPHERE = ProviderType.VSPHERE
+LIBVIRT = ProviderType.LIBVIRT
+PROXMOX = ProviderType.PROXMOX
+ALL: frozenset[ProviderType] = frozenset(ProviderType)
+NONE: frozenset[ProviderType] = frozenset()
+
+
+@dataclass(frozen=True)
+class Support:
+    """Who honours one field path (``[]`` stands for any list index)."""
+
+    path: str
+    honoured_by: frozenset[ProviderType]
+    note: str = ""
+    only_for: frozenset[ProviderType] | None = None
+
+
+def on(path: str, *types: ProviderType, note: str = "") -> Support:
+    """Honoured by the given Provider types (all of them when none are given)."""
+    return Support(path, frozenset(types) if types else ALL, note)
+
+
+def off(path: str, note: str) -> Support:
+    """Accepted and stored, acted on by no Provider type in this release."""
+    return Support(path, NONE, note)
+
+
+def block(path: str, for_type: ProviderType, note: str) -> Support:
+    """A block addressed to one Provider type; not acted on unless an entry below says so."""
+    return Support(path, NONE, note, only_for=frozenset({for_type}))
+
+
+NO_CONTROLLER = "no controller for this kind in this release: stored and validated only"
+
+VIRTUAL_MACHINE = (
+    on("spec.providerRef"),
+    on("spec.classRef"),
+    on("spec.imageRef"),
+    on("spec.importedDisk.diskID"),
+    on("spec.importedDisk.path"),
+    off("spec.importedDisk.format", "the disk is used as it is; its format is not converted"),
+    on("spec.importedDisk.source", note="informational"),
+    on("spec.importedDisk.migrationRef", note="informational"),
+    off("spec.importedDisk.sizeGiB", "not compared with the disk"),
+    on("spec.networks[].name"),
+    on("spec.networks[].networkRef"),
+    on("spec.networks[].macAddress"),
+    on(
+        "spec.networks[].ipAddress",
+        PROXMOX,
+        note="Proxmox VE: cloud-init ipconfig; vSphere and libvirt leave addressing to the guest",
+    ),
+    on("spec.networks[].prefix", PROXMOX, note="Proxmox VE: cloud-init ipconfig"),
+    on("spec.networks[].gateway", PROXMOX, note="Proxmox VE: cloud-init ipconfig"),
+    off("spec.networks[].dns", "DNS servers are not passed to the guest"),
+    on("spec.disks[].name"),
+    on("spec.disks[].sizeGiB"),
+    off("spec.disks[].type", "new disks get the hypervisor's default provisioning"),
+    off(
+        "spec.disks[].expandPolicy",
+        "disks grow online where the hypervisor allows it, otherwise PowerCycleRequired says so",
+    ),
+    off("spec.disks[].storageClass", "disks go to the VM's datastore or storage pool"),
+    off("spec.disks[].scsi", "disks go on the first SCSI controller"),
+    on(
+        "spec.userData.cloudInit",
+        VSPHERE,
+        PROXMOX,
+        note="vSphere: guestinfo; Proxmox VE: the keys PVE's cloud-init has (others are "
+        "refused); libvirt: recorded in the domain metadata, no NoCloud ISO yet",
+    ),
+    off("spec.userData.ignition", "Ignition configs are not delivered to the guest"),
+    on(
+        "spec.metaData.cloudInit",
+        VSPHERE,
+        note="vSphere: guestinfo; Proxmox VE generates meta-data itself",
+    ),
+    on("spec.placement.cluster", VSPHERE, note="Proxmox VE refuses it (the VM fails)"),
+    on("spec.placement.host", VSPHERE, PROXMOX, note="Proxmox VE: the node"),
+    on("spec.placement.datastore", VSPHERE, PROXMOX, note="Proxmox VE: the storage"),
+    on("spec.placement.storagePod", VSPHERE, note="Proxmox VE refuses it (the VM fails)"),
+    on("spec.placement.folder", VSPHERE, note="Proxmox VE refuses it (the VM fails)"),
+    on("spec.placement.resourcePool", VSPHERE, PROXMOX, note="Proxmox VE: the pool"),
+    on("spec.powerState"),
+    on("spec.tags"),
+    on("spec.resources.cpu"),
+    on("spec.resources.memoryMiB"),
+    off("spec.resources.gpu", "no GPU passthrough yet"),
+    off("spec.placementRef", "VMPlacementPolicy has no controller yet"),
+    off("spec.snapshot", "snapshot revert is not built yet"),
+    off("spec.lifecycle.preStop", "lifecycle hooks are not built yet"),
+    off("spec.lifecycle.postStart", "lifecycle hooks are not built yet"),
+    on("spec.lifecycle.gracefulShutdownTimeout"),
+)
+
+VM_CLASS = (
+    on("spec.cpu"),
+    on("spec.memory"),
+    on(
+        "spec.firmware",
+        note="vSphere: VMs made without an image; clones keep the template's firmware",
+    ),
+    off("spec.diskDefaults", "the root disk comes from the image (grow it with spec.disks)"),
+    off("spec.guestToolsPolicy", "guest tools are left as the image has them"),
+    off("spec.extraConfig", "not passed to the hypervisor"),
+    off("spec.resourceLimits", "no limits, reservations or shares are set"),
+    off("spec.performanceProfile", "not applied to the hypervisor VM"),
+    off("spec.securityProfile", "not applied to the hypervisor VM"),
+)
+
+PROVIDER = (
+    on("spec.type"),
+    on("spec.endpoint"),
+    on("spec.credentialSecretRef.name"),
+    off(
+        "spec.credentialSecretRef.namespace",
+        "only a Secret in the Provider's own namespace is read",
+    ),
+    on("spec.insecureSkipVerify"),
+    on("spec.defaults.datastore", VSPHERE),
+    on("spec.defaults.storagePod", VSPHERE),
+    on("spec.defaults.cluster", VSPHERE),
+    on("spec.defaults.folder", VSPHERE),
+    on("spec.defaults.resourcePool", VSPHERE, PROXMOX, note="Proxmox VE: the pool"),
+    on("spec.defaults.network", note="for interfaces without a networkRef"),
+    on("spec.defaults.node", PROXMOX),
+    on("spec.defaults.storagePool", LIBVIRT, PROXMOX, note="Proxmox VE: the storage"),
+    on("spec.rateLimit", note="one token bucket per Provider, shared by all shards"),
+    on("spec.allowedNamespaces"),
+    off("spec.healthCheck", "Provider health checks are not built yet"),
+    off("spec.connectionPooling", "each shard keeps one session per endpoint"),
+    off("spec.runtime", "providers run in-process in the shards: no provider Deployment"),
+)
+
+VM_IMAGE = (
+    off(
+        "spec",
+        "no VMImage controller in this release: images are not downloaded, imported or "
+        "prepared; a VirtualMachine uses the fields marked yes",
+    ),
+    block("spec.source.vsphere", VSPHERE, "vSphere images"),
+    on("spec.source.vsphere.templateName", VSPHERE),
+    block("spec.source.libvirt", LIBVIRT, "libvirt images"),
+    on("spec.source.libvirt.path", LIBVIRT),
+    on("spec.source.libvirt.storagePool", LIBVIRT, note="with a volume name in path"),
+    block("spec.source.proxmox", PROXMOX, "Proxmox VE images"),
+    on("spec.source.proxmox.templateID", PROXMOX),
+    on("spec.source.proxmox.node", PROXMOX),
+)
+
+VM_NETWORK_ATTACHMENT = (
+    off(
+        "spec",
+        "no VMNetworkAttachment controller in this release: networks are not created or "
+        "configured; a VirtualMachine connects to the network marked yes",
+    ),
+    block("spec.network.vsphere", VSPHERE, "vSphere networks"),
+    on("spec.network.vsphere.portgroup", VSPHERE),
+    block("spec.network.libvirt", LIBVIRT, "libvirt networks"),
+    on("spec.network.libvirt.networkName", LIBVIRT),
+    on("spec.network.libvirt.bridge.name", LIBVIRT, note="used as the network name"),
+    block("spec.network.proxmox", PROXMOX, "Proxmox VE networks"),
+    on("spec.network.proxmox.bridge", PROXMOX),
+)
+
+SUPPORT: Mapping[str, tuple[Support, ...]] = {
+    "VirtualMachine": VIRTUAL_MACHINE,
+    "Provider": PROVIDER,
+    "VMClass": VM_CLASS,
+    "VMImage": VM_IMAGE,
+    "VMSnapshot": (off("spec", NO_CONTROLLER),),
+    "VMClone": (off("spec", NO_CONTROLLER),),
+    "VMMigration": (off("spec", NO_CONTROLLER),),
+    "VMSet": (off("spec", NO_CONTROLLER),),
+    "VMPlacementPolicy": (off("spec", NO_CONTROLLER),),
+    "VMNetworkAttachment": VM_NETWORK_ATTACHMENT,
+}
+
+# Kinds whose every field must have its own entry (no fallback to a "spec" entry).
+EXPLICIT_KINDS = ("VirtualMachine", "VMClass", "Provider")
