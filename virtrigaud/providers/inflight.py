@@ -4,8 +4,11 @@ Providers never wait for a task, so a cap cannot be a semaphore held across the 
 is bookkeeping instead: a task counts from the call that started it until a
 ``task_status`` read sees it end, whoever made that read: usually the VM's own pass, which
 looks at its task soon after starting it. A caller that finds the cap full gets Busy with
-the time the oldest task is still expected to take (how long this key's tasks took so
-far). Only when that task is overdue (its owner may have stopped looking: the key moved,
+a time to ask again: when the oldest task is expected to end (from how long this key's
+tasks took so far), plus half such a duration per ``limit`` callers refused before it that
+have not had their turn yet, so a long queue of VMs waiting for one template is not a
+storm of passes, and they start roughly in the order they came. Only when that task is
+overdue (its owner may have stopped looking: the key moved,
 the object was deleted) does a caller read it, at most once per half its age (a long task
 costs few reads); an ended task frees its place, and its end state is kept for its owner,
 whose next poll then costs no call.
@@ -23,11 +26,14 @@ from dataclasses import dataclass, field
 
 from virtrigaud.providers.base import Busy, NotFoundError, TaskRef, TaskStatus
 
-EXPECTED_FIRST = 0.25
+EXPECTED_FIRST = 0.05
 """Seconds a task of a key is expected to take before one of them was seen to end."""
-RETRY_MIN = 0.05
+RETRY_MIN = 0.02
 RETRY_MAX = 30.0
 ENDED_KEPT = 1024
+LATE_GRACE = 1.0
+"""Seconds past its time to ask again after which a refused caller no longer counts as
+waiting (it went elsewhere: its object was deleted or moved to another shard)."""
 
 
 @dataclass(eq=False)
@@ -35,8 +41,13 @@ class Slot:
     """One place under the cap, taken before the call that starts the task."""
 
     key: str
-    started: float = field(default_factory=time.monotonic)
+    taken: float = field(default_factory=time.monotonic)
+    started: float | None = None  # when its task started (the call returned)
     task: TaskRef | None = None
+
+    def age(self, now: float) -> float:
+        """How long its task has run (0 while the call that starts it is under way)."""
+        return 0.0 if self.started is None else now - self.started
 
 
 class TaskCap:
@@ -49,6 +60,8 @@ class TaskCap:
         self._ended: OrderedDict[TaskRef, TaskStatus] = OrderedDict()
         self._took: dict[str, float] = {}  # moving average of how long tasks of a key took
         self._checked: dict[str, float] = {}  # when a caller last read an overdue task
+        # Callers refused per key, in the order they first came: who -> when to ask again.
+        self._waiting: dict[str, OrderedDict[str, float]] = {}
 
     def in_flight(self, key: str) -> int:
         return len(self._slots.get(key, ()))
@@ -56,18 +69,34 @@ class TaskCap:
     def expected(self, key: str) -> float:
         return self._took.get(key, EXPECTED_FIRST)
 
-    def take(self, key: str, busy_message: str) -> Slot:
-        """A place for a new task of key; Busy when the cap is full. Synchronous, so no
-        other coroutine can take the same place between the check and the take."""
+    def take(self, key: str, who: str, busy_message: str) -> Slot:
+        """A place for a new task of key, for the caller ``who`` (e.g. the owner's uid);
+        Busy when the cap is full. Synchronous, so no other coroutine can take the same
+        place between the check and the take."""
         slots = self._slots.setdefault(key, [])
-        if len(slots) >= self.limit:
-            raise Busy(busy_message, retry_after=self._retry_after(key, slots))
-        slot = Slot(key)
-        slots.append(slot)
-        return slot
+        queue = self._waiting.setdefault(key, OrderedDict())
+        now = time.monotonic()
+        for waiter, due in list(queue.items()):
+            if now > due + LATE_GRACE:
+                del queue[waiter]
+        if len(slots) < self.limit:
+            queue.pop(who, None)
+            if not queue:
+                self._waiting.pop(key, None)
+            slot = Slot(key)
+            slots.append(slot)
+            return slot
+        ahead = list(queue).index(who) if who in queue else len(queue)
+        # Half a task per caller ahead: coming back early costs a pass, coming back late
+        # leaves the hypervisor idle.
+        spacing = ahead / self.limit * self.expected(key) / 2
+        retry = self._retry_after(key, slots, now) + spacing
+        retry = min(RETRY_MAX, retry)
+        queue[who] = now + retry
+        raise Busy(busy_message, retry_after=retry)
 
-    def _retry_after(self, key: str, slots: list[Slot]) -> float:
-        age = time.monotonic() - min(s.started for s in slots)
+    def _retry_after(self, key: str, slots: list[Slot], now: float) -> float:
+        age = max(s.age(now) for s in slots)
         remaining = self.expected(key) - age
         if remaining > 0:
             return min(RETRY_MAX, max(RETRY_MIN, remaining))
@@ -77,6 +106,7 @@ class TaskCap:
     def bind(self, slot: Slot, task: TaskRef) -> None:
         """The task the slot's call started: it holds the place until it is seen to end."""
         slot.task = task
+        slot.started = time.monotonic()
         self._by_task[task] = slot
 
     def give_back(self, slot: Slot) -> None:
@@ -94,7 +124,7 @@ class TaskCap:
         ``status``: keep what the read saw for the task's owner (see ``seen``)."""
         slot = self._by_task.pop(task, None)
         if slot is not None:
-            took = time.monotonic() - slot.started
+            took = slot.age(time.monotonic())
             before = self._took.get(slot.key)
             self._took[slot.key] = took if before is None else 0.7 * before + 0.3 * took
             self.give_back(slot)
@@ -118,9 +148,9 @@ class TaskCap:
         bound = [s for s in slots if s.task is not None]
         if not bound:
             return  # every place is held by a call still starting its task
-        oldest = min(bound, key=lambda s: s.started)
         now = time.monotonic()
-        age = now - oldest.started
+        oldest = max(bound, key=lambda s: s.age(now))
+        age = oldest.age(now)
         since = now - self._checked.get(key, float("-inf"))
         if age < self.expected(key) or since < max(self.expected(key), age / 2):
             return  # its owner is expected to look soon; Busy says when to ask again

@@ -43,7 +43,7 @@ from virtrigaud.providers.base import (
     check_owner,
 )
 from virtrigaud.providers.calls import CallGate
-from virtrigaud.providers.inflight import TaskCap
+from virtrigaud.providers.inflight import Slot, TaskCap
 from virtrigaud.providers.proxmox import vmconfig as vc
 from virtrigaud.providers.proxmox.errors import classify_message
 from virtrigaud.providers.proxmox.session import PveSession
@@ -266,15 +266,30 @@ class ProxmoxProvider(Provider):
 
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         vc.check_spec(spec)
+        cached = self._templates.get(_image_key(spec.image)) if spec.image else None
+        # A template being cloned makes this create wait (Busy) before anything is asked of
+        # PVE: the cluster listing below would be repeated by every try.
+        slot = await self._clone_slot(*cached, spec.owner) if cached is not None else None
+        try:
+            return await self._create(spec, known_absent, cached, slot)
+        finally:
+            if slot is not None and slot.task is None:
+                self.clones.give_back(slot)  # no clone started with it
+
+    async def _create(
+        self,
+        spec: VMSpec,
+        known_absent: bool,
+        cached: tuple[str, int] | None,
+        slot: Slot | None,
+    ) -> tuple[str, TaskRef]:
         full = (self._option(spec, "cloneMode") or "full") != "linked"
-        if known_absent and spec.image is not None:
-            cached = self._templates.get(_image_key(spec.image))
-            if cached is not None:
-                try:
-                    return await self._clone_into(*cached, spec, full=full)
-                except NotFoundError:
-                    # The template was removed or moved since: look it up again.
-                    self._templates.pop(_image_key(spec.image), None)
+        if known_absent and spec.image is not None and cached is not None:
+            try:
+                return await self._clone_into(*cached, spec, full=full, slot=slot)
+            except NotFoundError:
+                # The template was removed or moved since: look it up again.
+                self._templates.pop(_image_key(spec.image), None)
         resources = await self._vm_resources()
         # PVE names are not unique: with known_absent a foreign VM of the same name is
         # left alone and ours is made beside it (the same whether or not this create
@@ -290,7 +305,9 @@ class ProxmoxProvider(Provider):
             return await self._create_blank(spec, resources)
         src_node, src_vmid, _ = self._template(spec.image, resources)
         self._templates[_image_key(spec.image)] = (src_node, src_vmid)
-        return await self._clone_into(src_node, src_vmid, spec, full=full)
+        if slot is not None and slot.key != _clone_key(src_node, src_vmid):
+            slot = None  # taken for where the template was; create() gives it back
+        return await self._clone_into(src_node, src_vmid, spec, full=full, slot=slot)
 
     async def _adopt(self, existing: list[dict[str, Any]], spec: VMSpec) -> tuple[str, TaskRef]:
         """create() found a VM with the spec's name: if it is ours, its next finishing step
@@ -366,7 +383,22 @@ class ProxmoxProvider(Provider):
         raise AssertionError("unreachable")
 
     async def _clone_into(
-        self, src_node: str, src_vmid: int, spec: VMSpec, *, full: bool
+        self, src_node: str, src_vmid: int, spec: VMSpec, *, full: bool, slot: Slot | None = None
+    ) -> tuple[str, TaskRef]:
+        """Start the clone, in a place under the template's clone cap (``slot``, or one
+        taken here); its task holds that place until a task_status read sees it end."""
+        own = slot is None
+        if slot is None:
+            slot = await self._clone_slot(src_node, src_vmid, spec.owner)
+        try:
+            return await self._start_clone(src_node, src_vmid, spec, full, slot)
+        except BaseException:
+            if own:
+                self.clones.give_back(slot)
+            raise
+
+    async def _start_clone(
+        self, src_node: str, src_vmid: int, spec: VMSpec, full: bool, slot: Slot
     ) -> tuple[str, TaskRef]:
         target = await self._pick_node(spec, src_node)
         storage = self._option(spec, "storage")
@@ -380,26 +412,26 @@ class ProxmoxProvider(Provider):
             args["storage"] = storage
         if pool:
             args["pool"] = pool
-        key = f"{src_node}/{src_vmid}"
-        await self.clones.make_room(key, self.task_status)
-        slot = self.clones.take(
-            key,
-            f"Proxmox VE at {self.endpoint}: template {src_vmid} on {src_node} is being "
-            "cloned for another VM, and PVE clones a template one VM at a time",
+        newid, upid = await self._claim_vmid(
+            "clone",
+            lambda newid: (
+                lambda p: p.nodes(src_node).qemu(src_vmid).clone.post(newid=newid, **args)
+            ),
         )
-        try:
-            newid, upid = await self._claim_vmid(
-                "clone",
-                lambda newid: (
-                    lambda p: p.nodes(src_node).qemu(src_vmid).clone.post(newid=newid, **args)
-                ),
-            )
-        except BaseException:
-            self.clones.give_back(slot)
-            raise
         task = task_ref(upid)
         self.clones.bind(slot, task)
         return vc.vm_id(target, newid), task
+
+    async def _clone_slot(self, src_node: str, src_vmid: int, owner: Owner) -> Slot:
+        """A place under the template's clone cap; Busy when a clone of it is running."""
+        key = _clone_key(src_node, src_vmid)
+        await self.clones.make_room(key, self.task_status)
+        return self.clones.take(
+            key,
+            owner.uid,
+            f"Proxmox VE at {self.endpoint}: template {src_vmid} on {src_node} is being "
+            "cloned for another VM, and PVE clones a template one VM at a time",
+        )
 
     async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:
         node, vmid = vc.parse_vm_id(vm_id)
@@ -684,6 +716,10 @@ class ProxmoxProvider(Provider):
     async def close(self) -> None:
         await self.session.close()
         self.gate.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _clone_key(node: str, vmid: int) -> str:
+    return f"{node}/{vmid}"
 
 
 def _image_key(image: ImageSpec) -> tuple[str, str | None]:

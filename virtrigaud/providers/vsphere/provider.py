@@ -397,6 +397,7 @@ class VSphereProvider(Provider):
         await self.clones.make_room(source.id, self.task_status)
         slot = self.clones.take(
             source.id,
+            spec.owner.uid,
             f"{CLONES_PER_SOURCE} clones of {source.name!r} are running on vCenter "
             f"{self.endpoint}, the most VirtRigaud runs at once per source",
         )
