@@ -267,9 +267,18 @@ class ProxmoxProvider(Provider):
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         vc.check_spec(spec)
         cached = self._templates.get(_image_key(spec.image)) if spec.image else None
-        # A template being cloned makes this create wait (Busy) before anything is asked of
-        # PVE: the cluster listing below would be repeated by every try.
-        slot = await self._clone_slot(*cached, spec.owner) if cached is not None else None
+        # A create that will clone (nothing of the owner exists) waits for a template being
+        # cloned (Busy) before anything is asked of PVE. Otherwise the VM may exist, and
+        # finishing it does not wait for clones of its template.
+        slot = None
+        if known_absent and cached is not None:
+            slot = await self._clone_slot(*cached, spec.owner)
+        elif cached is not None and spec.image is not None:
+            # It may have to clone: a busy template refuses it before the listing, which
+            # every try would repeat (a VM of the owner that exists is found next time).
+            key = _clone_key(*cached)
+            await self.clones.make_room(key, self.task_status)
+            self.clones.check(key, spec.owner.uid, self._clone_busy(*cached))
         try:
             return await self._create(spec, known_absent, cached, slot)
         finally:
@@ -426,11 +435,12 @@ class ProxmoxProvider(Provider):
         """A place under the template's clone cap; Busy when a clone of it is running."""
         key = _clone_key(src_node, src_vmid)
         await self.clones.make_room(key, self.task_status)
-        return self.clones.take(
-            key,
-            owner.uid,
+        return self.clones.take(key, owner.uid, self._clone_busy(src_node, src_vmid))
+
+    def _clone_busy(self, src_node: str, src_vmid: int) -> str:
+        return (
             f"Proxmox VE at {self.endpoint}: template {src_vmid} on {src_node} is being "
-            "cloned for another VM, and PVE clones a template one VM at a time",
+            "cloned for another VM, and PVE clones a template one VM at a time"
         )
 
     async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:

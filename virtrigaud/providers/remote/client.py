@@ -301,16 +301,17 @@ class RemoteProvider(Provider):
         return resp.id, resp.task.id
 
     async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:
-        """provider.v1 has no finishing call: Create again for the same owner, which a
-        provider server answers with the existing VM and its next finishing step (ours
-        do; DONE when nothing is left). Nothing to send where create leaves no steps."""
+        """provider.v1 has no finishing call: Create again for the same owner. Ours runs
+        finish_create for the VM named in the request's metadata; a provider server that
+        does not know that metadata (the Go project's) answers a Create of a VM that
+        exists. Nothing to send where create leaves no steps."""
         if not self.capabilities().create_steps:
             return DONE
         resp, _ = await self._rpc(
             "Create",
             wire.create_request(self.type, spec),
             pb.CreateResponse,
-            (wire.owner_metadata(spec.owner),),
+            (wire.owner_metadata(spec.owner), (wire.MD_FINISH, vm_id)),
         )
         if resp.id and vm_id and resp.id != vm_id:
             raise RetryableError(

@@ -229,6 +229,11 @@ class ProviderService:
                 f"({spec.name!r})",
                 field="name",
             )
+        finishing = wire.md_value(md, wire.MD_FINISH)
+        if finishing:
+            # provider.v1 has no finishing call: the client marks a Create that finishes.
+            task = await self.provider.finish_create(finishing, spec)
+            return _Reply(pb.CreateResponse(id=finishing, task=_task(task)))
         known_absent = wire.md_value(md, wire.MD_KNOWN_ABSENT) == "1"
         vm_id, task = await self.provider.create(spec, known_absent=known_absent)
         return _Reply(pb.CreateResponse(id=vm_id, task=_task(task)))

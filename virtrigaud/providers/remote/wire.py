@@ -49,6 +49,7 @@ MD_KNOWN_ABSENT = "virtrigaud-known-absent"
 MD_LOOKUP = "virtrigaud-lookup"  # "owner": Describe finds the VM by owner (find())
 MD_SNAPSHOTS = "virtrigaud-snapshots"  # "0": describe(snapshots=False)
 MD_LISTING = "virtrigaud-listing"  # "observe": ListVMs answers observe_all()
+MD_FINISH = "virtrigaud-finish"  # a VM id: Create answers finish_create of that VM
 # Trailing metadata.
 MD_ERROR_KIND = "virtrigaud-error-kind"
 MD_ERROR_REASON = "virtrigaud-error-reason"
