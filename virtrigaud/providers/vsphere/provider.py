@@ -289,6 +289,13 @@ class VSphereProvider(Provider):
         return [r.info() for r in records if r.owner is not None and not r.template]
 
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
+        if spec.image is not None:
+            # A source whose clone places are all taken refuses the create (Busy) before
+            # the lookups below, which every try would repeat.
+            source = await self._image_known(spec.image)
+            if source is not None:
+                await self.clones.make_room(source.id, self.task_status)
+                self.clones.check(source.id, spec.owner.uid, self._clone_busy(source))
         placement, backings = await self._placement(spec)
         existing = await self._existing_for_create(spec.owner, placement.folder, known_absent)
         if existing is not None:
@@ -346,6 +353,12 @@ class VSphereProvider(Provider):
         _remember(self._finishing, ref, vm.id)
         return ref
 
+    async def _image_known(self, image: ImageSpec) -> VmRecord | None:
+        """The template of image if this session knows it already (no call)."""
+        conn, _ = await self.session.connection()
+        known: dict[str, VmRecord] = conn.cache.get(_IMAGES_KEY, {})
+        return known.get(image.template)
+
     async def _image(self, image: ImageSpec, *, refresh: bool = False) -> VmRecord:
         """The template (or VM) named by image, remembered for the session."""
         conn, _ = await self.session.connection()
@@ -395,12 +408,7 @@ class VSphereProvider(Provider):
             )
 
         await self.clones.make_room(source.id, self.task_status)
-        slot = self.clones.take(
-            source.id,
-            spec.owner.uid,
-            f"{CLONES_PER_SOURCE} clones of {source.name!r} are running on vCenter "
-            f"{self.endpoint}, the most VirtRigaud runs at once per source",
-        )
+        slot = self.clones.take(source.id, spec.owner.uid, self._clone_busy(source))
         try:
             task = await self._call("CloneVM_Task", start)
         except NotFoundError as e:
@@ -412,6 +420,12 @@ class VSphereProvider(Provider):
         ref = tasks.task_ref(task)
         self.clones.bind(slot, ref)
         return "", ref
+
+    def _clone_busy(self, source: VmRecord) -> str:
+        return (
+            f"{CLONES_PER_SOURCE} clones of {source.name!r} are running on vCenter "
+            f"{self.endpoint}, the most VirtRigaud runs at once per source"
+        )
 
     async def power(
         self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
