@@ -7,9 +7,10 @@ import pytest
 from fixtures_vm import PROVIDER_TYPES, VMEnv, create_on, delete_on, is_ready
 
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachine
+from virtrigaud.kube.resources import VIRTUAL_MACHINES
 from virtrigaud.providers.base import NotFoundError
 from virtrigaud.shards.vm_spec import build_vm_spec, owner_of, resolve_class
-from virtrigaud.shards.vm_status import ensure_finalizer
+from virtrigaud.shards.vm_status import LAST_TASK_OPERATION, ensure_finalizer
 
 pytest_plugins = ["fixtures_vm"]
 
@@ -87,3 +88,23 @@ async def test_vanished_vm_is_recreated(vm_env: VMEnv, provider_type: str) -> No
     assert driven.obj is not None
     owned = await vm_env.owned_by(provider_type, owner)
     assert owned == [driven.obj["status"]["id"]]
+
+
+async def test_a_task_the_hypervisor_forgot_does_not_stop_the_vm(vm_env: VMEnv) -> None:
+    """A recorded task the hypervisor no longer knows (a rotated PVE task log, a task
+    vCenter dropped) counts as ended: the pass goes on from the VM's state."""
+    name = "forgotten-task"
+    await vm_env.vm(name, "proxmox")
+    driven = await vm_env.drive(name, is_ready)
+    assert driven.obj is not None
+    forgotten = "pve-task:UPID:pve1:0000FFFF:000FFFF9:6B08C41A:qmstart:100:root@pam:"
+    obj = dict(driven.obj)
+    obj["status"] = {
+        **obj["status"],
+        "lastTaskRef": forgotten,
+        "provider": {**obj["status"].get("provider", {}), LAST_TASK_OPERATION: "power:On"},
+    }
+    await vm_env.kube.replace(VIRTUAL_MACHINES, obj, subresource="status")
+    vm_env.new_reconciler()
+    driven = await vm_env.drive(name, lambda o: is_ready(o) and not o["status"].get("lastTaskRef"))
+    assert driven.obj is not None and not driven.errors

@@ -211,7 +211,11 @@ class ConvergeSteps(PassBase):
                 # Some hypervisors name the new VM only when the task ends.
                 self.status.id = state.result
             vm_id = self.status.id or await self.name_created_vm(provider)
-            step = await provider.finish_create(vm_id, spec)
+            try:
+                step = await provider.finish_create(vm_id, spec)
+            except NotFoundError:
+                await self.vanished()  # the create's VM went away before it was finished
+                return
             if task_done_locally(step):
                 self.clear_task()
                 await self.task_finished(operation)

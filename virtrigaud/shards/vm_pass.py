@@ -7,15 +7,26 @@ the end; Events and the mutation audit go through the shard context. ``Wait`` an
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from virtrigaud.api.virtualmachine import VirtualMachine, VirtualMachineStatus
-from virtrigaud.providers.base import DONE, Owner, PowerOp, Provider, TaskRef, TaskStatus
+from virtrigaud.providers.base import (
+    DONE,
+    NotFoundError,
+    Owner,
+    PowerOp,
+    Provider,
+    TaskRef,
+    TaskStatus,
+)
 from virtrigaud.shards.reconciler import ShardContext
 from virtrigaud.shards.resolve import Resolver
 from virtrigaud.shards.vm_memory import KeyMemory
 from virtrigaud.shards.vm_spec import owner_of
 from virtrigaud.shards.vm_status import LAST_TASK_OPERATION, StatusBuilder, write_status
+
+log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
@@ -99,9 +110,16 @@ class PassBase:
         return f"hypervisor VM {self.status.id}"
 
     async def poll_task(self, provider: Provider, task: TaskRef) -> TaskStatus:
+        """The state of a task an earlier pass recorded. One the hypervisor no longer knows
+        (vCenter forgets finished tasks after a while, PVE rotates its task log) or whose
+        VM is gone counts as ended: the pass goes on from what the VM looks like now."""
         if task_done_locally(task):
             return TaskStatus(done=True)
-        return await provider.task_status(task)
+        try:
+            return await provider.task_status(task)
+        except NotFoundError as e:
+            log.info("%s: task %s is gone (%s); going on from the VM's state", self.key, task, e)
+            return TaskStatus(done=True)
 
     async def wait_for_task(self) -> Wait:
         await self.save()
