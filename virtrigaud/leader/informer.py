@@ -35,10 +35,10 @@ JSON = dict[str, Any]
 EventHandler = Callable[[str, str, JSON], None]
 
 
-def object_key(obj: JSON) -> str:
+def object_key(obj: JSON, kind: str) -> str:
+    """``Kind/namespace/name`` (virtrigaud.kube.keys); cluster-scoped: ``Kind//name``."""
     meta = obj.get("metadata") or {}
-    namespace = meta.get("namespace")
-    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
+    return f"{kind}/{meta.get('namespace') or ''}/{meta['name']}"
 
 
 def _slim(obj: JSON) -> JSON:
@@ -141,7 +141,7 @@ class Informer:
     async def _relist(self) -> None:
         items, rv = await self.kube.list_all(self.resource, self.namespace)
         self.lists += 1
-        fresh = {object_key(o): _slim(o) for o in items}
+        fresh = {object_key(o, self.resource.kind): _slim(o) for o in items}
         for key, gone in list(self.store.items()):
             if key not in fresh:
                 del self.store[key]
@@ -188,7 +188,7 @@ class Informer:
             if rv:
                 self.resource_version = rv
             return
-        key = object_key(obj)
+        key = object_key(obj, self.resource.kind)
         if kind == "DELETED":
             self.store.pop(key, None)
         else:
