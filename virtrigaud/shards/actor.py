@@ -28,7 +28,7 @@ JSON = dict[str, Any]
 
 RAY_NAMESPACE = "virtrigaud"
 ACTOR_PREFIX = "virtrigaud-shard-"
-DEFAULT_RECONCILER = "virtrigaud.shards.vm_reconciler:VMReconciler"
+DEFAULT_RECONCILER = "virtrigaud.controllers.registry:build"
 
 
 def actor_name(index: int) -> str:
