@@ -15,7 +15,13 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from virtrigaud.kube.keys import kind_of
-from virtrigaud.shards.reconciler import Reconciler, ReconcileResult, ShardContext, Sweeper
+from virtrigaud.shards.reconciler import (
+    DependencyAware,
+    Reconciler,
+    ReconcileResult,
+    ShardContext,
+    Sweeper,
+)
 
 log = logging.getLogger("virtrigaud.controllers")
 
@@ -53,3 +59,10 @@ class Dispatcher:
             if isinstance(reconciler, Sweeper):
                 due |= await reconciler.sweep(kind_keys)
         return due
+
+    def dependents(self, changed: Collection[str]) -> set[str]:
+        found: set[str] = set()
+        for reconciler in self.reconcilers.values():
+            if isinstance(reconciler, DependencyAware):
+                found |= reconciler.dependents(changed)
+        return found

@@ -53,11 +53,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from virtrigaud.fence import join_stamp
 from virtrigaud.kube.client import KubeClient
 from virtrigaud.kube.keys import ObjectKey, kind_of
-from virtrigaud.leader.informer import Informer
+from virtrigaud.kube.resources import SECRETS
+from virtrigaud.leader.informer import Informer, metadata_only
 from virtrigaud.leader.links import LeaseTerms, ShardLink
 from virtrigaud.leader.owners import OwnerRegistry
 from virtrigaud.leader.ring import RingState
-from virtrigaud.leader.routing import Route, routes_for
+from virtrigaud.leader.routing import DEPENDENCIES, Route, routes_for, secret_of_provider
 from virtrigaud.leader.shard_count import read_shard_count
 from virtrigaud.shards.actor import (
     ACTOR_PREFIX,
@@ -199,6 +200,9 @@ class Coordinator:
         self.routes: dict[str, Route] = {r.kind: r for r in routes_for(self.config.kinds)}
         self.group_of: dict[str, str] = {}  # key -> its group (a ring key)
         self.members: dict[str, set[str]] = {}  # group -> its keys
+        self._touched: set[str] = set()  # dependencies changed since the last flush
+        self._secret_refs: dict[str, set[str]] = {}  # Secret key -> Providers naming it
+        self._secret_watches: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         self.ready = False
         self.routed = 0
         self.batches = 0
@@ -590,6 +594,11 @@ class Coordinator:
 
     def _on_event(self, kind: str, key: str, obj: JSON) -> None:
         EVENTS.labels(kind).inc()
+        object_kind = kind_of(key)
+        if object_kind in DEPENDENCIES:
+            self._touched.add(key)
+            if object_kind == "Provider":
+                self._track_secret(key, None if kind == "DELETED" else obj)
         if not self.ready:
             self._early.add(key)
             return
@@ -719,6 +728,54 @@ class Coordinator:
             outgoing = self._take_buffers()
             if outgoing:
                 await self._send_all(outgoing)
+            if self._touched and self.ready:
+                await self._broadcast_touched()
+
+    async def _broadcast_touched(self) -> None:
+        """Tell every shard which dependencies changed; each looks again at the keys
+        whose last pass read one. A lost notice only delays that to the key's next look."""
+        changed, self._touched = sorted(self._touched), set()
+        links = list(self.shards.values())
+        results = await asyncio.gather(
+            *(
+                link.call("touch", self.token, link.incarnation, changed, timeout=CALL_TIMEOUT)
+                for link in links
+            ),
+            return_exceptions=True,
+        )
+        BATCHES.labels("touch").inc(len(links))
+        for link, result in zip(links, results, strict=True):
+            if isinstance(result, Ack):
+                self._accepted(link, result)
+            elif isinstance(result, BaseException):
+                log.info("touch: %s did not answer (%s)", link.name, result)
+
+    # -- Secrets of Providers --------------------------------------------------------------
+
+    def _track_secret(self, provider: str, obj: JSON | None) -> None:
+        """Keep a watch on the namespaces of the Secrets Providers name, so a changed
+        Secret reaches the shards like a changed Provider (only metadata is kept)."""
+        for refs in self._secret_refs.values():
+            refs.discard(provider)
+        if obj is not None and (ref := secret_of_provider(obj)) is not None:
+            self._secret_refs.setdefault(f"Secret/{ref[0]}/{ref[1]}", set()).add(provider)
+        self._secret_refs = {k: v for k, v in self._secret_refs.items() if v}
+        wanted = {key.split("/", 2)[1] for key in self._secret_refs}
+        for namespace in wanted - set(self._secret_watches):
+            stop = asyncio.Event()
+            informer = Informer(
+                self.kube, SECRETS, self._on_secret, namespace=namespace, slim=metadata_only
+            )
+            task = self._spawn(informer.run(stop), f"secrets-{namespace}")
+            self._secret_watches[namespace] = (stop, task)
+        for namespace in set(self._secret_watches) - wanted:
+            stop, task = self._secret_watches.pop(namespace)
+            stop.set()
+            task.cancel()
+
+    def _on_secret(self, kind: str, key: str, obj: JSON) -> None:
+        if key in self._secret_refs:
+            self._touched.add(key)
 
     def _take_buffers(self) -> list[_Outgoing]:
         """Everything buffered, stamped now (so before any later decision about the same

@@ -48,6 +48,14 @@ def _slim(obj: JSON) -> JSON:
     return obj
 
 
+def metadata_only(obj: JSON) -> JSON:
+    """Only the metadata (without managedFields): for kinds whose content the leader must
+    not hold, such as Secrets it watches only to notice changes."""
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": meta}
+
+
 class ObjectStore(MutableMapping[str, JSON]):
     """key -> object, held as compact JSON; each read returns a fresh parsed copy."""
 
@@ -90,9 +98,12 @@ class Informer:
         backoff: tuple[float, float] = (0.2, 30.0),
         store: MutableMapping[str, JSON] | None = None,
         resource_version: str | None = None,
+        slim: Callable[[JSON], JSON] = _slim,
     ) -> None:
-        """`store` + `resource_version` resume a previous informer's position."""
+        """`store` + `resource_version` resume a previous informer's position; `slim` is
+        what of each object is kept and handed to the handler."""
         self.kube = kube
+        self._slim = slim
         self.resource = resource
         self.handler = handler
         self.namespace = namespace
@@ -141,7 +152,7 @@ class Informer:
     async def _relist(self) -> None:
         items, rv = await self.kube.list_all(self.resource, self.namespace)
         self.lists += 1
-        fresh = {object_key(o, self.resource.kind): _slim(o) for o in items}
+        fresh = {object_key(o, self.resource.kind): self._slim(o) for o in items}
         for key, gone in list(self.store.items()):
             if key not in fresh:
                 del self.store[key]
@@ -189,10 +200,11 @@ class Informer:
                 self.resource_version = rv
             return
         key = object_key(obj, self.resource.kind)
+        obj = self._slim(obj)
         if kind == "DELETED":
             self.store.pop(key, None)
         else:
-            self.store[key] = _slim(obj)
+            self.store[key] = obj
         if rv:
             self.resource_version = rv
         self.handler(kind, key, obj)

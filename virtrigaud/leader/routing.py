@@ -85,3 +85,21 @@ def routes_for(kinds: tuple[str, ...] | None) -> tuple[Route, ...]:
             f"cannot route {', '.join(unknown)}: routed kinds are {', '.join(BY_KIND)}"
         )
     return tuple(BY_KIND[k] for k in kinds)
+
+
+DEPENDENCIES = frozenset(
+    {"Provider", "VMClass", "VMImage", "VMNetworkAttachment", "VMPlacementPolicy", "Secret"}
+)
+"""Kinds other objects read while they reconcile: when one changes, every shard hears of it
+(`touch`) and looks again at the keys whose last pass read it."""
+
+
+def secret_of_provider(obj: JSON) -> tuple[str, str] | None:
+    """(namespace, name) of the credentials Secret a Provider names, if any."""
+    spec = obj.get("spec") or {}
+    ref = spec.get("credentialSecretRef") or {}
+    name = ref.get("name")
+    if not name:
+        return None
+    namespace = ref.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""
+    return str(namespace), str(name)

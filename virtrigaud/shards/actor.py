@@ -195,6 +195,9 @@ class ShardActor:
     ) -> Ack:
         return await (await self._rt()).release(token, incarnation, stamp, keys, wait)
 
+    async def touch(self, token: int, incarnation: str, changed: list[str]) -> Ack:
+        return (await self._rt()).touch(token, incarnation, changed)
+
     async def heartbeat(
         self, token: int, incarnation: str, grant: int, duration: float, floor: int
     ) -> Ack:

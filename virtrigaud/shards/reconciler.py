@@ -82,3 +82,12 @@ class Sweeper(Protocol):
         """The keys among ``keys`` (all owned by the shard) that need a pass: their world may
         differ from what the last pass left. Must not mutate anything."""
         ...
+
+
+@runtime_checkable
+class DependencyAware(Protocol):
+    def dependents(self, changed: Collection[str]) -> set[str]:
+        """Keys whose reconcile read one of the `changed` objects (a Provider, its Secret,
+        a VMClass, ...) in its last pass: they are looked at again now, instead of at their
+        next retry."""
+        ...

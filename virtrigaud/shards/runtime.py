@@ -42,6 +42,7 @@ from virtrigaud.shards.ownership import OwnershipTable
 from virtrigaud.shards.reconciler import (
     DEFAULT_RESYNC_PERIOD,
     DEFAULT_SWEEP_PERIOD,
+    DependencyAware,
     Reconciler,
     ReconcileResult,
     Sweeper,
@@ -426,6 +427,20 @@ class ShardRuntime:
         waiting = list(dict.fromkeys([*gone, *(k for k in keys if k in self._running)]))
         busy = await self._finish_release(waiting, wait)
         return Ack(True, self.token, self.incarnation, len(gone), busy)
+
+    def touch(self, token: int, incarnation: str, changed: list[str]) -> Ack:
+        """Objects others depend on changed (a Provider, a Secret, a VMClass...): queue the
+        owned keys whose last pass read one of them. Changes no ownership."""
+        reason = self._admit(token, incarnation)
+        if reason:
+            return self._refusal(reason)
+        count = 0
+        if isinstance(self.reconciler, DependencyAware):
+            for key in self.reconciler.dependents(changed):
+                if key in self.table:
+                    self.queue.add(key)
+                    count += 1
+        return Ack(True, self.token, self.incarnation, count)
 
     def heartbeat(
         self, token: int, incarnation: str, grant: int, duration: float, floor: int
