@@ -77,6 +77,11 @@ class WatchEvent:
         return str(self.object.get("metadata", {}).get("resourceVersion", ""))
 
 
+TOKEN_REREAD_SECONDS = 60.0
+"""How often a token file is read again: the kubelet rotates a pod's projected
+ServiceAccount token (about hourly), and client-go re-reads it every minute too."""
+
+
 @dataclass
 class ClusterConfig:
     server: str
@@ -85,7 +90,16 @@ class ClusterConfig:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    token_file: str | None = None
+    """When set, `token` follows this file (re-read every TOKEN_REREAD_SECONDS)."""
     _tempfiles: list[str] = field(default_factory=list, repr=False)
+    _token_read: float = field(default=0.0, repr=False)
+
+    def bearer_token(self) -> str | None:
+        if self.token_file and time.monotonic() - self._token_read >= TOKEN_REREAD_SECONDS:
+            self.token = Path(self.token_file).read_text().strip()
+            self._token_read = time.monotonic()
+        return self.token
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         if not self.server.startswith("https"):
@@ -136,7 +150,8 @@ def load_kubeconfig(path: str | os.PathLike[str] | None = None) -> ClusterConfig
         cfg.ca_file = cluster["certificate-authority"]
     cfg.token = user.get("token")
     if "token-file" in user:
-        cfg.token = Path(user["token-file"]).read_text().strip()
+        cfg.token_file = user["token-file"]
+        cfg.bearer_token()
     if "client-certificate-data" in user:
         cfg.cert_file = _materialise(user["client-certificate-data"], ".crt", cfg._tempfiles)
     elif "client-certificate" in user:
@@ -148,16 +163,29 @@ def load_kubeconfig(path: str | os.PathLike[str] | None = None) -> ClusterConfig
     return cfg
 
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_DIR_ENV = "VIRTRIGAUD_SERVICEACCOUNT_DIR"
+"""Overrides where the pod's ServiceAccount files are (tests on a machine without pods)."""
+
+
+def service_account_dir() -> Path:
+    return Path(os.environ.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR)
+
+
 def load_in_cluster() -> ClusterConfig:
-    """The service-account configuration a pod gets."""
-    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+    """The service-account configuration a pod gets; the token follows its file."""
+    sa = service_account_dir()
     host = os.environ["KUBERNETES_SERVICE_HOST"]
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    return ClusterConfig(
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 service address
+    cfg = ClusterConfig(
         server=f"https://{host}:{port}",
-        token=(sa / "token").read_text().strip(),
+        token_file=str(sa / "token"),
         ca_file=str(sa / "ca.crt"),
     )
+    cfg.bearer_token()
+    return cfg
 
 
 class KubeClient:
@@ -185,16 +213,17 @@ class KubeClient:
         await self.close()
 
     def _http(self) -> aiohttp.ClientSession:
+        token = self.config.bearer_token()
         if self._session is None or self._session.closed:
             headers = {"Accept": "application/json", "User-Agent": "virtrigaud"}
-            if self.config.token:
-                headers["Authorization"] = f"Bearer {self.config.token}"
             connector = aiohttp.TCPConnector(
                 limit=self._pool_size, ssl=self.config.ssl_context(), keepalive_timeout=60
             )
             self._session = aiohttp.ClientSession(
                 base_url=self.config.server, headers=headers, connector=connector
             )
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
         return self._session
 
     async def close(self) -> None:
