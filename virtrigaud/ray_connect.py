@@ -39,6 +39,8 @@ log = logging.getLogger("virtrigaud.ray")
 RAY_NAMESPACE = "virtrigaud"
 PRIVATE_SHARD_SLOTS = 256
 """The embedded Ray offers the shard resource for any shard count (the chart's maximum)."""
+PRIVATE_OBJECT_STORE_BYTES = 100_000_000
+"""Shards pass small messages only; this fits the chart's /dev/shm (ray.objectStoreMB)."""
 NODE_START_TIMEOUT_S = 120.0
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -104,6 +106,7 @@ def connect(address: str | None, node_ip: str | None = None) -> RayConnection:
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             resources={SHARD_RESOURCE: PRIVATE_SHARD_SLOTS},
+            object_store_memory=PRIVATE_OBJECT_STORE_BYTES,
             log_to_driver=False,
         )
         return RayConnection("embedded", "")

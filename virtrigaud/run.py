@@ -194,7 +194,8 @@ def run_command(
         audit_redis=os.environ.get(AUDIT_ENV) or None,
         log_level=log_level,
         python_path=tuple(str(p.resolve()) for p in reconciler_path or ()),
-        placement=ShardPlacement(memory_mb=shard_memory_mb),
+        # A private Ray is this pod alone: its memory limit is the bound, not a reservation.
+        placement=ShardPlacement(memory_mb=shard_memory_mb if ray_address else 0),
     )
     connection = _connect_ray(ray_address, ray_node_ip)
     warn_without_shard_nodes()
