@@ -518,6 +518,29 @@ def stack_config(options: DemoOptions) -> StackConfig:
     )
 
 
+def memory_table(info: StackInfo, controller_pid: int) -> Table | None:
+    """PSS of each Ray node (without its shards), of each shard on it, and of the
+    controller (with the Ray node it joined from, if any)."""
+    if info.ray is None:
+        return None
+    from virtrigaud.dev.memory import node_memory, tree_pss_bytes
+
+    mib = 2**20
+    table = Table(title="memory (PSS, MiB)")
+    table.add_column("Ray node")
+    table.add_column("node without shards", justify="right")
+    table.add_column("shards", justify="right")
+    table.add_column("each shard", justify="right")
+    for mem in node_memory(info.ray):
+        each = ", ".join(f"{size / mib:.0f}" for size in sorted(mem.shards.values()))
+        table.add_row(
+            f"{mem.name} ({mem.ip})", f"{mem.base_bytes / mib:.0f}", str(len(mem.shards)), each
+        )
+    controller = tree_pss_bytes(controller_pid)
+    table.add_row("controller (+ its own node)", f"{controller / mib:.0f}", "0", "")
+    return table
+
+
 def placement_table(info: StackInfo) -> Table | None:
     """Shard -> Ray node, from the state API (multi-node clusters only)."""
     if info.ray is None or not info.ray.dashboard_url:
@@ -622,6 +645,9 @@ async def run_demo(options: DemoOptions, info: StackInfo) -> None:
             for provider, n in hypervisor_calls(scrape(f"http://127.0.0.1:{port}/metrics")).items():
                 calls[provider] = calls.get(provider, 0.0) + n
         console.print(summary(tracker, calls))
+        memory = await asyncio.to_thread(memory_table, info, controller.process.pid)
+        if memory is not None:
+            console.print(memory)
 
         # Clean up through the controller: finalizers delete the hypervisor VMs.
         for vm in vms:
