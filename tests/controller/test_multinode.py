@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -33,8 +34,9 @@ from virtrigaud.dev.kubeapi import ca_file
 from virtrigaud.dev.process import ProcessRecord, is_alive, kill_session, spawn, stop
 from virtrigaud.dev.rayhead import CLUSTER_ENV
 from virtrigaud.dev.stack import DevStack
-from virtrigaud.kube.client import SERVICE_ACCOUNT_DIR_ENV, KubeClient
-from virtrigaud.kube.resources import VIRTUAL_MACHINES
+from virtrigaud.kube.client import SERVICE_ACCOUNT_DIR_ENV, ApiError, KubeClient
+from virtrigaud.kube.resources import LEASES, VIRTUAL_MACHINES
+from virtrigaud.run import LEASE_NAME
 from virtrigaud.shards import audit
 from virtrigaud.shards.locate import ShardLocation, shard_locations
 
@@ -112,11 +114,13 @@ def controller(
     redis_url: str,
     lease_namespace: str,
     log: Path,
+    node: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[RunningController]:
     """`virtrigaud run` joining the cluster as a zero-CPU node of its own, with in-cluster
     credentials only (no kubeconfig anywhere), so its shards get none either."""
     exe = str(Path(sys.executable).parent / "virtrigaud")
-    node_ip = cluster.controller_ips[0]
+    node_ip = cluster.controller_ips[node]
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "RAY_ADDRESS")}
     env.update(CLUSTER_ENV)
     env.update(in_cluster_env(kube_info, sa))
@@ -139,8 +143,9 @@ def controller(
         "--log-level",
         "WARNING",
         "--shutdown-shards-on-exit",
+        *extra,
     ]
-    record = spawn("controller", argv, log, env=env)
+    record = spawn(f"controller-{node}", argv, log, env=env)
     try:
         yield RunningController(record, node_ip)
     finally:
@@ -431,3 +436,59 @@ def alive_node_ips(cluster: RayInfo) -> set[str]:
         raise_on_missing_output=False,  # the killed node is listed, but cannot answer
     )
     return {n.node_ip for n in nodes}
+
+
+async def lease_holder(kube: KubeClient, namespace: str) -> str:
+    try:
+        lease = await kube.get(LEASES, LEASE_NAME, namespace)
+    except ApiError as e:
+        if e.not_found:
+            return ""
+        raise
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+
+async def test_a_standby_controller_takes_over_the_shards_on_the_worker_nodes(
+    vm_env: VMEnv,
+    ray_cluster: tuple[DevStack, RayInfo],
+    kube_info: KubeInfo,
+    service_account: Path,
+    redis_url: str,
+    lease_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Two controllers, each joined from its own zero-CPU node, campaign for the Lease. The
+    leader is SIGKILLed: its Ray node goes with it (the kernel signals `ray start`), the
+    standby leads and re-attaches to the same shard processes on the worker nodes."""
+    _, cluster = ray_cluster
+    fast = ("--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "1")
+    args = (cluster, kube_info, service_account, redis_url, lease_namespace)
+    with (
+        controller(*args, tmp_path / "a.log", node=1, extra=fast) as a,
+        controller(*args, tmp_path / "b.log", node=2, extra=fast) as b,
+    ):
+        await wait_until(lambda: len(placed(cluster)) == SHARDS, 120, "the shards", a)
+        before = {name: loc.pid for name, loc in placed(cluster).items()}
+        assert {loc.node_ip for loc in placed(cluster).values()}.isdisjoint({a.node_ip, b.node_ip})
+        holder = await lease_holder(vm_env.kube, lease_namespace)
+        leader, standby = (a, b) if holder.endswith(f"-{a.record.pid}") else (b, a)
+        assert holder.endswith(f"-{leader.record.pid}"), holder
+        await wait_until(
+            lambda: {a.node_ip, b.node_ip} <= alive_node_ips(cluster), 60, "both nodes", a
+        )
+        killed = time.monotonic()
+        os.kill(leader.record.pid, signal.SIGKILL)
+
+        async def standby_leads() -> bool:
+            return (await lease_holder(vm_env.kube, lease_namespace)).endswith(
+                f"-{standby.record.pid}"
+            )
+
+        await wait_until(standby_leads, 30, "the standby to lead", standby)
+        took = time.monotonic() - killed
+        await wait_until(
+            lambda: leader.node_ip not in alive_node_ips(cluster), 30, "the old node gone", standby
+        )
+        # The new leader attached to the same shard processes: none was restarted.
+        assert {name: loc.pid for name, loc in placed(cluster).items()} == before
+        print(f"\nstandby leads {took:.1f} s after the leader's SIGKILL (lease 4 s)")
