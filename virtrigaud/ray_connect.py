@@ -61,13 +61,15 @@ class RayConnection:
     def close(self) -> None:
         import ray
 
-        ray.shutdown()
-        if self.node is not None:
-            _stop_session(self.node)
-            self.node = None
-        if self.node_dir is not None:
-            shutil.rmtree(self.node_dir, ignore_errors=True)
-            self.node_dir = None
+        try:
+            ray.shutdown()
+        finally:
+            if self.node is not None:
+                _stop_session(self.node)
+                self.node = None
+            if self.node_dir is not None:
+                shutil.rmtree(self.node_dir, ignore_errors=True)
+                self.node_dir = None
 
 
 def mode_for(address: str | None, node_ip: str | None) -> Mode:
@@ -148,7 +150,8 @@ def connect(address: str | None, node_ip: str | None = None) -> RayConnection:
 
 def _start_node(address: str, node_ip: str) -> RayConnection:
     """`ray start` a node with no CPUs and no shard resource on node_ip, joined to address."""
-    node_dir = Path(f"/tmp/vr-ray-ctl-{os.getpid()}")
+    _remove_stale_node_dirs()
+    node_dir = Path(f"{NODE_DIR_PREFIX}{os.getpid()}")
     shutil.rmtree(node_dir, ignore_errors=True)
     node_dir.mkdir(parents=True)
     spec = NodeSpec(ip=node_ip, temp_dir=str(node_dir), address=address, num_cpus=0)
@@ -181,6 +184,18 @@ def _start_node(address: str, node_ip: str) -> RayConnection:
             )
         time.sleep(0.1)
     return connection
+
+
+NODE_DIR_PREFIX = "/tmp/vr-ray-ctl-"
+"""Short: Ray's unix sockets live under it (108-byte limit). Suffixed with the pid."""
+
+
+def _remove_stale_node_dirs() -> None:
+    """Temp dirs of controllers that died without closing (SIGKILL, OOM): their pid is gone."""
+    for path in Path(NODE_DIR_PREFIX).parent.glob(Path(NODE_DIR_PREFIX).name + "*"):
+        pid = path.name.removeprefix(Path(NODE_DIR_PREFIX).name)
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _die_with_parent() -> None:

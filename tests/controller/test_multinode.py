@@ -36,6 +36,7 @@ from virtrigaud.dev.rayhead import CLUSTER_ENV
 from virtrigaud.dev.stack import DevStack
 from virtrigaud.kube.client import SERVICE_ACCOUNT_DIR_ENV, ApiError, KubeClient
 from virtrigaud.kube.resources import LEASES, VIRTUAL_MACHINES
+from virtrigaud.ray_connect import NODE_DIR_PREFIX
 from virtrigaud.run import LEASE_NAME
 from virtrigaud.shards import audit
 from virtrigaud.shards.locate import ShardLocation, shard_locations
@@ -492,3 +493,6 @@ async def test_a_standby_controller_takes_over_the_shards_on_the_worker_nodes(
         # The new leader attached to the same shard processes: none was restarted.
         assert {name: loc.pid for name, loc in placed(cluster).items()} == before
         print(f"\nstandby leads {took:.1f} s after the leader's SIGKILL (lease 4 s)")
+    # A graceful exit removes the controller node's temp dir; the killed leader's goes
+    # when the next controller on this host starts.
+    assert not Path(f"{NODE_DIR_PREFIX}{standby.record.pid}").exists()

@@ -7,6 +7,7 @@ keep-alive connection pool per process, no model (de)serialisation on the hot pa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
 import json
@@ -65,6 +66,21 @@ class ApiError(Exception):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+
+TOO_MANY_REQUESTS_RETRIES = 10
+
+
+class _TooManyRequests(Exception):
+    """A 429 answer, retried after its Retry-After (capped), like client-go does."""
+
+    def __init__(self, error: ApiError, retry_after: str | None) -> None:
+        self.error = error
+        try:
+            self.retry_after = min(max(float(retry_after or 1), 0.1), 10.0)
+        except ValueError:
+            self.retry_after = 1.0
+        super().__init__(str(error))
 
 
 @dataclass(frozen=True)
@@ -247,11 +263,19 @@ class KubeClient:
             data = json.dumps(body, separators=(",", ":"))
             headers["Content-Type"] = content_type
         clean = {k: _param(v) for k, v in (params or {}).items()}
-        started = time.perf_counter()
-        try:
-            return await self._send(method, path, clean, data, headers, timeout)
-        finally:
-            REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+        for attempt in range(TOO_MANY_REQUESTS_RETRIES + 1):
+            started = time.perf_counter()
+            try:
+                return await self._send(method, path, clean, data, headers, timeout)
+            except _TooManyRequests as e:
+                # What client-go does: the API server asks to come back (its storage is
+                # (re)initializing, or priority and fairness is shedding load).
+                if attempt == TOO_MANY_REQUESTS_RETRIES:
+                    raise e.error from None
+                await asyncio.sleep(e.retry_after)
+            finally:
+                REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+        raise AssertionError("unreachable")
 
     async def _send(
         self,
@@ -272,6 +296,10 @@ class KubeClient:
         ) as resp:
             text = await resp.text()
             payload: Any = json.loads(text) if text else {}
+            if resp.status == 429:
+                raise _TooManyRequests(
+                    _api_error(resp.status, payload, text), resp.headers.get("Retry-After")
+                )
             if resp.status >= 400:
                 raise _api_error(resp.status, payload, text)
             return payload if isinstance(payload, dict) else {"items": payload}
