@@ -495,4 +495,4 @@ async def test_a_standby_controller_takes_over_the_shards_on_the_worker_nodes(
         print(f"\nstandby leads {took:.1f} s after the leader's SIGKILL (lease 4 s)")
     # A graceful exit removes the controller node's temp dir; the killed leader's goes
     # when the next controller on this host starts.
-    assert not Path(f"{NODE_DIR_PREFIX}{standby.record.pid}").exists()
+    assert not await asyncio.to_thread(Path(f"{NODE_DIR_PREFIX}{standby.record.pid}").exists)
