@@ -134,7 +134,12 @@ def connect(address: str | None, node_ip: str | None = None) -> RayConnection:
             ) from e
         return RayConnection("driver", address)
     assert node_ip is not None
-    connection = _start_node(address, node_ip)
+    try:
+        connection = _start_node(address, node_ip)
+    except RayConnectError as e:
+        # Ray gives a joining node 30 s (hard-coded) to register; a busy host can miss it.
+        log.warning("starting this controller's Ray node failed once; retrying: %s", e)
+        connection = _start_node(address, node_ip)
     try:
         ray.init(
             address=address,

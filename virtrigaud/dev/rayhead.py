@@ -32,6 +32,7 @@ from virtrigaud.dev.process import (
     choose_port,
     rollback,
     spawn,
+    stop,
     wait_for_line,
     wait_until,
 )
@@ -177,21 +178,18 @@ def _start_cluster(ctx: StartContext) -> RayInfo:
         for i in range(1, opts.worker_nodes + 1):
             name = f"worker-{i}"
             ip = f"{net}{WORKER_HOSTS + i - 1}"
-            temp = _fresh(Path(f"{base}-w{i}"))
             resources = {SHARD_RESOURCE: float(opts.shards_per_node)}
             worker = NodeSpec(
                 ip=ip,
-                temp_dir=str(temp),
+                temp_dir=str(Path(f"{base}-w{i}")),
                 address=address,
                 num_cpus=1,
                 resources=resources,
                 memory_bytes=opts.node_memory_mb * 2**20,
                 object_store_bytes=opts.object_store_mb * 2**20,
             )
-            records.append(spawn(name, worker.argv(), ctx.log(f"ray-{name}"), env=node_env))
-            nodes.append(RayNode(name=name, ip=ip, temp_dir=str(temp), resources=resources))
-        for rec in records[1:]:
-            wait_for_line("ray", rec, READY_LINE, 180, f"read logs/ray-{rec.name}.log")
+            records.append(_start_worker(ctx, name, worker, node_env))
+            nodes.append(RayNode(name=name, ip=ip, temp_dir=worker.temp_dir, resources=resources))
     return RayInfo(
         processes=records,
         version=f"ray {importlib.metadata.version('ray')}",
@@ -205,6 +203,28 @@ def _start_cluster(ctx: StartContext) -> RayInfo:
         controller_ips=[f"{net}{h}" for h in CONTROLLER_HOSTS],
         client_address=f"ray://{head_ip}:{client_port}",
     )
+
+
+def _start_worker(
+    ctx: StartContext, name: str, spec: NodeSpec, env: dict[str, str]
+) -> ProcessRecord:
+    """One worker node, up and registered; started once more if it gives up.
+
+    Ray gives a starting node 30 s (hard-coded) to register its raylet with the GCS; on a
+    machine busy with other work that can run out. Nodes start one after the other, so
+    they do not compete with each other for the CPU as well.
+    """
+    for attempt in (1, 2):
+        _fresh(Path(spec.temp_dir))
+        rec = spawn(name, spec.argv(), ctx.log(f"ray-{name}"), env=env)
+        try:
+            wait_for_line("ray", rec, READY_LINE, 180, f"read logs/ray-{name}.log")
+            return rec
+        except StackError:
+            stop(rec, grace=2.0)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _fresh(path: Path) -> Path:
