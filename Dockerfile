@@ -20,6 +20,9 @@ RUN apt-get update \
  && groupadd --gid 65532 virtrigaud \
  && useradd --uid 65532 --gid 65532 --create-home --home-dir /home/virtrigaud virtrigaud
 COPY --from=build /opt/virtrigaud /opt/virtrigaud
+# KubeRay starts Ray pods through `bash -lc`, whose login profile resets PATH: `ray` must
+# also be found in /usr/local/bin.
+RUN ln -s /opt/virtrigaud/bin/ray /opt/virtrigaud/bin/virtrigaud /usr/local/bin/
 # A passwd entry and a writable HOME: Ray looks up the user name and writes under ~ and /tmp.
 ENV PATH=/opt/virtrigaud/bin:$PATH \
     PYTHONUNBUFFERED=1 \
