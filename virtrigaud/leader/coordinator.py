@@ -68,7 +68,7 @@ from virtrigaud.shards.actor import (
     shard_name,
     spawn_shard,
 )
-from virtrigaud.shards.runtime import Ack, ShardStats
+from virtrigaud.shards.runtime import MOVED, NEW, ORPHANED, Ack, ShardStats
 
 log = logging.getLogger("virtrigaud.leader.coordinator")
 
@@ -818,15 +818,18 @@ class Coordinator:
         stamp: tuple[int, int],
         items: list[tuple[str, Any]],
         new_holder: list[str],
+        *,
+        moved: int = NEW,
     ) -> bool:
         """Accept `items` on `link`; keys in `new_holder` come from another shard (or none),
-        so the owner registry learns the new stamp first."""
+        so the owner registry learns the new stamp first. `moved`: work under way
+        elsewhere, which the shard takes up ahead of new work."""
         if new_holder:
             await self.owners.record(new_holder, stamp[0])
-        return await self._send(link, "accept", stamp, items)
+        return await self._send(link, "accept", stamp, items, moved)
 
     async def _send(
-        self, link: ShardLink, method: str, stamp: tuple[int, int], items: list[Any]
+        self, link: ShardLink, method: str, stamp: tuple[int, int], items: list[Any], *extra: Any
     ) -> bool:
         try:
             ack: Ack = await link.call(
@@ -835,6 +838,7 @@ class Coordinator:
                 link.incarnation,
                 stamp[0],
                 items,
+                *extra,
                 held=stamp[1],
                 timeout=CALL_TIMEOUT,
             )
@@ -955,7 +959,7 @@ class Coordinator:
         for key in keys:
             if self.holder.get(key) == holder:
                 del self.holder[key]
-        await self._accept(keys, time.perf_counter())
+        await self._accept(keys, time.perf_counter(), ORPHANED)
 
     async def _release_then_accept(self, holder: str, keys: list[str]) -> None:
         import ray.exceptions
@@ -1018,7 +1022,7 @@ class Coordinator:
             self.moving.discard(key)
             self._mark(key)
 
-    async def _accept(self, keys: list[str], started: float) -> None:
+    async def _accept(self, keys: list[str], started: float, moved: int = MOVED) -> None:
         """Hand released or unheld keys to their owners as of now."""
         by_target: dict[str, list[tuple[str, JSON | None]]] = defaultdict(list)
         gone: list[str] = []
@@ -1036,7 +1040,11 @@ class Coordinator:
             by_target[owner].append((key, self._object(key)))
         sends: list[Awaitable[Any]] = [
             self._send_accept(
-                self.shards[target], self._stamp(self.shards[target]), items, [k for k, _ in items]
+                self.shards[target],
+                self._stamp(self.shards[target]),
+                items,
+                [k for k, _ in items],
+                moved=moved,
             )
             for target, items in by_target.items()
         ]

@@ -183,9 +183,14 @@ class ShardActor:
         return ack
 
     async def accept(
-        self, token: int, incarnation: str, stamp: int, items: list[tuple[str, JSON | None]]
+        self,
+        token: int,
+        incarnation: str,
+        stamp: int,
+        items: list[tuple[str, JSON | None]],
+        moved: int = 0,
     ) -> Ack:
-        return (await self._rt()).accept(token, incarnation, stamp, items)
+        return (await self._rt()).accept(token, incarnation, stamp, items, moved)
 
     async def deliver(
         self, token: int, incarnation: str, stamp: int, items: list[tuple[str, JSON]]

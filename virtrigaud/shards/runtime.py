@@ -95,6 +95,9 @@ AUDIT_FAILURES = Counter(
     "virtrigaud_shard_audit_failures_total", "Audit records that could not be written", ["shard"]
 )
 
+# How an accepted key is queued (see accept).
+NEW, MOVED, ORPHANED = 0, 1, 2
+
 RELEASE_WAIT = 5.0
 """Default time a release/retain/reset waits for running reconciles before it answers."""
 CANCEL_GRACE = 1.0
@@ -372,9 +375,16 @@ class ShardRuntime:
         self.lease.forget_requests()
 
     def accept(
-        self, token: int, incarnation: str, stamp: int, items: Iterable[tuple[str, JSON | None]]
+        self,
+        token: int,
+        incarnation: str,
+        stamp: int,
+        items: Iterable[tuple[str, JSON | None]],
+        moved: int = NEW,
     ) -> Ack:
-        """Take ownership of keys (new keys, or keys another shard has released)."""
+        """Take ownership of keys: new keys (`NEW`, queued behind work under way), keys
+        another shard released (`MOVED`, queued with work under way) or keys a lost shard
+        left (`ORPHANED`, first in line: they have waited longest)."""
         reason = self._admit(token, incarnation)
         if reason:
             return self._refusal(reason)
@@ -383,7 +393,7 @@ class ShardRuntime:
         for key, obj in items:
             if self.table.accept(key, stamp, obj):
                 self.queue.accept(key)
-                self.queue.add(key)
+                self.queue.add(key, urgent=moved >= MOVED, first=moved >= ORPHANED)
                 count += 1
         self._stale.inc(self.table.refused - refused)
         self._in.inc(count)

@@ -329,8 +329,10 @@ class WorkQueue(Generic[K]):
 
     # -- adding ----------------------------------------------------------------------------
 
-    def add(self, key: K, *, urgent: bool = False) -> None:
-        """Queue key; urgent puts it in the lane served first (see the module docstring)."""
+    def add(self, key: K, *, urgent: bool = False, first: bool = False) -> None:
+        """Queue key; urgent puts it in the lane served first (see the module docstring),
+        `first` at the head of that lane (work a lost shard left behind)."""
+        urgent = urgent or first
         if not self.admits(key):
             if not self._shutting_down:
                 self._dropped.inc()
@@ -339,8 +341,8 @@ class WorkQueue(Generic[K]):
             if urgent:
                 if key in self._processing:
                     self._promote.add(key)
-                elif key in self._queued and key not in self._queued_urgent:
-                    self._enqueue(key, urgent=True)
+                elif key in self._queued and (first or key not in self._queued_urgent):
+                    self._enqueue(key, urgent=True, first=first)
             return
         self._adds.inc()
         self._dirty.add(key)
@@ -349,7 +351,7 @@ class WorkQueue(Generic[K]):
             if urgent:
                 self._promote.add(key)
             return
-        self._enqueue(key, urgent=urgent)
+        self._enqueue(key, urgent=urgent, first=first)
 
     def add_after(self, key: K, delay: float) -> None:
         if delay <= 0:
@@ -478,10 +480,13 @@ class WorkQueue(Generic[K]):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _enqueue(self, key: K, *, urgent: bool = False) -> None:
+    def _enqueue(self, key: K, *, urgent: bool = False, first: bool = False) -> None:
         generation = next(self._generation)
         self._queued[key] = generation
-        if urgent:
+        if first:
+            self._queued_urgent.add(key)
+            self._urgent_order.appendleft((key, generation))
+        elif urgent:
             self._queued_urgent.add(key)
             self._urgent_order.append((key, generation))
         else:
