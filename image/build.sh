@@ -117,10 +117,10 @@ for d in sorted(m.distributions(), key=lambda d: d.metadata["Name"].lower()):
   install -d -m 0750 -o "$IMAGE_USER" -g "$IMAGE_USER" "$root$IMAGE_HOME"
   # The host's name and resolver are not the image's (the runtime mounts its own).
   rm -f "$root/etc/resolv.conf" "$root/etc/hostname"
-  # Files pip wrote carry the build's clock (or the cached venv's); clamp them so a warm
-  # and a cold build give the same layer.
-  find "$root$VENV" "$root$IMAGE_HOME" -newermt "@$SOURCE_DATE_EPOCH" \
-    -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
+  # Files pip wrote carry the build's clock, or the cached venv's, which may be older
+  # than the commit (mmdebstrap only clamps newer ones): set them all, so a warm and a
+  # cold build give the same layer.
+  find "$root/opt" "$root$IMAGE_HOME" -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
 }
 
 build_runtime() {
@@ -135,6 +135,11 @@ build_runtime() {
     --skip=output/dev \
     --customize-hook="DEPS_TAR='$DEPS_TAR' WORK='$WORK' '$SELF' hook-runtime \"\$1\"" \
     "$SUITE" "$WORK/rootfs.tar" "${MIRRORS[@]}"
+  # An empty /dev for the runtime to mount over (device nodes are left out above): with a
+  # read-only root there would be no mount point otherwise.
+  mkdir -p "$WORK/devdir/dev"
+  tar -C "$WORK/devdir" --owner=0 --group=0 --numeric-owner --mode=0755 \
+    --mtime="@$SOURCE_DATE_EPOCH" --no-recursion -rf "$WORK/rootfs.tar" ./dev
 }
 
 # --- OCI image -------------------------------------------------------------------------
@@ -191,14 +196,18 @@ inputs_digest() {
   } | sha256sum | cut -c1-32
 }
 
-main() {
-  [ "$(id -u)" = 0 ] || die "needs root (mmdebstrap --mode=root and chroot); CI runs as root"
+source_facts() {
   cd "$ROOT"
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
   REVISION=$(git rev-parse HEAD)
   git diff --quiet HEAD -- pyproject.toml README.md LICENSE virtrigaud image || REVISION+="-dirty"
   VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
   export SOURCE_DATE_EPOCH REVISION VERSION
+}
+
+main() {
+  [ "$(id -u)" = 0 ] || die "needs root (mmdebstrap --mode=root and chroot); CI runs as root"
+  source_facts
   local archive="$OUT/virtrigaud-$VERSION.oci.tar" inputs
   inputs=$(inputs_digest)
   if [ -f "$archive" ] && [ -f "$OUT/image.json" ] && grep -q "\"inputs\": \"$inputs\"" "$OUT/image.json"; then
@@ -253,6 +262,8 @@ main() {
 case "${1:-}" in
   hook-deps) hook_deps "$2" ;;
   hook-runtime) hook_runtime "$2" ;;
+  # The digest image.json records; tests compare it to know the image is this tree's.
+  inputs) source_facts && inputs_digest ;;
   "") main ;;
-  *) die "usage: image/build.sh" ;;
+  *) die "usage: image/build.sh [inputs]" ;;
 esac
