@@ -16,15 +16,15 @@ build: setup      ## the dev stack's Go programs (API server, vcsim) and etcd, c
 	@$(PY) -m virtrigaud.dev.gobuild
 
 lint: setup
-	$(VENV)/bin/ruff check virtrigaud tests scale-tests
-	$(VENV)/bin/ruff format --check virtrigaud tests scale-tests
+	$(VENV)/bin/ruff check virtrigaud tests scale-tests image
+	$(VENV)/bin/ruff format --check virtrigaud tests scale-tests image
 	$(VENV)/bin/mypy virtrigaud
 
 test: build lint image  ## everything CI runs
 	$(VENV)/bin/pytest -q
 
-unit: setup       ## tests that need no dev stack
-	$(VENV)/bin/pytest -q -m "not stack"
+unit: setup       ## tests that need no dev stack (nor the built image)
+	$(VENV)/bin/pytest -q -m "not stack and not image"
 
 demo: build       ## dev stack + simulators + sharded controller + sample VMs converging
 	$(VENV)/bin/virtrigaud demo

@@ -46,8 +46,10 @@ def describe(archive_path: Path, tag: str) -> dict[str, Any]:
         ]
         for layer, diff_id in zip(layers, config["rootfs"]["diff_ids"], strict=True):
             layer["diff_id"] = diff_id
-        compressed = desc["size"] + manifest["config"]["size"] + sum(
-            blob_size(archive, layer["digest"]) for layer in manifest["layers"]
+        compressed = (
+            desc["size"]
+            + manifest["config"]["size"]
+            + sum(blob_size(archive, layer["digest"]) for layer in manifest["layers"])
         )
     return {
         "tag": tag,

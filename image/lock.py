@@ -136,7 +136,9 @@ def resolve(requirements: list[str], constraints: list[str]) -> list[Pin]:
         meta, info = item["metadata"], item["download_info"]
         sha = info.get("archive_info", {}).get("hashes", {}).get("sha256")
         if not sha or not info["url"].startswith("https://"):
-            raise SystemExit(f"lock: {meta['name']} came from {info['url']}, not a hashed PyPI file")
+            raise SystemExit(
+                f"lock: {meta['name']} came from {info['url']}, not a hashed PyPI file"
+            )
         pins.append(Pin(canonical(meta["name"]), meta["version"], sha))
     return sorted(pins, key=lambda p: p.name)
 

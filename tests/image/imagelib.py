@@ -126,8 +126,7 @@ def run_in_image(
             d.mkdir()
         if root == "ro":
             mount_root = (
-                f"mount --bind {image.rootfs} {newroot}\n"
-                f"mount -o remount,bind,ro {newroot}\n"
+                f"mount --bind {image.rootfs} {newroot}\nmount -o remount,bind,ro {newroot}\n"
             )
         elif root == "overlay":
             mount_root = (

@@ -12,9 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-
 from imagelib import REPO, load_lock_module
+from packaging.requirements import Requirement
 
 lock = load_lock_module()
 

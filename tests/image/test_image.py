@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from imagelib import IMAGE_OUT, REPO, Image, load_lock_module, missing_host_tools, run_in_image, unpack
+from imagelib import (
+    IMAGE_OUT,
+    REPO,
+    Image,
+    load_lock_module,
+    missing_host_tools,
+    run_in_image,
+    unpack,
+)
 
 pytestmark = pytest.mark.image
 
@@ -117,7 +125,7 @@ def test_size_and_layer_digest(image: Image, report: Callable[[str], None]) -> N
 
 
 def test_virtrigaud_help_runs_from_the_entrypoint(image: Image) -> None:
-    out = run_in_image(image, image.entrypoint[2:] + ["--help"]).check().stdout
+    out = run_in_image(image, [*image.entrypoint[2:], "--help"]).check().stdout
     for command in ("run", "provider", "shards", "crds", "version"):
         assert command in out
 
@@ -272,7 +280,8 @@ RAY_HEAD = """
 set -eu
 ray start --head --node-ip-address=127.0.0.1 --port=6379 --include-dashboard=false \
   --disable-usage-stats >/tmp/ray-start.log 2>&1 || { cat /tmp/ray-start.log; exit 1; }
-python -c 'import ray; ray.init(address="127.0.0.1:6379"); print(ray.get(ray.remote(lambda: 42).remote()))'
+python -c 'import ray; ray.init(address="127.0.0.1:6379")
+print(ray.get(ray.remote(lambda: 42).remote()))'
 ray stop --force >/dev/null 2>&1
 """
 
