@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from imagelib import (
     IMAGE_OUT,
     REPO,
@@ -83,6 +84,9 @@ def test_the_config_runs_virtrigaud_as_the_charts_user_under_tini(image: Image) 
     assert (config["os"], config["architecture"]) == ("linux", "amd64")
     c = config["config"]
     assert c["User"] == IMAGE_USER
+    values = yaml.safe_load((REPO / "helm" / "virtrigaud" / "values.yaml").read_text())
+    psc = values["podSecurityContext"]
+    assert c["User"] == f"{psc['runAsUser']}:{psc['runAsGroup']}"
     assert c["Entrypoint"] == ["/usr/bin/tini", "--", "virtrigaud"]
     assert c["Cmd"] == ["run"]
     env = dict(e.split("=", 1) for e in c["Env"])
