@@ -108,12 +108,14 @@ def run_in_image(
     tmpfs: tuple[str, ...] = ("/tmp",),
     root: str = "ro",
     env: dict[str, str] | None = None,
+    shm: str = "64m",
     timeout: float = 180,
 ) -> Result:
     """Run argv (after the entrypoint's `tini --`) inside the image.
 
     root: "ro" mounts the image read-only (readOnlyRootFilesystem: true); "overlay" makes
-    it writable and reports what was written in Result.written.
+    it writable and reports what was written in Result.written. shm: the size of /dev/shm
+    (64 MiB, the container runtimes' default).
     """
     user = image.config["config"]["User"]
     uid, gid = user.split(":")
@@ -147,7 +149,7 @@ def run_in_image(
         script += [
             f"ln -s /proc/self/fd {r}/dev/fd",
             f"mkdir {r}/dev/shm {r}/dev/pts",
-            f"mount -t tmpfs -o mode=1777,size=256m tmpfs {r}/dev/shm",
+            f"mount -t tmpfs -o mode=1777,size={shm} tmpfs {r}/dev/shm",
         ]
         # emptyDir-like: world-writable tmpfs at each path the caller names.
         script += [f"mount -t tmpfs -o mode=1777 tmpfs {r}{shlex.quote(p)}" for p in tmpfs]

@@ -193,16 +193,15 @@ def test_every_virtrigaud_module_imports(image: Image) -> None:
 INSTALLED = """
 import importlib.metadata as md, json
 from packaging.requirements import Requirement
-dists = {md.Distribution.normalize_name(d.metadata["Name"]).replace("_", "-"): d
-         for d in md.distributions()}
+from packaging.utils import canonicalize_name
+dists = {canonicalize_name(d.metadata["Name"]): d for d in md.distributions()}
 unmet = []
 for name, d in dists.items():
     for text in d.requires or []:
         req = Requirement(text)
         if req.marker and not req.marker.evaluate({"extra": ""}):
             continue
-        key = md.Distribution.normalize_name(req.name).replace("_", "-")
-        have = dists.get(key)
+        have = dists.get(canonicalize_name(req.name))
         if have is None or not req.specifier.contains(have.version, prereleases=True):
             unmet.append(f"{name} needs {text}")
 print(json.dumps({"installed": {n: d.version for n, d in dists.items()}, "unmet": unmet}))
@@ -238,7 +237,8 @@ def test_ssh_is_there_for_libvirt_over_ssh(image: Image) -> None:
 PROVIDER_SERVER = r"""
 set -eu
 virtrigaud provider serve --type libvirt --endpoint test:///default --insecure \
-  --listen 127.0.0.1:9443 2>/tmp/serve.log &
+  --listen 127.0.0.1:9443 >/tmp/serve.log 2>&1 &
+server=$!
 python - <<'EOF'
 import sys, time, grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -256,13 +256,15 @@ while True:
             raise
         time.sleep(0.5)
 EOF
-kill %1
+kill -TERM "$server"
+rc=0; wait "$server" || rc=$?
+echo "server exit $rc"
 """
 
 
 def test_a_provider_server_serves_grpc_health(image: Image) -> None:
     result = run_in_image(image, ["sh", "-c", PROVIDER_SERVER], env=CHART_ENV).check()
-    assert result.stdout.strip() == "SERVING"
+    assert result.stdout.split("\n")[:2] == ["SERVING", "server exit 0"], result.stdout
 
 
 RAY_AS_THE_CONTROLLER_STARTS_IT = """
