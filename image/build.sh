@@ -79,8 +79,9 @@ hook_deps() {
   in_chroot "$root" env PYTHONPATH=/opt/buildtools CFLAGS=-g0 \
     "$VENV/bin/python" -m pip install --quiet --no-deps --require-hashes \
     --no-build-isolation --ignore-installed -r /tmp/lock/requirements.lock
-  tar -C "$root/opt" --sort=name -cf "$DEPS_TAR.part" virtrigaud buildtools
-  mv "$DEPS_TAR.part" "$DEPS_TAR"
+  # Other checkouts on this machine share the cache: write aside, then rename.
+  tar -C "$root/opt" --sort=name -cf "$DEPS_TAR.$$.part" virtrigaud buildtools
+  mv "$DEPS_TAR.$$.part" "$DEPS_TAR"
 }
 
 build_deps() {

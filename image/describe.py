@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 
+def read(archive: tarfile.TarFile, name: str) -> bytes:
+    member = archive.extractfile(name)
+    assert member is not None, name
+    return member.read()
+
+
 def blob(archive: tarfile.TarFile, digest: str) -> bytes:
     algo, hexdigest = digest.split(":", 1)
-    member = archive.extractfile(f"./blobs/{algo}/{hexdigest}")
-    assert member is not None, digest
-    return member.read()
+    return read(archive, f"./blobs/{algo}/{hexdigest}")
 
 
 def blob_size(archive: tarfile.TarFile, digest: str) -> int:
@@ -28,7 +32,7 @@ def blob_size(archive: tarfile.TarFile, digest: str) -> int:
 
 def describe(archive_path: Path, tag: str) -> dict[str, Any]:
     with tarfile.open(archive_path) as archive:
-        index = json.loads(blob_or_file(archive, "./index.json"))
+        index = json.loads(read(archive, "./index.json"))
         (desc,) = [
             m
             for m in index["manifests"]
@@ -60,12 +64,6 @@ def describe(archive_path: Path, tag: str) -> dict[str, Any]:
         "archive_bytes": archive_path.stat().st_size,
         "config": config["config"],
     }
-
-
-def blob_or_file(archive: tarfile.TarFile, name: str) -> bytes:
-    member = archive.extractfile(name)
-    assert member is not None, name
-    return member.read()
 
 
 def main() -> None:
