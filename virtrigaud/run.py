@@ -169,7 +169,7 @@ def run_command(
             help="Seconds a shard keeps reconciling without hearing from its leader; an "
             "unreachable shard's keys move after this (plus 5 %% and 0.5 s).",
         ),
-    ] = 6.0,
+    ] = 4.0,
     heartbeat: Annotated[
         float,
         typer.Option("--heartbeat", min=0.1, help="Seconds between lease renewals per shard."),

@@ -144,6 +144,8 @@ def controller(
         "--log-level",
         "WARNING",
         "--shutdown-shards-on-exit",
+        "--workers-per-shard",
+        "8",  # the chart's default
         *extra,
     ]
     record = spawn(f"controller-{node}", argv, log, env=env)
