@@ -38,7 +38,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rate", type=float, default=20.0, help="spec changes per second (churn)")
     p.add_argument("--qps", type=float, default=50.0, help="per-Provider limit (ratelimit)")
-    p.add_argument("--raw-report", type=Path, help="raw report.json for efficiency (converge)")
+    p.add_argument(
+        "--raw-report",
+        type=Path,
+        help="raw report.json of the same --vms for efficiency (converge, fleet); "
+        "else a raw mix of this run's size is measured on the stack first",
+    )
+    p.add_argument(
+        "--alone",
+        action="store_true",
+        help="raw: also measure each simulator alone at concurrency 1, 4, 16, 32",
+    )
     p.add_argument("--workers", type=int, help="reconcile workers per shard (controller default)")
     p.add_argument(
         "--controller-args",
@@ -79,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         controller_args=shlex.split(args.controller_args),
         keep_stack=args.keep_stack,
         remote_providers=args.remote_providers,
+        alone=args.alone,
         progress=not args.no_progress,
     )
     out = opts.out.resolve()

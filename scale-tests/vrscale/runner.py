@@ -42,7 +42,7 @@ class Options:
     qps: float = 50.0
     """Per-Provider rate limit (ratelimit)."""
     raw_report: Path | None = None
-    """A raw report to compute efficiency against (converge); else a short raw pass runs."""
+    """A raw report (raw mix of the same size) for efficiency; else a raw mix runs first."""
     workers: int | None = None
     """Reconcile workers per shard (None: the controller's default)."""
     controller_args: list[str] = field(default_factory=list)
@@ -51,6 +51,8 @@ class Options:
     remote_providers: bool = False
     """raw: drive each simulator through a provider.v1 server with mTLS (the dev stack's
     remote providers) instead of an in-process provider."""
+    alone: bool = False
+    """raw: also measure each simulator on its own (per-concurrency sweep)."""
     progress: bool = True
     sample_interval_s: float = 1.0
 
