@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from vrscale import scenarios
+from vrscale import rawmix, scenarios
 from vrscale.runner import Options, run_scenario
 
 
@@ -45,6 +45,13 @@ def parser() -> argparse.ArgumentParser:
         "else a raw mix of this run's size is measured on the stack first",
     )
     p.add_argument(
+        "--raw-levels",
+        type=_levels,
+        default=rawmix.LEVELS,
+        help="raw mix: concurrent lifecycles per simulator to try, e.g. 2,4,8,16 (the "
+        "default); the best overall rate is the raw figure",
+    )
+    p.add_argument(
         "--alone",
         action="store_true",
         help="raw: also measure each simulator alone at concurrency 1, 4, 16, 32",
@@ -63,6 +70,16 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 2,4,8") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: each level must be at least 1")
+    return levels
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -90,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_stack=args.keep_stack,
         remote_providers=args.remote_providers,
         alone=args.alone,
+        raw_levels=args.raw_levels,
         progress=not args.no_progress,
     )
     out = opts.out.resolve()

@@ -25,7 +25,7 @@ from vrscale.provider_driver import ProviderDriver
 from vrscale.stats import summary
 from vrscale.workload import Target
 
-LEVELS = (4, 16)
+LEVELS = (2, 4, 8, 16)
 """Concurrent lifecycles per simulator tried; the best overall rate is the raw figure."""
 ATTEMPTS = 3
 """A lifecycle that fails is tried again (the controller retries too), up to this often."""

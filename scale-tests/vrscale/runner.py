@@ -15,7 +15,7 @@ from typing import Any
 
 from virtrigaud.dev.errors import StackError
 from virtrigaud.dev.info import PARTS
-from vrscale import plots, profiling
+from vrscale import plots, profiling, rawmix
 from vrscale.controller import Controller, ControllerOptions
 from vrscale.machine import describe_machine
 from vrscale.progress import RunProgress
@@ -53,6 +53,8 @@ class Options:
     remote providers) instead of an in-process provider."""
     alone: bool = False
     """raw: also measure each simulator on its own (per-concurrency sweep)."""
+    raw_levels: tuple[int, ...] = rawmix.LEVELS
+    """Raw mix: concurrent lifecycles per simulator to try (the best rate counts)."""
     progress: bool = True
     sample_interval_s: float = 1.0
 

@@ -30,10 +30,9 @@ DEFAULT_VMS = 3000
 SIM_PARTS = ("vcsim", "libvirt", "proxmox")
 
 
-async def measure_mix(
-    ctx: RunContext, vms: int, levels: tuple[int, ...] = rawmix.LEVELS, label: str = "raw mix"
-) -> dict[str, Any]:
-    """The raw mix of `vms` VMs at each concurrency level; ``rawmix.summary_of`` of them."""
+async def measure_mix(ctx: RunContext, vms: int, label: str = "raw mix") -> dict[str, Any]:
+    """The raw mix of `vms` VMs at each of --raw-levels; ``rawmix.summary_of`` of them."""
+    levels = ctx.opts.raw_levels
     info = ctx.stack.info()
     await asyncio.to_thread(workload.prepare, info)
     servers = None
