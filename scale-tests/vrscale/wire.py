@@ -124,10 +124,13 @@ class LibvirtCallFramer:
     def __init__(self) -> None:
         self._buf = b""
         self.procedures: dict[int, int] = {}
+        self.last: list[int] = []
+        """The procedure numbers of the calls found by the last feed."""
 
     def feed(self, data: bytes) -> int:
         self._buf += data
         calls = 0
+        self.last = []
         while len(self._buf) >= 4:
             (length,) = struct.unpack(">I", self._buf[:4])
             if length < 28:
@@ -139,6 +142,7 @@ class LibvirtCallFramer:
             if prog == REMOTE_PROGRAM and kind in CALL_TYPES:
                 calls += 1
                 self.procedures[proc] = self.procedures.get(proc, 0) + 1
+                self.last.append(proc)
         return calls
 
 
@@ -150,6 +154,7 @@ class _CountingProxy:
         self.errors: list[str] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def _pipe(
         self,
@@ -185,21 +190,29 @@ class _CountingProxy:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        writers = {client[1], upstream[1]}
+        self._writers |= writers
         try:
             await asyncio.gather(
                 self._pipe(client[0], upstream[1], count),
                 self._pipe(upstream[0], client[1], None),
             )
         finally:
+            self._writers -= writers
             if task is not None:
                 self._tasks.discard(task)
 
     async def close(self) -> None:
+        """Stop listening and end every connection (both sides closed, the pipes return)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Abort, not close: a TLS close waits for the peer's close_notify, and a handler
+        # task cancelled instead would be logged as an error by asyncio on Python 3.11.
+        for writer in list(self._writers):
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
 
 
 class HttpCountingProxy(_CountingProxy):
@@ -246,7 +259,8 @@ class LibvirtCountingProxy(_CountingProxy):
         super().__init__(name)
         self.upstream_socket = upstream_socket
         self.socket_path = socket_path
-        self.procedures: dict[int, int] = {}
+        self.procedures: list[int] = []
+        """The procedure number of each call, in the order of `arrivals`."""
 
     async def start(self) -> None:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -257,11 +271,13 @@ class LibvirtCountingProxy(_CountingProxy):
                 writer.close()
                 return
             framer = LibvirtCallFramer()
-            try:
-                await self._join((reader, writer), up, framer.feed)
-            finally:
-                for proc, n in framer.procedures.items():
-                    self.procedures[proc] = self.procedures.get(proc, 0) + n
+
+            def count(data: bytes) -> int:
+                n = framer.feed(data)
+                self.procedures.extend(framer.last)
+                return n
+
+            await self._join((reader, writer), up, count)
 
         self.socket_path.unlink(missing_ok=True)
         self._server = await asyncio.start_unix_server(handle, str(self.socket_path))

@@ -40,6 +40,7 @@ def projected_worst_hour(
     passes, and the calls per second it adds to what the window measured."""
     busiest = max_in_window(delays, HOUR_S)
     horizon = max(delays, default=0.0)
+    spread = horizon - min(delays, default=0.0)
     calls = None
     if calls_per_pass is not None and window_calls_per_s is not None:
         calls = window_calls_per_s + busiest * calls_per_pass / HOUR_S
@@ -47,7 +48,7 @@ def projected_worst_hour(
         "scheduled_passes": len(delays),
         "schedule_horizon_h": round(horizon / HOUR_S, 2),
         "worst_hour_passes": busiest,
-        "even_passes_per_hour": round(len(delays) * HOUR_S / horizon, 1) if horizon else None,
+        "even_passes_per_hour": round(len(delays) * HOUR_S / spread, 1) if spread else None,
         "calls_per_pass": calls_per_pass,
         "worst_hour_calls_per_s": None if calls is None else round(calls, 4),
     }

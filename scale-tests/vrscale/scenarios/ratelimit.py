@@ -12,7 +12,9 @@ and the thread pool's queue, so the grants alone cannot show calls bunching afte
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,28 @@ def wire_figures(
     return got
 
 
+def fullest_window(arrivals: list[float], labels: list[int], window: float = 1.0) -> dict[str, Any]:
+    """When the busiest window began (seconds after the first request) and what was in it
+    (labels: e.g. libvirt procedure numbers, in arrival order)."""
+    if not arrivals:
+        return {}
+    order = sorted(range(len(arrivals)), key=arrivals.__getitem__)
+    times = [arrivals[i] for i in order]
+    best, best_i = 0, 0
+    for i, start in enumerate(times):
+        j = bisect.bisect_left(times, start + window, lo=i)
+        if j - i > best:
+            best, best_i = j - i, i
+    inside = order[best_i : best_i + best]
+    out: dict[str, Any] = {
+        "starts_at_s": round(times[best_i] - times[0], 3),
+        "requests": best,
+    }
+    if labels:
+        out["procedures"] = dict(Counter(labels[i] for i in inside).most_common(8))
+    return out
+
+
 async def body(ctx: RunContext) -> None:
     rate = RateLimit(qps=ctx.opts.qps, burst=max(1, int(ctx.opts.qps / 5)))
     fl = Fleet(ctx)
@@ -108,6 +132,10 @@ async def body(ctx: RunContext) -> None:
                 proxy.arrivals, rate.qps, rate.burst, float(got["tokens"] or 0), in_span
             )
             w["connections"] = proxy.connections
+            w["fullest_window"] = fullest_window(
+                proxy.arrivals,
+                proxy.procedures if isinstance(proxy, LibvirtCountingProxy) else [],
+            )
             w["proxy_errors"] = proxy.errors[:3]
             wire[key] = w
             total_over += int(w["windows_over_limit"] or 0)
