@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     # A run that is killed (SIGTERM, e.g. from a CI timeout) still stops the controller
     # and the dev stack it started, as Ctrl-C does; the report says it was interrupted.
     signal.signal(signal.SIGTERM, _interrupt)
-    scenario = scenarios.load(args.scenario)
+    scenario = scenarios.by_name(args.scenario)
     opts = Options(
         scenario=args.scenario,
         out=args.out or Path("scale-out") / args.scenario,
