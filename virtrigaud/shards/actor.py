@@ -222,6 +222,10 @@ class ShardActor:
     async def owned_keys(self) -> list[str]:
         return (await self._rt()).owned_keys()
 
+    async def delayed_adds(self) -> list[float]:
+        """Seconds until each delayed add (requeue, retry, periodic resync) is due."""
+        return (await self._rt()).queue.delays()
+
     async def until_stopped(self) -> str:
         """Returns when the shard is stopped; fails at once if the process dies.
 

@@ -57,7 +57,7 @@ class ShardContext:
     limiter: TokenLimiter  # the shared per-Provider bucket
     providers: ProviderPool  # one pooled session per Provider endpoint in this process
     events: EventRecorder  # Events on objects, aggregated like client-go
-    resync_period: float = DEFAULT_RESYNC_PERIOD  # the runtime jitters it by ±10 %
+    resync_period: float = DEFAULT_RESYNC_PERIOD  # each key on its own slot of it (runtime)
     sweep_period: float = DEFAULT_SWEEP_PERIOD
     audit: MutationAudit | None = None
 
