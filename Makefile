@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 # Ray 2.60 turns token auth on when ~/.ray/auth_token exists; the local dev cluster has none.
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup build lint test unit demo crds proto clean
+.PHONY: setup build lint test unit demo crds proto image image-lock clean
 
 setup:            ## apt packages, .venv, pip install -e .[test] (idempotent)
 	@scripts/setup.sh
@@ -16,15 +16,15 @@ build: setup      ## the dev stack's Go programs (API server, vcsim) and etcd, c
 	@$(PY) -m virtrigaud.dev.gobuild
 
 lint: setup
-	$(VENV)/bin/ruff check virtrigaud tests scale-tests
-	$(VENV)/bin/ruff format --check virtrigaud tests scale-tests
+	$(VENV)/bin/ruff check virtrigaud tests scale-tests image
+	$(VENV)/bin/ruff format --check virtrigaud tests scale-tests image
 	$(VENV)/bin/mypy virtrigaud
 
-test: build lint  ## everything CI runs
+test: build lint image  ## everything CI runs
 	$(VENV)/bin/pytest -q
 
-unit: setup       ## tests that need no dev stack
-	$(VENV)/bin/pytest -q -m "not stack"
+unit: setup       ## tests that need no dev stack (nor the built image)
+	$(VENV)/bin/pytest -q -m "not stack and not image"
 
 demo: build       ## dev stack + simulators + sharded controller + sample VMs converging
 	$(VENV)/bin/virtrigaud demo
@@ -35,6 +35,12 @@ crds: setup       ## regenerate the checked-in CRDs and docs/field-support.md fr
 
 proto: setup      ## regenerate the provider.v1 module from proto/ (a test fails on drift)
 	$(PY) scripts/gen_proto.py
+
+image:            ## the container image: build/image/virtrigaud-VERSION.oci.tar (root; no Docker needed)
+	@image/build.sh
+
+image-lock: setup ## re-pin image/*.lock from pyproject.toml + constraints.txt (a test fails on drift)
+	$(PY) image/lock.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

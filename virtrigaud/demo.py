@@ -8,6 +8,10 @@ Ready, reconfigures one running VM, prints a summary (VMs per provider and shard
 Ready, hypervisor calls from the shards' Prometheus endpoints), then deletes the VMs
 (through the finalizers, so the hypervisors end empty) and shuts everything down.
 Exits non-zero when anything does not converge within the timeout.
+
+With `--ray-nodes N` the Ray part is a cluster: a head with no CPUs and N worker nodes on
+loopback addresses of their own; the controller joins it as a zero-CPU node and the demo
+shows, from Ray's state API, which worker node hosts each shard.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from virtrigaud import API_VERSION
+from virtrigaud.dev.config import RayOptions, StackConfig
 from virtrigaud.dev.info import StackInfo
 from virtrigaud.dev.stack import DevStack
 from virtrigaud.kube.client import ApiError, KubeClient, WatchEvent
@@ -347,6 +352,9 @@ def start_controller(
         # The demo owns its shards: they go when the controller does.
         "--shutdown-shards-on-exit",
     ]
+    if info.ray.controller_ips:
+        # A multi-node cluster: join it as a node of its own (no CPUs, no shards).
+        command += ["--ray-node-ip", info.ray.controller_ips[0]]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("ab")
     process = subprocess.Popen(
@@ -498,11 +506,61 @@ class DemoOptions:
     state_dir: Path
     keep: bool
     metrics_port: int
+    ray_nodes: int = 0
+
+
+def stack_config(options: DemoOptions) -> StackConfig:
+    if not options.ray_nodes:
+        return StackConfig()
+    # Room for every shard on each node, so the survivors can take a lost node's shards.
+    return StackConfig(
+        ray=RayOptions(worker_nodes=options.ray_nodes, shards_per_node=options.shards)
+    )
+
+
+def memory_table(info: StackInfo, controller_pid: int) -> Table | None:
+    """PSS of each Ray node (without its shards), of each shard on it, and of the
+    controller (with the Ray node it joined from, if any)."""
+    if info.ray is None:
+        return None
+    from virtrigaud.dev.memory import node_memory, tree_pss_bytes
+
+    mib = 2**20
+    table = Table(title="memory (PSS, MiB)")
+    table.add_column("Ray node")
+    table.add_column("node without shards", justify="right")
+    table.add_column("shards", justify="right")
+    table.add_column("each shard", justify="right")
+    for mem in node_memory(info.ray):
+        each = ", ".join(f"{size / mib:.0f}" for size in sorted(mem.shards.values()))
+        table.add_row(
+            f"{mem.name} ({mem.ip})", f"{mem.base_bytes / mib:.0f}", str(len(mem.shards)), each
+        )
+    controller = tree_pss_bytes(controller_pid)
+    table.add_row("controller (+ its own node)", f"{controller / mib:.0f}", "0", "")
+    return table
+
+
+def placement_table(info: StackInfo) -> Table | None:
+    """Shard -> Ray node, from the state API (multi-node clusters only)."""
+    if info.ray is None or not info.ray.dashboard_url:
+        return None
+    from virtrigaud.shards.locate import shard_locations
+
+    names = {n.ip: n.name for n in info.ray.nodes}
+    table = Table(title="shards on Ray nodes (Ray state API)")
+    table.add_column("shard")
+    table.add_column("node")
+    table.add_column("address")
+    table.add_column("pid", justify="right")
+    for shard, where in sorted(shard_locations(info.ray.dashboard_url).items()):
+        table.add_row(shard, names.get(where.node_ip, "?"), where.node_ip, str(where.pid))
+    return table
 
 
 @contextlib.contextmanager
 def dev_stack(options: DemoOptions) -> Iterator[StackInfo]:
-    stack = DevStack(options.state_dir)
+    stack = DevStack(options.state_dir, stack_config(options))
     already = set(stack.info().running_parts())
     with console.status("starting the dev stack (API server, simulators, Redis, Ray)..."):
         info = stack.up()
@@ -541,6 +599,9 @@ async def run_demo(options: DemoOptions, info: StackInfo) -> None:
             ports = range(shard_ports, shard_ports + options.shards)
             await wait_for_shards(controller, ports, options.timeout)
         console.print(f"controller ready: leader, {options.shards} shards serving")
+        placed = await asyncio.to_thread(placement_table, info)
+        if placed is not None:
+            console.print(placed)
         now = time.monotonic()
         for vm in vms:
             tracker.created_at[vm["metadata"]["name"]] = now
@@ -584,6 +645,9 @@ async def run_demo(options: DemoOptions, info: StackInfo) -> None:
             for provider, n in hypervisor_calls(scrape(f"http://127.0.0.1:{port}/metrics")).items():
                 calls[provider] = calls.get(provider, 0.0) + n
         console.print(summary(tracker, calls))
+        memory = await asyncio.to_thread(memory_table, info, controller.process.pid)
+        if memory is not None:
+            console.print(memory)
 
         # Clean up through the controller: finalizers delete the hypervisor VMs.
         for vm in vms:
@@ -626,9 +690,17 @@ def demo_command(
     metrics_port: Annotated[
         int, typer.Option(help="Coordinator metrics port (0: any free port).")
     ] = 0,
+    ray_nodes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=16,
+            help="Ray worker nodes hosting the shards (0: one Ray node runs everything).",
+        ),
+    ] = 0,
 ) -> None:
     """Dev stack + sharded controller + sample VMs converging, then a summary."""
-    options = DemoOptions(vms, shards, timeout, state_dir.resolve(), keep, metrics_port)
+    options = DemoOptions(vms, shards, timeout, state_dir.resolve(), keep, metrics_port, ray_nodes)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = time.monotonic()

@@ -10,7 +10,10 @@ leader re-attaches to them. `--shutdown-shards-on-exit` (for demos) or
 Without `--ray-address` the process starts a private local Ray on 127.0.0.1; its shards
 end with the process (it stops them before it lets the Lease go), and a standby in
 another process cannot reach them: after taking over an expired Lease it waits until
-their leases have surely run out (`--shard-lease`) before it hands out keys. Without
+their leases have surely run out (`--shard-lease`) before it hands out keys. With
+`--ray-address` and `--ray-node-ip` it joins that cluster as a Ray node of its own with
+no CPUs; `ray://` addresses go through Ray Client (see ray_connect.py). Shards are placed
+only on nodes offering the shard resource (see shards/placement.py). Without
 `--redis-url` the per-Provider buckets live in a Ray actor.
 """
 
@@ -28,11 +31,12 @@ import typer
 
 from virtrigaud.leader.election import LeaseTimings
 from virtrigaud.leader.links import LeaseTerms
+from virtrigaud.ray_connect import RayConnectError, RayConnection, connect, warn_without_shard_nodes
+from virtrigaud.shards.placement import DEFAULT_SHARD_MEMORY_MB, ShardPlacement
 from virtrigaud.shards.reconciler import DEFAULT_RESYNC_PERIOD, DEFAULT_SWEEP_PERIOD
 
 log = logging.getLogger("virtrigaud.run")
 
-RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 LEASE_NAME = "virtrigaud-leader"
 DEFAULT_NAMESPACE = "virtrigaud-system"
 
@@ -53,31 +57,26 @@ RayAddressOpt = Annotated[
     typer.Option(
         "--ray-address",
         envvar="VIRTRIGAUD_RAY_ADDRESS",
-        help="host:port of a Ray cluster (default: start a private local Ray on 127.0.0.1).",
+        help="host:port of a Ray cluster's GCS, or ray://host:port for Ray Client "
+        "(default: start a private local Ray on 127.0.0.1).",
+    ),
+]
+RayNodeIpOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-node-ip",
+        envvar="VIRTRIGAUD_RAY_NODE_IP",
+        help="Join --ray-address as a Ray node of its own on this address of this host, "
+        "with no CPUs and no shard resource (no shard is placed there).",
     ),
 ]
 
 
-def _connect_ray(address: str | None) -> None:
-    # A private Ray, or one on this host's loopback, must keep every listener on
-    # 127.0.0.1; a remote cluster's nodes need this host's routable address instead.
-    local = not address or address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
-    for key, value in RAY_ENV.items():
-        if local or key != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER":
-            os.environ.setdefault(key, value)
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, namespace="virtrigaud", log_to_driver=False)
-    else:
-        ray.init(
-            namespace="virtrigaud",
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-        )
+def _connect_ray(address: str | None, node_ip: str | None = None) -> RayConnection:
+    try:
+        return connect(address, node_ip)
+    except RayConnectError as e:
+        raise typer.BadParameter(str(e)) from e
 
 
 def run_command(
@@ -95,6 +94,15 @@ def run_command(
         int, typer.Option("--workers-per-shard", min=1, help="Reconcile workers per shard.")
     ] = 4,
     ray_address: RayAddressOpt = None,
+    ray_node_ip: RayNodeIpOpt = None,
+    shard_memory_mb: Annotated[
+        int,
+        typer.Option(
+            "--shard-memory-mb",
+            min=0,
+            help="Memory each shard actor reserves on its Ray node (Ray's memory resource).",
+        ),
+    ] = DEFAULT_SHARD_MEMORY_MB,
     redis_url: Annotated[
         str | None,
         typer.Option(
@@ -161,7 +169,7 @@ def run_command(
             help="Seconds a shard keeps reconciling without hearing from its leader; an "
             "unreachable shard's keys move after this (plus 5 %% and 0.5 s).",
         ),
-    ] = 6.0,
+    ] = 4.0,
     heartbeat: Annotated[
         float,
         typer.Option("--heartbeat", min=0.1, help="Seconds between lease renewals per shard."),
@@ -187,6 +195,7 @@ def run_command(
     """Run the controller: leader election, coordinator, and the shard actors."""
     from virtrigaud.shards.actor import DEFAULT_RECONCILER, ShardConfig
     from virtrigaud.shards.audit import AUDIT_ENV
+    from virtrigaud.shards.kube_access import kubeconfig_for_shards
     from virtrigaud.shards.logs import setup_json_logging
 
     ident = identity or f"{socket.gethostname()}-{os.getpid()}"
@@ -196,7 +205,7 @@ def run_command(
         lease_terms = LeaseTerms(duration=shard_lease, heartbeat=heartbeat)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    kubeconfig_path = str(kubeconfig.resolve()) if kubeconfig else os.environ.get("KUBECONFIG")
+    kubeconfig_path = kubeconfig_for_shards(str(kubeconfig) if kubeconfig else None)
     shard_config = ShardConfig(
         kubeconfig=kubeconfig_path,
         redis_url=redis_url,
@@ -209,8 +218,11 @@ def run_command(
         audit_redis=os.environ.get(AUDIT_ENV) or None,
         log_level=log_level,
         python_path=tuple(str(p.resolve()) for p in reconciler_path or ()),
+        # A private Ray is this pod alone: its memory limit is the bound, not a reservation.
+        placement=ShardPlacement(memory_mb=shard_memory_mb if ray_address else 0),
     )
-    _connect_ray(ray_address)
+    connection = _connect_ray(ray_address, ray_node_ip)
+    warn_without_shard_nodes()
     try:
         asyncio.run(
             _run(
@@ -229,9 +241,7 @@ def run_command(
             )
         )
     finally:
-        import ray
-
-        ray.shutdown()
+        connection.close()
 
 
 async def _run(
@@ -378,13 +388,21 @@ def shards_get(
 def shards_stop(
     ray_address: Annotated[
         str,
-        typer.Option("--ray-address", envvar="VIRTRIGAUD_RAY_ADDRESS", help="host:port of Ray."),
+        typer.Option(
+            "--ray-address",
+            envvar="VIRTRIGAUD_RAY_ADDRESS",
+            help="host:port of the GCS, or ray://host:port.",
+        ),
     ],
+    ray_node_ip: RayNodeIpOpt = None,
     grace: Annotated[
         float, typer.Option("--grace", help="Seconds to let reconciles finish.")
     ] = 30.0,
 ) -> None:
     """Stop and remove every shard actor (they are detached and outlive coordinators)."""
-    _connect_ray(ray_address)
-    n = asyncio.run(stop_shards(grace))
+    connection = _connect_ray(ray_address, ray_node_ip)
+    try:
+        n = asyncio.run(stop_shards(grace))
+    finally:
+        connection.close()
     typer.echo(f"stopped {n} shard actor(s)")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from vrscale import scenarios
+from vrscale import rawmix, scenarios
 from vrscale.runner import Options, run_scenario
 
 
@@ -38,7 +38,24 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rate", type=float, default=20.0, help="spec changes per second (churn)")
     p.add_argument("--qps", type=float, default=50.0, help="per-Provider limit (ratelimit)")
-    p.add_argument("--raw-report", type=Path, help="raw report.json for efficiency (converge)")
+    p.add_argument(
+        "--raw-report",
+        type=Path,
+        help="raw report.json of the same --vms for efficiency (converge, fleet); "
+        "else a raw mix of this run's size is measured on the stack first",
+    )
+    p.add_argument(
+        "--raw-levels",
+        type=_levels,
+        default=rawmix.LEVELS,
+        help="raw mix: concurrent lifecycles per simulator to try, e.g. 2,4,8,16 (the "
+        "default); the best overall rate is the raw figure",
+    )
+    p.add_argument(
+        "--alone",
+        action="store_true",
+        help="raw: also measure each simulator alone at concurrency 1, 4, 16, 32",
+    )
     p.add_argument("--workers", type=int, help="reconcile workers per shard (controller default)")
     p.add_argument(
         "--controller-args",
@@ -55,6 +72,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers, e.g. 2,4,8") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: each level must be at least 1")
+    return levels
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -64,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     # A run that is killed (SIGTERM, e.g. from a CI timeout) still stops the controller
     # and the dev stack it started, as Ctrl-C does; the report says it was interrupted.
     signal.signal(signal.SIGTERM, _interrupt)
-    scenario = scenarios.load(args.scenario)
+    scenario = scenarios.by_name(args.scenario)
     opts = Options(
         scenario=args.scenario,
         out=args.out or Path("scale-out") / args.scenario,
@@ -79,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         controller_args=shlex.split(args.controller_args),
         keep_stack=args.keep_stack,
         remote_providers=args.remote_providers,
+        alone=args.alone,
+        raw_levels=args.raw_levels,
         progress=not args.no_progress,
     )
     out = opts.out.resolve()

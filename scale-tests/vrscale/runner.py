@@ -15,7 +15,7 @@ from typing import Any
 
 from virtrigaud.dev.errors import StackError
 from virtrigaud.dev.info import PARTS
-from vrscale import plots, profiling
+from vrscale import plots, profiling, rawmix
 from vrscale.controller import Controller, ControllerOptions
 from vrscale.machine import describe_machine
 from vrscale.progress import RunProgress
@@ -42,7 +42,7 @@ class Options:
     qps: float = 50.0
     """Per-Provider rate limit (ratelimit)."""
     raw_report: Path | None = None
-    """A raw report to compute efficiency against (converge); else a short raw pass runs."""
+    """A raw report (raw mix of the same size) for efficiency; else a raw mix runs first."""
     workers: int | None = None
     """Reconcile workers per shard (None: the controller's default)."""
     controller_args: list[str] = field(default_factory=list)
@@ -51,6 +51,10 @@ class Options:
     remote_providers: bool = False
     """raw: drive each simulator through a provider.v1 server with mTLS (the dev stack's
     remote providers) instead of an in-process provider."""
+    alone: bool = False
+    """raw: also measure each simulator on its own (per-concurrency sweep)."""
+    raw_levels: tuple[int, ...] = rawmix.LEVELS
+    """Raw mix: concurrent lifecycles per simulator to try (the best rate counts)."""
     progress: bool = True
     sample_interval_s: float = 1.0
 

@@ -16,11 +16,28 @@ from virtrigaud.kube.resources import VIRTUAL_MACHINES, Resource
 JSON = dict[str, Any]
 
 
-def ready_condition(obj: JSON) -> JSON:
+def condition(obj: JSON, type_: str) -> JSON:
     for c in obj.get("status", {}).get("conditions") or []:
-        if c.get("type") == "Ready":
+        if c.get("type") == type_:
             return dict(c)
     return {}
+
+
+def ready_condition(obj: JSON) -> JSON:
+    return condition(obj, "Ready")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the status said at one observed generation, at one moment."""
+
+    t: float
+    ready: bool
+    """The Ready condition is True."""
+    cpu: int | None
+    """status.currentResources.cpu: what the hypervisor VM has."""
+    power_cycle: bool
+    """Reconfiguring says PowerCycleRequired for this generation: not applied."""
 
 
 def is_ready(obj: JSON) -> bool:
@@ -48,6 +65,8 @@ class VMState:
     deleted: bool = False
     ready_at: dict[int, float] = field(default_factory=dict)
     """generation -> first time seen Ready with observedGeneration >= generation."""
+    seen: dict[int, list[Seen]] = field(default_factory=dict)
+    """observedGeneration -> each distinct status seen at it (churn: applied or not)."""
 
 
 class FleetWatcher:
@@ -135,6 +154,21 @@ class FleetWatcher:
         st.ready = is_ready(obj) and st.observed_generation >= st.generation
         if write:
             self.write_times.append(now)
+        if st.observed_generation:
+            cpu = (status.get("currentResources") or {}).get("cpu")
+            reconf = condition(obj, "Reconfiguring")
+            power_cycle = (
+                reconf.get("reason") == "PowerCycleRequired"
+                and int(reconf.get("observedGeneration") or 0) >= st.observed_generation
+            )
+            seen = Seen(now, is_ready(obj), cpu, power_cycle)
+            log = st.seen.setdefault(st.observed_generation, [])
+            if not log or (log[-1].ready, log[-1].cpu, log[-1].power_cycle) != (
+                seen.ready,
+                seen.cpu,
+                seen.power_cycle,
+            ):
+                log.append(seen)
         if st.ready:
             if st.first_ready is None:
                 st.first_ready = now

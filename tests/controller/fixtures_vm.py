@@ -280,7 +280,7 @@ class VMEnv:
     async def reconcile_once(self, name: str) -> ReconcileResult:
         """One pass on the current object (None: the reconciler reads it itself, so the
         pass is never mistaken for the watch echoing the reconciler's own write)."""
-        return await self.reconciler.reconcile(f"{self.namespace}/{name}", None)
+        return await self.reconciler.reconcile(f"VirtualMachine/{self.namespace}/{name}", None)
 
     async def drive(
         self,
@@ -292,7 +292,7 @@ class VMEnv:
     ) -> Driven:
         """Reconcile like a worker would (honouring requeue_after, capped so tests stay
         quick) until ``until(object)`` holds; the object is None once it is gone."""
-        key = f"{self.namespace}/{name}"
+        key = f"VirtualMachine/{self.namespace}/{name}"
         driven = Driven(obj=None, passes=0)
         deadline = time.monotonic() + timeout
         while True:

@@ -16,12 +16,20 @@ import pytest
 
 from virtrigaud import API_VERSION
 from virtrigaud.kube.client import ApiError, KubeClient
+from virtrigaud.kube.keys import object_key
 from virtrigaud.kube.resources import NAMESPACES, VIRTUAL_MACHINES
 from virtrigaud.leader.coordinator import Coordinator, CoordinatorConfig
 from virtrigaud.shards.actor import ShardConfig
 
 HERE = str(Path(__file__).resolve().parent)
 C = TypeVar("C", bound=Coordinator)
+
+
+def vm_key(namespace: str, name: str) -> str:
+    """A VirtualMachine's key as the coordinator and the shards name it."""
+    return object_key(VIRTUAL_MACHINES.kind, namespace, name)
+
+
 RECORDER = "runtime_recorder:RecordingReconciler"
 DELAY_ANNOTATION = "test.virtrigaud.io/reconcile-seconds"
 REQUEUE_ANNOTATION = "test.virtrigaud.io/requeue-seconds"
@@ -196,16 +204,16 @@ class Churn:
                     await self.kube.create(
                         VIRTUAL_MACHINES, vm_object(self.namespace, name, self.reconcile_seconds)
                     )
-                    self.keys.add(f"{self.namespace}/{name}")
+                    self.keys.add(vm_key(self.namespace, name))
                 elif roll < 0.2 and len(self.keys) > 50 and self.creates:
                     key = rnd.choice(sorted(self.keys))
                     self.keys.discard(key)
-                    await self.kube.delete(VIRTUAL_MACHINES, key.split("/")[1], self.namespace)
+                    await self.kube.delete(VIRTUAL_MACHINES, key.rsplit("/", 1)[1], self.namespace)
                 else:
                     key = rnd.choice(sorted(self.keys))
                     patch = {"metadata": {"annotations": {"churn": str(self.ops)}}}
                     await self.kube.patch(
-                        VIRTUAL_MACHINES, key.split("/")[1], self.namespace, patch
+                        VIRTUAL_MACHINES, key.rsplit("/", 1)[1], self.namespace, patch
                     )
             except ApiError as e:
                 if not e.not_found:

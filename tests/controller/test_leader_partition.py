@@ -44,7 +44,7 @@ API = "infra.virtrigaud.io/v1beta1"
 VMS = 6
 CLONE_SECONDS = 30.0
 IMAGES = 3  # PVE clones one template at a time: spread the VMs over several
-# Faster than the defaults (15 / 10 / 2 and a 6 s shard lease), same relationships.
+# Faster than the defaults (15 / 10 / 2 and a 4 s shard lease), same relationships.
 TIMINGS = [
     "--lease-duration", "8", "--renew-deadline", "5", "--retry-period", "1",
     "--shard-lease", "3", "--heartbeat", "0.5",

@@ -11,6 +11,7 @@ from runtime_support import (
     leading,
     make_coordinator,
     quiesce,
+    vm_key,
     wait_for,
 )
 
@@ -27,7 +28,7 @@ async def test_dead_shard_keys_are_reconciled_by_others(
     audit.reset(redis_url)
     names = [f"vm-{i:03d}" for i in range(150)]
     await create_vms(kube, namespace, names)
-    keys = {f"{namespace}/{n}" for n in names}
+    keys = {vm_key(namespace, n) for n in names}
     coordinator = make_coordinator(kube, kubeconfig, redis_url, namespace, shards=3)
     async with leading(coordinator):
         await quiesce(coordinator)
@@ -76,7 +77,7 @@ async def test_new_leader_reattaches_and_fences_the_old_one(
     audit.reset(redis_url)
     names = [f"vm-{i:03d}" for i in range(120)]
     await create_vms(kube, namespace, names)
-    keys = {f"{namespace}/{n}" for n in names}
+    keys = {vm_key(namespace, n) for n in names}
     old = make_coordinator(kube, kubeconfig, redis_url, namespace, shards=3)
     new = make_coordinator(kube, kubeconfig, redis_url, namespace, shards=3)
     async with leading(old) as old_task:

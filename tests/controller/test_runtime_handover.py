@@ -17,6 +17,7 @@ from runtime_support import (
     leading,
     make_coordinator,
     quiesce,
+    vm_key,
     wait_for,
 )
 
@@ -36,7 +37,7 @@ async def test_resize_under_churn_keeps_one_owner(
     # Slow reconciles and more churn than the workers keep up with: every worker is busy
     # when the ring changes, so many moving keys are mid-reconcile at their old owner.
     await create_vms(kube, namespace, names, reconcile_seconds=SLOW)
-    keys = {f"{namespace}/{n}" for n in names}
+    keys = {vm_key(namespace, n) for n in names}
     coordinator = make_coordinator(kube, kubeconfig, redis_url, namespace, shards=3, workers=8)
     async with leading(coordinator):
         assert coordinator.status().shards == ["shard-0", "shard-1", "shard-2"]

@@ -40,17 +40,19 @@ async def test_watch_resumes_and_relists_after_gone(kube: KubeClient, namespace:
     stop = asyncio.Event()
     task = asyncio.create_task(inf.run(stop))
     await asyncio.wait_for(inf.synced.wait(), 10)
-    assert sorted(rec.events) == [("ADDED", f"{namespace}/{n}") for n in "abc"]
+    assert sorted(rec.events) == [("ADDED", f"VirtualMachine/{namespace}/{n}") for n in "abc"]
     await asyncio.sleep(2.5)  # at least two watch restarts
     await create_vms(kube, namespace, ["d"])
     await kube.patch(VIRTUAL_MACHINES, "a", namespace, {"metadata": {"labels": {"x": "1"}}})
     await kube.delete(VIRTUAL_MACHINES, "b", namespace)
-    await eventually(lambda: ("DELETED", f"{namespace}/b") in rec.events, 10, "the delete")
-    assert ("ADDED", f"{namespace}/d") in rec.events
-    assert ("MODIFIED", f"{namespace}/a") in rec.events
+    await eventually(
+        lambda: ("DELETED", f"VirtualMachine/{namespace}/b") in rec.events, 10, "the delete"
+    )
+    assert ("ADDED", f"VirtualMachine/{namespace}/d") in rec.events
+    assert ("MODIFIED", f"VirtualMachine/{namespace}/a") in rec.events
     assert inf.lists == 1, "a resumable watch end caused a relist"
     assert inf.watches >= 3
-    assert set(inf.store) == {f"{namespace}/{n}" for n in "acd"}
+    assert set(inf.store) == {f"VirtualMachine/{namespace}/{n}" for n in "acd"}
     stop.set()
     await task
 
@@ -67,7 +69,10 @@ async def test_watch_resumes_and_relists_after_gone(kube: KubeClient, namespace:
     task2 = asyncio.create_task(inf2.run(stop2))
     await eventually(lambda: inf2.lists == 1, 10, "the relist")
     await eventually(lambda: len(rec2.events) >= 2, 5, "the relist events")
-    assert sorted(rec2.events) == [("ADDED", f"{namespace}/e"), ("DELETED", f"{namespace}/c")]
-    assert set(inf2.store) == {f"{namespace}/{n}" for n in "ade"}
+    assert sorted(rec2.events) == [
+        ("ADDED", f"VirtualMachine/{namespace}/e"),
+        ("DELETED", f"VirtualMachine/{namespace}/c"),
+    ]
+    assert set(inf2.store) == {f"VirtualMachine/{namespace}/{n}" for n in "ade"}
     stop2.set()
     await task2

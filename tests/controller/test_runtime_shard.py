@@ -195,10 +195,13 @@ class FailingAudit:
 
     incarnation = "x"
 
-    async def start(self, key: str) -> None:
+    async def start(self, key: str, wait: float | None = None, urgent: bool = False) -> None:
         raise ConnectionError("audit Redis unreachable")
 
     async def end(self, key: str, outcome: str) -> None:
+        raise ConnectionError("audit Redis unreachable")
+
+    async def released(self, waits: list[tuple[str, float]]) -> None:
         raise ConnectionError("audit Redis unreachable")
 
 
@@ -250,4 +253,38 @@ def test_audit_check_finds_overlaps_zombies_and_closes_dead_incarnations(redis_u
     assert report.reconciles == 4 and report.mutations == 2
     assert report.last_shard == {"a": "s1", "b": "s0"}
     assert not report.ok and len(report.problems()) == 3
+    audit.reset(redis_url, stream)
+
+
+async def test_the_audit_records_each_wait_and_the_wait_of_a_key_released_while_queued(
+    redis_url: str,
+) -> None:
+    stream = "virtrigaud:audit-waits"
+    audit.reset(redis_url, stream)
+    rec = GatedReconciler()
+    recorder = audit.AuditRecorder(redis_url, "shard-t9", "inc9", stream=stream)
+    rt = ShardRuntime("shard-t9", rec, workers=1, audit=recorder)
+    rt.start()
+    leader = DirectLeader(rt)
+    try:
+        await leader.lead()
+        leader.accept([("ns/busy", None)])
+        await until(lambda: rec.running == {"ns/busy"})
+        leader.accept([("ns/queued", None)])  # waits behind the one worker
+        await asyncio.sleep(0.2)
+        ack = await leader.release(["ns/queued"])
+        assert ack.ok and ack.busy == ()
+        rec.gate.set()
+        await until(lambda: not rec.running)
+    finally:
+        await rt.stop(grace=1)
+        await recorder.aclose()
+    entries = list(audit.read_stream(redis_url, stream))
+    starts = [e for e in entries if e["e"] == "start"]
+    assert [(e["k"], e["l"]) for e in starts] == [("ns/busy", "direct")]
+    assert 0 <= float(starts[0]["w"]) < 0.2
+    released = [e for e in entries if e["e"] == "rel"]
+    assert [e["k"] for e in released] == ["ns/queued"]
+    assert float(released[0]["w"]) >= 0.2, "the wait so far goes with the released key"
+    assert audit.check(redis_url, stream).ok, "wait records are not reconcile activity"
     audit.reset(redis_url, stream)

@@ -14,6 +14,7 @@ from runtime_support import (
     leading,
     make_coordinator,
     quiesce,
+    vm_key,
     wait_for,
 )
 
@@ -32,14 +33,13 @@ async def test_routing_rate_and_handover_time(
     audit.reset(redis_url)
     names = [f"vm-{i:05d}" for i in range(KEYS)]
     await create_vms(kube, namespace, names, parallel=32)
-    keys = {f"{namespace}/{n}" for n in names}
+    keys = {vm_key(namespace, n) for n in names}
     coordinator = make_coordinator(kube, kubeconfig, redis_url, namespace, shards=3)
     started = time.monotonic()
     async with leading(coordinator):
         first = time.monotonic() - started
         await quiesce(coordinator, timeout=60)
-        assert coordinator.informer is not None
-        store = coordinator.informer.store
+        store = coordinator.informers["VirtualMachine"].store
         ordered = sorted(keys)
 
         # Watch events as the informer hands them over, without the API server's limits:

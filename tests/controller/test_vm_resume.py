@@ -56,7 +56,7 @@ async def test_adopts_vm_created_before_status_was_written(
     vm_id = await create_on(hv, spec)
 
     assert FINALIZER not in (created["metadata"].get("finalizers") or [])
-    await vm_env.reconciler.reconcile(f"{vm_env.namespace}/{name}", created)
+    await vm_env.reconciler.reconcile(f"VirtualMachine/{vm_env.namespace}/{name}", created)
     driven = await vm_env.drive(name, is_ready)
     assert driven.obj is not None
     assert driven.obj["status"]["id"] == vm_id or (

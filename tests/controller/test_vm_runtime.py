@@ -21,14 +21,14 @@ async def _feed(env: VMEnv, runtime: ShardRuntime, seen: dict[str, dict]) -> Non
     leader = DirectLeader(runtime)
     await leader.lead()
     items, rv = await env.kube.list_all(VIRTUAL_MACHINES, env.namespace)
-    leader.accept([(f"{env.namespace}/{o['metadata']['name']}", o) for o in items])
+    leader.accept([(f"VirtualMachine/{env.namespace}/{o['metadata']['name']}", o) for o in items])
     while True:
         async for event in env.kube.watch(VIRTUAL_MACHINES, env.namespace, resource_version=rv):
             if event.type == "BOOKMARK":
                 rv = event.resource_version
                 continue
             name = event.object["metadata"]["name"]
-            key = f"{env.namespace}/{name}"
+            key = f"VirtualMachine/{env.namespace}/{name}"
             rv = event.resource_version
             if event.type == "DELETED":
                 seen.pop(name, None)

@@ -45,7 +45,7 @@ async def _converged(vm_env: VMEnv, provider_type: str) -> list[str]:
         await vm_env.vm(name, provider_type)
     for name in names:
         await vm_env.drive(name, is_ready)
-    return [f"{vm_env.namespace}/{name}" for name in names]
+    return [f"VirtualMachine/{vm_env.namespace}/{name}" for name in names]
 
 
 async def _pass_until_settled(vm_env: VMEnv, key: str) -> None:
@@ -77,7 +77,7 @@ async def test_sweep_returns_vms_changed_behind_the_controllers_back(
 ) -> None:
     keys = await _converged(vm_env, provider_type)
     hv = await vm_env.hypervisor(provider_type)
-    objs = [await vm_env.get_vm(key.partition("/")[2]) for key in keys]
+    objs = [await vm_env.get_vm(key.rsplit("/", 1)[1]) for key in keys]
     assert all(obj is not None for obj in objs)
     off_obj, gone_obj = objs[0], objs[1]
     assert off_obj is not None and gone_obj is not None
@@ -101,12 +101,12 @@ async def test_sweep_queues_unknown_and_unresolvable_keys(vm_env: VMEnv) -> None
     await vm_env.provider("libvirt", name="libvirt-b")
     await vm_env.vm("sweep-b", "libvirt", provider_ref={"name": "libvirt-b"})
     await vm_env.drive("sweep-b", is_ready)
-    orphaned = f"{vm_env.namespace}/sweep-b"
+    orphaned = f"VirtualMachine/{vm_env.namespace}/sweep-b"
     await vm_env.vm("sweep-nowhere", "libvirt", provider_ref={"name": "nowhere"})
     for _ in range(4):  # not Ready; backing off, its next look is seconds away
         await vm_env.reconcile_once("sweep-nowhere")
-    waiting = f"{vm_env.namespace}/sweep-nowhere"
-    never_seen = f"{vm_env.namespace}/never-reconciled"
+    waiting = f"VirtualMachine/{vm_env.namespace}/sweep-nowhere"
+    never_seen = f"VirtualMachine/{vm_env.namespace}/never-reconciled"
     all_keys = [*keys, orphaned, waiting, never_seen]
     assert await vm_env.reconciler.sweep(all_keys) == {never_seen}
 
@@ -124,7 +124,7 @@ async def test_runtime_sweep_queues_only_owned_keys_the_reconciler_returns(
     vm_env: VMEnv,
 ) -> None:
     keys = await _converged(vm_env, "vsphere")
-    obj = await vm_env.get_vm(keys[0].partition("/")[2])
+    obj = await vm_env.get_vm(keys[0].rsplit("/", 1)[1])
     assert obj is not None
     hv = await vm_env.hypervisor("vsphere")
     owner = owner_of(VirtualMachine.from_api(obj))

@@ -4,17 +4,23 @@ Each test renders helm/virtrigaud with some values and checks what a cluster wou
 the controller's arguments parse with the real `virtrigaud run` command, the shard-count
 ConfigMap is the one the leader reads, RBAC covers every API call the controller makes,
 every value changes the output, and the objects are well-formed: Kubernetes objects are
-checked field by field against the official client's models, and the kinds the dev
-stack's API server serves are dry-run (or applied) there.
+checked field by field against the official client's models and with
+kubernetes-validate against the upstream OpenAPI schemas, the kinds the dev stack's API
+server serves are dry-run (or applied) there, and the KubeRay RayCluster is dry-run by
+`kubectl apply --dry-run=server` against KubeRay's own CRD served by that API server.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes.client as k8s
+import kubernetes_validate
 import pytest
 import typer.main
 import yaml
@@ -32,6 +39,7 @@ from virtrigaud.cli import app
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import CONFIG_MAPS, NAMESPACES, Resource
 from virtrigaud.leader.shard_count import CONFIG_MAP, MAX_SHARDS, SHARDS_FIELD, read_shard_count
+from virtrigaud.raynode import SHARD_RESOURCE
 from virtrigaud.run import LEASE_NAME
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,6 +49,19 @@ NAMESPACE = "virtrigaud-system"
 FULLNAME = f"{RELEASE}-virtrigaud"
 
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
+RAY_CLUSTER = f"{RELEASE}-virtrigaud-ray"
+KUBERAY = {"ray": {"mode": "kuberay"}}
+EXTERNAL = {"ray": {"mode": "external", "address": "ray-head.ray:6379"}}
+KUBERAY_CRD = REPO.parent / "shared" / "third-party" / "kuberay" / "ray.io_rayclusters.yaml"
+KUBE_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+"""The oldest Kubernetes the chart supports and the newest kubernetes-validate knows."""
+KUBECTL = (
+    shutil.which(
+        "kubectl",
+        path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    )
+    or "kubectl"
+)
 
 # Kind -> (apiVersion, model in the official Kubernetes client).
 KINDS: dict[str, tuple[str, str]] = {
@@ -119,6 +140,9 @@ def render(
     return Rendered(objects, notes)
 
 
+POD_IP = "10.244.1.17"
+
+
 def run_params(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Parse the container's args with the real `virtrigaud run` command, as the pod would."""
     args = rendered.args
@@ -126,10 +150,11 @@ def run_params(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     env = rendered.env()
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     pod_name = f"{FULLNAME}-7d9f8c6b5-abcde"
-    expanded = [a.replace("$(POD_NAME)", pod_name) for a in args[1:]]
+    expanded = [a.replace("$(POD_NAME)", pod_name).replace("$(POD_IP)", POD_IP) for a in args[1:]]
     # Options with an envvar would read it from the test's own environment.
     monkeypatch.delenv("VIRTRIGAUD_REDIS_URL", raising=False)
     monkeypatch.delenv("VIRTRIGAUD_RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("VIRTRIGAUD_RAY_NODE_IP", raising=False)
     run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
     ctx = run.make_context("run", expanded)
     params: dict[str, Any] = dict(ctx.params)
@@ -214,6 +239,20 @@ def name_errors(obj: dict[str, Any]) -> list[str]:
     return errors
 
 
+def upstream_schema_errors(obj: dict[str, Any]) -> list[str]:
+    """kubernetes-validate: the upstream OpenAPI schema of the kind, strict (no unknown
+    fields), for the oldest and the newest Kubernetes the chart is meant for."""
+    where = f"{obj.get('kind')} {obj.get('metadata', {}).get('name')}"
+    errors = []
+    for version in KUBE_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            errors.append(f"{where} (Kubernetes {version}): {path}: {e.message}")
+    return errors
+
+
 def structural_errors(obj: dict[str, Any]) -> list[str]:
     kind = obj.get("kind", "?")
     name = obj.get("metadata", {}).get("name", "?")
@@ -223,7 +262,7 @@ def structural_errors(obj: dict[str, Any]) -> list[str]:
     api_version, model = KINDS[kind]
     if obj.get("apiVersion") != api_version:
         return [f"{where}: apiVersion {obj.get('apiVersion')!r}, expected {api_version!r}"]
-    errors = model_errors(obj, model, where) + name_errors(obj)
+    errors = model_errors(obj, model, where) + name_errors(obj) + upstream_schema_errors(obj)
     if not errors:
         # The client's constructors reject missing required fields (container name, ...).
         try:
@@ -274,7 +313,10 @@ def test_default_install_renders_controller_redis_rbac_and_shard_config(
         {"shards": 5},
         {"redis": {"url": "redis://redis.example:6379/2"}},
         {"redis": {"urlSecret": {"name": "redis-creds"}}},
-        {"ray": {"address": "ray-head.ray:6379"}},
+        EXTERNAL,
+        {"ray": {"mode": "external", "address": "ray://ray-head.ray:10001"}},
+        KUBERAY,
+        {**KUBERAY, "shards": 37, "redis": {"url": "redis://redis.example:6380/2"}},
         {"metrics": {"serviceMonitor": {"enabled": True}}},
         {"controller": {"replicas": 1}},
         {
@@ -291,14 +333,29 @@ def test_default_install_renders_controller_redis_rbac_and_shard_config(
             },
         },
     ],
-    ids=["defaults", "shards5", "redis-url", "redis-secret", "ray", "monitor", "one", "placement"],
+    ids=[
+        "defaults",
+        "shards5",
+        "redis-url",
+        "redis-secret",
+        "ray-external",
+        "ray-client",
+        "kuberay",
+        "kuberay-37",
+        "monitor",
+        "one",
+        "placement",
+    ],
 )
 def test_every_object_matches_the_kubernetes_schema(
     chart: helm.Chart, values: dict[str, Any]
 ) -> None:
     rendered = render(chart, values)
     errors = [
-        e for o in rendered.objects if o["kind"] != "ServiceMonitor" for e in structural_errors(o)
+        e
+        for o in rendered.objects
+        if o["kind"] not in ("ServiceMonitor", "RayCluster")
+        for e in structural_errors(o)
     ]
     assert errors == []
     for deployment in rendered.of_kind("Deployment"):
@@ -345,6 +402,12 @@ def test_names_stay_valid_with_the_longest_release_name(chart: helm.Chart) -> No
             {"kind": "PodDisruptionBudget", "apiVersion": "policy/v1beta1",
              "metadata": {"name": "p"}},
             "apiVersion",
+        ),
+        (
+            {"kind": "PodDisruptionBudget", "apiVersion": "policy/v1", "metadata": {"name": "p"},
+             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"a": "b"}},
+                      "unhealthyPodEvictionPolicy": 3}},
+            "unhealthyPodEvictionPolicy: 3 is not of type",
         ),
     ],
 )  # fmt: skip
@@ -403,12 +466,34 @@ def test_every_ray_process_gets_the_ray_environment(chart: helm.Chart) -> None:
     assert {k: env[k].get("value") for k in RAY_ENV} == RAY_ENV
 
 
-def test_ray_address_is_passed_only_when_set(
+def test_ray_address_and_node_follow_the_mode(
     chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert run_params(render(chart), monkeypatch)["ray_address"] is None
-    rendered = render(chart, {"ray": {"address": "ray-head.ray:6379"}})
-    assert run_params(rendered, monkeypatch)["ray_address"] == "ray-head.ray:6379"
+    from virtrigaud.ray_connect import mode_for
+
+    def connection(values: dict[str, Any]) -> tuple[str | None, str | None, str]:
+        params = run_params(render(chart, values), monkeypatch)
+        address, node_ip = params["ray_address"], params["ray_node_ip"]
+        return address, node_ip, mode_for(address, node_ip)
+
+    assert connection({}) == (None, None, "embedded")
+    assert connection(EXTERNAL) == ("ray-head.ray:6379", POD_IP, "node")
+    client = {"ray": {"mode": "external", "address": "ray://ray-head.ray:10001"}}
+    assert connection(client) == ("ray://ray-head.ray:10001", None, "client")
+    head = f"{RAY_CLUSTER}-head-svc.{NAMESPACE}.svc:6379"
+    assert connection(KUBERAY) == (head, POD_IP, "node")
+    env = render(chart, KUBERAY).env()
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert "POD_IP" not in render(chart).env()
+
+
+def test_shard_memory_is_reserved_only_on_a_ray_cluster(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = with_value(KUBERAY, ("ray", "shardMemoryMB"), 700)
+    assert run_params(render(chart, values), monkeypatch)["shard_memory_mb"] == 700
+    # Embedded: the pod's limit bounds the private Ray; nothing is reserved (run.py).
+    assert not any(a.startswith("--shard-memory-mb") for a in render(chart).args)
 
 
 def test_bundled_redis_is_the_default_bucket_store(
@@ -492,7 +577,12 @@ def test_changing_the_shard_count_does_not_restart_the_controller(
         ({"controller": {"leaderElection": {"leaseDuration": "15s"}}}, "leaseDuration"),
         ({"controller": {"logLevel": "verbose"}}, "logLevel"),
         ({"redis": {"url": "redis.example:6379"}}, "/redis/url"),
-        ({"ray": {"address": "ray://head:10001"}}, "/ray/address"),
+        ({"ray": {"mode": "cluster"}}, "/ray/mode"),
+        ({"ray": {"mode": "external"}}, "address"),
+        ({"ray": {"mode": "external", "address": "ray-head"}}, "/ray/address"),
+        ({"ray": {"mode": "external", "address": "http://head:8265"}}, "/ray/address"),
+        ({"ray": {"mode": "embedded", "address": "head:6379"}}, "/ray/address"),
+        ({"ray": {"mode": "kuberay", "shardsPerWorker": 0}}, "/ray/shardsPerWorker"),
         ({"metrics": {"port": 0}}, "/metrics/port"),
     ],
 )
@@ -502,6 +592,31 @@ def test_values_the_controller_would_refuse_fail_at_install(
     with pytest.raises(helm.HelmValuesError) as err:
         render_raw(chart, values)
     assert where in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "address", ["ray-head.ray:6379", "10.0.0.5:6379", "[fd00::5]:6379", "ray://ray-head:10001"]
+)
+def test_every_address_the_controller_accepts_installs(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    from virtrigaud.ray_connect import mode_for
+
+    rendered = render(chart, {"ray": {"mode": "external", "address": address}})
+    params = run_params(rendered, monkeypatch)
+    assert params["ray_address"] == address
+    assert mode_for(address, params["ray_node_ip"]) in ("node", "client")
+
+
+def test_kuberay_without_a_redis_address_fails_with_the_fix(chart: helm.Chart) -> None:
+    for values in (
+        {**KUBERAY, "redis": {"bundled": {"enabled": False}}},
+        {**KUBERAY, "redis": {"urlSecret": {"name": "redis-creds"}}},
+        {**KUBERAY, "redis": {"url": "unix:///run/redis.sock"}},
+    ):
+        with pytest.raises(helm.HelmError) as err:
+            render_raw(chart, values)
+        assert "GCS fault tolerance" in str(err.value) and "redis.url" in str(err.value)
 
 
 # --- tests: RBAC -----------------------------------------------------------------------
@@ -673,10 +788,12 @@ def mutated(value: Any, path: tuple[str, ...]) -> Any:
         return {
             "logLevel": "warning",
             "pullPolicy": "Always",
-            "address": "ray-head.ray:6379",
+            "address": "ray-head.other:6379",
             "url": "redis://other:6379/0",
             "interval": "45s",
             "name": "redis-creds",
+            "mode": "kuberay",
+            "version": "2.61.0",
         }.get(path[-1], value + "x" if value else "x")
     if isinstance(value, list):
         return [*value, {"key": "k", "operator": "Exists"} if path[-1] == "tolerations" else "--x"]
@@ -690,25 +807,32 @@ CONTEXTS: list[dict[str, Any]] = [
     {},
     {"metrics": {"serviceMonitor": {"enabled": True}}},
     {"redis": {"urlSecret": {"name": "redis-creds"}}},
+    KUBERAY,
+    EXTERNAL,
 ]
 
 
 def inert_values(
     chart: helm.Chart, defaults: dict[str, Any], contexts: list[dict[str, Any]]
 ) -> list[str]:
-    """Values whose change leaves the rendered chart the same in every context."""
+    """Values whose change leaves the rendered chart the same in every context where the
+    change is valid (an address is valid only in external mode, for instance)."""
     inert = []
     for path, value in leaf_paths(defaults):
         changed = False
+        rejected: list[str] = []
         for context in contexts:
+            before = render_raw(chart, context)
             try:
-                before = render_raw(chart, context)
                 after = render_raw(chart, with_value(context, path, mutated(value, path)))
-            except helm.HelmValuesError as e:
-                raise AssertionError(f"{'.'.join(path)}: mutation rejected: {e}") from e
+            except helm.HelmError as e:
+                rejected.append(str(e))
+                continue
             if before != after:
                 changed = True
                 break
+        if len(rejected) == len(contexts):
+            raise AssertionError(f"{'.'.join(path)}: mutation rejected everywhere: {rejected[0]}")
         if not changed:
             inert.append(".".join(path))
     return inert
@@ -770,14 +894,18 @@ def test_probes_check_the_endpoint_the_controller_serves(chart: helm.Chart) -> N
 
 
 def test_image_user_and_entrypoint_match_the_chart(chart: helm.Chart) -> None:
-    dockerfile = (REPO / "Dockerfile").read_text()
-    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
-    user = re.search(r"^USER (\d+):(\d+)$", final_stage, re.M)
-    assert user, "the final stage must run as a numeric non-root user"
+    # image/build.sh makes the image (tests/image checks the built config against it).
+    build = (REPO / "image" / "build.sh").read_text()
+    user = re.search(r"^IMAGE_USER=(\d+)$", build, re.M)
+    assert user, "image/build.sh must set a numeric IMAGE_USER"
     psc = chart.values["podSecurityContext"]
-    assert (int(user[1]), int(user[2])) == (psc["runAsUser"], psc["runAsGroup"])
-    assert re.search(r'^ENTRYPOINT \["virtrigaud"\]$', final_stage, re.M)
-    assert re.search(r'^CMD \["run"\]$', final_stage, re.M)
+    assert (int(user[1]), int(user[1])) == (psc["runAsUser"], psc["runAsGroup"])
+    assert (
+        "--config.entrypoint /usr/bin/tini --config.entrypoint -- --config.entrypoint virtrigaud"
+        in build
+    )
+    assert "--config.cmd run" in build
+    # The chart's args replace the image's Cmd, so they start with the subcommand.
     assert render(chart).args[0] == "run"
 
 
@@ -793,8 +921,8 @@ def test_ray_loopback_env_only_with_a_private_ray(chart: helm.Chart) -> None:
         return {e["name"] for e in render(chart, values).container["env"]}
 
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" in env_names({})
-    remote = {"ray": {"address": "ray-head.ray.svc:6379"}}
-    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in env_names(remote)
+    for values in (EXTERNAL, KUBERAY):
+        assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in env_names(values)
 
 
 # --- tests: against the dev stack's API server ----------------------------------------
@@ -910,3 +1038,218 @@ async def test_leader_reads_the_shard_count_the_chart_installs(
     cm = yaml.safe_load(rendered["virtrigaud/templates/configmap.yaml"])
     await server_apply(kube, CONFIG_MAPS, cm, dry_run=False)
     assert await read_shard_count(kube, release_namespace) == 8
+
+
+# --- tests: ray.mode kuberay -----------------------------------------------------------
+
+
+def ray_cluster(rendered: Rendered) -> dict[str, Any]:
+    return rendered.one("RayCluster", RAY_CLUSTER)
+
+
+def worker_group(rendered: Rendered) -> dict[str, Any]:
+    groups = ray_cluster(rendered)["spec"]["workerGroupSpecs"]
+    assert len(groups) == 1
+    group: dict[str, Any] = groups[0]
+    return group
+
+
+def test_only_kuberay_mode_renders_a_ray_cluster(chart: helm.Chart) -> None:
+    assert render(chart).of_kind("RayCluster") == []
+    assert render(chart, EXTERNAL).of_kind("RayCluster") == []
+    cluster = ray_cluster(render(chart, KUBERAY))
+    assert cluster["apiVersion"] == "ray.io/v1"
+    assert cluster["spec"]["enableInTreeAutoscaling"] is False
+
+
+def test_kuberay_head_offers_no_cpus_and_keeps_its_state_in_the_charts_redis(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart, KUBERAY)
+    spec = ray_cluster(rendered)["spec"]
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert SHARD_RESOURCE not in head["rayStartParams"].get("resources", "")
+    redis_service = rendered.one("Service", f"{FULLNAME}-redis")
+    port = redis_service["spec"]["ports"][0]["port"]
+    assert spec["gcsFaultToleranceOptions"] == {"redisAddress": f"{FULLNAME}-redis:{port}"}
+    # The controller reaches the head through the Service KubeRay creates for it.
+    assert run_params(rendered, monkeypatch)["ray_address"].startswith(
+        f"{ray_cluster(rendered)['metadata']['name']}-head-svc."
+    )
+    external = render(chart, {**KUBERAY, "redis": {"url": "redis://:pw@redis.example:6380/3"}})
+    assert ray_cluster(external)["spec"]["gcsFaultToleranceOptions"] == {
+        "redisAddress": "redis.example:6380"
+    }
+
+
+@pytest.mark.parametrize(
+    ("shards", "per_worker", "spare"), [(1, 4, 1), (3, 4, 1), (4, 4, 1), (9, 4, 0), (256, 8, 2)]
+)
+def test_kuberay_workers_follow_the_shard_count(
+    chart: helm.Chart, shards: int, per_worker: int, spare: int
+) -> None:
+    values = {
+        "shards": shards,
+        "ray": {"mode": "kuberay", "shardsPerWorker": per_worker, "spareWorkers": spare},
+    }
+    group = worker_group(render(chart, values))
+    pods = math.ceil(shards / per_worker) + spare
+    assert (group["replicas"], group["minReplicas"], group["maxReplicas"]) == (pods, pods, pods)
+    # Each pod offers room for shardsPerWorker shards: together at least `shards`, and a
+    # lost pod's shards fit on the spares.
+    offered = yaml.safe_load(json_unquote(group["rayStartParams"]["resources"]))
+    assert offered == {SHARD_RESOURCE: per_worker}
+    assert pods * per_worker >= shards
+    assert (pods - 1) * per_worker >= shards or spare == 0
+
+
+def json_unquote(value: str) -> str:
+    """rayStartParams values go through a shell: '"{\\"a\\": 1}"' is {"a": 1} there."""
+    return str(subprocess.run(["bash", "-c", f"printf %s {value}"], capture_output=True,
+                              text=True, check=True).stdout)  # fmt: skip
+
+
+def test_kuberay_worker_pods_are_sized_from_their_shards(chart: helm.Chart) -> None:
+    values = {
+        "ray": {
+            "mode": "kuberay",
+            "shardsPerWorker": 6,
+            "shardMemoryMB": 400,
+            "worker": {"baseMemoryMB": 800, "cpuPerShardMillis": 250},
+        }
+    }
+    pod = worker_group(render(chart, values))["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "1500m", "memory": f"{6 * 400 + 800}Mi"},
+        "limits": {"memory": f"{6 * 400 + 800}Mi"},
+    }
+
+
+def test_kuberay_pods_run_the_project_image_with_the_charts_service_account(
+    chart: helm.Chart,
+) -> None:
+    rendered = render(chart, KUBERAY)
+    spec = ray_cluster(rendered)["spec"]
+    for pod in (
+        spec["headGroupSpec"]["template"]["spec"],
+        worker_group(rendered)["template"]["spec"],
+    ):
+        assert pod["serviceAccountName"] == FULLNAME
+        (container,) = pod["containers"]
+        assert container["image"] == rendered.container["image"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["RAY_USAGE_STATS_ENABLED"] == "0"
+    # Shards call the API with the worker pod's token.
+    assert worker_group(rendered)["template"]["spec"]["automountServiceAccountToken"] is True
+
+
+def test_kuberay_workers_spread_over_machines_and_drain_one_at_a_time(chart: helm.Chart) -> None:
+    rendered = render(chart, KUBERAY)
+    pod = worker_group(rendered)["template"]
+    (spread,) = pod["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    pdb = rendered.one("PodDisruptionBudget", f"{RAY_CLUSTER}-workers")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    head_labels = ray_cluster(rendered)["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert not pdb["spec"]["selector"]["matchLabels"].items() <= head_labels.items()
+    controller_labels = rendered.controller["spec"]["template"]["metadata"]["labels"]
+    assert not pdb["spec"]["selector"]["matchLabels"].items() <= controller_labels.items()
+    assert render(chart).of_kind("PodDisruptionBudget") == [render(chart).one(
+        "PodDisruptionBudget", FULLNAME)]  # fmt: skip
+
+
+def test_kuberay_resize_changes_only_the_worker_count(chart: helm.Chart) -> None:
+    """`helm upgrade --set shards=N` in kuberay mode: KubeRay adds worker pods; the
+    controller pods and the head stay as they are (no restart)."""
+    small = render(chart, {**KUBERAY, "shards": 4})
+    large = render(chart, {**KUBERAY, "shards": 17})
+    assert small.controller == large.controller
+    assert (
+        ray_cluster(small)["spec"]["headGroupSpec"] == ray_cluster(large)["spec"]["headGroupSpec"]
+    )
+    assert worker_group(small)["template"] == worker_group(large)["template"]
+    assert worker_group(small)["replicas"] < worker_group(large)["replicas"]
+
+
+def test_kuberay_names_stay_valid_with_the_longest_release_name(chart: helm.Chart) -> None:
+    release = "a" * 53
+    cluster = render(chart, KUBERAY, release).of_kind("RayCluster")[0]
+    head_service = f"{cluster['metadata']['name']}-head-svc"
+    assert DNS_LABEL.match(head_service) and len(head_service) <= 63, head_service
+
+
+# --- tests: the RayCluster against KubeRay's own CRD -----------------------------------
+
+
+def kubectl_dry_run(kubeconfig: str, manifest: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [KUBECTL, "--kubeconfig", kubeconfig, "apply", "--dry-run=server",
+         "--validate=strict", "-f", "-"],
+        input=manifest, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def kuberay_crd(kubeconfig: str) -> str:
+    """KubeRay's RayCluster CRD, served by the dev stack's API server."""
+    if not KUBERAY_CRD.exists():
+        pytest.skip(f"KubeRay's CRD is not here ({KUBERAY_CRD}): ../shared is absent")
+    done = subprocess.run(
+        [KUBECTL, "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", str(KUBERAY_CRD)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # `kubectl wait` fails on a CRD whose status has no conditions yet: poll instead.
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + 60
+    while True:
+        got = subprocess.run(
+            [KUBECTL, "--kubeconfig", kubeconfig, "get", "crd/rayclusters.ray.io",
+             "-o", f"jsonpath={established}"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        if got.stdout.strip() == "True":
+            return kubeconfig
+        assert time.monotonic() < deadline, f"KubeRay's CRD not established: {got.stderr}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("values", [KUBERAY, {**KUBERAY, "shards": 37}], ids=["3", "37"])
+async def test_ray_cluster_is_valid_for_kuberays_crd(
+    chart: helm.Chart, kuberay_crd: str, release_namespace: str, values: dict[str, Any]
+) -> None:
+    rendered = chart.render(values, name=RELEASE, namespace=release_namespace)
+    manifest = rendered["virtrigaud/templates/raycluster.yaml"]
+    assert "kind: RayCluster" in manifest
+    done = kubectl_dry_run(kuberay_crd, manifest)
+    assert done.returncode == 0, done.stderr
+    assert "created (server dry run)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda c: c["spec"]["workerGroupSpecs"][0].pop("groupName"), "groupName"),
+        (lambda c: c["spec"]["workerGroupSpecs"][0].update(replicas="four"), "replicas"),
+        (lambda c: c["spec"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}),
+         "num-cpus"),
+        (lambda c: c["spec"].update(shardsPerWorker=4), "shardsPerWorker"),
+    ],
+)  # fmt: skip
+async def test_kuberays_crd_rejects_a_malformed_ray_cluster(
+    chart: helm.Chart, kuberay_crd: str, release_namespace: str, edit: Any, problem: str
+) -> None:
+    """The dry run above can fail: the served CRD refuses what KubeRay would not take."""
+    rendered = chart.render(KUBERAY, name=RELEASE, namespace=release_namespace)
+    cluster = yaml.safe_load(rendered["virtrigaud/templates/raycluster.yaml"])
+    edit(cluster)
+    done = kubectl_dry_run(kuberay_crd, yaml.safe_dump(cluster))
+    assert done.returncode != 0, done.stdout
+    assert problem in done.stderr, done.stderr

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(int(SMOKE_BUDGET_S) + 120)]
 def test_smoke_scenario_converges_hands_over_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "smoke"
     report = run_scenario(
-        scenarios.load("smoke"), Options(scenario="smoke", out=out, progress=False)
+        scenarios.by_name("smoke"), Options(scenario="smoke", out=out, progress=False)
     )
 
     written = json.loads((out / "report.json").read_text())

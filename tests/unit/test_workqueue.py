@@ -457,3 +457,58 @@ async def test_metrics_track_adds_depth_waits_and_work() -> None:
     assert sample("virtrigaud_workqueue_longest_running_processor_seconds", name) == 0
     q.add_rate_limited("c")
     assert sample("virtrigaud_workqueue_retries_total", name) == 1
+
+
+# -- per-item waits ------------------------------------------------------------------------
+
+
+async def test_handed_tells_each_keys_exact_wait_and_lane() -> None:
+    clock = ManualClock()
+    q: WorkQueue[str] = WorkQueue(qname(), clock=clock)
+    q.add("new")
+    clock.advance(2.5)
+    q.add_after("requeue", 1.0)
+    clock.advance(1.0)  # the requeue fires: urgent lane, waited 0 s so far
+    clock.advance(0.25)
+    assert await take(q) == "requeue"
+    assert q.handed("requeue") == (0.25, True)
+    assert await take(q) == "new"
+    assert q.handed("new") == (3.75, False)
+    q.done("requeue")
+    assert q.handed("requeue") is None
+
+
+async def test_pending_wait_counts_from_the_first_add_and_ends_with_get() -> None:
+    clock = ManualClock()
+    q: WorkQueue[str] = WorkQueue(qname(), clock=clock)
+    assert q.pending_wait("a") is None
+    q.add("a")
+    clock.advance(1.0)
+    q.add("a")  # already queued: the first add's time stays
+    clock.advance(0.5)
+    assert q.pending_wait("a") == 1.5
+    await take(q)
+    assert q.pending_wait("a") is None
+    q.add("a")  # dirty while processing: pending again
+    clock.advance(0.2)
+    assert q.pending_wait("a") == pytest.approx(0.2)
+
+
+async def test_an_add_that_already_waited_elsewhere_keeps_that_wait() -> None:
+    clock = ManualClock()
+    q: WorkQueue[str] = WorkQueue(qname(), clock=clock)
+    q.add("moved", waited=4.0)
+    clock.advance(1.0)
+    await take(q)
+    assert q.handed("moved") == (5.0, False)
+
+
+async def test_delays_list_when_each_delayed_add_is_due() -> None:
+    clock = ManualClock()
+    q: WorkQueue[str] = WorkQueue(qname(), clock=clock)
+    q.add_after("a", 30.0)
+    q.add_after("b", 5.0)
+    clock.advance(2.0)
+    assert sorted(q.delays()) == [3.0, 28.0]
+    clock.advance(3.0)
+    assert q.delays() == [25.0]

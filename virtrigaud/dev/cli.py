@@ -99,6 +99,21 @@ def up(
             "(a private CA and certificates in STATE_DIR/pki)."
         ),
     ] = False,
+    ray_nodes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=16,
+            help="Ray worker nodes: 0 runs one node; N starts a head with no CPUs plus N "
+            "worker nodes on loopback addresses of their own, which host the shards.",
+        ),
+    ] = 0,
+    ray_shards_per_node: Annotated[
+        int, typer.Option(min=1, help="Shard actors each Ray worker node may host.")
+    ] = 4,
+    ray_node_memory_mb: Annotated[
+        int, typer.Option(min=64, help="Memory (MiB) each Ray worker node offers to actors.")
+    ] = 2048,
 ) -> None:
     """Start the parts that are not running yet and print where they are."""
     config = StackConfig(
@@ -112,7 +127,12 @@ def up(
             clusters=vcsim_clusters, hosts_per_cluster=vcsim_hosts, vms_per_pool=vcsim_vms
         ),
         proxmox=ProxmoxOptions(nodes=pve_nodes, time_scale=pve_time_scale),
-        ray=RayOptions(num_cpus=ray_cpus),
+        ray=RayOptions(
+            num_cpus=ray_cpus,
+            worker_nodes=ray_nodes,
+            shards_per_node=ray_shards_per_node,
+            node_memory_mb=ray_node_memory_mb,
+        ),
     )
     stack = DevStack(state_dir, config)
     began = time.monotonic()
@@ -157,6 +177,13 @@ def _print_summary(info: StackInfo, wanted: list[str], before: set[str]) -> None
         started = "running" if name in before else f"{part.start_seconds:.2f}"
         table.add_row(name, part.address, part.version, started)
     console.print(table)
+    if info.ray is not None and len(info.ray.nodes) > 1:
+        nodes = ", ".join(f"{n.name} {n.ip}" for n in info.ray.nodes)
+        console.print(f"ray nodes: {nodes}; state API at {info.ray.dashboard_url}")
+        console.print(
+            f"controllers join from their own node: --ray-node-ip "
+            f"{' | '.join(info.ray.controller_ips)}"
+        )
     if info.kube is not None:
         console.print(f"kubeconfig: {info.kube.kubeconfig}")
         if info.kube.crds:
@@ -231,6 +258,9 @@ def env(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     if info.ray:
         exports["RAY_ADDRESS"] = info.ray.address
         exports.update(info.ray.env)
+        if info.ray.controller_ips:
+            # `virtrigaud run` joins a multi-node cluster as a zero-CPU node of its own.
+            exports["VIRTRIGAUD_RAY_NODE_IP"] = info.ray.controller_ips[0]
     remote = remote_providers_mod.load(stack.state_dir)
     if remote is not None:
         exports["VIRTRIGAUD_PROVIDER_CLIENT_TLS_DIR"] = remote.client_tls_dir

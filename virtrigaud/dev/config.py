@@ -24,7 +24,20 @@ class ProxmoxOptions(BaseModel):
 
 class RayOptions(BaseModel):
     num_cpus: int = 2
+    """CPUs of the single-node head (with worker nodes the head offers none)."""
     object_store_mb: int = 200
+    worker_nodes: int = Field(default=0, ge=0, le=16)
+    """0: one node (the head) runs everything. N: a head with no CPUs plus N worker nodes,
+    each its own `ray start` on its own loopback address, offering the shard resource."""
+    shards_per_node: int = Field(default=4, ge=1)
+    """Shard actors a worker node may host (its `virtrigaud_shard` resource)."""
+    node_memory_mb: int = Field(default=2048, ge=64)
+    """Memory a worker node offers to actors' memory requests (Ray's `memory` resource)."""
+    fast_health_checks: bool = True
+    """Worker nodes only: the GCS declares a dead node dead after ~3 s instead of ~65 s."""
+    node_env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment of the worker nodes (what a pod would have, e.g. in-cluster
+    Kubernetes settings); their actors inherit it."""
 
 
 class StackConfig(BaseModel):

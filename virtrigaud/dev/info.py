@@ -117,12 +117,33 @@ class RedisInfo(PartInfo):
     port: int
 
 
+class RayNode(BaseModel):
+    name: str
+    """head, worker-1, worker-2, ... (also the name of its process record)."""
+    ip: str
+    temp_dir: str
+    resources: dict[str, float] = Field(default_factory=dict)
+
+
 class RayInfo(PartInfo):
     address: str
     """host:port of the GCS, for ray.init(address=...)."""
     temp_dir: str
     env: dict[str, str]
     """Environment a client process needs before ray.init (keeps Ray on loopback)."""
+    nodes: list[RayNode] = Field(default_factory=list)
+    """One per process record, in the same order (the head first)."""
+    dashboard_url: str = ""
+    """http://host:port of the dashboard, for Ray's state API (multi-node clusters)."""
+    controller_ips: list[str] = Field(default_factory=list)
+    """Loopback addresses kept free for controllers that join as nodes of their own
+    (`virtrigaud run --ray-node-ip`); empty for a single-node cluster, which drivers
+    attach to directly."""
+    client_address: str = ""
+    """ray://host:port of the head's Ray Client server."""
+
+    def worker_nodes(self) -> list[tuple[RayNode, ProcessRecord]]:
+        return [(n, p) for n, p in zip(self.nodes, self.processes, strict=True) if n.name != "head"]
 
 
 class StackInfo(BaseModel):

@@ -145,6 +145,14 @@ def stop(rec: ProcessRecord, grace: float = 5.0) -> None:
         )
 
 
+def kill_session(rec: ProcessRecord) -> list[int]:
+    """SIGKILL every process of the record's session at once, as a machine crash would;
+    returns the pids that were signalled (the record stays, `stop` cleans up later)."""
+    members = session_members(rec.pid)
+    _signal_session(rec.pid, signal.SIGKILL)
+    return members
+
+
 def _signal_session(sid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(sid, sig)

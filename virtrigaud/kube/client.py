@@ -7,6 +7,7 @@ keep-alive connection pool per process, no model (de)serialisation on the hot pa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
 import json
@@ -67,6 +68,21 @@ class ApiError(Exception):
         return self.status == 410
 
 
+TOO_MANY_REQUESTS_RETRIES = 10
+
+
+class _TooManyRequests(Exception):
+    """A 429 answer, retried after its Retry-After (capped), like client-go does."""
+
+    def __init__(self, error: ApiError, retry_after: str | None) -> None:
+        self.error = error
+        try:
+            self.retry_after = min(max(float(retry_after or 1), 0.1), 10.0)
+        except ValueError:
+            self.retry_after = 1.0
+        super().__init__(str(error))
+
+
 @dataclass(frozen=True)
 class WatchEvent:
     type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
@@ -77,6 +93,11 @@ class WatchEvent:
         return str(self.object.get("metadata", {}).get("resourceVersion", ""))
 
 
+TOKEN_REREAD_SECONDS = 60.0
+"""How often a token file is read again: the kubelet rotates a pod's projected
+ServiceAccount token (about hourly), and client-go re-reads it every minute too."""
+
+
 @dataclass
 class ClusterConfig:
     server: str
@@ -85,7 +106,16 @@ class ClusterConfig:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    token_file: str | None = None
+    """When set, `token` follows this file (re-read every TOKEN_REREAD_SECONDS)."""
     _tempfiles: list[str] = field(default_factory=list, repr=False)
+    _token_read: float = field(default=0.0, repr=False)
+
+    def bearer_token(self) -> str | None:
+        if self.token_file and time.monotonic() - self._token_read >= TOKEN_REREAD_SECONDS:
+            self.token = Path(self.token_file).read_text().strip()
+            self._token_read = time.monotonic()
+        return self.token
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         if not self.server.startswith("https"):
@@ -136,7 +166,8 @@ def load_kubeconfig(path: str | os.PathLike[str] | None = None) -> ClusterConfig
         cfg.ca_file = cluster["certificate-authority"]
     cfg.token = user.get("token")
     if "token-file" in user:
-        cfg.token = Path(user["token-file"]).read_text().strip()
+        cfg.token_file = user["token-file"]
+        cfg.bearer_token()
     if "client-certificate-data" in user:
         cfg.cert_file = _materialise(user["client-certificate-data"], ".crt", cfg._tempfiles)
     elif "client-certificate" in user:
@@ -148,16 +179,29 @@ def load_kubeconfig(path: str | os.PathLike[str] | None = None) -> ClusterConfig
     return cfg
 
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_DIR_ENV = "VIRTRIGAUD_SERVICEACCOUNT_DIR"
+"""Overrides where the pod's ServiceAccount files are (tests on a machine without pods)."""
+
+
+def service_account_dir() -> Path:
+    return Path(os.environ.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR)
+
+
 def load_in_cluster() -> ClusterConfig:
-    """The service-account configuration a pod gets."""
-    sa = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+    """The service-account configuration a pod gets; the token follows its file."""
+    sa = service_account_dir()
     host = os.environ["KUBERNETES_SERVICE_HOST"]
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    return ClusterConfig(
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 service address
+    cfg = ClusterConfig(
         server=f"https://{host}:{port}",
-        token=(sa / "token").read_text().strip(),
+        token_file=str(sa / "token"),
         ca_file=str(sa / "ca.crt"),
     )
+    cfg.bearer_token()
+    return cfg
 
 
 class KubeClient:
@@ -185,16 +229,17 @@ class KubeClient:
         await self.close()
 
     def _http(self) -> aiohttp.ClientSession:
+        token = self.config.bearer_token()
         if self._session is None or self._session.closed:
             headers = {"Accept": "application/json", "User-Agent": "virtrigaud"}
-            if self.config.token:
-                headers["Authorization"] = f"Bearer {self.config.token}"
             connector = aiohttp.TCPConnector(
                 limit=self._pool_size, ssl=self.config.ssl_context(), keepalive_timeout=60
             )
             self._session = aiohttp.ClientSession(
                 base_url=self.config.server, headers=headers, connector=connector
             )
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
         return self._session
 
     async def close(self) -> None:
@@ -218,11 +263,19 @@ class KubeClient:
             data = json.dumps(body, separators=(",", ":"))
             headers["Content-Type"] = content_type
         clean = {k: _param(v) for k, v in (params or {}).items()}
-        started = time.perf_counter()
-        try:
-            return await self._send(method, path, clean, data, headers, timeout)
-        finally:
-            REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+        for attempt in range(TOO_MANY_REQUESTS_RETRIES + 1):
+            started = time.perf_counter()
+            try:
+                return await self._send(method, path, clean, data, headers, timeout)
+            except _TooManyRequests as e:
+                # What client-go does: the API server asks to come back (its storage is
+                # (re)initializing, or priority and fairness is shedding load).
+                if attempt == TOO_MANY_REQUESTS_RETRIES:
+                    raise e.error from None
+                await asyncio.sleep(e.retry_after)
+            finally:
+                REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+        raise AssertionError("unreachable")
 
     async def _send(
         self,
@@ -243,6 +296,10 @@ class KubeClient:
         ) as resp:
             text = await resp.text()
             payload: Any = json.loads(text) if text else {}
+            if resp.status == 429:
+                raise _TooManyRequests(
+                    _api_error(resp.status, payload, text), resp.headers.get("Retry-After")
+                )
             if resp.status >= 400:
                 raise _api_error(resp.status, payload, text)
             return payload if isinstance(payload, dict) else {"items": payload}

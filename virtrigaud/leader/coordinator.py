@@ -1,8 +1,11 @@
-"""The coordinator: while this process leads, route every VirtualMachine to one shard.
+"""The coordinator: while this process leads, route every object to one shard.
 
-It watches VirtualMachines (informer.py), assigns keys to shard actors with the hash ring
-(ring.py), and sends batched messages to the owners. It never calls a hypervisor; per VM
-it keeps the latest object (for handovers), the ring's entry and one `holder` entry.
+It watches every routed kind (routing.py: VirtualMachines and the kinds around them;
+informer.py), places *groups* of objects on shard actors with the hash ring (ring.py; a
+VM and the snapshots, clones and migrations of it form one group, so one shard acts for
+each hypervisor VM), and sends batched messages to the owners. Keys carry their kind
+(``Kind/namespace/name``). It never calls a hypervisor; per object it keeps the latest
+object (for handovers), its group, and one `holder` entry; per group one ring entry.
 
 The protocol between the coordinator and its shards, and why it keeps one owner per key
 whatever order Ray runs the calls in and whatever the network drops, is written down in
@@ -49,11 +52,13 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from virtrigaud.fence import join_stamp
 from virtrigaud.kube.client import KubeClient
-from virtrigaud.kube.resources import VIRTUAL_MACHINES
-from virtrigaud.leader.informer import Informer
+from virtrigaud.kube.keys import ObjectKey, kind_of
+from virtrigaud.kube.resources import SECRETS
+from virtrigaud.leader.informer import Informer, metadata_only
 from virtrigaud.leader.links import LeaseTerms, ShardLink
 from virtrigaud.leader.owners import OwnerRegistry
 from virtrigaud.leader.ring import RingState
+from virtrigaud.leader.routing import DEPENDENCIES, Route, routes_for, secret_of_provider
 from virtrigaud.leader.shard_count import read_shard_count
 from virtrigaud.shards.actor import (
     ACTOR_PREFIX,
@@ -63,7 +68,7 @@ from virtrigaud.shards.actor import (
     shard_name,
     spawn_shard,
 )
-from virtrigaud.shards.runtime import Ack, ShardStats
+from virtrigaud.shards.runtime import MOVED, NEW, ORPHANED, Ack, ShardStats
 
 log = logging.getLogger("virtrigaud.leader.coordinator")
 
@@ -136,6 +141,7 @@ class CoordinatorConfig:
     # renew deadline - lease duration of the election: after a takeover, how long the old
     # leader may have gone on granting leases, relative to the takeover (negative).
     takeover_window: float = -5.0
+    kinds: tuple[str, ...] | None = None  # routed kinds (None: all of routing.ROUTES)
 
 
 @dataclass
@@ -190,7 +196,13 @@ class Coordinator:
         self.dead: dict[str, ShardLink] = {}  # out of the ring: died, restarted or unreachable
         self.leaving: set[str] = set()  # scaled away; handing their keys over
         self.target_count = 0
-        self.informer: Informer | None = None
+        self.informers: dict[str, Informer] = {}
+        self.routes: dict[str, Route] = {r.kind: r for r in routes_for(self.config.kinds)}
+        self.group_of: dict[str, str] = {}  # key -> its group (a ring key)
+        self.members: dict[str, set[str]] = {}  # group -> its keys
+        self._touched: set[str] = set()  # dependencies changed since the last flush
+        self._secret_refs: dict[str, set[str]] = {}  # Secret key -> Providers naming it
+        self._secret_watches: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         self.ready = False
         self.routed = 0
         self.batches = 0
@@ -312,12 +324,18 @@ class Coordinator:
         self.token = max([term, *(s.token + 1 for s in stats.values())])
         TOKEN.set(self.token)
 
-        self.informer = Informer(
-            self.kube, VIRTUAL_MACHINES, self._on_event, namespace=self.config.watch_namespace
-        )
-        self._spawn(self.informer.run(asyncio.Event()), "informer")
-        await self.informer.synced.wait()
-        store = self.informer.store
+        for kind, route in self.routes.items():
+            informer = Informer(
+                self.kube, route.resource, self._on_event, namespace=self.config.watch_namespace
+            )
+            self.informers[kind] = informer
+            self._spawn(informer.run(asyncio.Event()), f"informer-{kind}")
+        await asyncio.gather(*(i.synced.wait() for i in self.informers.values()))
+        keys = 0
+        for informer in self.informers.values():
+            for key, obj in informer.store.items():
+                self._join(key, self._group_for(key, obj))
+                keys += 1
 
         for i, link in links.items():
             st = stats.get(i)
@@ -330,7 +348,7 @@ class Coordinator:
             link.incarnation, link.metrics_port = st.incarnation, st.metrics_port
             self.shards[link.name] = link
         members = [shard_name(i) for i in range(count) if shard_name(i) in self.shards]
-        self.ring = RingState(members, store.keys())
+        self.ring = RingState(members, self.members.keys())
         EPOCH.set(self.ring.epoch)
 
         # Phase 1: every reachable shard obeys us and gives up what we do not assign it.
@@ -365,7 +383,7 @@ class Coordinator:
         self.ready = True
         self._publish_loads()
         for key in self._early:
-            self._on_change(key, store.get(key))
+            self._on_change(key, self._object(key))
         self._early.clear()
         if self.dead:
             self._kick.set()
@@ -374,25 +392,23 @@ class Coordinator:
             extra={
                 "token": self.token,
                 "shards": len(members),
-                "keys": len(store),
+                "keys": keys,
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
 
     async def _accept_initial(self, members: list[str], kept: dict[str, set[str]]) -> None:
-        assert self.informer is not None
-        store = self.informer.store
         sends = []
         for name in members:
             link = self.shards.get(name)
             if link is None:
                 continue
-            keys = sorted(self.ring.keys_of(name))
+            keys = self._keys_of(name)
             held = kept.get(name, set())
             for chunk in _chunks(keys, self.config.move_chunk):
                 for k in chunk:
                     self.holder[k] = name
-                items = [(k, store.get(k)) for k in chunk]
+                items = [(k, self._object(k)) for k in chunk]
                 fresh = [k for k in chunk if k not in held]
                 sends.append(self._send_accept(link, self._stamp(link), items, fresh))
         await asyncio.gather(*sends)
@@ -461,7 +477,7 @@ class Coordinator:
         """Phase 1 of leading; the keys each shard really kept."""
         names = list(self.shards)
         results = await asyncio.gather(
-            *(self._retain(self.shards[n], set(self.ring.keys_of(n))) for n in names)
+            *(self._retain(self.shards[n], set(self._keys_of(n))) for n in names)
         )
         kept: dict[str, set[str]] = {}
         for name, held in zip(names, results, strict=True):
@@ -578,6 +594,11 @@ class Coordinator:
 
     def _on_event(self, kind: str, key: str, obj: JSON) -> None:
         EVENTS.labels(kind).inc()
+        object_kind = kind_of(key)
+        if object_kind in DEPENDENCIES:
+            self._touched.add(key)
+            if object_kind == "Provider":
+                self._track_secret(key, None if kind == "DELETED" else obj)
         if not self.ready:
             self._early.add(key)
             return
@@ -587,20 +608,29 @@ class Coordinator:
     def _on_change(self, key: str, obj: JSON | None) -> None:
         """React to key's object now being obj (None: it is gone)."""
         if obj is None:
-            if key in self.ring:
-                self._unsettle(self.ring.remove_key(key).items)
+            if key in self.group_of:
+                self._leave(key)
             if key in self.holder or key in self.moving:
                 self._mark(key)
             return
-        if key not in self.ring:
-            moves = self.ring.add_key(key)
-            owner = self.ring.owner(key)
+        group = self._group_for(key, obj)
+        old = self.group_of.get(key)
+        if old is None:
+            self._join(key, group)
+            owner = self.ring.owner(group)
             if key in self.holder or key in self.moving:
                 self._mark(key)  # re-created while the old copy is still held
-            elif owner is not None:
+            elif owner is not None and not self._group_elsewhere(group, owner, key):
                 self.holder[key] = owner
                 self._buffer(self._accepts[owner], key, obj)
-            self._unsettle(moves.items)
+            else:
+                self._mark(key)  # its group is moving: it moves with it
+            return
+        if old != group:
+            # It now acts on another VM: it follows that VM's group.
+            self._leave(key)
+            self._join(key, group)
+            self._mark(key)
             return
         if key in self.moving or key in self.unsettled:
             return  # the accept at the end of the move carries the newest object
@@ -609,6 +639,55 @@ class Coordinator:
             self._mark(key)
             return
         self._buffer(self._delivers[holder], key, obj)
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def _group_for(self, key: str, obj: JSON) -> str:
+        route = self.routes.get(kind_of(key))
+        if route is None:
+            return key
+        return route.affinity(ObjectKey.parse(key), obj)
+
+    def _join(self, key: str, group: str) -> None:
+        self.group_of[key] = group
+        keys = self.members.setdefault(group, set())
+        keys.add(key)
+        if len(keys) == 1 and self.ready:
+            self._unsettle(self.ring.add_key(group).items)
+
+    def _leave(self, key: str) -> None:
+        group = self.group_of.pop(key)
+        keys = self.members.get(group)
+        if keys is None:
+            return
+        keys.discard(key)
+        if not keys:
+            del self.members[group]
+            if group in self.ring:
+                self._unsettle(self.ring.remove_key(group).items)
+
+    def _owner(self, key: str) -> str | None:
+        """The shard `key` belongs on now (None: the object is gone)."""
+        group = self.group_of.get(key)
+        return self.ring.owner(group) if group is not None else None
+
+    def _keys_of(self, shard: str) -> list[str]:
+        return sorted(k for g in self.ring.keys_of(shard) for k in self.members.get(g, ()))
+
+    def _group_elsewhere(self, group: str, target: str, key: str) -> bool:
+        """True if another key of `group` is held by, or moving from, a shard other than
+        `target`: `key` must wait so the group never acts from two shards."""
+        for other in self.members.get(group, ()):
+            if other == key:
+                continue
+            holder = self.holder.get(other)
+            if (holder is not None and holder != target) or other in self.moving:
+                return True
+        return False
+
+    def _object(self, key: str) -> JSON | None:
+        informer = self.informers.get(kind_of(key))
+        return informer.store.get(key) if informer is not None else None
 
     def _buffer(self, target: dict[str, Any], key: str, obj: JSON) -> None:
         if key not in target:
@@ -623,8 +702,9 @@ class Coordinator:
         self._kick.set()
 
     def _unsettle(self, moves: Iterable[Any]) -> None:
-        for move in moves:
-            self._mark(move.key)
+        for move in moves:  # a move is a group's: every key of it is unsettled
+            for key in self.members.get(move.key, (move.key,)):
+                self._mark(key)
 
     def _kick_at(self, when: float) -> None:
         delay = max(0.0, when - time.monotonic()) + 0.01
@@ -648,6 +728,54 @@ class Coordinator:
             outgoing = self._take_buffers()
             if outgoing:
                 await self._send_all(outgoing)
+            if self._touched and self.ready:
+                await self._broadcast_touched()
+
+    async def _broadcast_touched(self) -> None:
+        """Tell every shard which dependencies changed; each looks again at the keys
+        whose last pass read one. A lost notice only delays that to the key's next look."""
+        changed, self._touched = sorted(self._touched), set()
+        links = list(self.shards.values())
+        results = await asyncio.gather(
+            *(
+                link.call("touch", self.token, link.incarnation, changed, timeout=CALL_TIMEOUT)
+                for link in links
+            ),
+            return_exceptions=True,
+        )
+        BATCHES.labels("touch").inc(len(links))
+        for link, result in zip(links, results, strict=True):
+            if isinstance(result, Ack):
+                self._accepted(link, result)
+            elif isinstance(result, BaseException):
+                log.info("touch: %s did not answer (%s)", link.name, result)
+
+    # -- Secrets of Providers --------------------------------------------------------------
+
+    def _track_secret(self, provider: str, obj: JSON | None) -> None:
+        """Keep a watch on the namespaces of the Secrets Providers name, so a changed
+        Secret reaches the shards like a changed Provider (only metadata is kept)."""
+        for refs in self._secret_refs.values():
+            refs.discard(provider)
+        if obj is not None and (ref := secret_of_provider(obj)) is not None:
+            self._secret_refs.setdefault(f"Secret/{ref[0]}/{ref[1]}", set()).add(provider)
+        self._secret_refs = {k: v for k, v in self._secret_refs.items() if v}
+        wanted = {key.split("/", 2)[1] for key in self._secret_refs}
+        for namespace in wanted - set(self._secret_watches):
+            stop = asyncio.Event()
+            informer = Informer(
+                self.kube, SECRETS, self._on_secret, namespace=namespace, slim=metadata_only
+            )
+            task = self._spawn(informer.run(stop), f"secrets-{namespace}")
+            self._secret_watches[namespace] = (stop, task)
+        for namespace in set(self._secret_watches) - wanted:
+            stop, task = self._secret_watches.pop(namespace)
+            stop.set()
+            task.cancel()
+
+    def _on_secret(self, kind: str, key: str, obj: JSON) -> None:
+        if key in self._secret_refs:
+            self._touched.add(key)
 
     def _take_buffers(self) -> list[_Outgoing]:
         """Everything buffered, stamped now (so before any later decision about the same
@@ -690,15 +818,18 @@ class Coordinator:
         stamp: tuple[int, int],
         items: list[tuple[str, Any]],
         new_holder: list[str],
+        *,
+        moved: int = NEW,
     ) -> bool:
         """Accept `items` on `link`; keys in `new_holder` come from another shard (or none),
-        so the owner registry learns the new stamp first."""
+        so the owner registry learns the new stamp first. `moved`: work under way
+        elsewhere, which the shard takes up ahead of new work."""
         if new_holder:
             await self.owners.record(new_holder, stamp[0])
-        return await self._send(link, "accept", stamp, items)
+        return await self._send(link, "accept", stamp, items, moved)
 
     async def _send(
-        self, link: ShardLink, method: str, stamp: tuple[int, int], items: list[Any]
+        self, link: ShardLink, method: str, stamp: tuple[int, int], items: list[Any], *extra: Any
     ) -> bool:
         try:
             ack: Ack = await link.call(
@@ -707,6 +838,7 @@ class Coordinator:
                 link.incarnation,
                 stamp[0],
                 items,
+                *extra,
                 held=stamp[1],
                 timeout=CALL_TIMEOUT,
             )
@@ -734,17 +866,12 @@ class Coordinator:
         """Accept again, with a fresh stamp, what `link` holds and still owns."""
         try:
             await asyncio.sleep(1.0)
-            assert self.informer is not None
-            store = self.informer.store
             if self.shards.get(link.name) is not link:
                 return
             items = [
-                (key, store[key])
+                (key, self._object(key))
                 for key, holder in self.holder.items()
-                if holder == link.name
-                and key not in self.moving
-                and key in store
-                and self.ring.owner(key) == link.name
+                if holder == link.name and key not in self.moving and self._owner(key) == link.name
             ]
             for chunk in _chunks(items, self.config.move_chunk):
                 await self._send(link, "accept", self._stamp(link), chunk)
@@ -760,14 +887,12 @@ class Coordinator:
             self._settle()
 
     def _settle(self) -> None:
-        assert self.informer is not None
         if not self.unsettled:
             return
         # Anything buffered is stamped now, before the releases below.
         outgoing = self._take_buffers()
         if outgoing:
             self._spawn(self._send_all(outgoing), "flush")
-        store = self.informer.store
         now = time.monotonic()
         releases: dict[str, list[str]] = defaultdict(list)
         orphans: dict[str, list[str]] = defaultdict(list)
@@ -777,7 +902,7 @@ class Coordinator:
             if key in self.moving:
                 continue
             self.unsettled.discard(key)
-            desired = self.ring.owner(key) if key in store else None
+            desired = self._owner(key)
             holder = self.holder.get(key)
             if holder == desired:
                 continue
@@ -790,10 +915,15 @@ class Coordinator:
                     continue
                 orphans[holder].append(key)
                 continue
-            self.moving.add(key)
             if holder is None:
+                group = self.group_of.get(key)
+                if group is not None and desired and self._group_elsewhere(group, desired, key):
+                    waiting.append(key)  # the rest of its group is still on another shard
+                    continue
+                self.moving.add(key)
                 direct.append(key)
             else:
+                self.moving.add(key)
                 releases[holder].append(key)
         self.unsettled.update(waiting)
         if direct:
@@ -802,8 +932,24 @@ class Coordinator:
             self.moving.update(keys)
             self._spawn(self._hand_out(holder, keys), f"orphans-{holder}")
         for holder, keys in releases.items():
-            for chunk in _chunks(keys, self.config.move_chunk):
+            for chunk in self._group_chunks(keys):
                 self._spawn(self._release_then_accept(holder, chunk), f"move-{holder}")
+
+    def _group_chunks(self, keys: list[str]) -> list[list[str]]:
+        """`keys` in chunks of about move_chunk that never split a group."""
+        by_group: dict[str, list[str]] = defaultdict(list)
+        for key in keys:
+            by_group[self.group_of.get(key, key)].append(key)
+        chunks: list[list[str]] = []
+        current: list[str] = []
+        for members in by_group.values():
+            if current and len(current) + len(members) > self.config.move_chunk:
+                chunks.append(current)
+                current = []
+            current.extend(members)
+        if current:
+            chunks.append(current)
+        return chunks
 
     async def _hand_out(self, holder: str, keys: list[str]) -> None:
         """Keys of a shard that is out of the ring and surely fenced: no release needed."""
@@ -813,7 +959,7 @@ class Coordinator:
         for key in keys:
             if self.holder.get(key) == holder:
                 del self.holder[key]
-        await self._accept(keys, time.perf_counter())
+        await self._accept(keys, time.perf_counter(), ORPHANED)
 
     async def _release_then_accept(self, holder: str, keys: list[str]) -> None:
         import ray.exceptions
@@ -851,7 +997,10 @@ class Coordinator:
             if not self._accepted(link, ack):
                 self._requeue(pending)
                 return
-            busy = set(ack.busy)
+            # A group moves whole: while one of its keys is still being reconciled, none
+            # of them is accepted elsewhere.
+            busy_groups = {self.group_of.get(k, k) for k in ack.busy}
+            busy = {k for k in pending if self.group_of.get(k, k) in busy_groups}
             done = [k for k in pending if k not in busy]
             for key in done:
                 if self.holder.get(key) == holder:
@@ -873,15 +1022,13 @@ class Coordinator:
             self.moving.discard(key)
             self._mark(key)
 
-    async def _accept(self, keys: list[str], started: float) -> None:
+    async def _accept(self, keys: list[str], started: float, moved: int = MOVED) -> None:
         """Hand released or unheld keys to their owners as of now."""
-        assert self.informer is not None
-        store = self.informer.store
         by_target: dict[str, list[tuple[str, JSON | None]]] = defaultdict(list)
         gone: list[str] = []
         for key in keys:
             self.moving.discard(key)
-            owner = self.ring.owner(key) if key in store else None
+            owner = self._owner(key)
             if owner is None or owner not in self.shards:
                 self.holder.pop(key, None)
                 if owner is not None:
@@ -890,10 +1037,14 @@ class Coordinator:
                     gone.append(key)
                 continue
             self.holder[key] = owner
-            by_target[owner].append((key, store[key]))
+            by_target[owner].append((key, self._object(key)))
         sends: list[Awaitable[Any]] = [
             self._send_accept(
-                self.shards[target], self._stamp(self.shards[target]), items, [k for k, _ in items]
+                self.shards[target],
+                self._stamp(self.shards[target]),
+                items,
+                [k for k, _ in items],
+                moved=moved,
             )
             for target, items in by_target.items()
         ]

@@ -35,10 +35,10 @@ JSON = dict[str, Any]
 EventHandler = Callable[[str, str, JSON], None]
 
 
-def object_key(obj: JSON) -> str:
+def object_key(obj: JSON, kind: str) -> str:
+    """``Kind/namespace/name`` (virtrigaud.kube.keys); cluster-scoped: ``Kind//name``."""
     meta = obj.get("metadata") or {}
-    namespace = meta.get("namespace")
-    return f"{namespace}/{meta['name']}" if namespace else str(meta["name"])
+    return f"{kind}/{meta.get('namespace') or ''}/{meta['name']}"
 
 
 def _slim(obj: JSON) -> JSON:
@@ -46,6 +46,14 @@ def _slim(obj: JSON) -> JSON:
     if isinstance(meta, dict) and "managedFields" in meta:
         meta.pop("managedFields", None)
     return obj
+
+
+def metadata_only(obj: JSON) -> JSON:
+    """Only the metadata (without managedFields): for kinds whose content the leader must
+    not hold, such as Secrets it watches only to notice changes."""
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": meta}
 
 
 class ObjectStore(MutableMapping[str, JSON]):
@@ -90,9 +98,12 @@ class Informer:
         backoff: tuple[float, float] = (0.2, 30.0),
         store: MutableMapping[str, JSON] | None = None,
         resource_version: str | None = None,
+        slim: Callable[[JSON], JSON] = _slim,
     ) -> None:
-        """`store` + `resource_version` resume a previous informer's position."""
+        """`store` + `resource_version` resume a previous informer's position; `slim` is
+        what of each object is kept and handed to the handler."""
         self.kube = kube
+        self._slim = slim
         self.resource = resource
         self.handler = handler
         self.namespace = namespace
@@ -141,7 +152,7 @@ class Informer:
     async def _relist(self) -> None:
         items, rv = await self.kube.list_all(self.resource, self.namespace)
         self.lists += 1
-        fresh = {object_key(o): _slim(o) for o in items}
+        fresh = {object_key(o, self.resource.kind): self._slim(o) for o in items}
         for key, gone in list(self.store.items()):
             if key not in fresh:
                 del self.store[key]
@@ -188,11 +199,12 @@ class Informer:
             if rv:
                 self.resource_version = rv
             return
-        key = object_key(obj)
+        key = object_key(obj, self.resource.kind)
+        obj = self._slim(obj)
         if kind == "DELETED":
             self.store.pop(key, None)
         else:
-            self.store[key] = _slim(obj)
+            self.store[key] = obj
         if rv:
             self.resource_version = rv
         self.handler(kind, key, obj)

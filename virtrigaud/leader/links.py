@@ -31,7 +31,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LeaseTerms:
-    duration: float = 6.0  # the shard's lease per grant, on the shard's clock
+    duration: float = 4.0  # the shard's lease per grant, on the shard's clock
     heartbeat: float = 1.0  # how often the leader renews it
     drift: float = 0.05  # clocks may run this much slower or faster than each other
     margin: float = 0.5  # seconds on top, for scheduling delays in the shard's fence

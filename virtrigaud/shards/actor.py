@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtrigaud.shards.placement import ShardPlacement, placement_options
 from virtrigaud.shards.reconciler import DEFAULT_RESYNC_PERIOD, DEFAULT_SWEEP_PERIOD
 from virtrigaud.shards.runtime import Ack, ShardRuntime, ShardStats
 
@@ -28,7 +29,7 @@ JSON = dict[str, Any]
 
 RAY_NAMESPACE = "virtrigaud"
 ACTOR_PREFIX = "virtrigaud-shard-"
-DEFAULT_RECONCILER = "virtrigaud.shards.vm_reconciler:VMReconciler"
+DEFAULT_RECONCILER = "virtrigaud.controllers.registry:build"
 
 
 def actor_name(index: int) -> str:
@@ -58,6 +59,7 @@ class ShardConfig:
     log_level: str = "INFO"
     shard_count: int = 1
     python_path: tuple[str, ...] = field(default=())
+    placement: ShardPlacement | None = None  # None: any node (see placement.py)
 
 
 def load_factory(path: str) -> Callable[[Any], Any]:
@@ -96,13 +98,13 @@ class ShardActor:
         return self._runtime
 
     async def _build(self) -> ShardRuntime:
-        from virtrigaud.kube.client import KubeClient
         from virtrigaud.kube.events import EventRecorder
         from virtrigaud.metrics_server import serve_metrics
         from virtrigaud.providers.pool import ProviderPool
         from virtrigaud.ratelimit import ActorBucket, RedisBucket
         from virtrigaud.ratelimit.shared import SharedBucket
         from virtrigaud.shards.audit import AuditRecorder
+        from virtrigaud.shards.kube_access import shard_kube_client
         from virtrigaud.shards.reconciler import ShardContext
 
         # The event loop shares the GIL with the session pool's SDK threads (pyvmomi and
@@ -111,7 +113,7 @@ class ShardActor:
         # request is several such resumptions; 1 ms keeps the loop responsive.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._stopped = asyncio.Event()
-        kube = KubeClient.from_kubeconfig(self.config.kubeconfig)
+        kube = shard_kube_client(self.config.kubeconfig)
         limiter: SharedBucket
         if self.config.redis_url:
             limiter = RedisBucket.from_url(
@@ -181,9 +183,14 @@ class ShardActor:
         return ack
 
     async def accept(
-        self, token: int, incarnation: str, stamp: int, items: list[tuple[str, JSON | None]]
+        self,
+        token: int,
+        incarnation: str,
+        stamp: int,
+        items: list[tuple[str, JSON | None]],
+        moved: int = 0,
     ) -> Ack:
-        return (await self._rt()).accept(token, incarnation, stamp, items)
+        return (await self._rt()).accept(token, incarnation, stamp, items, moved)
 
     async def deliver(
         self, token: int, incarnation: str, stamp: int, items: list[tuple[str, JSON]]
@@ -194,6 +201,9 @@ class ShardActor:
         self, token: int, incarnation: str, stamp: int, keys: list[str], wait: float
     ) -> Ack:
         return await (await self._rt()).release(token, incarnation, stamp, keys, wait)
+
+    async def touch(self, token: int, incarnation: str, changed: list[str]) -> Ack:
+        return (await self._rt()).touch(token, incarnation, changed)
 
     async def heartbeat(
         self, token: int, incarnation: str, grant: int, duration: float, floor: int
@@ -211,6 +221,10 @@ class ShardActor:
 
     async def owned_keys(self) -> list[str]:
         return (await self._rt()).owned_keys()
+
+    async def delayed_adds(self) -> list[float]:
+        """Seconds until each delayed add (requeue, retry, periodic resync) is due."""
+        return (await self._rt()).queue.delays()
 
     async def until_stopped(self) -> str:
         """Returns when the shard is stopped; fails at once if the process dies.
@@ -271,6 +285,7 @@ def spawn_shard(index: int, config: ShardConfig) -> Any:
             max_task_retries=0,
             max_concurrency=10_000,
             num_cpus=0,
+            **placement_options(config.placement),
         )
         .remote(index, config)
     )

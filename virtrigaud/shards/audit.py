@@ -19,6 +19,12 @@ closes them. Anything the same incarnation records after its `dead` entry is a *
 event: a shard still acting after its keys were given away (behind a partition, or a
 frozen process that resumed). The checker reports each one; with self-fencing shards
 there are none, and the test that breaks fencing shows they are found.
+
+The stream is also the per-item log of queue waits: a ``start`` carries how long the key
+waited in the workqueue (``w``, seconds) and the lane it came by (``l``: ``urgent`` for a
+requeue, retry or resync whose delay fired, ``direct`` for new work: watch events,
+accepts, sweeps). A key released while an add of it was pending leaves a ``rel`` entry
+with the wait so far, so the new owner's first start completes the key's whole wait.
 """
 
 from __future__ import annotations
@@ -52,10 +58,26 @@ class AuditRecorder:
         url = os.environ.get(AUDIT_ENV)
         return cls(url, shard, incarnation) if url else None
 
-    async def start(self, key: str) -> None:
+    async def start(self, key: str, wait: float | None = None, urgent: bool = False) -> None:
         rid = uuid.uuid4().hex[:12]
         self._open[key] = rid
-        await self._add({"e": "start", "k": key, "r": rid})
+        fields = {"e": "start", "k": key, "r": rid}
+        if wait is not None:
+            fields["w"] = f"{wait:.6f}"
+            fields["l"] = "urgent" if urgent else "direct"
+        await self._add(fields)
+
+    async def released(self, waits: list[tuple[str, float]]) -> None:
+        """Keys given up while an add of them was pending, with the seconds waited so far."""
+        if not waits:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, wait in waits:
+                fields = {"e": "rel", "k": key, "w": f"{wait:.6f}"}
+                fields["s"] = self.shard
+                fields["i"] = self.incarnation
+                pipe.xadd(self.stream, fields)  # type: ignore[arg-type]
+            await pipe.execute()
 
     async def end(self, key: str, outcome: str) -> None:
         rid = self._open.pop(key, "")
@@ -159,6 +181,8 @@ def check(url: str, stream: str = DEFAULT_STREAM) -> AuditReport:
                 for rid in [r for r, iv in intervals.items() if iv.incarnation == entry["i"]]:
                     del intervals[rid]
             continue
+        if event == "rel":
+            continue  # a queue-wait record, not an action on the key
         key = entry["k"]
         if entry.get("i") in dead:
             report.zombies.append((key, entry.get("s", ""), str(event)))

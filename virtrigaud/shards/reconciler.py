@@ -57,7 +57,7 @@ class ShardContext:
     limiter: TokenLimiter  # the shared per-Provider bucket
     providers: ProviderPool  # one pooled session per Provider endpoint in this process
     events: EventRecorder  # Events on objects, aggregated like client-go
-    resync_period: float = DEFAULT_RESYNC_PERIOD  # the runtime jitters it by ±10 %
+    resync_period: float = DEFAULT_RESYNC_PERIOD  # each key on its own slot of it (runtime)
     sweep_period: float = DEFAULT_SWEEP_PERIOD
     audit: MutationAudit | None = None
 
@@ -81,4 +81,13 @@ class Sweeper(Protocol):
     async def sweep(self, keys: Collection[str]) -> set[str]:
         """The keys among ``keys`` (all owned by the shard) that need a pass: their world may
         differ from what the last pass left. Must not mutate anything."""
+        ...
+
+
+@runtime_checkable
+class DependencyAware(Protocol):
+    def dependents(self, changed: Collection[str]) -> set[str]:
+        """Keys whose reconcile read one of the `changed` objects (a Provider, its Secret,
+        a VMClass, ...) in its last pass: they are looked at again now, instead of at their
+        next retry."""
         ...

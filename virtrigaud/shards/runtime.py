@@ -29,6 +29,7 @@ import logging
 import random
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from virtrigaud.shards.ownership import OwnershipTable
 from virtrigaud.shards.reconciler import (
     DEFAULT_RESYNC_PERIOD,
     DEFAULT_SWEEP_PERIOD,
+    DependencyAware,
     Reconciler,
     ReconcileResult,
     Sweeper,
@@ -93,6 +95,9 @@ SWEPT_KEYS = Counter(
 AUDIT_FAILURES = Counter(
     "virtrigaud_shard_audit_failures_total", "Audit records that could not be written", ["shard"]
 )
+
+# How an accepted key is queued (see accept).
+NEW, MOVED, ORPHANED = 0, 1, 2
 
 RELEASE_WAIT = 5.0
 """Default time a release/retain/reset waits for running reconciles before it answers."""
@@ -371,9 +376,16 @@ class ShardRuntime:
         self.lease.forget_requests()
 
     def accept(
-        self, token: int, incarnation: str, stamp: int, items: Iterable[tuple[str, JSON | None]]
+        self,
+        token: int,
+        incarnation: str,
+        stamp: int,
+        items: Iterable[tuple[str, JSON | None]],
+        moved: int = NEW,
     ) -> Ack:
-        """Take ownership of keys (new keys, or keys another shard has released)."""
+        """Take ownership of keys: new keys (`NEW`, queued behind work under way), keys
+        another shard released (`MOVED`, queued with work under way) or keys a lost shard
+        left (`ORPHANED`, first in line: they have waited longest)."""
         reason = self._admit(token, incarnation)
         if reason:
             return self._refusal(reason)
@@ -382,7 +394,7 @@ class ShardRuntime:
         for key, obj in items:
             if self.table.accept(key, stamp, obj):
                 self.queue.accept(key)
-                self.queue.add(key)
+                self.queue.add(key, urgent=moved >= MOVED, first=moved >= ORPHANED)
                 count += 1
         self._stale.inc(self.table.refused - refused)
         self._in.inc(count)
@@ -427,6 +439,20 @@ class ShardRuntime:
         busy = await self._finish_release(waiting, wait)
         return Ack(True, self.token, self.incarnation, len(gone), busy)
 
+    def touch(self, token: int, incarnation: str, changed: list[str]) -> Ack:
+        """Objects others depend on changed (a Provider, a Secret, a VMClass...): queue the
+        owned keys whose last pass read one of them. Changes no ownership."""
+        reason = self._admit(token, incarnation)
+        if reason:
+            return self._refusal(reason)
+        count = 0
+        if isinstance(self.reconciler, DependencyAware):
+            for key in self.reconciler.dependents(changed):
+                if key in self.table:
+                    self.queue.add(key)
+                    count += 1
+        return Ack(True, self.token, self.incarnation, count)
+
     def heartbeat(
         self, token: int, incarnation: str, grant: int, duration: float, floor: int
     ) -> Ack:
@@ -443,11 +469,19 @@ class ShardRuntime:
     async def _finish_release(self, keys: list[str], wait: float) -> tuple[str, ...]:
         # Ownership has ended (synchronously, before this first await): from here on no add
         # of these keys is admitted and the claim of any running reconcile is void.
+        pending = [(k, w) for k in keys if (w := self.queue.pending_wait(k)) is not None]
         waits = {key: self.queue.release(key) for key in keys}
+        if pending and self.audit is not None:
+            # The wait so far goes into the audit, so the key's whole wait is known once
+            # its new owner starts it (the new owner's queue counts from its accept).
+            try:
+                await self.audit.released(pending)
+            except Exception as e:
+                self._audit_failed(e)
         self._owned_gauge.set(len(self.table))
-        pending = [f for f in waits.values() if not f.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=wait)
+        running = [f for f in waits.values() if not f.done()]
+        if running:
+            await asyncio.wait(running, timeout=wait)
             stragglers = [k for k, f in waits.items() if not f.done()]
             for key in stragglers:
                 task = self._running.get(key)
@@ -489,8 +523,8 @@ class ShardRuntime:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _resync_delay(self) -> float:
-        return self.resync_period * random.uniform(0.9, 1.1)
+    def _resync_delay(self, key: str) -> float:
+        return resync_delay(key, self.resync_period, time.time())
 
     async def _sweeps(self) -> None:
         while True:
@@ -535,7 +569,9 @@ class ShardRuntime:
                 if key not in self.table:
                     continue
                 if not self.lease.valid():
-                    self.queue.add(key)  # dirty while processing: queued again on done
+                    # Dirty while processing: queued again on done, keeping its wait.
+                    handed = self.queue.handed(key)
+                    self.queue.add(key, waited=handed[0] if handed else 0.0)
                     continue
                 await self._reconcile(key)
             except asyncio.CancelledError:
@@ -598,7 +634,7 @@ class ShardRuntime:
                 self.queue.add_after(key, max(0.0, result.requeue_after))
             else:
                 self._ok.inc()
-                self.queue.add_after(key, self._resync_delay())
+                self.queue.add_after(key, self._resync_delay(key))
         finally:
             self._running.pop(key, None)
             self._reconciles += 1
@@ -610,8 +646,12 @@ class ShardRuntime:
     async def _audit_start(self, key: str) -> None:
         if self.audit is None:
             return
+        handed = self.queue.handed(key)
         try:
-            await self.audit.start(key)
+            if handed is None:
+                await self.audit.start(key)
+            else:
+                await self.audit.start(key, handed[0], handed[1])
         except Exception as e:
             self._audit_failed(e)
 
@@ -630,3 +670,21 @@ class ShardRuntime:
         if now - self._audit_warned > 60:
             self._audit_warned = now
             log.warning("cannot write the reconcile audit: %s", error, extra={"shard": self.name})
+
+
+def resync_delay(key: str, period: float, now: float) -> float:
+    """Seconds from `now` (wall clock) until key's next periodic resync.
+
+    Each key has its own slot in a grid of `period` (its phase, from a hash of the key), so
+    a fleet converged at one moment resyncs spread evenly over the period instead of all
+    together one period later. The slot taken is the one nearest to one period from now:
+    a key resyncing on its slot resyncs again exactly one period later, and after any
+    other pass (a change, a retry) the next resync is 0.5 to 1.5 periods away. Wall-clock
+    time and a stable hash put a key on the same slot in every shard, so a handover does
+    not move it.
+    """
+    phase = zlib.crc32(key.encode()) / 2**32 * period
+    offset = (phase - (now + period)) % period
+    if offset >= period / 2:
+        offset -= period
+    return period + offset

@@ -27,6 +27,7 @@ from typing import Any
 
 from virtrigaud.api.virtualmachine import VirtualMachinePhase
 from virtrigaud.kube.client import ApiError
+from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import VIRTUAL_MACHINES
 from virtrigaud.providers.base import Busy, OwnershipError, ProviderError, RetryableError
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
@@ -89,9 +90,9 @@ class VMReconciler:
                 )
 
     async def _get(self, key: str) -> JSON | None:
-        namespace, _, name = key.partition("/")
+        ref = ObjectKey.parse(key)
         try:
-            return await self.ctx.kube.get(VIRTUAL_MACHINES, name, namespace)
+            return await self.ctx.kube.get(VIRTUAL_MACHINES, ref.name, ref.namespace)
         except ApiError as e:
             if e.not_found:
                 return None

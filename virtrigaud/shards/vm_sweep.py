@@ -19,6 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.providers.base import Observed, PowerState, Provider
 from virtrigaud.shards.reconciler import ShardContext
 from virtrigaud.shards.resolve import Resolver
@@ -133,7 +134,7 @@ class Sweep:
         return due
 
     async def _provider(self, key: str, obj: JSON) -> tuple[str, Provider]:
-        namespace = obj["metadata"].get("namespace") or key.partition("/")[0]
+        namespace = obj["metadata"].get("namespace") or ObjectKey.parse(key).namespace
         ref = obj.get("spec", {}).get("providerRef") or {}
         provider_obj = await self.resolver.provider(namespace, ref)
         config = await self.resolver.provider_config(provider_obj)

@@ -28,6 +28,11 @@ completes once no worker is processing it. `accept(key)` lets it in again. A sha
 also pass an `owned` predicate; a key is admitted only if it is not released and the
 predicate (when given) holds.
 
+Waits: `handed(key)` tells, while a worker has the key, how long it waited and which
+lane it came from (the reconcile audit records both per item); `pending_wait(key)` how
+long a queued or dirty key has waited so far (a release reports it, so the wait is not
+lost when the key moves); `delays()` when each delayed add is due.
+
 All methods except `get`, `shutdown_with_drain` and awaiting a release are synchronous
 and must be called from the event loop's thread.
 """
@@ -271,6 +276,7 @@ class WorkQueue(Generic[K]):
         self._generation = itertools.count()
         self._dirty: set[K] = set()
         self._processing: dict[K, float] = {}  # key -> when get handed it out
+        self._handed: dict[K, tuple[float, bool]] = {}  # key -> (wait, came by the urgent lane)
         self._added_at: dict[K, float] = {}
         self._released: set[K] = set()
         self._release_waiters: dict[K, asyncio.Future[None]] = {}
@@ -321,6 +327,22 @@ class WorkQueue(Generic[K]):
         now = self._clock.now()
         return [now - started for started in self._processing.values()]
 
+    def handed(self, key: K) -> tuple[float, bool] | None:
+        """For a key being processed: (seconds it waited in the queue, True if it came by
+        the urgent lane); None when it is not being processed."""
+        return self._handed.get(key)
+
+    def pending_wait(self, key: K) -> float | None:
+        """Seconds since the add that is still pending for key (queued, or dirty while
+        processing); None when no add is pending."""
+        added = self._added_at.get(key)
+        return None if added is None else max(0.0, self._clock.now() - added)
+
+    def delays(self) -> list[float]:
+        """Seconds until each delayed add (requeue-after, retry, periodic resync) fires."""
+        now = self._clock.now()
+        return [max(0.0, at - now) for at in self._waiting.values()]
+
     def admits(self, key: K) -> bool:
         """Whether an add of `key` would be accepted now."""
         if self._shutting_down or key in self._released:
@@ -329,8 +351,13 @@ class WorkQueue(Generic[K]):
 
     # -- adding ----------------------------------------------------------------------------
 
-    def add(self, key: K, *, urgent: bool = False) -> None:
-        """Queue key; urgent puts it in the lane served first (see the module docstring)."""
+    def add(
+        self, key: K, *, urgent: bool = False, first: bool = False, waited: float = 0.0
+    ) -> None:
+        """Queue key; urgent puts it in the lane served first (see the module docstring),
+        `first` at the head of that lane (work a lost shard left behind). waited: seconds
+        the key has already waited for this add elsewhere (its wait is measured from then)."""
+        urgent = urgent or first
         if not self.admits(key):
             if not self._shutting_down:
                 self._dropped.inc()
@@ -339,17 +366,17 @@ class WorkQueue(Generic[K]):
             if urgent:
                 if key in self._processing:
                     self._promote.add(key)
-                elif key in self._queued and key not in self._queued_urgent:
-                    self._enqueue(key, urgent=True)
+                elif key in self._queued and (first or key not in self._queued_urgent):
+                    self._enqueue(key, urgent=True, first=first)
             return
         self._adds.inc()
         self._dirty.add(key)
-        self._added_at[key] = self._clock.now()
+        self._added_at[key] = self._clock.now() - max(0.0, waited)
         if key in self._processing:
             if urgent:
                 self._promote.add(key)
             return
-        self._enqueue(key, urgent=urgent)
+        self._enqueue(key, urgent=urgent, first=first)
 
     def add_after(self, key: K, delay: float) -> None:
         if delay <= 0:
@@ -400,13 +427,15 @@ class WorkQueue(Generic[K]):
                     # We were woken for a key but are leaving: pass the wake-up on.
                     self._wake_one()
                 raise
-        key = self._pop()
+        key, urgent = self._pop()
         now = self._clock.now()
         self._processing[key] = now
         self._dirty.discard(key)
         added = self._added_at.pop(key, None)
+        wait = max(0.0, now - added) if added is not None else 0.0
         if added is not None:
-            self._queue_duration.observe(max(0.0, now - added))
+            self._queue_duration.observe(wait)
+        self._handed[key] = (wait, urgent)
         return key
 
     def done(self, key: K) -> None:
@@ -414,6 +443,7 @@ class WorkQueue(Generic[K]):
         started = self._processing.pop(key, None)
         if started is None:
             return
+        self._handed.pop(key, None)
         self._work_duration.observe(max(0.0, self._clock.now() - started))
         waiter = self._release_waiters.pop(key, None)
         if waiter is not None and not waiter.done():
@@ -478,17 +508,21 @@ class WorkQueue(Generic[K]):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _enqueue(self, key: K, *, urgent: bool = False) -> None:
+    def _enqueue(self, key: K, *, urgent: bool = False, first: bool = False) -> None:
         generation = next(self._generation)
         self._queued[key] = generation
-        if urgent:
+        if first:
+            self._queued_urgent.add(key)
+            self._urgent_order.appendleft((key, generation))
+        elif urgent:
             self._queued_urgent.add(key)
             self._urgent_order.append((key, generation))
         else:
             self._order.append((key, generation))
         self._wake_one()
 
-    def _pop(self) -> K:
+    def _pop(self) -> tuple[K, bool]:
+        """The next key and whether it came by the urgent lane."""
         while True:
             urgent = bool(self._urgent_order) and (not self._order or self._urgent_run < URGENT_RUN)
             lane = self._urgent_order if urgent else self._order
@@ -497,7 +531,7 @@ class WorkQueue(Generic[K]):
                 del self._queued[key]
                 self._queued_urgent.discard(key)
                 self._urgent_run = self._urgent_run + 1 if urgent else 0
-                return key
+                return key, urgent
 
     def _wake_one(self) -> None:
         while self._getters:

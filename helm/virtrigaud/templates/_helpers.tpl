@@ -57,3 +57,50 @@ exec:
 redis://{{ include "virtrigaud.fullname" . }}-redis:6379/0
 {{- end -}}
 {{- end -}}
+
+{{/* The KubeRay RayCluster's name: KubeRay names its head Service "<name>-head-svc",
+which must stay a 63-character DNS label. */}}
+{{- define "virtrigaud.rayClusterName" -}}
+{{- printf "%s-ray" (include "virtrigaud.fullname" . | trunc 47 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The --ray-address of the controller: empty in embedded mode. */}}
+{{- define "virtrigaud.rayAddress" -}}
+{{- if eq .Values.ray.mode "external" -}}
+{{ .Values.ray.address }}
+{{- else if eq .Values.ray.mode "kuberay" -}}
+{{ include "virtrigaud.rayClusterName" . }}-head-svc.{{ .Release.Namespace }}.svc:6379
+{{- end -}}
+{{- end -}}
+
+{{/* True (non-empty) when the controller joins the cluster as a Ray node of its own
+(every mode but embedded and Ray Client). */}}
+{{- define "virtrigaud.rayJoinsAsNode" -}}
+{{- $address := include "virtrigaud.rayAddress" . -}}
+{{- if and $address (not (hasPrefix "ray://" $address)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* host:port of the Redis that keeps the KubeRay head's GCS state (fault tolerance):
+the bundled Redis, or the host of redis.url. Empty when the URL comes from a Secret. */}}
+{{- define "virtrigaud.gcsRedisAddress" -}}
+{{- if .Values.redis.urlSecret.name -}}
+{{- else if .Values.redis.url -}}
+{{ regexReplaceAll "^[a-z]+://([^@/]*@)?([^/]+).*$" .Values.redis.url "${2}" }}
+{{- else if include "virtrigaud.bundledRedis" . -}}
+{{ include "virtrigaud.fullname" . }}-redis:6379
+{{- end -}}
+{{- end -}}
+
+{{/* Shard worker pods: enough for every shard, plus the spares. */}}
+{{- define "virtrigaud.rayWorkers" -}}
+{{- $perWorker := int .Values.ray.shardsPerWorker -}}
+{{- add (div (add (int .Values.shards) (sub $perWorker 1)) $perWorker) (int .Values.ray.spareWorkers) -}}
+{{- end -}}
+
+{{/* Environment every Ray process of the chart shares. */}}
+{{- define "virtrigaud.rayEnv" -}}
+- {name: RAY_USAGE_STATS_ENABLED, value: "0"}
+- {name: RAY_AUTH_MODE, value: disabled}
+{{- end -}}

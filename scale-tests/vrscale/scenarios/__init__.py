@@ -20,7 +20,8 @@ NAMES = (
 )
 
 
-def load(name: str) -> Scenario:
+def by_name(name: str) -> Scenario:
+    # Not `load`: importing the submodule scenarios/load.py would rebind that name.
     if name not in NAMES:
         raise KeyError(f"unknown scenario {name!r}; choose one of {', '.join(NAMES)}")
     module = importlib.import_module(f"vrscale.scenarios.{name}")

@@ -1,5 +1,5 @@
-"""churn: steady spec changes at a fixed rate on a converged fleet; p99 queue wait and p99
-change-to-Ready."""
+"""churn: steady spec changes at a fixed rate on a converged fleet; p99 queue wait (exact,
+per lane) and p99 change-to-applied, per provider; changes that need a power cycle apart."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from vrscale import plots
 from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import Fleet, converge_figures, on_fleet
 from vrscale.scenarios.converge import timeout_for
-from vrscale.scenarios.load import churn, churn_figures
+from vrscale.scenarios.load import APPLIED, churn, churn_figures
 
 DEFAULT_WINDOW_S = 60.0
 BIG_FLEET = 10_000
@@ -27,8 +27,9 @@ async def measure(ctx: RunContext, fl: Fleet, window: float) -> None:
     note = "" if applies else f"{ctx.vms} VMs at {ctx.opts.rate:g}/s; target: 10,000 at 20/s"
     r.check(
         "p99_queue_wait",
-        "p99 workqueue wait < 1 s at 20 changes/s on 10,000 VMs",
-        fig["p99_queue_wait_s"],
+        "p99 workqueue wait < 1 s in each lane (new work; requeues) at 20 changes/s on "
+        "10,000 VMs (exact per-item waits)",
+        fig["p99_queue_wait_worst_lane_s"],
         "<",
         1.0,
         "s",
@@ -36,9 +37,10 @@ async def measure(ctx: RunContext, fl: Fleet, window: float) -> None:
         note=note,
     )
     r.check(
-        "p99_change_to_ready",
-        "p99 change-to-Ready < 5 s at 20 changes/s on 10,000 VMs",
-        fig["p99_change_to_ready_s"],
+        "p99_change_to_applied",
+        "p99 change-to-applied < 5 s at 20 changes/s on 10,000 VMs (power-cycle changes "
+        "excluded and counted apart)",
+        fig["p99_change_to_applied_s"],
         "<",
         5.0,
         "s",
@@ -47,24 +49,26 @@ async def measure(ctx: RunContext, fl: Fleet, window: float) -> None:
     )
     r.check(
         "changes_settled",
-        "every change reaches Ready",
-        float(fig["unsettled"]),
+        "every change is applied, or reported as needing a power cycle",
+        float(fig["pending"]),
         "==",
         0.0,
         "changes",
     )
-    lat = result.latencies(fl)
+    outcomes = result.outcomes(fl)
+    lat: dict[str, list[float]] = {}
+    for c, what, t in outcomes:
+        if what == APPLIED and t is not None:
+            lat.setdefault(fl.w.state(c.key).sim, []).append(t - c.sent)
     ctx.add_plot(
-        plots.latency_cdf(
-            ctx.out_dir / "churn_change_to_ready_cdf.png", "change to Ready", {"all": lat}
-        )
+        plots.latency_cdf(ctx.out_dir / "churn_change_to_applied_cdf.png", "change to applied", lat)
     )
 
 
 async def body(ctx: RunContext) -> None:
     async def work(fl: Fleet) -> None:
         c = await fl.converge(ctx.vms, timeout_for(ctx.vms))
-        ctx.report.figures["converge"] = converge_figures(fl, c, None)
+        ctx.report.figures["converge"] = converge_figures(fl, c)
         await measure(ctx, fl, ctx.opts.duration_s or DEFAULT_WINDOW_S)
 
     await on_fleet(ctx, work)

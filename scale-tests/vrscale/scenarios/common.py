@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtrigaud.dev.info import SIMULATORS
 from virtrigaud.kube.client import KubeClient
 from virtrigaud.leader.shard_count import write_shard_count
 from virtrigaud.providers.calls import RateLimit
 from virtrigaud.shards import audit
-from vrscale import fleet, metrics, plots, workload
+from vrscale import fleet, inventory, metrics, plots, shard_probe, workload
 from vrscale.controller import Controller, ControllerOptions
 from vrscale.runner import RunContext
 from vrscale.stats import cumulative, percentile, summary
@@ -25,6 +26,8 @@ CONTROLLER_NAMESPACE = "virtrigaud-system"
 """Where `virtrigaud run` keeps its Lease and the shard-count ConfigMap (its default)."""
 
 WARMUP_TIMEOUT_S = 240.0
+OWNERSHIP_SETTLE_S = 60.0
+"""How long the one-owner check asks again while keys may still be moving."""
 
 
 class Fleet:
@@ -39,6 +42,7 @@ class Fleet:
         self.scraper = metrics.Scraper()
         self.controller: Controller | None = None
         self.plan: list[tuple[Target, int]] = []
+        self.warm: list[tuple[Target, int]] = []
         self._cpu: dict[str, int] = {}
 
     def next_change(self, key: str) -> dict[str, Any]:
@@ -159,6 +163,7 @@ class Fleet:
         phase = self.ctx.progress.phase("controller warm-up", total=len(self.targets))
         began = time.monotonic()
         warm = [(t, 0) for t in self.targets]
+        self.warm = warm
         result = await fleet.create_vms(self.k, warm)
         if result.errors:
             raise RuntimeError(f"creating warm-up VMs failed: {result.errors[0]}")
@@ -200,6 +205,13 @@ class Fleet:
 
     def vm_keys(self) -> list[str]:
         return [f"{fleet.VM_NAMESPACE}/{fleet.vm_name(t, i)}" for t, i in self.plan]
+
+    def expected_vms(self) -> dict[str, list[str]]:
+        """Simulator -> keys of every VM created in the run (warm-up ones too)."""
+        out: dict[str, list[str]] = {}
+        for t, i in [*self.warm, *self.plan]:
+            out.setdefault(t.sim, []).append(f"{fleet.VM_NAMESPACE}/{fleet.vm_name(t, i)}")
+        return out
 
     async def converge(self, count: int, timeout: float, label: str = "converge") -> Converged:
         """Create count VMs at once (spread over the simulators) and wait until all are
@@ -265,8 +277,8 @@ class Converged:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def converge_figures(fl: Fleet, c: Converged, raw_rates: dict[str, float] | None) -> dict[str, Any]:
-    """Time to all Ready, throughput, create-to-Ready latency, per-simulator efficiency."""
+def converge_figures(fl: Fleet, c: Converged) -> dict[str, Any]:
+    """Time to all Ready, throughput, create-to-Ready latency, per simulator."""
     w = fl.w
     states = {k: w.state(k) for k in c.keys}
     ready_times = [s.first_ready - c.t0 for s in states.values() if s.first_ready is not None]
@@ -290,24 +302,13 @@ def converge_figures(fl: Fleet, c: Converged, raw_rates: dict[str, float] | None
         lat = [s.first_ready - s.created for s in mine if s.first_ready and s.created]
         done_s = max(times) if times and len(times) == len(mine) else None
         rate = len(mine) / done_s if done_s else None
-        raw = (raw_rates or {}).get(t.sim)
         per_sim[t.sim] = {
             "vms": len(mine),
             "ready": len(times),
             "all_ready_s": _r(done_s),
             "vms_per_s": _r(rate),
             "create_to_ready_s": summary(lat),
-            "raw_vms_per_s": raw,
-            "efficiency": _r(rate / raw) if rate and raw else None,
         }
-    slowest = None
-    if raw_rates:
-        # The slowest simulator in the mix bounds the whole converge.
-        slowest = min(
-            (s for s in per_sim if raw_rates.get(s)),
-            key=lambda s: raw_rates[s],
-            default=None,
-        )
     calls_made = c.calls.made()
     shards = Counter(s.shard or "(none)" for s in states.values())
     return {
@@ -326,15 +327,6 @@ def converge_figures(fl: Fleet, c: Converged, raw_rates: dict[str, float] | None
         "create_to_ready_s": summary(latencies),
         "create_to_first_status_s": summary(picked_up),
         "per_simulator": per_sim,
-        "slowest_simulator": slowest,
-        # End-to-end efficiency: the fleet's throughput against the raw rate of the
-        # slowest simulator in the mix (the per-simulator figures above divide each
-        # simulator's share of the fleet by its own raw rate).
-        "efficiency_slowest": (
-            _r(n / total_s / raw_rates[slowest])
-            if slowest and raw_rates and total_s and c.all_ready
-            else None
-        ),
         "hypervisor_calls": calls_made,
         "hypervisor_calls_per_vm": _r(calls_made / n) if calls_made and n else None,
         "vm_writes": c.writes,
@@ -410,13 +402,17 @@ async def on_fleet(ctx: RunContext, work: Callable[[Fleet], Awaitable[None]]) ->
 
 
 async def record_counters(ctx: RunContext, fl: Fleet) -> None:
-    """The controller's counters at the end of the run, for diagnosis, and the one-owner
-    checks of the reconcile audit (every scenario records it)."""
+    """The controller's counters at the end of the run, for diagnosis; the one-owner
+    checks of the reconcile audit; every key owned by exactly one live shard; every VM
+    there on its simulator (every scenario records them)."""
     try:
         ctx.report.figures["controller_counters"] = await fl.controller_counters()
     except Exception as e:
         ctx.report.notes.append(f"controller counters not read: {type(e).__name__}: {e}")
-    if fl.info.redis is None or fl.controller is None:
+    if fl.controller is None:
+        return
+    await lost_vm_checks(ctx, fl)
+    if fl.info.redis is None:
         return
     try:
         report = await asyncio.to_thread(audit.check, fl.info.redis.url)
@@ -424,6 +420,70 @@ async def record_counters(ctx: RunContext, fl: Fleet) -> None:
         ctx.report.errors.append(f"the reconcile audit could not be read: {type(e).__name__}: {e}")
         return
     audit_checks(ctx.report, report)
+
+
+async def lost_vm_checks(ctx: RunContext, fl: Fleet) -> None:
+    """Lost VMs, counted where they live: each key asked of the shard actors (exactly one
+    live owner), each VM looked up on its simulator (there, once, running)."""
+    expected = fl.expected_vms()
+    if not expected:
+        return
+    keys = sorted(k for ks in expected.values() for k in ks)
+    try:
+        views, attempts = await asyncio.to_thread(
+            shard_probe.probe, fl.info, keys, OWNERSHIP_SETTLE_S
+        )
+    except Exception as e:
+        ctx.report.errors.append(f"the shard actors could not be asked: {e}")
+    else:
+        owners = shard_probe.ownership(views, keys)
+        ownership_checks(ctx.report, owners, attempts)
+    listed_sims = [s for s in expected if s in SIMULATORS]
+    skipped = [s for s in expected if s not in SIMULATORS]
+    if skipped:
+        ctx.note(f"not a dev-stack simulator, its VMs not counted there: {', '.join(skipped)}")
+    try:
+        listed = await asyncio.to_thread(inventory.list_simulators, fl.info, listed_sims)
+    except Exception as e:
+        ctx.report.errors.append(f"the simulators could not be listed: {type(e).__name__}: {e}")
+        return
+    counts = inventory.count_on_simulators({s: expected[s] for s in listed_sims}, listed)
+    simulator_checks(ctx.report, counts)
+
+
+def ownership_checks(r: Any, owners: shard_probe.Ownership, attempts: int = 1) -> None:
+    r.figures["ownership"] = {**owners.figures(), "attempts": attempts}
+    r.check(
+        "one_owner_per_key",
+        "every VM key owned by exactly one live shard, none by a fenced shard, none owned "
+        "that should not be (asked of the shard actors)",
+        float(owners.problems),
+        "==",
+        0.0,
+        "keys",
+    )
+
+
+def simulator_checks(r: Any, counts: dict[str, inventory.SimulatorCount]) -> None:
+    r.figures["on_simulators"] = {sim: c.figures() for sim, c in counts.items()}
+    for name, what, value in (
+        (
+            "lost_vms",
+            "every VM that should exist exists on its simulator (counted on the simulator)",
+            sum(len(c.missing) for c in counts.values()),
+        ),
+        (
+            "duplicated_vms",
+            "no VM exists twice on its simulator",
+            sum(len(c.duplicated) for c in counts.values()),
+        ),
+        (
+            "vms_not_running",
+            "every VM whose spec says On runs on its simulator",
+            sum(len(c.not_running) for c in counts.values()),
+        ),
+    ):
+        r.check(name, what, float(value), "==", 0.0, "VMs")
 
 
 def audit_checks(r: Any, report: audit.AuditReport) -> None:

@@ -118,7 +118,7 @@ async def body(ctx: RunContext) -> None:
         r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
         b = await fl.start_controller(ctx.shards, name="coordinator-b")
         c = await fl.converge(ctx.vms, timeout_for(ctx.vms))
-        r.figures["converge"] = converge_figures(fl, c, None)
+        r.figures["converge"] = converge_figures(fl, c)
 
         ctx.start_profiling(120)
         # 1. the leader dies (SIGKILL: no Lease release); the standby must take over.

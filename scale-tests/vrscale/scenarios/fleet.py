@@ -10,10 +10,10 @@ from vrscale.scenarios.common import Fleet, on_fleet
 
 
 async def body(ctx: RunContext) -> None:
-    rates = await converge.raw_rates(ctx)
+    mix = await converge.raw_mix(ctx)
 
     async def work(fl: Fleet) -> None:
-        ctx.report.figures["converge"] = await converge.measure(ctx, fl, rates)
+        ctx.report.figures["converge"] = await converge.measure(ctx, fl, mix)
         await churn.measure(ctx, fl, churn.DEFAULT_WINDOW_S)
         await idle.measure(ctx, fl, ctx.opts.duration_s or idle.DEFAULT_IDLE_S)
 

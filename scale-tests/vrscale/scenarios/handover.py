@@ -27,7 +27,7 @@ async def body(ctx: RunContext) -> None:
         await fl.start_controller(ctx.shards)
         r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
         c = await fl.converge(ctx.vms, timeout_for(ctx.vms))
-        r.figures["converge"] = converge_figures(fl, c, None)
+        r.figures["converge"] = converge_figures(fl, c)
         handovers = []
         churn_window = ctx.opts.duration_s or 20.0
         ctx.start_profiling(int(churn_window * len(STEPS) + 30))
@@ -51,8 +51,9 @@ async def body(ctx: RunContext) -> None:
             )
             r.check(
                 f"changes_ready_during_handover_to_{new_count}",
-                "every spec change made during the handover reaches Ready",
-                float(changed.unsettled(fl)),
+                "every spec change made during the handover is applied (or reported as needing "
+                "a power cycle)",
+                float(changed.pending(fl)),
                 "==",
                 0.0,
                 "changes",

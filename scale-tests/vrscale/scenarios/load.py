@@ -1,21 +1,30 @@
 """Load on a converged fleet: steady spec changes (churn), shard-count changes (handover),
-and the figures about them (queue wait, change-to-Ready, keys moved, handover time)."""
+and the figures about them (queue wait, change-to-applied, keys moved, handover time).
+
+A change (CPU 1 <-> 2) counts as applied only once the VM's status, at the change's
+generation, is Ready *and* says the hypervisor VM has the new CPU count
+(status.currentResources). A change the provider can take only with a power cycle
+(Reconfiguring: PowerCycleRequired) is reported apart and never counted as applied; one
+that reached Ready with the old CPU count and no such reason is "not applied" and fails
+the run. Queue waits are the exact per-item waits of the window (waits.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from virtrigaud.kube.client import ApiError
-from vrscale import fleet, metrics
+from vrscale import fleet, metrics, waits
 from vrscale.progress import Phase
 from vrscale.scenarios.common import Fleet
 from vrscale.stats import percentile, summary
+from vrscale.watcher import VMState
 
-QUEUE_WAIT = "virtrigaud_workqueue_queue_duration_seconds"
 HANDOVER_KEYS = "virtrigaud_coordinator_handover_keys_total"
 COORDINATOR_KEYS = "virtrigaud_coordinator_keys"
 
@@ -25,6 +34,34 @@ class Change:
     key: str
     generation: int
     sent: float
+    cpu: int | None = None
+    """The CPU count the change asks for."""
+
+
+APPLIED = "applied"
+POWER_CYCLE = "power_cycle_required"
+NOT_APPLIED = "not_applied"
+SUPERSEDED = "superseded"
+UNSETTLED = "unsettled"
+OUTCOMES = (APPLIED, POWER_CYCLE, NOT_APPLIED, SUPERSEDED, UNSETTLED)
+PENDING = (NOT_APPLIED, UNSETTLED)
+"""Outcomes that fail the run if they last: the change is neither applied nor reported as
+waiting for a power cycle (nor overtaken by a later change)."""
+
+
+def outcome(st: VMState, c: Change) -> tuple[str, float | None]:
+    """What became of one change, and when it was applied (if it was)."""
+    log = st.seen.get(c.generation, [])
+    for s in log:
+        if s.ready and not s.power_cycle and s.cpu is not None and s.cpu == c.cpu:
+            return APPLIED, s.t
+    if any(s.power_cycle for s in log):
+        return POWER_CYCLE, None
+    if any(s.ready for s in log):
+        return NOT_APPLIED, None
+    if any(g > c.generation for g in st.seen):
+        return SUPERSEDED, None
+    return UNSETTLED, None
 
 
 @dataclass
@@ -33,23 +70,40 @@ class ChurnResult:
     errors: list[str] = field(default_factory=list)
     window_s: float = 0.0
     settled: bool = False
-    queue_wait: metrics.Buckets = field(default_factory=dict)
+    server_window: tuple[float, float] | None = None
+    """Redis server time of the churn's start and of its settling (the audit's clock)."""
+    queue_waits: list[waits.ItemWait] = field(default_factory=list)
+
+    def outcomes(self, fl: Fleet) -> list[tuple[Change, str, float | None]]:
+        return [(c, *outcome(fl.w.state(c.key), c)) for c in self.changes]
 
     def latencies(self, fl: Fleet) -> list[float]:
-        out = []
-        for c in self.changes:
-            t = fl.w.ready_at_generation(c.key, c.generation)
-            if t is not None:
-                out.append(t - c.sent)
-        return out
+        """Change to applied, of the applied changes."""
+        return [t - c.sent for c, what, t in self.outcomes(fl) if what == APPLIED and t]
 
-    def unsettled(self, fl: Fleet) -> int:
-        return sum(1 for c in self.changes if fl.w.ready_at_generation(c.key, c.generation) is None)
+    def pending(self, fl: Fleet) -> int:
+        return sum(1 for _, what, _ in self.outcomes(fl) if what in PENDING)
 
 
-async def queue_wait_buckets(fl: Fleet) -> metrics.Buckets:
-    got = await fl.scraper.scrape(fl.shard_pids())
-    return metrics.merge(*(metrics.histogram(s, QUEUE_WAIT) for s in got.values()))
+def change_figures(
+    outcomes: Iterable[tuple[Change, str, float | None]], sim_of: dict[str, str]
+) -> dict[str, Any]:
+    """Per provider (simulator) and overall: outcome counts and change-to-applied."""
+    groups: dict[str, list[tuple[Change, str, float | None]]] = {}
+    for item in outcomes:
+        groups.setdefault(sim_of.get(item[0].key, ""), []).append(item)
+        groups.setdefault("all", []).append(item)
+    out: dict[str, Any] = {}
+    for name, items in sorted(groups.items()):
+        lat = [t - c.sent for c, what, t in items if what == APPLIED and t is not None]
+        counts = {k: sum(1 for _, what, _ in items if what == k) for k in OUTCOMES}
+        out[name] = {
+            "changes": len(items),
+            **counts,
+            "change_to_applied_s": summary(lat),
+            "p99_change_to_applied_s": percentile(lat, 99),
+        }
+    return out
 
 
 async def churn(
@@ -65,7 +119,8 @@ async def churn(
     result = ChurnResult()
     if not keys or rate <= 0:
         return result
-    before = await queue_wait_buckets(fl)
+    redis_url = fl.info.redis.url if fl.info.redis is not None else None
+    server_start = await asyncio.to_thread(waits.server_time, redis_url) if redis_url else None
     interval = 1.0 / rate
     began = time.monotonic()
     count = int(duration_s * rate)
@@ -74,8 +129,9 @@ async def churn(
     async def change(key: str) -> None:
         before = fl.w.state(key).generation
         sent = time.monotonic()
+        patch = fl.next_change(key)
         try:
-            obj = await fleet.patch_vm(fl.k, key, fl.next_change(key))
+            obj = await fleet.patch_vm(fl.k, key, patch)
         except (ApiError, TimeoutError, OSError) as e:
             result.errors.append(f"{key}: {e}")
             return
@@ -83,7 +139,7 @@ async def churn(
         if generation <= before:
             result.errors.append(f"{key}: the change left generation at {generation}")
             return
-        result.changes.append(Change(key, generation, sent))
+        result.changes.append(Change(key, generation, sent, patch["spec"]["resources"]["cpu"]))
 
     for i in range(count):
         target = began + i * interval
@@ -100,31 +156,39 @@ async def churn(
     result.window_s = time.monotonic() - began
     if phase is not None:
         phase.update(result.window_s, note=f"{len(result.changes)} changes; settling")
-    result.settled = await fl.w.wait_for(lambda: result.unsettled(fl) == 0, settle_timeout_s)
-    after = await queue_wait_buckets(fl)
-    result.queue_wait = metrics.delta(after, before)
+    result.settled = await fl.w.wait_for(lambda: result.pending(fl) == 0, settle_timeout_s)
+    if redis_url and server_start is not None:
+        server_end = await asyncio.to_thread(waits.server_time, redis_url)
+        result.server_window = (server_start, server_end)
+        result.queue_waits = await asyncio.to_thread(
+            waits.window, redis_url, server_start, server_end
+        )
     return result
 
 
 def churn_figures(fl: Fleet, r: ChurnResult) -> dict[str, Any]:
-    lat = r.latencies(fl)
+    outcomes = r.outcomes(fl)
+    by_provider = change_figures(outcomes, {c.key: fl.w.state(c.key).sim for c in r.changes})
+    overall = by_provider.get("all", {})
+    queue = waits.figures(r.queue_waits)
     return {
         "changes": len(r.changes),
         "change_errors": len(r.errors),
         "change_error_examples": r.errors[:3],
         "window_s": round(r.window_s, 3),
         "achieved_rate_per_s": round(len(r.changes) / r.window_s, 3) if r.window_s else None,
-        "unsettled": r.unsettled(fl),
-        "change_to_ready_s": summary(lat),
-        "p99_change_to_ready_s": percentile(lat, 99),
-        "p99_queue_wait_s": _r(metrics.quantile(0.99, r.queue_wait)),
-        "p50_queue_wait_s": _r(metrics.quantile(0.50, r.queue_wait)),
-        "queue_wait_samples": max(r.queue_wait.values()) if r.queue_wait else 0,
-        "change_to_ready_note": "from the patch to the first watch event showing Ready at "
-        "the new generation; the simulators run without injected latency",
-        "queue_wait_note": "from the shards' workqueue histograms (bucket bounds "
-        "0.1, 0.5, 1, 5 s around the target): interpolated like histogram_quantile; "
-        "includes every queued key in the window (resyncs and retries too)",
+        "outcomes": {k: overall.get(k, 0) for k in OUTCOMES},
+        "pending": r.pending(fl),
+        "per_provider": {k: v for k, v in by_provider.items() if k != "all"},
+        "change_to_applied_s": overall.get("change_to_applied_s"),
+        "p99_change_to_applied_s": overall.get("p99_change_to_applied_s"),
+        "queue_wait": queue,
+        "p99_queue_wait_worst_lane_s": waits.worst_lane_p99(queue),
+        "change_note": "applied = first watch event at the change's generation showing "
+        "Ready and status.currentResources.cpu equal to the new CPU count; changes that "
+        "need a power cycle (Reconfiguring: PowerCycleRequired) are counted apart, never "
+        "as applied; superseded = a later change to the VM came before this one was "
+        "observed; the simulators run without injected latency",
     }
 
 
@@ -200,7 +264,3 @@ async def handover(
 async def steady(seconds: float) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.sleep(seconds)
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)

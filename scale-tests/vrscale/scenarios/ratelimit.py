@@ -1,27 +1,103 @@
-"""ratelimit: per-Provider limits held across many shards. While a fleet converges under a
-small budget, every token the shared Redis buckets grant is read at the Redis server
-(grants.py); from those: the most tokens taken in any 1 s window per Provider against what
-the bucket allows (qps x 1 s + burst), and how much of the budget was used."""
+"""ratelimit: per-Provider limits held across many shards, counted where the calls arrive.
+
+Each simulator sits behind a counting proxy (wire.py) while a fleet converges under a
+small budget: every HTTP request to vcsim and fakepve and every libvirt RPC call is
+counted as it reaches the simulator. From those: the most requests in any 1 s window per
+Provider against what the bucket allows (qps x 1 s + burst), windows over it, and the
+budget used. The tokens the shared Redis buckets grant (grants.py, MONITOR) are listed
+beside them, with the requests made per token: a token is taken before the in-flight cap
+and the thread pool's queue, so the grants alone cannot show calls bunching after it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from virtrigaud.providers.calls import RateLimit
-from vrscale import fleet, plots
-from vrscale.grants import GrantMonitor, window_stats
+from vrscale import fleet, plots, workload
+from vrscale.grants import Grant, GrantMonitor, window_stats
 from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import Fleet, record_counters
 from vrscale.stats import rate_series
+from vrscale.wire import HttpCountingProxy, LibvirtCountingProxy
+from vrscale.workload import Target
+
+Proxy = HttpCountingProxy | LibvirtCountingProxy
+
+
+def _with_port(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+
+
+async def proxied(targets: list[Target], state_dir: Path) -> tuple[list[Target], dict[str, Proxy]]:
+    """Each target behind a counting proxy: the targets to use, and the proxies by sim."""
+    out: list[Target] = []
+    proxies: dict[str, Proxy] = {}
+    for t in targets:
+        proxy: Proxy
+        if t.provider_type == "libvirt":
+            socket = t.endpoint.split("socket=", 1)[1].split("&", 1)[0]
+            proxy = LibvirtCountingProxy(t.sim, socket, state_dir / "lv-proxy.sock")
+            await proxy.start()
+            out.append(replace(t, endpoint=proxy.uri, credentials={"uri": proxy.uri}))
+        else:
+            up = urlsplit(t.endpoint)
+            proxy = HttpCountingProxy(t.sim, up.hostname or "127.0.0.1", up.port or 443)
+            await proxy.start()
+            out.append(replace(t, endpoint=_with_port(t.endpoint, proxy.port)))
+        proxies[t.sim] = proxy
+    return out, proxies
+
+
+def wire_figures(
+    arrivals: list[float], qps: float, burst: float, tokens_in_span: float | None, in_span: int
+) -> dict[str, Any]:
+    """Requests seen at a simulator against the bucket's allowance per 1 s window."""
+    got = window_stats([Grant(t, 1.0) for t in sorted(arrivals)], qps, burst)
+    got["requests"] = len(arrivals)
+    got.pop("tokens", None)
+    got["requests_per_token"] = round(in_span / tokens_in_span, 3) if tokens_in_span else None
+    return got
+
+
+def fullest_window(arrivals: list[float], labels: list[int], window: float = 1.0) -> dict[str, Any]:
+    """When the busiest window began (seconds after the first request) and what was in it
+    (labels: e.g. libvirt procedure numbers, in arrival order)."""
+    if not arrivals:
+        return {}
+    order = sorted(range(len(arrivals)), key=arrivals.__getitem__)
+    times = [arrivals[i] for i in order]
+    best, best_i = 0, 0
+    for i, start in enumerate(times):
+        j = bisect.bisect_left(times, start + window, lo=i)
+        if j - i > best:
+            best, best_i = j - i, i
+    inside = order[best_i : best_i + best]
+    out: dict[str, Any] = {
+        "starts_at_s": round(times[best_i] - times[0], 3),
+        "requests": best,
+    }
+    if labels:
+        out["procedures"] = dict(Counter(labels[i] for i in inside).most_common(8))
+    return out
 
 
 async def body(ctx: RunContext) -> None:
     rate = RateLimit(qps=ctx.opts.qps, burst=max(1, int(ctx.opts.qps / 5)))
     fl = Fleet(ctx)
     r = ctx.report
+    proxies: dict[str, Proxy] = {}
     try:
-        await fl.open(rate=rate)
+        targets, proxies = await proxied(workload.targets(fl.info), Path(fl.info.state_dir))
+        await fl.open(rate=rate, targets=targets)
         if fl.info.redis is None:
             raise RuntimeError("the ratelimit scenario needs the stack's Redis")
         await fl.start_controller(ctx.shards)
@@ -33,62 +109,83 @@ async def body(ctx: RunContext) -> None:
         ctx.start_profiling(120)
         monitor = GrantMonitor(fl.info.redis.url, markers)
         await asyncio.to_thread(monitor.start)
+        span_start = time.monotonic()
         try:
             c = await fl.converge(ctx.vms, timeout=max(300.0, ctx.vms * 20 / rate.qps))
         finally:
             await asyncio.to_thread(monitor.stop)
+        span_end = time.monotonic()
         if monitor.error is not None:
             r.errors.append(f"Redis MONITOR: {monitor.error}")
-        per_provider: dict[str, Any] = {}
+        wire: dict[str, Any] = {}
+        granted: dict[str, Any] = {}
         total_over = 0
-        for key, replay in monitor.replays.items():
+        for t in fl.targets:
+            key = f"{fleet.PROVIDER_NAMESPACE}/{fleet.provider_name(t)}"
+            replay = monitor.replays[key]
             got = window_stats(replay.grants, rate.qps, rate.burst)
             got["bucket_writes_seen"] = replay.writes
-            per_provider[key] = got
-            total_over += int(got["windows_over_limit"] or 0)
+            granted[key] = got
+            proxy = proxies[t.sim]
+            in_span = sum(1 for a in proxy.arrivals if span_start <= a <= span_end)
+            w = wire_figures(
+                proxy.arrivals, rate.qps, rate.burst, float(got["tokens"] or 0), in_span
+            )
+            w["connections"] = proxy.connections
+            w["fullest_window"] = fullest_window(
+                proxy.arrivals,
+                proxy.procedures if isinstance(proxy, LibvirtCountingProxy) else [],
+            )
+            w["proxy_errors"] = proxy.errors[:3]
+            wire[key] = w
+            total_over += int(w["windows_over_limit"] or 0)
         r.figures["rate_limit"] = {"qps": rate.qps, "burst": rate.burst}
-        r.figures["providers"] = per_provider
+        r.figures["at_the_simulators"] = wire
+        r.figures["tokens_granted"] = granted
         r.figures["converged"] = c.all_ready
         r.figures["not_ready"] = sum(1 for k in c.keys if not fl.w.state(k).ready)
         ctx.note(
-            "tokens are read from the Redis bucket writes (server time, MONITOR): a window "
-            "starts at every grant; its allowance is qps x 1 s + burst; a call of cost n "
-            "counts n tokens. A shard that fell back to its local share (Redis unreachable) "
-            "would not be seen; Redis stayed up in this scenario"
+            "at_the_simulators: every request counted where it reaches the simulator (a "
+            "counting proxy in front of each: HTTP requests for vcsim and fakepve, libvirt "
+            "RPC calls), over the whole run from the first session on; a window starts at "
+            "every request; its allowance is qps x 1 s + burst. tokens_granted: the "
+            "bucket's own grants read from Redis (MONITOR) from the end of the warm-up to "
+            "the end of the converge; requests_per_token compares the two over that span"
         )
         r.check(
             "ratelimit_windows_over",
-            "no 1 s window in which a Provider's bucket granted more than qps + burst tokens",
+            "no 1 s window in which a Provider's simulator received more than qps + burst "
+            "requests (counted at the simulator)",
             float(total_over),
             "==",
             0.0,
             "windows",
         )
         lines: dict[str, plots.XY] = {}
-        t0 = min((g.t for rp in monitor.replays.values() for g in rp.grants), default=0.0)
-        for key, replay in monitor.replays.items():
-            xs, ys = rate_series(
-                [g.t - t0 for g in replay.grants], 1.0, [g.tokens for g in replay.grants]
-            )
-            lines[key] = (xs, ys)
+        t0 = min((a for p in proxies.values() for a in p.arrivals), default=0.0)
+        for sim, proxy in proxies.items():
+            xs, ys = rate_series([a - t0 for a in proxy.arrivals], 1.0)
+            lines[sim] = (xs, ys)
         ctx.add_plot(
             plots.lines(
-                ctx.out_dir / "ratelimit_grants_per_s.png",
-                f"tokens granted per second per Provider (qps {rate.qps:g}, burst {rate.burst})",
+                ctx.out_dir / "ratelimit_requests_per_s.png",
+                f"requests per second at each simulator (qps {rate.qps:g}, burst {rate.burst})",
                 lines,
                 xlabel="seconds",
-                ylabel="tokens per second",
-                hlines={"qps": rate.qps},
+                ylabel="requests per second",
+                hlines={"qps": rate.qps, "qps + burst": rate.qps + rate.burst},
             )
         )
     finally:
         await record_counters(ctx, fl)
         await fl.close()
+        for proxy in proxies.values():
+            await proxy.close()
 
 
 SCENARIO = Scenario(
     name="ratelimit",
-    description="per-Provider limits across many shards: fullest 1 s window vs the limit",
+    description="per-Provider limits across many shards, counted at the simulators",
     default_vms=300,
     default_shards=8,
     body=body,

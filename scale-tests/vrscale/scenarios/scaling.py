@@ -101,7 +101,7 @@ async def body(ctx: RunContext) -> None:
             if shards == SHARD_COUNTS[-1]:
                 ctx.start_profiling(60, f"{shards}-shards")
             c = await fl.converge(vms, timeout, label=f"{shards} shards")
-            fig = converge_figures(fl, c, None)
+            fig = converge_figures(fl, c)
             rate = steady_rate(fl, c)
             steps.append(
                 {

@@ -1,0 +1,22 @@
+"""Which reconciler serves which kind: what a shard process builds at start."""
+
+from __future__ import annotations
+
+from virtrigaud.controllers.dispatch import Dispatcher, Factory
+from virtrigaud.shards.reconciler import Reconciler, ShardContext
+
+
+def _virtual_machines(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.shards.vm_reconciler import VMReconciler
+
+    return VMReconciler(ctx)
+
+
+FACTORIES: dict[str, Factory] = {
+    "VirtualMachine": _virtual_machines,
+}
+
+
+def build(ctx: ShardContext) -> Dispatcher:
+    """The shard's dispatcher with every kind's reconciler (the actor's default factory)."""
+    return Dispatcher({kind: factory(ctx) for kind, factory in FACTORIES.items()})
