@@ -14,7 +14,11 @@ from virtrigaud.api.ignored_fields import entries_for, ignored_fields, spec_sche
 from virtrigaud.api.kinds import ALL_KINDS, kind_name, model_for_kind
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.api.vmclass import VMClass
-from virtrigaud.shards.vm_fields import reason_for, unsupported_fields, unsupported_message
+from virtrigaud.controllers.virtualmachine.fields import (
+    reason_for,
+    unsupported_fields,
+    unsupported_message,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "field-support.md"
 TYPES = ("vsphere", "libvirt", "proxmox")

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from virtrigaud.controllers.common.resolve import provider_config
+from virtrigaud.controllers.virtualmachine.reconciler import VMReconciler
 from virtrigaud.demo import ensure_libvirt_base_volume
 from virtrigaud.dev.info import LibvirtInfo, ProxmoxInfo, VcsimInfo
 from virtrigaud.dev.stack import DevStack
@@ -37,8 +39,6 @@ from virtrigaud.providers.metrics import HYPERVISOR_CALLS
 from virtrigaud.providers.pool import ProviderPool
 from virtrigaud.ratelimit.redis_bucket import RedisBucket
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
-from virtrigaud.shards.resolve import provider_config
-from virtrigaud.shards.vm_reconciler import VMReconciler
 
 JSON = dict[str, Any]
 PROVIDER_TYPES = ("vsphere", "libvirt", "proxmox")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fixtures_vm import VMEnv, condition, is_ready
 
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachine
+from virtrigaud.controllers.virtualmachine.spec import owner_of
 from virtrigaud.kube.resources import PROVIDERS, VIRTUAL_MACHINES
-from virtrigaud.shards.vm_spec import owner_of
 
 pytest_plugins = ["fixtures_vm"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fixtures_vm import VMEnv, condition, is_ready
 
 from virtrigaud.api.virtualmachine import VirtualMachine
+from virtrigaud.controllers.virtualmachine.spec import build_vm_spec, owner_of, resolve_class
 from virtrigaud.kube.resources import PROVIDERS, SECRETS, VIRTUAL_MACHINES
-from virtrigaud.shards.vm_spec import build_vm_spec, owner_of, resolve_class
 
 pytest_plugins = ["fixtures_vm"]
 

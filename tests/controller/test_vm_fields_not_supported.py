@@ -8,8 +8,8 @@ from typing import Any
 from fixtures_vm import VMEnv, condition, is_ready
 
 from virtrigaud.api.virtualmachine import VirtualMachine
+from virtrigaud.controllers.virtualmachine.spec import owner_of
 from virtrigaud.kube.resources import VM_CLASSES
-from virtrigaud.shards.vm_spec import owner_of
 
 pytest_plugins = ["fixtures_vm"]
 

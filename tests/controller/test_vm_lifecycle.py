@@ -13,9 +13,9 @@ from fixtures_vm import (
 )
 
 from virtrigaud.api.virtualmachine import VirtualMachine
+from virtrigaud.controllers.virtualmachine.spec import owner_of
 from virtrigaud.kube.resources import VIRTUAL_MACHINES
 from virtrigaud.providers.base import PowerState
-from virtrigaud.shards.vm_spec import owner_of
 
 pytest_plugins = ["fixtures_vm"]
 

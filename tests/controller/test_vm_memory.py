@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from virtrigaud.shards.vm_memory import KeyMemory
+from virtrigaud.controllers.virtualmachine.memory import KeyMemory
 
 
 def _obj(rv: str, uid: str = "u") -> dict:

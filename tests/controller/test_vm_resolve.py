@@ -7,9 +7,9 @@ import asyncio
 
 from fixtures_vm import VMEnv
 
+from virtrigaud.controllers.common.resolve import Resolver
 from virtrigaud.kube.client import KubeClient
 from virtrigaud.kube.resources import VM_CLASSES
-from virtrigaud.shards.resolve import Resolver
 
 pytest_plugins = ["fixtures_vm"]
 

@@ -7,10 +7,10 @@ import pytest
 from fixtures_vm import PROVIDER_TYPES, VMEnv, create_on, delete_on, is_ready
 
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachine
+from virtrigaud.controllers.virtualmachine.spec import build_vm_spec, owner_of, resolve_class
+from virtrigaud.controllers.virtualmachine.status import LAST_TASK_OPERATION, ensure_finalizer
 from virtrigaud.kube.resources import VIRTUAL_MACHINES
 from virtrigaud.providers.base import NotFoundError
-from virtrigaud.shards.vm_spec import build_vm_spec, owner_of, resolve_class
-from virtrigaud.shards.vm_status import LAST_TASK_OPERATION, ensure_finalizer
 
 pytest_plugins = ["fixtures_vm"]
 

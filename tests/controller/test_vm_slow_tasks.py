@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from fixtures_vm import API, VMEnv, condition, is_ready
 
+from virtrigaud.controllers.virtualmachine.status import LAST_TASK_OPERATION
 from virtrigaud.kube.resources import PROVIDERS, SECRETS, VM_IMAGES
 from virtrigaud.providers.proxmox.tasks import upid_of
-from virtrigaud.shards.vm_status import LAST_TASK_OPERATION
 
 _PROVIDER_TESTS = Path(__file__).resolve().parents[1] / "providers"
 if str(_PROVIDER_TESTS) not in sys.path:

@@ -8,9 +8,8 @@ import pytest
 
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.api.vmclass import VMClass
-from virtrigaud.providers.base import DiskInfo, DiskSpec, Owner, PowerState, Resources, VMInfo
-from virtrigaud.shards.vm_memory import TASK_POLL_FIRST, TASK_POLL_MAX, backoff
-from virtrigaud.shards.vm_spec import (
+from virtrigaud.controllers.virtualmachine.memory import TASK_POLL_FIRST, TASK_POLL_MAX, backoff
+from virtrigaud.controllers.virtualmachine.spec import (
     SpecProblem,
     _tags,
     desired_resources,
@@ -18,6 +17,7 @@ from virtrigaud.shards.vm_spec import (
     owner_of,
     placement_for,
 )
+from virtrigaud.providers.base import DiskInfo, DiskSpec, Owner, PowerState, Resources, VMInfo
 
 
 def _vm(**spec: Any) -> VirtualMachine:

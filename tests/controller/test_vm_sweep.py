@@ -16,11 +16,11 @@ from fixtures_vm import (
 )
 
 from virtrigaud.api.virtualmachine import VirtualMachine
+from virtrigaud.controllers.virtualmachine.spec import owner_of
+from virtrigaud.controllers.virtualmachine.sweep import settled
 from virtrigaud.kube.resources import PROVIDERS
 from virtrigaud.providers.base import PowerOp
 from virtrigaud.shards.runtime import ShardRuntime
-from virtrigaud.shards.vm_spec import owner_of
-from virtrigaud.shards.vm_sweep import settled
 
 pytest_plugins = ["fixtures_vm"]
 

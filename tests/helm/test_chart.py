@@ -627,11 +627,11 @@ CONTROLLER_CALLS = [
     # leader/informer.py: list + watch VirtualMachines in all namespaces.
     ("cluster", GROUP, "virtualmachines", "list"),
     ("cluster", GROUP, "virtualmachines", "watch"),
-    # shards/vm_reconciler.py, vm_status.py: read, finalizers (patch), status (PUT).
+    # controllers/virtualmachine/reconciler.py, status.py: read, finalizers (patch), status (PUT).
     ("cluster", GROUP, "virtualmachines", "get"),
     ("cluster", GROUP, "virtualmachines", "patch"),
     ("cluster", GROUP, "virtualmachines/status", "update"),
-    # shards/resolve.py, vm_spec.py: what a VM references.
+    # controllers/common/resolve.py, controllers/virtualmachine/spec.py: what a VM references.
     ("cluster", GROUP, "providers", "get"),
     ("cluster", GROUP, "vmclasses", "get"),
     ("cluster", GROUP, "vmimages", "get"),

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from virtrigaud.controllers.common.resolve import provider_config
 from virtrigaud.providers.base import RetryableError, TerminalError
 from virtrigaud.providers.registry import ProviderConfig, RemoteRuntime
 from virtrigaud.providers.remote.runtime import runtime_of
-from virtrigaud.shards.resolve import provider_config
 
 
 def provider(runtime: dict[str, Any] | None, endpoint: str | None = "prov.ns.svc:9443") -> Any:

@@ -7,7 +7,7 @@ from virtrigaud.shards.reconciler import Reconciler, ShardContext
 
 
 def _virtual_machines(ctx: ShardContext) -> Reconciler:
-    from virtrigaud.shards.vm_reconciler import VMReconciler
+    from virtrigaud.controllers.virtualmachine.reconciler import VMReconciler
 
     return VMReconciler(ctx)
 

@@ -16,7 +16,7 @@ from virtrigaud.api.conditions import get_condition
 from virtrigaud.api.ignored_fields import ignored_fields
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.api.vmclass import VMClass
-from virtrigaud.shards.vm_pass import PassBase
+from virtrigaud.controllers.virtualmachine.passbase import PassBase
 
 FIELDS_NOT_SUPPORTED = "FieldsNotSupported"
 FIELDS_SUPPORTED = "FieldsSupported"

@@ -13,6 +13,7 @@ from typing import Any
 from virtrigaud.api.virtualmachine import InlineOrSecret, VirtualMachine
 from virtrigaud.api.vmclass import VMClass
 from virtrigaud.api.vmimage import VMImage
+from virtrigaud.controllers.common.resolve import MissingDependency, Resolver, secret_values
 from virtrigaud.kube.resources import SECRETS, VM_CLASSES, VM_IMAGES, VM_NETWORK_ATTACHMENTS
 from virtrigaud.providers.base import (
     DiskSpec,
@@ -23,7 +24,6 @@ from virtrigaud.providers.base import (
     VMInfo,
     VMSpec,
 )
-from virtrigaud.shards.resolve import MissingDependency, Resolver, secret_values
 
 # Keys looked up, in order, in a user-data / meta-data Secret.
 USER_DATA_KEYS = ("userdata", "userData", "user-data", "value")

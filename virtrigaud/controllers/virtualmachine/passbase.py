@@ -11,6 +11,14 @@ import logging
 from typing import Any
 
 from virtrigaud.api.virtualmachine import VirtualMachine, VirtualMachineStatus
+from virtrigaud.controllers.common.resolve import Resolver
+from virtrigaud.controllers.virtualmachine.memory import KeyMemory
+from virtrigaud.controllers.virtualmachine.spec import owner_of
+from virtrigaud.controllers.virtualmachine.status import (
+    LAST_TASK_OPERATION,
+    StatusBuilder,
+    write_status,
+)
 from virtrigaud.providers.base import (
     DONE,
     NotFoundError,
@@ -21,10 +29,6 @@ from virtrigaud.providers.base import (
     TaskStatus,
 )
 from virtrigaud.shards.reconciler import ShardContext
-from virtrigaud.shards.resolve import Resolver
-from virtrigaud.shards.vm_memory import KeyMemory
-from virtrigaud.shards.vm_spec import owner_of
-from virtrigaud.shards.vm_status import LAST_TASK_OPERATION, StatusBuilder, write_status
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ def task_done_locally(task: TaskRef) -> bool:
 
 
 class PassBase:
-    """State and helpers of one pass; the steps live in vm_converge.py and vm_delete.py."""
+    """State and helpers of one pass; the steps live in converge.py and delete.py."""
 
     def __init__(
         self, ctx: ShardContext, resolver: Resolver, memory: KeyMemory, key: str, obj: JSON
@@ -104,7 +108,8 @@ class PassBase:
             await self.ctx.audit.mutation(self.key, what)
 
     def vm_ref(self) -> str:
-        return f"VirtualMachine {self.key}"
+        meta = self.obj["metadata"]
+        return f"VirtualMachine {meta.get('namespace')}/{meta['name']}"
 
     def hv_ref(self) -> str:
         return f"hypervisor VM {self.status.id}"

@@ -26,19 +26,19 @@ from collections.abc import Collection
 from typing import Any
 
 from virtrigaud.api.virtualmachine import VirtualMachinePhase
+from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted, Resolver
+from virtrigaud.controllers.virtualmachine.converge import ConvergeSteps
+from virtrigaud.controllers.virtualmachine.delete import DeleteSteps
+from virtrigaud.controllers.virtualmachine.memory import KeyMemory
+from virtrigaud.controllers.virtualmachine.passbase import Blocked, Wait
+from virtrigaud.controllers.virtualmachine.spec import SpecProblem
+from virtrigaud.controllers.virtualmachine.status import DELETING
+from virtrigaud.controllers.virtualmachine.sweep import Sweep
 from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import VIRTUAL_MACHINES
 from virtrigaud.providers.base import Busy, OwnershipError, ProviderError, RetryableError
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
-from virtrigaud.shards.resolve import MissingDependency, NotGranted, Resolver
-from virtrigaud.shards.vm_converge import ConvergeSteps
-from virtrigaud.shards.vm_delete import DeleteSteps
-from virtrigaud.shards.vm_memory import KeyMemory
-from virtrigaud.shards.vm_pass import Blocked, Wait
-from virtrigaud.shards.vm_spec import SpecProblem
-from virtrigaud.shards.vm_status import DELETING
-from virtrigaud.shards.vm_sweep import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class VMReconciler:
         self.memory.forget(key)
 
     async def sweep(self, keys: Collection[str]) -> set[str]:
-        """The keys whose VM needs a pass (see vm_sweep.py); reads only."""
+        """The keys whose VM needs a pass (see sweep.py); reads only."""
         return await Sweep(self.ctx, self.resolver, self.memory).due(keys)
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:

@@ -6,7 +6,7 @@ A running VM may need a power-off first, which is the task ``delete`` returns; o
 delete task ended, ``delete`` is asked again, and the VM being gone (NotFound) is what
 completes the delete.
 
-The finalizer is added just before the first create (see vm_converge.py), so a VM that
+The finalizer is added just before the first create (see converge.py), so a VM that
 never got that far has none and deletes at once. A VM with the finalizer whose Provider is
 gone keeps it (its hypervisor VM would be orphaned silently otherwise); the Deleting
 condition says how to let it go anyway::
@@ -18,16 +18,16 @@ condition says how to let it go anyway::
 from __future__ import annotations
 
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase
-from virtrigaud.providers.base import NotFoundError, OwnershipError
-from virtrigaud.shards.resolve import MissingDependency, NotGranted
-from virtrigaud.shards.vm_pass import (
+from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted
+from virtrigaud.controllers.virtualmachine.passbase import (
     OP_CREATE,
     OP_DELETE,
     Blocked,
     PassBase,
     task_done_locally,
 )
-from virtrigaud.shards.vm_status import DELETING, READY, ensure_finalizer
+from virtrigaud.controllers.virtualmachine.status import DELETING, READY, ensure_finalizer
+from virtrigaud.providers.base import NotFoundError, OwnershipError
 
 
 class DeleteSteps(PassBase):

@@ -18,6 +18,29 @@ from virtrigaud.api.common import parse_duration
 from virtrigaud.api.conditions import get_condition
 from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase, VirtualMachineResources
 from virtrigaud.api.virtualmachine import PowerState as DesiredPower
+from virtrigaud.controllers.virtualmachine.fields import report_unsupported_fields
+from virtrigaud.controllers.virtualmachine.passbase import (
+    OP_ADOPT,
+    OP_CREATE,
+    OP_POWER,
+    PassBase,
+    Wait,
+    task_done_locally,
+)
+from virtrigaud.controllers.virtualmachine.spec import (
+    build_vm_spec,
+    desired_resources,
+    hardware_differences,
+    resolve_class,
+)
+from virtrigaud.controllers.virtualmachine.status import (
+    DELETING,
+    LAST_TASK_OPERATION,
+    PROVISIONING,
+    READY,
+    RECONFIGURING,
+    set_finalizer,
+)
 from virtrigaud.providers.base import (
     DONE,
     Busy,
@@ -32,29 +55,6 @@ from virtrigaud.providers.base import (
     VMInfo,
     VMSpec,
     check_owner,
-)
-from virtrigaud.shards.vm_fields import report_unsupported_fields
-from virtrigaud.shards.vm_pass import (
-    OP_ADOPT,
-    OP_CREATE,
-    OP_POWER,
-    PassBase,
-    Wait,
-    task_done_locally,
-)
-from virtrigaud.shards.vm_spec import (
-    build_vm_spec,
-    desired_resources,
-    hardware_differences,
-    resolve_class,
-)
-from virtrigaud.shards.vm_status import (
-    DELETING,
-    LAST_TASK_OPERATION,
-    PROVISIONING,
-    READY,
-    RECONFIGURING,
-    set_finalizer,
 )
 
 # After a VM vanished from the hypervisor, or a synchronous change needs a fresh look.

@@ -19,12 +19,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtrigaud.controllers.common.resolve import Resolver
+from virtrigaud.controllers.virtualmachine.memory import KeyMemory
+from virtrigaud.controllers.virtualmachine.status import READY, RECONFIGURING
 from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.providers.base import Observed, PowerState, Provider
 from virtrigaud.shards.reconciler import ShardContext
-from virtrigaud.shards.resolve import Resolver
-from virtrigaud.shards.vm_memory import KeyMemory
-from virtrigaud.shards.vm_status import READY, RECONFIGURING
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What every controller shares: reading dependencies, writing status and finalizers."""

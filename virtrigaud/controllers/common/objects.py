@@ -1,0 +1,118 @@
+"""Writing the objects controllers own a part of: status and finalizers.
+
+Status goes through the /status subresource, only when it differs from what the object
+already says (an idle fleet makes no writes), with optimistic concurrency: a 409 re-reads
+the object and writes again on top of the fresh copy (status is owned by its controller
+alone, and the copy it computed says which generation it describes). Finalizers are
+patched guarded by resourceVersion, so a stale copy can never drop someone else's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from virtrigaud.kube.client import ApiError, KubeClient
+from virtrigaud.kube.resources import Resource
+
+JSON = dict[str, Any]
+
+CONFLICT_RETRIES = 5
+
+
+def _same_raw(obj: JSON, status: JSON) -> bool:
+    return (obj.get("status") or {}) == status
+
+
+async def write_status(
+    kube: KubeClient,
+    resource: Resource,
+    obj: JSON,
+    status: JSON,
+    same: Callable[[JSON, JSON], bool] = _same_raw,
+) -> JSON:
+    """Write status to obj's /status when it differs (`same` compares in the kind's normal
+    form); returns the object as stored."""
+    if same(obj, status):
+        return obj
+    meta = obj["metadata"]
+    current = obj
+    for _ in range(CONFLICT_RETRIES):
+        body = dict(current)
+        body["status"] = status
+        try:
+            return await kube.replace(resource, body, subresource="status")
+        except ApiError as e:
+            if not e.conflict:
+                raise
+        current = await kube.get(resource, meta["name"], meta.get("namespace"))
+        if current["metadata"].get("uid") != meta.get("uid"):
+            raise ApiError(
+                404,
+                "NotFound",
+                f"{resource.kind} {meta.get('namespace')}/{meta['name']} was deleted and "
+                "recreated while its status was being written; the new object is "
+                "reconciled on its own",
+            )
+        if same(current, status):
+            return current
+    raise ApiError(
+        409,
+        "Conflict",
+        f"{resource.kind} {meta.get('namespace')}/{meta['name']}: status write conflicted "
+        f"{CONFLICT_RETRIES} times in a row; retrying later",
+    )
+
+
+async def ensure_finalizer(
+    kube: KubeClient, resource: Resource, obj: JSON, finalizer: str, present: bool
+) -> JSON:
+    """Add (present) or remove one finalizer, guarded by resourceVersion; re-read on 409.
+
+    Returns the stored object; after the last finalizer of a deleting object goes, the
+    object may be gone and the returned copy is the last one seen.
+    """
+    stored, _ = await set_finalizer(kube, resource, obj, finalizer, present)
+    return stored
+
+
+async def set_finalizer(
+    kube: KubeClient, resource: Resource, obj: JSON, finalizer: str, present: bool
+) -> tuple[JSON, bool]:
+    """ensure_finalizer, also saying whether this call made the change (False: the stored
+    object already was that way, possibly by someone else's write after obj was read)."""
+    meta = obj["metadata"]
+    namespace = meta.get("namespace")
+    current = obj
+    for _ in range(CONFLICT_RETRIES):
+        theirs: list[str] = list(current["metadata"].get("finalizers") or [])
+        if (finalizer in theirs) == present:
+            return current, False
+        wanted = [*theirs, finalizer] if present else [f for f in theirs if f != finalizer]
+        patch = {
+            "metadata": {
+                "finalizers": wanted or None,
+                "resourceVersion": current["metadata"]["resourceVersion"],
+            }
+        }
+        try:
+            return await kube.patch(resource, meta["name"], namespace, patch), True
+        except ApiError as e:
+            if e.not_found and not present:
+                return current, False
+            if not e.conflict:
+                raise
+        try:
+            current = await kube.get(resource, meta["name"], namespace)
+        except ApiError as e:
+            if e.not_found and not present:
+                return current, False
+            raise
+        if current["metadata"].get("uid") != meta.get("uid"):
+            raise ApiError(404, "NotFound", f"{resource.kind} {meta['name']} was replaced")
+    raise ApiError(
+        409,
+        "Conflict",
+        f"{resource.kind} {namespace}/{meta['name']}: finalizer update conflicted "
+        f"{CONFLICT_RETRIES} times in a row; retrying later",
+    )
