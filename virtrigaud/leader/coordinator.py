@@ -60,6 +60,7 @@ from virtrigaud.leader.owners import OwnerRegistry
 from virtrigaud.leader.ring import RingState
 from virtrigaud.leader.routing import DEPENDENCIES, Route, routes_for, secret_of_provider
 from virtrigaud.leader.shard_count import read_shard_count
+from virtrigaud.leader.usage import USAGE_FIELD, UsageIndex
 from virtrigaud.shards.actor import (
     ACTOR_PREFIX,
     RAY_NAMESPACE,
@@ -201,6 +202,7 @@ class Coordinator:
         self.group_of: dict[str, str] = {}  # key -> its group (a ring key)
         self.members: dict[str, set[str]] = {}  # group -> its keys
         self._touched: set[str] = set()  # dependencies changed since the last flush
+        self.usage = UsageIndex()  # which VMs use each dependency
         self._secret_refs: dict[str, set[str]] = {}  # Secret key -> Providers naming it
         self._secret_watches: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         self.ready = False
@@ -335,6 +337,8 @@ class Coordinator:
         for informer in self.informers.values():
             for key, obj in informer.store.items():
                 self._join(key, self._group_for(key, obj))
+                if informer.resource.kind == "VirtualMachine":
+                    self.usage.update(key, obj)
                 keys += 1
 
         for i, link in links.items():
@@ -408,7 +412,7 @@ class Coordinator:
             for chunk in _chunks(keys, self.config.move_chunk):
                 for k in chunk:
                     self.holder[k] = name
-                items = [(k, self._object(k)) for k in chunk]
+                items = [(k, self._payload(k)) for k in chunk]
                 fresh = [k for k in chunk if k not in held]
                 sends.append(self._send_accept(link, self._stamp(link), items, fresh))
         await asyncio.gather(*sends)
@@ -595,6 +599,9 @@ class Coordinator:
     def _on_event(self, kind: str, key: str, obj: JSON) -> None:
         EVENTS.labels(kind).inc()
         object_kind = kind_of(key)
+        if object_kind == "VirtualMachine":
+            for dep in self.usage.update(key, None if kind == "DELETED" else obj):
+                self._usage_changed(dep)
         if object_kind in DEPENDENCIES:
             self._touched.add(key)
             if object_kind == "Provider":
@@ -688,6 +695,25 @@ class Coordinator:
     def _object(self, key: str) -> JSON | None:
         informer = self.informers.get(kind_of(key))
         return informer.store.get(key) if informer is not None else None
+
+    def _payload(self, key: str) -> JSON | None:
+        """The object as a shard receives it: with its usage, for a dependency."""
+        return self._with_usage(key, self._object(key))
+
+    def _usage_changed(self, dep: str) -> None:
+        """Deliver `dep` again (its usage rides along) if it exists and is held."""
+        if not self.ready or dep in self.moving or dep in self.unsettled:
+            return
+        holder = self.holder.get(dep)
+        obj = self._object(dep)
+        if holder is None or holder not in self.shards or obj is None:
+            return
+        self._buffer(self._delivers[holder], dep, obj)
+
+    def _with_usage(self, key: str, obj: JSON | None) -> JSON | None:
+        if obj is None or kind_of(key) not in DEPENDENCIES:
+            return obj
+        return {**obj, USAGE_FIELD: self.usage.usage(key)}
 
     def _buffer(self, target: dict[str, Any], key: str, obj: JSON) -> None:
         if key not in target:
@@ -791,13 +817,11 @@ class Coordinator:
             if link is None:
                 continue  # left the ring meanwhile; its keys are unsettled and will move
             if accepts.get(name):
-                out.append(
-                    _Outgoing(link, "accept", self._stamp(link), list(accepts[name].items()))
-                )
+                items = [(k, self._with_usage(k, o)) for k, o in accepts[name].items()]
+                out.append(_Outgoing(link, "accept", self._stamp(link), items))
             if delivers.get(name):
-                out.append(
-                    _Outgoing(link, "deliver", self._stamp(link), list(delivers[name].items()))
-                )
+                items = [(k, self._with_usage(k, o)) for k, o in delivers[name].items()]
+                out.append(_Outgoing(link, "deliver", self._stamp(link), items))
             self.batches += 1
         return out
 
@@ -869,7 +893,7 @@ class Coordinator:
             if self.shards.get(link.name) is not link:
                 return
             items = [
-                (key, self._object(key))
+                (key, self._payload(key))
                 for key, holder in self.holder.items()
                 if holder == link.name and key not in self.moving and self._owner(key) == link.name
             ]
@@ -1037,7 +1061,7 @@ class Coordinator:
                     gone.append(key)
                 continue
             self.holder[key] = owner
-            by_target[owner].append((key, self._object(key)))
+            by_target[owner].append((key, self._payload(key)))
         sends: list[Awaitable[Any]] = [
             self._send_accept(
                 self.shards[target],
