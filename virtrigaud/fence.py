@@ -1,13 +1,18 @@
-"""Fencing at the point of mutation: a hypervisor call that changes something is sent only
-while the caller's claim on the object it acts for still holds.
+"""Fencing: a shard sends a hypervisor call only while it may still act.
 
-The shard runtime sets a ``Claim`` for the duration of each reconcile (a context
-variable, so it follows the reconcile into every await). The call gate checks it twice
-for every mutating call: before paying the token (and, where the bucket lives in Redis,
-inside the same atomic script, against the owner stamp the leader recorded for the key)
-and again in the worker thread right before the SDK call. A stale owner (a shard that
-lost its lease, or whose key was handed to another shard) gets ``Fenced`` and sends
-nothing. Calls made without a claim (tools, tests, the sweep's reads) are not fenced.
+Two layers, both checked where a call is paid for (virtrigaud.providers.calls):
+
+* the *claim*: the shard runtime sets a ``Claim`` for the duration of each reconcile (a
+  context variable, so it follows the reconcile into every await). A mutating call checks
+  it before it takes its token and again in the worker thread right before the SDK call:
+  a shard whose lease ran out, or whose key was released, gets ``Fenced`` and sends
+  nothing. Calls made without a claim (tools, tests, the sweep's reads) are not fenced.
+* the *incarnation fence*: when the leader gives up a shard incarnation (it died,
+  restarted or stayed unreachable past its lease) it sets that incarnation's fence key in
+  Redis before it hands the keys to other shards. From then on the token bucket refuses
+  that incarnation every token, so a shard that misjudged its own lease (a frozen process
+  that resumed, a skewed clock) cannot pay for a call either, beyond the tokens it was
+  lent for at most a lease (ratelimit/shared.py). Without Redis the claim alone fences.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ from __future__ import annotations
 import contextvars
 from typing import Protocol
 
-OWNER_REGISTRY = "virtrigaud:owners"
-"""The Redis hash of owner stamps (key -> "token:sequence") the leader writes before it
-hands a key to a shard; the token bucket's script refuses mutations of older owners."""
+FENCE_PREFIX = "virtrigaud:fenced:"
+"""Redis key prefix of fenced shard incarnations (the value is the shard's name)."""
+FENCE_TTL_SECONDS = 7 * 24 * 3600
+"""An incarnation id is never reused; its fence outlives any process that could hold it."""
 
 STAMP_LOW_BITS = 40
-"""A stamp is (leader token << 40) | sequence; Redis compares the two halves (Lua numbers
-are doubles, exact only to 2**53)."""
+"""A stamp is (leader token << 40) | sequence."""
 
 
 class Fenced(Exception):
@@ -29,12 +34,7 @@ class Fenced(Exception):
 
 
 class Claim(Protocol):
-    key: str  # the object's key, e.g. "namespace/name"
-
-    @property
-    def stamp(self) -> int:
-        """The grant under which this shard owns the key now."""
-        ...
+    key: str  # the object's key, Kind/namespace/name
 
     def check(self) -> None:
         """Raise Fenced if the claim no longer holds."""
@@ -44,6 +44,10 @@ class Claim(Protocol):
 CLAIM: contextvars.ContextVar[Claim | None] = contextvars.ContextVar(
     "virtrigaud_claim", default=None
 )
+
+
+def fence_key(incarnation: str, prefix: str = FENCE_PREFIX) -> str:
+    return f"{prefix}{incarnation}"
 
 
 def split_stamp(stamp: int) -> tuple[int, int]:

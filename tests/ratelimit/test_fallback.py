@@ -15,7 +15,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from virtrigaud.ratelimit import BackendUnavailable, Decision, RedisBucket
-from virtrigaud.ratelimit.shared import OwnerCheck
 from virtrigaud.ratelimit.shared import log as limiter_log
 
 
@@ -57,11 +56,17 @@ class CountingRedisBucket(RedisBucket):
     failed_calls = 0
 
     async def _remote_take(
-        self, bucket_key: str, qps: float, burst: int, cost: int, owner: OwnerCheck | None
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int,
+        want: int,
+        fence_key: str | None,
     ) -> Decision:
         self.remote_calls += 1
         try:
-            return await super()._remote_take(bucket_key, qps, burst, cost, owner)
+            return await super()._remote_take(bucket_key, qps, burst, cost, want, fence_key)
         except BackendUnavailable:
             self.failed_calls += 1
             raise

@@ -142,3 +142,50 @@ async def test_invalid_budgets_name_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=field):
         await bucket.try_acquire("ns/provider", qps, burst, cost)
+
+
+async def test_busy_shards_lease_tokens_and_still_hold_the_budget_exactly(redis_url: str) -> None:
+    """Four shards each calling a Provider 60 times a second (240/s, under its 400/s): after
+    the first second most tokens come from leases (a fraction of a Redis round trip per
+    call), and calls never exceed rate and burst in any window, because lent tokens count
+    against the bucket until they expire. Then the same shards flat out: the budget holds."""
+    qps, burst, shards = 400.0, 40, 4
+    key = fresh_key()
+    limiters = [RedisBucket.from_url(redis_url, shard_count=shards) for _ in range(shards)]
+    grants: list[float] = []
+
+    def round_trips() -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "virtrigaud_ratelimit_decisions_total", {"bucket": key, "source": "redis"}
+            )
+            or 0.0
+        )
+
+    async def shard(limiter: RedisBucket, until: float, interval: float) -> int:
+        calls = 0
+        while time.monotonic() < until:
+            await limiter.acquire(key, qps, burst)
+            grants.append(time.monotonic())
+            calls += 1
+            if interval:
+                await asyncio.sleep(interval)
+        return calls
+
+    try:
+        warm = time.monotonic() + 1.2
+        await asyncio.gather(*(shard(lim, warm, 1 / 60) for lim in limiters))
+        before, paced_from = round_trips(), len(grants)
+        await asyncio.gather(*(shard(lim, time.monotonic() + 2.0, 1 / 60) for lim in limiters))
+        paced_calls = len(grants) - paced_from
+        per_call = (round_trips() - before) / paced_calls
+        print(f"{paced_calls} paced calls, {per_call:.3f} Redis round trips per call")
+        assert paced_calls >= 0.7 * 240 * 2.0
+        assert per_call < 0.4
+        flat_from = len(grants)
+        await asyncio.gather(*(shard(lim, time.monotonic() + 2.0, 0) for lim in limiters))
+        assert len(grants) - flat_from >= 0.8 * qps * 2.0
+    finally:
+        for limiter in limiters:
+            await limiter.aclose()
+    assert max_grants_over(grants, qps, burst) <= 2.0

@@ -1,8 +1,8 @@
 """Object keys: how every routed object is named across the system.
 
 ``Kind/namespace/name`` (e.g. ``VirtualMachine/demo/web-1``): the coordinator's store,
-the hash ring's groups, the shards' ownership and workqueues, the reconcile audit and the
-owner registry all use these strings. Kind names and namespaces never contain ``/``.
+the hash ring's groups, the shards' ownership and workqueues, and the reconcile audit all
+use these strings. Kind names and namespaces never contain ``/``.
 """
 
 from __future__ import annotations

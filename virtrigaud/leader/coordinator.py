@@ -24,8 +24,8 @@ virtrigaud/shards/protocol.md. The parts that live here:
 * a *lease* per shard, renewed by heartbeats (links.py); an unreachable shard fences
   itself when its lease runs out, and only then do its keys move. A shard Ray reports
   dead is treated the same way (its process may be a frozen node's, about to resume);
-* the *owner registry* in Redis (owners.py), written before a key is handed to a new
-  shard, so a stale owner's mutations are refused where they are paid for;
+* the *incarnation fence* in Redis (fences.py), set before the keys of a shard it gave
+  up on go to others, so that incarnation cannot pay for a hypervisor call any more;
 * no message waits without bound: release/retain/reset answer within seconds with the
   keys still busy, and the leader asks again.
 
@@ -54,9 +54,9 @@ from virtrigaud.fence import join_stamp
 from virtrigaud.kube.client import KubeClient
 from virtrigaud.kube.keys import ObjectKey, kind_of
 from virtrigaud.kube.resources import SECRETS
+from virtrigaud.leader.fences import ShardFences
 from virtrigaud.leader.informer import Informer, metadata_only
 from virtrigaud.leader.links import LeaseTerms, ShardLink
-from virtrigaud.leader.owners import OwnerRegistry
 from virtrigaud.leader.ring import RingState
 from virtrigaud.leader.routing import DEPENDENCIES, Route, routes_for, secret_of_provider
 from virtrigaud.leader.shard_count import read_shard_count
@@ -183,7 +183,7 @@ class Coordinator:
         # Ray): the leader stops them before the Lease is released.
         self.stop_shards_on_exit = False
         self.leadership: Leadership | None = None
-        self.owners = OwnerRegistry(shard_config.redis_url)
+        self.fences = ShardFences(shard_config.redis_url)
         self._reset()
 
     def _reset(self) -> None:
@@ -382,7 +382,7 @@ class Coordinator:
                 wait,
             )
             await asyncio.sleep(wait)
-        await self._accept_initial(members, kept)
+        await self._accept_initial(members)
         await self._broadcast_shard_count()
         self.ready = True
         self._publish_loads()
@@ -401,20 +401,18 @@ class Coordinator:
             },
         )
 
-    async def _accept_initial(self, members: list[str], kept: dict[str, set[str]]) -> None:
+    async def _accept_initial(self, members: list[str]) -> None:
         sends = []
         for name in members:
             link = self.shards.get(name)
             if link is None:
                 continue
             keys = self._keys_of(name)
-            held = kept.get(name, set())
             for chunk in _chunks(keys, self.config.move_chunk):
                 for k in chunk:
                     self.holder[k] = name
                 items = [(k, self._payload(k)) for k in chunk]
-                fresh = [k for k in chunk if k not in held]
-                sends.append(self._send_accept(link, self._stamp(link), items, fresh))
+                sends.append(self._send_accept(link, self._stamp(link), items))
         await asyncio.gather(*sends)
 
     async def _await_ready(
@@ -831,7 +829,7 @@ class Coordinator:
             BATCHES.labels(o.method).inc()
             BATCH_ITEMS.observe(len(o.items))
             if o.method == "accept":
-                sends.append(self._send_accept(o.link, o.stamp, o.items, [k for k, _ in o.items]))
+                sends.append(self._send_accept(o.link, o.stamp, o.items))
             else:
                 sends.append(self._send(o.link, "deliver", o.stamp, o.items))
         await asyncio.gather(*sends)
@@ -841,15 +839,11 @@ class Coordinator:
         link: ShardLink,
         stamp: tuple[int, int],
         items: list[tuple[str, Any]],
-        new_holder: list[str],
         *,
         moved: int = NEW,
     ) -> bool:
-        """Accept `items` on `link`; keys in `new_holder` come from another shard (or none),
-        so the owner registry learns the new stamp first. `moved`: work under way
-        elsewhere, which the shard takes up ahead of new work."""
-        if new_holder:
-            await self.owners.record(new_holder, stamp[0])
+        """Accept `items` on `link`. `moved`: work under way elsewhere, which the shard
+        takes up ahead of new work."""
         return await self._send(link, "accept", stamp, items, moved)
 
     async def _send(
@@ -1067,7 +1061,6 @@ class Coordinator:
                 self.shards[target],
                 self._stamp(self.shards[target]),
                 items,
-                [k for k, _ in items],
                 moved=moved,
             )
             for target, items in by_target.items()
@@ -1075,8 +1068,6 @@ class Coordinator:
         moved = sum(len(items) for items in by_target.values())
         self.handover_keys += moved
         HANDOVER_KEYS.inc(moved)
-        if gone:
-            sends.append(self.owners.forget(gone))
         await asyncio.gather(*sends)
         HANDOVER_SECONDS.observe(time.perf_counter() - started)
         self._publish_loads()
@@ -1123,12 +1114,16 @@ class Coordinator:
         self._kick_at(link.lease_end)
 
     async def _close_audit(self, link: ShardLink) -> None:
-        """Tell the audit this incarnation is gone (before its keys are handed out)."""
-        if link.audit_closed or not self.shard_config.audit_redis or not link.incarnation:
+        """Fence this incarnation and tell the audit it is gone (before its keys are
+        handed out)."""
+        if link.audit_closed or not link.incarnation:
+            return
+        link.audit_closed = True
+        await self.fences.fence(link.name, link.incarnation)
+        if not self.shard_config.audit_redis:
             return
         from virtrigaud.shards.audit import record_death
 
-        link.audit_closed = True
         try:
             await record_death(self.shard_config.audit_redis, link.name, link.incarnation)
         except Exception as e:

@@ -1,14 +1,17 @@
 """The call gate: the one choke point every hypervisor call goes through.
 
-It takes a token from the Provider's shared bucket, runs the blocking SDK call in the
-session pool's bounded thread pool (and under the endpoint's in-flight cap), maps SDK
-exceptions to the three error kinds, and counts the call. Providers never call an SDK any
-other way, so "every call pays a token" holds by construction.
+It waits for a free slot (the endpoint's in-flight cap, never more than the session
+pool's threads), then takes a token from the Provider's shared bucket, then runs the
+blocking SDK call in that pool, maps SDK exceptions to the three error kinds, and counts
+the call. Providers never call an SDK any other way, so "every call pays a token" holds by
+construction; and because the token is taken only once a thread is free, a call is sent
+right after it was paid for: calls reach the hypervisor at the pace tokens are granted,
+not in bunches released by a queue.
 
 Calls are mutations unless a provider marks them ``mutating=False`` (reads): a mutation
 made under a shard's claim on a key (virtrigaud.fence) is fenced, checked before the token
-(and by the Redis bucket in the same script) and again in the worker thread just before
-the SDK call, so a shard that lost the key sends nothing.
+and again in the worker thread just before the SDK call, so a shard that lost the key
+sends nothing. A fenced shard incarnation gets no token at all (ratelimit/shared.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from virtrigaud.fence import CLAIM, OWNER_REGISTRY, Claim, Fenced, split_stamp
+from virtrigaud.fence import CLAIM, Claim, Fenced
 from virtrigaud.providers.base import ProviderError
 from virtrigaud.providers.metrics import (
     FENCED_CALLS,
@@ -30,7 +33,6 @@ from virtrigaud.providers.metrics import (
     HYPERVISOR_CALLS,
     RATE_LIMIT_WAIT_SECONDS,
 )
-from virtrigaud.ratelimit.shared import OwnerCheck
 
 T = TypeVar("T")
 
@@ -38,15 +40,9 @@ T = TypeVar("T")
 class TokenLimiter(Protocol):
     """A shared token bucket (Redis, a Ray actor, or the local fallback share)."""
 
-    async def acquire(
-        self,
-        bucket_key: str,
-        qps: float,
-        burst: int,
-        cost: int = 1,
-        owner: OwnerCheck | None = None,
-    ) -> float:
-        """Wait until cost tokens are granted; return the seconds waited."""
+    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
+        """Wait until cost tokens are granted; return the seconds waited (Fenced when this
+        shard incarnation may no longer call)."""
         ...
 
 
@@ -97,7 +93,6 @@ class CallGate:
         executor: ThreadPoolExecutor,
         map_error: ErrorMapper,
         max_in_flight: int | None = None,
-        owner_registry: str = OWNER_REGISTRY,
     ) -> None:
         self.provider_type = provider_type
         self.provider_key = provider_key
@@ -105,8 +100,8 @@ class CallGate:
         self.limiter = limiter
         self.executor = executor
         self.map_error = map_error
-        self._in_flight = asyncio.Semaphore(max_in_flight) if max_in_flight else None
-        self.owner_registry = owner_registry
+        threads: int = getattr(executor, "_max_workers", max_in_flight or 1)
+        self._slots = asyncio.Semaphore(min(max_in_flight or threads, threads))
 
     @property
     def bucket_key(self) -> str:
@@ -122,16 +117,13 @@ class CallGate:
     async def pay(self, cost: int = 1, *, method: str = "", mutating: bool = False) -> float:
         """Take cost tokens from the Provider's bucket; return the seconds waited.
 
-        For a mutation made under a claim (virtrigaud.fence) the claim is checked first and
-        the bucket refuses a stale owner (Fenced) without taking a token."""
+        A mutation made under a claim (virtrigaud.fence) checks the claim first."""
         claim = CLAIM.get() if mutating else None
-        owner: OwnerCheck | None = None
         if claim is not None:
             self._check(claim, method)
-            owner = OwnerCheck(self.owner_registry, claim.key, *split_stamp(claim.stamp))
         try:
             waited = await self.limiter.acquire(
-                self.bucket_key, self.rate.qps, self.rate.burst, cost, owner
+                self.bucket_key, self.rate.qps, self.rate.burst, cost
             )
         except Fenced:
             FENCED_CALLS.labels(self.provider_type, self.provider_key, method).inc()
@@ -147,33 +139,33 @@ class CallGate:
     ) -> T:
         """Pay for and run one hypervisor call; raise ProviderError on failure, Fenced when
         a mutation's claim no longer holds."""
-        await self.pay(cost, method=method, mutating=mutating)
         claim = CLAIM.get() if mutating else None
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        outcome = "ok"
         run = fn if claim is None else _guarded(claim, fn)
-        try:
-            if self._in_flight is None:
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            await self.pay(cost, method=method, mutating=mutating)
+            start = time.perf_counter()
+            outcome = "ok"
+            try:
                 return await loop.run_in_executor(self.executor, run)
-            async with self._in_flight:
-                return await loop.run_in_executor(self.executor, run)
-        except Fenced:
-            outcome = "fenced"
-            FENCED_CALLS.labels(self.provider_type, self.provider_key, method).inc()
-            raise
-        except ProviderError as e:
-            outcome = e.kind.value
-            raise
-        except Exception as e:
-            mapped = self.map_error(e)
-            outcome = mapped.kind.value
-            raise mapped from e
-        finally:
-            HYPERVISOR_CALLS.labels(self.provider_type, self.provider_key, method, outcome).inc()
-            HYPERVISOR_CALL_SECONDS.labels(self.provider_type, self.provider_key, method).observe(
-                time.perf_counter() - start
-            )
+            except Fenced:
+                outcome = "fenced"
+                FENCED_CALLS.labels(self.provider_type, self.provider_key, method).inc()
+                raise
+            except ProviderError as e:
+                outcome = e.kind.value
+                raise
+            except Exception as e:
+                mapped = self.map_error(e)
+                outcome = mapped.kind.value
+                raise mapped from e
+            finally:
+                HYPERVISOR_CALLS.labels(
+                    self.provider_type, self.provider_key, method, outcome
+                ).inc()
+                HYPERVISOR_CALL_SECONDS.labels(
+                    self.provider_type, self.provider_key, method
+                ).observe(time.perf_counter() - start)
 
 
 def _guarded(claim: Claim, fn: Callable[[], T]) -> Callable[[], T]:

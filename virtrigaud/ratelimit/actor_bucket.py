@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from virtrigaud.ratelimit.bucket import Decision, LocalBuckets
-from virtrigaud.ratelimit.shared import BackendUnavailable, OwnerCheck, SharedBucket
+from virtrigaud.ratelimit.shared import BackendUnavailable, SharedBucket
 
 DEFAULT_ACTOR_NAME = "virtrigaud-ratelimit"
 DEFAULT_NAMESPACE = "virtrigaud"
@@ -113,9 +113,16 @@ class ActorBucket(SharedBucket):
         return f"Ray actor {self._name}"
 
     async def _remote_take(
-        self, bucket_key: str, qps: float, burst: int, cost: int, owner: OwnerCheck | None
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int,
+        want: int,
+        fence_key: str | None,
     ) -> Decision:
-        # No owner registry here: without Redis a stale owner is stopped by its lease alone.
+        # No leases and no fence here (without Redis a stale shard is stopped by its own
+        # lease alone): one call per token.
         from ray.exceptions import RayError
 
         try:
@@ -125,4 +132,10 @@ class ActorBucket(SharedBucket):
             )
         except (RayError, TimeoutError) as exc:
             raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        return Decision(bool(allowed), float(retry_after), float(tokens), "actor")
+        return Decision(
+            bool(allowed),
+            float(retry_after),
+            float(tokens),
+            "actor",
+            granted=cost if allowed else 0,
+        )

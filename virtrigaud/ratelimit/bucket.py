@@ -26,7 +26,8 @@ class Decision:
     retry_after: float
     tokens: float
     source: Source
-    fenced: bool = False  # refused: a newer owner of the key is recorded (see virtrigaud.fence)
+    fenced: bool = False  # refused: this shard incarnation is fenced (see virtrigaud.fence)
+    granted: int = 0  # tokens granted: the cost, or more when a lease was asked for
 
 
 def check_params(bucket_key: str, qps: float, burst: float, cost: int) -> None:
@@ -70,7 +71,7 @@ class LocalBuckets:
         tokens = refill(tokens, now - stamp, rate, capacity)
         allowed, tokens, retry_after = decide(tokens, rate, capacity, cost)
         self._state[bucket_key] = (tokens, now)
-        return Decision(allowed, retry_after, tokens, "local")
+        return Decision(allowed, retry_after, tokens, "local", granted=cost if allowed else 0)
 
     def forget(self, bucket_key: str) -> None:
         self._state.pop(bucket_key, None)

@@ -31,6 +31,11 @@ FALLBACKS = Counter(
 )
 FENCED = Counter(
     "virtrigaud_ratelimit_fenced_total",
-    "Hypervisor mutations refused because a newer owner of their key was recorded",
+    "Token requests refused because this shard incarnation is fenced",
+    ["bucket"],
+)
+LEASED = Counter(
+    "virtrigaud_ratelimit_leased_tokens_spent_total",
+    "Tokens spent from a lease, without a round trip to the shared backend",
     ["bucket"],
 )

@@ -14,54 +14,65 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from virtrigaud.ratelimit.bucket import Decision
-from virtrigaud.ratelimit.shared import BackendUnavailable, OwnerCheck, SharedBucket
+from virtrigaud.ratelimit.shared import LEASE_SECONDS, BackendUnavailable, SharedBucket
 
-# KEYS[1] = bucket; ARGV = rate (tokens/s), capacity, cost. Time comes from the server so
-# every client agrees on it; a clock step backwards refills nothing instead of going
-# negative. The arithmetic matches virtrigaud.ratelimit.bucket.
-# With KEYS[2] (the owner registry) and ARGV[4..6] = key, stamp high, stamp low, the call
-# is a mutation and is refused (-1, no token taken) when the registry records a newer
-# owner stamp for the key than the caller's: a stale owner is fenced in the same atomic
-# step that would have paid for its call.
+# KEYS[1] = bucket, KEYS[2] = its lent tokens (a sorted set), KEYS[3] = the caller's fence
+# key or ''. ARGV = rate (tokens/s), capacity, cost, want, lease (µs).
+#
+# Time comes from the server so every client agrees on it; a clock step backwards refills
+# nothing instead of going negative. The arithmetic matches virtrigaud.ratelimit.bucket.
+#
+# A caller may ask for more tokens than the call costs (`want`): the extra are *lent* for
+# `lease` µs, to be spent by that caller without asking again. Lent tokens still count
+# against the capacity until they expire, so the bucket plus what is lent never holds more
+# than the capacity: calls made with lent tokens stay within rate and burst exactly.
+#
+# A fenced caller (its shard incarnation was given up by the leader, see virtrigaud.fence)
+# gets -1 and no token: whatever it still runs cannot pay for a hypervisor call.
 TOKEN_BUCKET_LUA = """
-if #KEYS > 1 then
-  local rec = redis.call('HGET', KEYS[2], ARGV[4])
-  if rec then
-    local sep = string.find(rec, ':', 1, true)
-    local hi = tonumber(string.sub(rec, 1, sep - 1))
-    local lo = tonumber(string.sub(rec, sep + 1))
-    local mhi = tonumber(ARGV[5])
-    local mlo = tonumber(ARGV[6])
-    if hi > mhi or (hi == mhi and lo > mlo) then
-      return {-1, '0', 0}
-    end
-  end
+if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return {-1, '0', 0}
 end
 local rate = tonumber(ARGV[1])
 local cap = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local lease_us = tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local lent = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  lent = lent + tonumber(string.match(m, ':(%d+)$'))
+end
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(b[1]) or cap
 local ts = tonumber(b[2]) or now
-tokens = math.min(cap, tokens + math.max(0, now - ts) * rate / 1000000)
+tokens = math.min(cap - lent, tokens + math.max(0, now - ts) * rate / 1000000)
 local need = math.min(cost, cap)
-local allowed = 0
+local granted = 0
 local retry_us = 0
 if tokens >= need then
-  tokens = tokens - cost
-  allowed = 1
+  granted = cost
+  if want > cost then
+    granted = math.max(cost, math.min(want, math.floor(tokens)))
+  end
+  tokens = tokens - granted
+  if granted > cost then
+    redis.call('ZADD', KEYS[2], now + lease_us, now .. ':' .. tokens .. ':' .. (granted - cost))
+    redis.call('PEXPIRE', KEYS[2], math.ceil(lease_us / 1000) + 1000)
+  end
 else
   retry_us = math.ceil((need - tokens) * 1000000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((cap - tokens) * 1000 / rate) + 1000)
-return {allowed, tostring(tokens), retry_us}
+return {granted, tostring(tokens), retry_us}
 """
 TOKEN_BUCKET_SHA = hashlib.sha1(TOKEN_BUCKET_LUA.encode()).hexdigest()
 
 DEFAULT_PREFIX = "virtrigaud:ratelimit:"
+LEASE_US = int(LEASE_SECONDS * 1_000_000)
 
 
 class RedisBucket(SharedBucket):
@@ -123,23 +134,29 @@ class RedisBucket(SharedBucket):
             await self._client.aclose()
 
     async def _remote_take(
-        self, bucket_key: str, qps: float, burst: int, cost: int, owner: OwnerCheck | None
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int,
+        want: int,
+        fence_key: str | None,
     ) -> Decision:
-        keys: tuple[str, ...] = (self._prefix + bucket_key,)
-        args: tuple[str | int, ...] = (repr(float(qps)), repr(float(burst)), cost)
-        if owner is not None:
-            keys = (*keys, owner.registry)
-            args = (*args, owner.key, owner.high, owner.low)
+        bucket = self._prefix + bucket_key
+        keys = (bucket, bucket + ":lent", fence_key or "")
+        args = (repr(float(qps)), repr(float(burst)), cost, max(cost, want), LEASE_US)
         try:
             try:
-                reply = await self._client.evalsha(TOKEN_BUCKET_SHA, len(keys), *keys, *args)
+                reply = await self._client.evalsha(TOKEN_BUCKET_SHA, 3, *keys, *args)
             except NoScriptError:
                 # A restarted or flushed Redis forgets scripts; load it and ask again.
                 await self._client.script_load(TOKEN_BUCKET_LUA)
-                reply = await self._client.evalsha(TOKEN_BUCKET_SHA, len(keys), *keys, *args)
+                reply = await self._client.evalsha(TOKEN_BUCKET_SHA, 3, *keys, *args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise BackendUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        allowed, tokens, retry_us = reply
-        if int(allowed) < 0:
+        granted, tokens, retry_us = reply
+        if int(granted) < 0:
             return Decision(False, 0.0, 0.0, "redis", fenced=True)
-        return Decision(bool(allowed), int(retry_us) / 1e6, float(tokens), "redis")
+        return Decision(
+            int(granted) > 0, int(retry_us) / 1e6, float(tokens), "redis", granted=int(granted)
+        )

@@ -1,9 +1,20 @@
-"""What every shared bucket does: waiting, metrics, and the fallback to a local share.
+"""What every shared bucket does: waiting, leases, fencing, metrics, and the fallback to a
+local share.
 
 A shared backend (Redis, or one Ray actor) keeps each Provider's budget in one place so
 it holds across all shards. When the backend does not answer, each caller falls back to
 a local bucket with 1/shard_count of the budget (rate and burst, burst at least 1) —
 never to unlimited — and probes the backend again at most once per `probe_interval`.
+
+Leases: a process that calls a Provider often asks the backend for a few tokens more than
+the call costs; the backend lends them for LEASE_SECONDS (Redis counts lent tokens against
+the capacity until they expire, so the budget holds exactly) and the process spends them
+without another round trip. The lease follows the process's own recent pace, so a quiet
+process borrows nothing it would waste.
+
+Fencing: a shard sets `fence_key`; once its leader gives the shard incarnation up, the
+backend refuses it every token (virtrigaud.fence), so whatever the shard still runs cannot
+pay for a hypervisor call.
 """
 
 from __future__ import annotations
@@ -23,45 +34,23 @@ from virtrigaud.ratelimit.bucket import Decision, LocalBuckets, check_params
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class OwnerCheck:
-    """A mutation's fencing check: refuse it if `registry` records a newer owner of `key`.
-
-    `high`/`low` are the two halves of the caller's owner stamp (virtrigaud.fence).
-    Only a backend with an owner registry (Redis) checks it; the others rely on the
-    caller's lease alone.
-    """
-
-    registry: str
-    key: str
-    high: int
-    low: int
+LEASE_SECONDS = 0.2
+"""How long lent tokens stay spendable: short, so a lease never outlives the pace that
+justified it and unspent tokens return to the bucket soon."""
+MAX_LEASE = 16
 
 
 class Limiter(Protocol):
     """Takes tokens from per-Provider buckets."""
 
-    async def acquire(
-        self,
-        bucket_key: str,
-        qps: float,
-        burst: int,
-        cost: int = 1,
-        owner: OwnerCheck | None = None,
-    ) -> float:
+    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
         """Wait until `cost` tokens are granted; return the seconds waited.
 
-        Raises Fenced when `owner` is given and a newer owner of its key is recorded."""
+        Raises Fenced when this process's shard incarnation has been fenced."""
         ...
 
     async def try_acquire(
-        self,
-        bucket_key: str,
-        qps: float,
-        burst: int,
-        cost: int = 1,
-        owner: OwnerCheck | None = None,
+        self, bucket_key: str, qps: float, burst: int, cost: int = 1, want: int = 0
     ) -> Decision: ...
 
     async def aclose(self) -> None: ...
@@ -71,8 +60,33 @@ class BackendUnavailable(Exception):
     """The shared backend did not answer or answered with an error."""
 
 
+@dataclass
+class _Lease:
+    tokens: int
+    expires: float
+
+
+@dataclass
+class _Pace:
+    """Calls per second this process makes against one bucket (a window of 1-2 s)."""
+
+    since: float
+    calls: float = 0.0
+    prev: float = 0.0
+
+    def note(self, now: float, cost: int) -> None:
+        if now - self.since >= 1.0:
+            self.prev = self.calls / (now - self.since) if now - self.since < 2.0 else 0.0
+            self.calls = 0.0
+            self.since = now
+        self.calls += cost
+
+    def rate(self) -> float:
+        return self.prev
+
+
 class SharedBucket(ABC):
-    """A Limiter over a shared backend with a local per-shard fallback."""
+    """A Limiter over a shared backend with leases, fencing and a local per-shard fallback."""
 
     def __init__(
         self,
@@ -91,6 +105,10 @@ class SharedBucket(ABC):
         self._fallback = False
         self._next_probe = 0.0
         self._fallback_keys: set[str] = set()
+        # Set by a shard: the key that fences its incarnation in the backend (fence.py).
+        self.fence_key: str | None = None
+        self._stock: dict[str, _Lease] = {}
+        self._pace: dict[str, _Pace] = {}
 
     @property
     def shard_count(self) -> int:
@@ -112,20 +130,22 @@ class SharedBucket(ABC):
 
     @abstractmethod
     async def _remote_take(
-        self, bucket_key: str, qps: float, burst: int, cost: int, owner: OwnerCheck | None
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int,
+        want: int,
+        fence_key: str | None,
     ) -> Decision:
-        """One decision by the backend; raises BackendUnavailable when it cannot."""
+        """One decision by the backend (`want` > cost asks for a lease of the rest);
+        raises BackendUnavailable when it cannot."""
 
     async def aclose(self) -> None:
         return None
 
     async def try_acquire(
-        self,
-        bucket_key: str,
-        qps: float,
-        burst: int,
-        cost: int = 1,
-        owner: OwnerCheck | None = None,
+        self, bucket_key: str, qps: float, burst: int, cost: int = 1, want: int = 0
     ) -> Decision:
         check_params(bucket_key, qps, burst, cost)
         now = self._now()
@@ -134,7 +154,9 @@ class SharedBucket(ABC):
                 # Only one caller probes per interval; the others keep the local share.
                 self._next_probe = now + self._probe_interval
             try:
-                decision = await self._remote_take(bucket_key, qps, burst, cost, owner)
+                decision = await self._remote_take(
+                    bucket_key, qps, burst, cost, max(cost, want), self.fence_key
+                )
             except BackendUnavailable as exc:
                 self._enter_fallback(exc)
             else:
@@ -149,30 +171,37 @@ class SharedBucket(ABC):
         decision = self._local.take(bucket_key, qps / share, max(1.0, burst / share), cost)
         return self._count(bucket_key, decision)
 
-    async def acquire(
-        self,
-        bucket_key: str,
-        qps: float,
-        burst: int,
-        cost: int = 1,
-        owner: OwnerCheck | None = None,
-    ) -> float:
+    async def acquire(self, bucket_key: str, qps: float, burst: int, cost: int = 1) -> float:
         start = self._now()
+        pace = self._pace.setdefault(bucket_key, _Pace(start))
+        pace.note(start, cost)
+        stock = self._stock.get(bucket_key)
+        if stock is not None and stock.tokens >= cost and stock.expires > start:
+            stock.tokens -= cost
+            metrics.LEASED.labels(bucket_key).inc(cost)
+            metrics.WAIT_SECONDS.labels(bucket_key).observe(0.0)
+            return 0.0
         while True:
-            decision = await self.try_acquire(bucket_key, qps, burst, cost, owner)
+            asked = self._now()
+            want = self._lease_size(pace, burst, cost)
+            decision = await self.try_acquire(bucket_key, qps, burst, cost, want)
             if decision.fenced:
                 metrics.FENCED.labels(bucket_key).inc()
                 log.warning(
-                    "refused a hypervisor mutation for %s: a newer owner of it is recorded; "
-                    "this shard no longer owns it",
-                    owner.key if owner else "?",
-                    extra={"key": owner.key if owner else "", "bucket": bucket_key},
+                    "refused a hypervisor call: this shard incarnation is fenced (its leader "
+                    "gave its keys to other shards)",
+                    extra={"bucket": bucket_key},
                 )
                 raise Fenced(
-                    f"{owner.key if owner else 'the key'} has a newer owner than this shard; "
-                    "its mutation was not sent"
+                    "this shard incarnation is fenced: its keys belong to other shards now; "
+                    "nothing was sent"
                 )
             if decision.allowed:
+                extra = decision.granted - cost
+                if extra > 0:
+                    # Measured from before the request: the backend's lease runs from when
+                    # it decided, which is later.
+                    self._stock[bucket_key] = _Lease(extra, asked + LEASE_SECONDS)
                 waited = self._now() - start
                 metrics.WAIT_SECONDS.labels(bucket_key).observe(waited)
                 return waited
@@ -180,6 +209,13 @@ class SharedBucket(ABC):
             # return at the same instant and collide again.
             delay = decision.retry_after * (1.0 + 0.1 * self._rng.random())
             await asyncio.sleep(delay + 0.001 * self._rng.random())
+
+    def _lease_size(self, pace: _Pace, burst: int, cost: int) -> int:
+        """What to ask for: the calls this process is likely to make within a lease, at
+        most MAX_LEASE and an even share of the burst; never less than the cost."""
+        expected = int(pace.rate() * LEASE_SECONDS)
+        share = max(1, int(burst) // (2 * self._shard_count))
+        return max(cost, min(expected, share, MAX_LEASE))
 
     def _count(self, bucket_key: str, decision: Decision) -> Decision:
         metrics.DECISIONS.labels(bucket_key, decision.source).inc()

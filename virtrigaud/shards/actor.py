@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtrigaud.fence import fence_key
 from virtrigaud.shards.placement import ShardPlacement, placement_options
 from virtrigaud.shards.reconciler import DEFAULT_RESYNC_PERIOD, DEFAULT_SWEEP_PERIOD
 from virtrigaud.shards.runtime import Ack, ShardRuntime, ShardStats
@@ -121,6 +122,8 @@ class ShardActor:
             )
         else:
             limiter = ActorBucket.connect(shard_count=self.config.shard_count)
+        # A leader that gives this incarnation up fences it: no token for it from then on.
+        limiter.fence_key = fence_key(self.incarnation)
         audit = (
             AuditRecorder(self.config.audit_redis, self.name, self.incarnation)
             if self.config.audit_redis
@@ -177,6 +180,7 @@ class ShardActor:
         ack = await runtime.reset(token, incarnation, stamp, wait)
         if ack.ok:
             self.incarnation = runtime.incarnation
+            self._ctx.limiter.fence_key = fence_key(self.incarnation)
             from virtrigaud.shards.logs import setup_json_logging
 
             setup_json_logging(self.config.log_level, shard=self.name, incarnation=self.incarnation)
