@@ -162,8 +162,17 @@ def test_provider_runtime_and_kinds_without_a_controller() -> None:
         "spec.credentialSecretRef.namespace",
         "spec.runtime",
     ]
-    snap = stored("VMSnapshot", {"vmRef": {"name": "web"}})
-    assert ignored_fields("VMSnapshot", snap, "vsphere") == ["spec.vmRef"]
+    migration = stored(
+        "VMMigration",
+        {
+            "source": {"vmRef": {"name": "web"}},
+            "target": {"name": "w2", "providerRef": {"name": "p"}},
+        },
+    )
+    assert ignored_fields("VMMigration", migration, "vsphere") == ["spec.source", "spec.target"]
+    # VMSnapshot has a controller: only the fields it does not act on are named.
+    snap = stored("VMSnapshot", {"vmRef": {"name": "web"}, "snapshotConfig": {"quiesce": False}})
+    assert ignored_fields("VMSnapshot", snap, "vsphere") == ["spec.snapshotConfig.quiesce"]
 
 
 def test_the_vm_condition_lists_vm_and_class_fields() -> None:

@@ -109,7 +109,7 @@ VIRTUAL_MACHINE = (
     on("spec.resources.memoryMiB"),
     off("spec.resources.gpu", "no GPU passthrough yet"),
     off("spec.placementRef", "VMPlacementPolicy has no controller yet"),
-    off("spec.snapshot", "snapshot revert is not built yet"),
+    on("spec.snapshot.revertToRef", note="once per VMSnapshot; clear it to allow another"),
     off("spec.lifecycle.preStop", "lifecycle hooks are not built yet"),
     off("spec.lifecycle.postStart", "lifecycle hooks are not built yet"),
     on("spec.lifecycle.gracefulShutdownTimeout"),
@@ -185,12 +185,51 @@ VM_NETWORK_ATTACHMENT = (
     on("spec.network.proxmox.bridge", PROXMOX),
 )
 
+VM_SNAPSHOT = (
+    on("spec.vmRef"),
+    on("spec.snapshotConfig.name", note="the hypervisor snapshot's name (one-off snapshots)"),
+    on("spec.snapshotConfig.description"),
+    on(
+        "spec.snapshotConfig.includeMemory",
+        note="vSphere: only while the VM runs; libvirt: a running domain's snapshot always "
+        "holds its memory",
+    ),
+    off("spec.snapshotConfig.quiesce", "snapshots are taken without quiescing the guest"),
+    off("spec.snapshotConfig.type", "every snapshot is a standard one"),
+    off("spec.snapshotConfig.compression", "the hypervisor's default is used"),
+    off("spec.snapshotConfig.encryption", "snapshots are not encrypted"),
+    off("spec.snapshotConfig.consistencyLevel", "snapshots are crash-consistent"),
+    on("spec.retentionPolicy.maxAge"),
+    on("spec.retentionPolicy.maxCount", note="counts the snapshots a schedule took"),
+    on("spec.retentionPolicy.deleteOnVMDelete"),
+    on("spec.retentionPolicy.preservePinned"),
+    on("spec.retentionPolicy.gracePeriod"),
+    on("spec.schedule.enabled"),
+    on("spec.schedule.cronSpec"),
+    on("spec.schedule.timezone"),
+    on("spec.schedule.suspend"),
+    on("spec.schedule.concurrencyPolicy"),
+    off(
+        "spec.schedule.successfulJobsHistoryLimit",
+        "the snapshots a schedule took are its history (see maxCount)",
+    ),
+    off(
+        "spec.schedule.failedJobsHistoryLimit",
+        "failed snapshots stay as VMSnapshots in phase Failed",
+    ),
+    on("spec.metadata.pinned"),
+    off("spec.metadata.tags", "stored only: not written to the hypervisor"),
+    off("spec.metadata.application", "stored only"),
+    off("spec.metadata.purpose", "stored only"),
+    off("spec.metadata.environment", "stored only"),
+)
+
 SUPPORT: Mapping[str, tuple[Support, ...]] = {
     "VirtualMachine": VIRTUAL_MACHINE,
     "Provider": PROVIDER,
     "VMClass": VM_CLASS,
     "VMImage": VM_IMAGE,
-    "VMSnapshot": (off("spec", NO_CONTROLLER),),
+    "VMSnapshot": VM_SNAPSHOT,
     "VMClone": (off("spec", NO_CONTROLLER),),
     "VMMigration": (off("spec", NO_CONTROLLER),),
     "VMSet": (off("spec", NO_CONTROLLER),),

@@ -12,8 +12,15 @@ def _virtual_machines(ctx: ShardContext) -> Reconciler:
     return VMReconciler(ctx)
 
 
+def _vm_snapshots(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmsnapshot.reconciler import VMSnapshotReconciler
+
+    return VMSnapshotReconciler(ctx)
+
+
 FACTORIES: dict[str, Factory] = {
     "VirtualMachine": _virtual_machines,
+    "VMSnapshot": _vm_snapshots,
 }
 
 

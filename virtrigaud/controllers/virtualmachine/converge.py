@@ -23,10 +23,10 @@ from virtrigaud.controllers.virtualmachine.passbase import (
     OP_ADOPT,
     OP_CREATE,
     OP_POWER,
-    PassBase,
     Wait,
     task_done_locally,
 )
+from virtrigaud.controllers.virtualmachine.revert import RevertSteps
 from virtrigaud.controllers.virtualmachine.spec import (
     build_vm_spec,
     desired_resources,
@@ -67,7 +67,7 @@ DEFAULT_GRACEFUL_TIMEOUT = 60.0
 CREATE_STEPS_PER_PASS = 6
 
 
-class ConvergeSteps(PassBase):
+class ConvergeSteps(RevertSteps):
     async def converge(self) -> None:
         provider, defaults, provider_type = await self.provider()
         vm_class = await resolve_class(self.resolver, self.vm)
@@ -80,6 +80,7 @@ class ConvergeSteps(PassBase):
         info = await self.ensure_exists(provider, spec)
         if info is None:
             return
+        info = await self.revert(provider, info)
         # Hardware changes go in while the VM is off when the spec allows it: a VM headed
         # for Off is powered off first, one headed for On is powered on last.
         if self.vm.spec.power_state != DesiredPower.ON:

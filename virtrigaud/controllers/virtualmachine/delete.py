@@ -27,6 +27,8 @@ from virtrigaud.controllers.virtualmachine.passbase import (
     task_done_locally,
 )
 from virtrigaud.controllers.virtualmachine.status import DELETING, READY, ensure_finalizer
+from virtrigaud.kube.client import ApiError
+from virtrigaud.kube.resources import VM_SNAPSHOTS
 from virtrigaud.providers.base import NotFoundError, OwnershipError
 
 
@@ -49,6 +51,8 @@ class DeleteSteps(PassBase):
                 '-p \'[{"op":"remove","path":"/metadata/finalizers"}]\'',
             ) from e
         deleted = False
+        if not self.status.last_task_ref:
+            await self.delete_snapshot_objects()
         if self.status.last_task_ref:
             state = await self.poll_task(provider, self.status.last_task_ref)
             if not state.done:
@@ -91,6 +95,31 @@ class DeleteSteps(PassBase):
         self.st.condition(READY, False, "Deleting", f"deleting {self.hv_ref()}")
         await self.event("Normal", "Deleting", f"deleting {self.hv_ref()}")
         raise await self.wait_for_task()
+
+    async def delete_snapshot_objects(self) -> None:
+        """The VMSnapshots of this VM that say retentionPolicy.deleteOnVMDelete (the default)
+        go with it: the hypervisor snapshots go with the hypervisor VM, so their finalizers
+        have nothing left to do. (Their own passes would also notice the VM going; this
+        makes it prompt.)"""
+        listed = await self.ctx.kube.list(VM_SNAPSHOTS, self.owner.namespace)
+        for snap in listed.get("items", []):
+            spec = snap.get("spec") or {}
+            if (spec.get("vmRef") or {}).get("name") != self.owner.name:
+                continue
+            if (spec.get("retentionPolicy") or {}).get("deleteOnVMDelete") is False:
+                continue
+            if snap["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                await self.ctx.kube.delete(
+                    VM_SNAPSHOTS,
+                    snap["metadata"]["name"],
+                    self.owner.namespace,
+                    preconditions={"uid": snap["metadata"]["uid"]},
+                )
+            except ApiError as e:
+                if not (e.not_found or e.conflict):
+                    raise
 
     async def release(self, what: str) -> None:
         await self.event("Normal", "Deleted", what)

@@ -38,6 +38,9 @@ OP_CREATE = "create"
 OP_ADOPT = "adopt"  # finishing a VM an earlier attempt created (no Created event)
 OP_DELETE = "delete"
 OP_POWER = "power:"
+OP_REVERT = "revert:"  # + the uid of the VMSnapshot reverted to
+# status.provider key: the uid of the VMSnapshot spec.snapshot.revertToRef last reverted to.
+REVERTED_TO = "revertedTo"
 
 
 class Blocked(Exception):
@@ -151,6 +154,15 @@ class PassBase:
                 await self.event("Normal", "PoweredOn", f"powered on {self.hv_ref()}")
             else:
                 await self.event("Normal", "PoweredOff", f"powered off {self.hv_ref()} ({op})")
+        elif operation.startswith(OP_REVERT):
+            self.status.provider[REVERTED_TO] = operation.removeprefix(OP_REVERT)
+            snapshot = self.vm.spec.snapshot
+            ref = snapshot.revert_to_ref if snapshot else None
+            await self.event(
+                "Normal",
+                "Reverted",
+                f"reverted {self.hv_ref()} to VMSnapshot {ref.name if ref else '(cleared)'}",
+            )
 
     async def start_task(self, operation: str, task: TaskRef) -> bool:
         """Record a task just started; True when it already finished (no waiting)."""
