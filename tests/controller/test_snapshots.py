@@ -320,3 +320,21 @@ async def test_bad_schedule_and_retention_name_the_field(vm_env: VMEnv) -> None:
         with pytest.raises(ApiError) as err:
             await snaps.create("refused", "whatever", **spec)
         assert err.value.status == 422 and field in str(err.value)
+
+
+async def test_max_age_expires_then_deletes(vm_env: VMEnv) -> None:
+    clock = FakeClock()
+    snaps = Snapshots(vm_env, clock)
+    vm_id, _ = await ready_vm(vm_env, "aging", "libvirt")
+    await snaps.create("old", "aging", retentionPolicy={"maxAge": "1h", "gracePeriod": "30m"})
+    obj = await snaps.drive("old", phase("Ready"))
+    assert obj is not None and obj["status"]["expiryTime"]  # type: ignore[index]
+    snapshot_id = obj["status"]["snapshotID"]  # type: ignore[index]
+    clock.offset += timedelta(minutes=61)
+    await snaps.drive("old", phase("Expired"))
+    hv = await vm_env.hypervisor("libvirt")
+    assert snapshot_id in (await hv.describe(vm_id)).snapshots  # kept through the grace
+    clock.offset += timedelta(minutes=30)
+    await snaps.drive("old", gone)
+    assert snapshot_id not in (await hv.describe(vm_id)).snapshots
+    assert "Expired" in await vm_env.event_reasons("old")
