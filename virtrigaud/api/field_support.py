@@ -224,6 +224,29 @@ VM_SNAPSHOT = (
     off("spec.metadata.environment", "stored only"),
 )
 
+VM_SET = (
+    on("spec.replicas"),
+    on("spec.selector"),
+    on("spec.template"),
+    on("spec.updateStrategy.type"),
+    on("spec.updateStrategy.rollingUpdate.maxUnavailable"),
+    on("spec.updateStrategy.rollingUpdate.maxSurge"),
+    on("spec.updateStrategy.rollingUpdate.partition"),
+    on(
+        "spec.updateStrategy.rollingUpdate.podManagementPolicy",
+        note="applies to scaling; without rollingUpdate the set scales in parallel",
+    ),
+    on("spec.minReadySeconds"),
+    on("spec.ordinals.start"),
+    off(
+        "spec.revisionHistoryLimit",
+        "no revision objects are kept: replicas carry their template's hash",
+    ),
+    off("spec.serviceName", "no network identity is managed for the replicas"),
+    off("spec.volumeClaimTemplates", "no volume claims are made"),
+    off("spec.persistentVolumeClaimRetentionPolicy", "no volume claims are made"),
+)
+
 SUPPORT: Mapping[str, tuple[Support, ...]] = {
     "VirtualMachine": VIRTUAL_MACHINE,
     "Provider": PROVIDER,
@@ -232,7 +255,7 @@ SUPPORT: Mapping[str, tuple[Support, ...]] = {
     "VMSnapshot": VM_SNAPSHOT,
     "VMClone": (off("spec", NO_CONTROLLER),),
     "VMMigration": (off("spec", NO_CONTROLLER),),
-    "VMSet": (off("spec", NO_CONTROLLER),),
+    "VMSet": VM_SET,
     "VMPlacementPolicy": (off("spec", NO_CONTROLLER),),
     "VMNetworkAttachment": VM_NETWORK_ATTACHMENT,
 }

@@ -18,9 +18,16 @@ def _vm_snapshots(ctx: ShardContext) -> Reconciler:
     return VMSnapshotReconciler(ctx)
 
 
+def _vm_sets(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmset.reconciler import VMSetReconciler
+
+    return VMSetReconciler(ctx)
+
+
 FACTORIES: dict[str, Factory] = {
     "VirtualMachine": _virtual_machines,
     "VMSnapshot": _vm_snapshots,
+    "VMSet": _vm_sets,
 }
 
 

@@ -1,0 +1,1 @@
+"""The VMSet controller: N VirtualMachines from one template, scaled and rolled."""
