@@ -18,6 +18,7 @@ import pytest
 from fixtures_vm import PROVIDER_TYPES, VMEnv, condition, hypervisor_calls_by_method, is_ready
 
 from virtrigaud.api.vmsnapshot import FINALIZER
+from virtrigaud.controllers.virtualmachine.delete import VM_DELETED_ANNOTATION
 from virtrigaud.controllers.vmsnapshot.passbase import SCHEDULE_LABEL
 from virtrigaud.controllers.vmsnapshot.reconciler import VMSnapshotReconciler
 from virtrigaud.kube.client import ApiError
@@ -239,6 +240,9 @@ async def test_delete_on_vm_delete(vm_env: VMEnv) -> None:
     await vm_env.kube.delete(VIRTUAL_MACHINES, "doomed", vm_env.namespace)
     await vm_env.drive("doomed", lambda o: o is None)
     await snaps.drive("goes", gone)
+    kept = await snaps.get("stays")
+    assert kept is not None
+    assert VM_DELETED_ANNOTATION in kept["metadata"]["annotations"]  # type: ignore[index]
     stays = await snaps.drive("stays", phase("Failed"))
     assert stays is not None
     ready = condition(stays, "Ready")

@@ -31,6 +31,10 @@ from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.resources import VM_SNAPSHOTS
 from virtrigaud.providers.base import NotFoundError, OwnershipError
 
+VM_DELETED_ANNOTATION = "snapshot.infra.virtrigaud.io/vm-deleted"
+"""Set on a VMSnapshot kept after its VM's deletion (deleteOnVMDelete false): the uid of
+the deleted VM."""
+
 
 class DeleteSteps(PassBase):
     async def finalize(self) -> None:
@@ -99,23 +103,31 @@ class DeleteSteps(PassBase):
     async def delete_snapshot_objects(self) -> None:
         """The VMSnapshots of this VM that say retentionPolicy.deleteOnVMDelete (the default)
         go with it: the hypervisor snapshots go with the hypervisor VM, so their finalizers
-        have nothing left to do. (Their own passes would also notice the VM going; this
-        makes it prompt.)"""
+        have nothing left to do. The others are annotated, which gets them a pass that
+        reports the VM gone. (Their own passes would notice it too, at their next resync.)"""
         listed = await self.ctx.kube.list(VM_SNAPSHOTS, self.owner.namespace)
         for snap in listed.get("items", []):
             spec = snap.get("spec") or {}
+            meta = snap["metadata"]
             if (spec.get("vmRef") or {}).get("name") != self.owner.name:
                 continue
-            if (spec.get("retentionPolicy") or {}).get("deleteOnVMDelete") is False:
-                continue
-            if snap["metadata"].get("deletionTimestamp"):
+            if meta.get("deletionTimestamp"):
                 continue
             try:
+                if (spec.get("retentionPolicy") or {}).get("deleteOnVMDelete") is False:
+                    # It stays as a record; the annotation gets it a pass that says so.
+                    await self.ctx.kube.patch(
+                        VM_SNAPSHOTS,
+                        meta["name"],
+                        self.owner.namespace,
+                        {"metadata": {"annotations": {VM_DELETED_ANNOTATION: self.owner.uid}}},
+                    )
+                    continue
                 await self.ctx.kube.delete(
                     VM_SNAPSHOTS,
-                    snap["metadata"]["name"],
+                    meta["name"],
                     self.owner.namespace,
-                    preconditions={"uid": snap["metadata"]["uid"]},
+                    preconditions={"uid": meta["uid"]},
                 )
             except ApiError as e:
                 if not (e.not_found or e.conflict):

@@ -3,8 +3,9 @@
 A pass lists the set's VirtualMachines (one label-selected LIST), plans what to create and
 delete (plan.py) and does at most ``BATCH`` of it, concurrently; it never talks to a
 hypervisor (each VirtualMachine is reconciled on its own shard) and never waits for one:
-while the set is not converged it looks again after ``PROGRESS_POLL`` seconds, so a set
-of 1,000 costs its shard one LIST and a bounded number of writes per pass.
+while the set is not converged it looks again after ``PROGRESS_POLL`` seconds (and every
+``STEADY_POLL`` seconds once it is), so a set of 1,000 costs its shard one LIST and a
+bounded number of writes per pass.
 
 Each VirtualMachine carries an ownerReference to the set (controller), the template's
 labels and annotations, and the labels ``vmset.infra.virtrigaud.io/name``, ``/ordinal`` and
@@ -49,6 +50,9 @@ FOREGROUND = "foregroundDeletion"
 BATCH = 100  # creates plus deletes per pass
 CONCURRENCY = 16  # API writes in flight per pass
 PROGRESS_POLL = 1.0  # seconds between passes while the set is converging
+# A converged set looks again this often: a VirtualMachine deleted or broken behind its
+# back is replaced within this time (the set is not told of its VMs' changes).
+STEADY_POLL = 30.0
 READY = "Ready"
 PROGRESSING = "Progressing"
 
@@ -265,7 +269,7 @@ class _Pass:
                 observed_generation=self.generation,
             )
             await self.report(True, "Converged", message)
-            return None
+            return STEADY_POLL
         message = (
             f"{self.status.available_replicas} of {pace.desired} available, "
             f"{self.status.updated_replicas} at revision {update}; "
