@@ -66,6 +66,11 @@ class SingleSnapshot(SnapshotPassBase):
     # ------------------------------------------------------------------ converge
 
     async def converge(self) -> float | None:
+        if (
+            self.status.phase == SnapshotPhase.FAILED
+            and self.status.observed_generation == self.generation
+        ):
+            return None  # failed as written: tried again only when the spec changes
         vm = await self.read_vm()
         taken = bool(self.status.snapshot_id) and self.status.phase != SnapshotPhase.CREATING
         if vm is None or vm["metadata"].get("deletionTimestamp"):
@@ -83,9 +88,14 @@ class SingleSnapshot(SnapshotPassBase):
     async def take(self, vm: JSON) -> None:
         vm_status = vm.get("status") or {}
         vm_id = vm_status.get("id")
-        if not vm_id:
+        ready = any(
+            c.get("type") == READY and c.get("status") == "True"
+            for c in vm_status.get("conditions") or []
+        )
+        if not vm_id or not ready:
+            # Not while the VM is being created, changed or deleted: its tasks come first.
             raise Blocked(
-                "WaitingForVM", f"{self.vm_ref()} has no hypervisor VM yet; waiting for it"
+                "WaitingForVM", f"{self.vm_ref()} is not Ready yet; the snapshot waits for it"
             )
         provider = await self.provider_of(vm)
         caps = provider.capabilities()
