@@ -52,6 +52,8 @@ from virtrigaud.kube.resources import (
     VIRTUAL_MACHINES,
     VM_CLASSES,
     VM_IMAGES,
+    VM_SETS,
+    VM_SNAPSHOTS,
     Resource,
 )
 
@@ -79,7 +81,14 @@ KINDS: dict[str, Resource] = {
     "VMClass": VM_CLASSES,
     "VMImage": VM_IMAGES,
     "VirtualMachine": VIRTUAL_MACHINES,
+    "VMSet": VM_SETS,
+    "VMSnapshot": VM_SNAPSHOTS,
 }
+DEMO_SET = "web"
+DEMO_SET_REPLICAS = 10
+DEMO_SCHEDULE = "every-minute"
+SET_LABEL = "vmset.infra.virtrigaud.io/name"
+SCHEDULE_LABEL = "snapshot.infra.virtrigaud.io/schedule"
 
 console = Console()
 
@@ -89,6 +98,43 @@ class DemoFailed(Exception):
 
 
 # ---------------------------------------------------------------------------------- objects
+
+
+def demo_set() -> JSON:
+    """A VMSet of 10 libvirt VMs, scaled in parallel."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VMSet",
+        "metadata": {"name": DEMO_SET, "namespace": VM_NAMESPACE},
+        "spec": {
+            "replicas": DEMO_SET_REPLICAS,
+            "selector": {"matchLabels": {"app": DEMO_SET}},
+            "updateStrategy": {"rollingUpdate": {"podManagementPolicy": "Parallel"}},
+            "template": {
+                "metadata": {"labels": {"app": DEMO_SET}},
+                "spec": {
+                    "providerRef": {"name": "libvirt", "namespace": PROVIDER_NAMESPACE},
+                    "classRef": {"name": "small"},
+                    "imageRef": {"name": PROVIDERS_AND_IMAGES["libvirt"]},
+                    "powerState": "On",
+                },
+            },
+        },
+    }
+
+
+def demo_schedule(vm: str) -> JSON:
+    """A snapshot of vm every minute, the newest 2 kept."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VMSnapshot",
+        "metadata": {"name": DEMO_SCHEDULE, "namespace": VM_NAMESPACE},
+        "spec": {
+            "vmRef": {"name": vm},
+            "schedule": {"enabled": True, "cronSpec": "* * * * *"},
+            "retentionPolicy": {"maxCount": 2},
+        },
+    }
 
 
 def render_templates(values: dict[str, str]) -> list[JSON]:
@@ -639,6 +685,7 @@ async def run_demo(options: DemoOptions, info: StackInfo) -> None:
             options.timeout,
         )
         console.print(f"reconfigured {target} while running: 3 CPUs")
+        await fleet_steps(kube, tracker, target, options.timeout)
 
         calls: dict[str, float] = {}
         for port in range(shard_ports, shard_ports + options.shards):
@@ -675,6 +722,68 @@ async def run_demo(options: DemoOptions, info: StackInfo) -> None:
                 code = controller.stop()
             console.print(f"controller stopped (exit code {code})")
         await kube.close()
+
+
+async def fleet_steps(kube: KubeClient, tracker: Tracker, vm: str, timeout: float) -> None:
+    """A VMSet of 10 converging, and the first snapshot of an every-minute schedule."""
+
+    def set_vms() -> list[JSON]:
+        return [
+            o
+            for o in tracker.objects.values()
+            if (o["metadata"].get("labels") or {}).get(SET_LABEL) == DEMO_SET
+        ]
+
+    await apply_all(kube, [demo_set(), demo_schedule(vm)])
+    await wait_until(
+        Step(
+            f"VMSet {DEMO_SET}",
+            DEMO_SET_REPLICAS,
+            "Ready",
+            lambda: sum(1 for o in set_vms() if _ready(o)),
+        ),
+        tracker,
+        timeout,
+    )
+    console.print(f"VMSet {DEMO_SET}: {DEMO_SET_REPLICAS} VirtualMachines Ready")
+
+    taken: list[str] = []
+
+    async def first_snapshot() -> None:
+        deadline = time.monotonic() + 75 + timeout
+        while time.monotonic() < deadline:
+            listed = await kube.list(
+                VM_SNAPSHOTS, VM_NAMESPACE, label_selector=f"{SCHEDULE_LABEL}={DEMO_SCHEDULE}"
+            )
+            taken[:] = [
+                i["metadata"]["name"]
+                for i in listed.get("items", [])
+                if (i.get("status") or {}).get("phase") == "Ready"
+            ]
+            if taken:
+                return
+            await asyncio.sleep(1.0)
+        raise DemoFailed(f"schedule {DEMO_SCHEDULE}: no snapshot Ready within a minute and more")
+
+    with console.status(f"waiting for the first firing of schedule {DEMO_SCHEDULE} (* * * * *)"):
+        await first_snapshot()
+    console.print(f"snapshot schedule {DEMO_SCHEDULE} on {vm}: took {taken[0]}")
+
+    # The schedule stops; its snapshots go with their VM when the demo's VMs are deleted.
+    with contextlib.suppress(ApiError):
+        await kube.delete(VM_SNAPSHOTS, DEMO_SCHEDULE, VM_NAMESPACE)
+    await kube.delete(VM_SETS, DEMO_SET, VM_NAMESPACE)
+    await wait_until(
+        Step(
+            f"deleting VMSet {DEMO_SET}",
+            DEMO_SET_REPLICAS,
+            "deleted",
+            lambda: DEMO_SET_REPLICAS - len(set_vms()),
+        ),
+        tracker,
+        timeout,
+    )
+    console.print(f"VMSet {DEMO_SET} deleted with its VirtualMachines")
 
 
 def demo_command(
