@@ -43,7 +43,7 @@ async def _feed(env: VMEnv, leader: DirectLeader, res: Resource, seen: dict[str,
                 leader.deliver([(key, event.object)])
 
 
-async def _until(what: str, check: Any, timeout: float = 90) -> None:
+async def _until(what: str, check: Any, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, what
@@ -113,7 +113,7 @@ async def test_a_set_and_a_snapshot_under_the_runtime(vm_env: VMEnv) -> None:
         assert "first" in (await hv.describe(vm_id)).snapshots
 
         await env.kube.delete(VM_SETS, "web", ns)
-        await _until("set, VMs and snapshot gone", lambda: not seen, timeout=90)
+        await _until("set, VMs and snapshot gone", lambda: not seen)
         leftovers = [
             i.name for i in await hv.list_owned() if i.owner is not None and i.owner.namespace == ns
         ]

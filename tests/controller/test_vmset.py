@@ -181,10 +181,13 @@ async def test_scale_0_10_3(vm_env: VMEnv, provider_type: str, kubeconfig: str) 
     assert mine == []
 
 
-async def test_rolling_update_keeps_at_most_two_unavailable(vm_env: VMEnv) -> None:
+@pytest.mark.parametrize("provider_type", PROVIDER_TYPES)
+async def test_rolling_update_keeps_at_most_two_unavailable(
+    vm_env: VMEnv, provider_type: str
+) -> None:
     fleet = Fleet(vm_env, "roll")
     await fleet.create(
-        "libvirt",
+        provider_type,
         10,
         updateStrategy={
             "type": "RollingUpdate",
@@ -256,7 +259,9 @@ async def test_rolling_update_keeps_at_most_two_unavailable(vm_env: VMEnv) -> No
     assert all(v["metadata"]["labels"][REVISION_LABEL] == new for v in vms)
     assert all(v["metadata"]["annotations"].get("release") == "2" for v in vms)
     assert 1 <= worst[0] <= 2, f"worst unavailability seen from the watch: {worst[0]}"
-    print(f"rolling update of 10 in {rounds} rounds; at most {worst[0]} unavailable")
+    print(
+        f"{provider_type}: rolling update of 10 in {rounds} rounds; at most {worst[0]} unavailable"
+    )
 
 
 async def test_orphan_deletion_leaves_the_vms(vm_env: VMEnv) -> None:

@@ -102,3 +102,23 @@ def test_on_delete_replaces_only_deleted_vms() -> None:
     assert plan(fleet(3), pace, "b", "a").delete == []
     p = plan(fleet(3)[:2], pace, "b", "a")
     assert p.create == [(2, "b")]  # the one deleted comes back at the new revision
+
+
+def test_selector_string_and_matching() -> None:
+    from virtrigaud.api.corev1 import LabelSelector
+    from virtrigaud.controllers.vmset.reconciler import selector_string, selects
+
+    selector = LabelSelector.model_validate(
+        {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ],
+        }
+    )
+    assert selector_string(selector) == "app=web,tier in (a,b),!legacy"
+    assert selects(selector, {"app": "web", "tier": "a"})
+    assert not selects(selector, {"app": "web", "tier": "c"})
+    assert not selects(selector, {"app": "web", "tier": "a", "legacy": "1"})
+    assert not selects(selector, {"app": "db", "tier": "a"})
