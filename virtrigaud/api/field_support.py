@@ -247,13 +247,48 @@ VM_SET = (
     off("spec.persistentVolumeClaimRetentionPolicy", "no volume claims are made"),
 )
 
+VM_CLONE = (
+    on("spec.source.vmRef"),
+    off("spec.source.snapshotRef", "cloning from a snapshot is not built (refused)"),
+    off("spec.source.templateRef", "use a VirtualMachine with an imageRef (refused)"),
+    off("spec.source.imageRef", "use a VirtualMachine with an imageRef (refused)"),
+    on("spec.target.name"),
+    off("spec.target.namespace", "the target is made in the clone's namespace (refused)"),
+    on("spec.target.providerRef", note="must name the source's Provider"),
+    on("spec.target.classRef"),
+    off(
+        "spec.target.placementRef",
+        "copied to the VirtualMachine; VMPlacementPolicy has no controller yet",
+    ),
+    on("spec.target.networks"),
+    on("spec.target.disks"),
+    on("spec.target.placement"),
+    on("spec.target.resources"),
+    on("spec.target.labels"),
+    on("spec.target.annotations"),
+    on(
+        "spec.options.type",
+        note="FullClone everywhere; LinkedClone on vSphere (from the source's current "
+        "snapshot) and libvirt (qcow2 overlays), refused on Proxmox VE; InstantClone refused",
+    ),
+    on("spec.options.powerOn"),
+    off("spec.options.timeout", "a clone runs as long as its hypervisor task"),
+    off("spec.options.retryPolicy", "a failed clone stays Failed"),
+    off("spec.options.includeSnapshots", "the clone has no snapshots"),
+    off("spec.options.parallel", "the hypervisor copies disks as it does"),
+    off("spec.options.performance", "not passed to the hypervisor"),
+    off("spec.options.storage", "the target's placement decides the storage"),
+    off("spec.customization", "guest customization is not built"),
+    off("spec.metadata", "stored only"),
+)
+
 SUPPORT: Mapping[str, tuple[Support, ...]] = {
     "VirtualMachine": VIRTUAL_MACHINE,
     "Provider": PROVIDER,
     "VMClass": VM_CLASS,
     "VMImage": VM_IMAGE,
     "VMSnapshot": VM_SNAPSHOT,
-    "VMClone": (off("spec", NO_CONTROLLER),),
+    "VMClone": VM_CLONE,
     "VMMigration": (off("spec", NO_CONTROLLER),),
     "VMSet": VM_SET,
     "VMPlacementPolicy": (off("spec", NO_CONTROLLER),),

@@ -24,10 +24,17 @@ def _vm_sets(ctx: ShardContext) -> Reconciler:
     return VMSetReconciler(ctx)
 
 
+def _vm_clones(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmclone.reconciler import VMCloneReconciler
+
+    return VMCloneReconciler(ctx)
+
+
 FACTORIES: dict[str, Factory] = {
     "VirtualMachine": _virtual_machines,
     "VMSnapshot": _vm_snapshots,
     "VMSet": _vm_sets,
+    "VMClone": _vm_clones,
 }
 
 

@@ -20,9 +20,11 @@ from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase, Virtua
 from virtrigaud.api.virtualmachine import PowerState as DesiredPower
 from virtrigaud.controllers.virtualmachine.fields import report_unsupported_fields
 from virtrigaud.controllers.virtualmachine.passbase import (
+    CLONED_BY,
     OP_ADOPT,
     OP_CREATE,
     OP_POWER,
+    Blocked,
     Wait,
     task_done_locally,
 )
@@ -135,6 +137,15 @@ class ConvergeSteps(RevertSteps):
             # that stored it, no create was ever attempted and there is nothing to find;
             # when it was there already, an earlier pass (maybe in a process that died)
             # may have created the VM.
+            cloner = (self.obj["metadata"].get("annotations") or {}).get(CLONED_BY)
+            if cloner:
+                # A VMClone makes this VM's hypervisor VM; it is adopted (found by its owner
+                # tag) once the clone removed the annotation.
+                raise Blocked(
+                    "WaitingForClone",
+                    f"{self.vm_ref()} is being cloned by VMClone {self.owner.namespace}/"
+                    f"{cloner}; it is adopted when the clone has finished",
+                )
             stored, added = await set_finalizer(self.ctx.kube, self.obj, FINALIZER, True)
             self.remember(stored)
             absent = added or self.memory.known_absent(self.key)

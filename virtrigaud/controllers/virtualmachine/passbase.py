@@ -41,6 +41,8 @@ OP_POWER = "power:"
 OP_REVERT = "revert:"  # + the uid of the VMSnapshot reverted to
 # status.provider key: the uid of the VMSnapshot spec.snapshot.revertToRef last reverted to.
 REVERTED_TO = "revertedTo"
+# Annotation of a VirtualMachine whose hypervisor VM a VMClone makes: the clone's name.
+CLONED_BY = "clone.infra.virtrigaud.io/cloned-by"
 
 
 class Blocked(Exception):

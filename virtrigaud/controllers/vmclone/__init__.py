@@ -1,0 +1,1 @@
+"""The VMClone controller: a new VirtualMachine cloned from an existing one."""
