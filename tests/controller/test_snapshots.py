@@ -342,3 +342,46 @@ async def test_max_age_expires_then_deletes(vm_env: VMEnv) -> None:
     await snaps.drive("old", gone)
     assert snapshot_id not in (await hv.describe(vm_id)).snapshots
     assert "Expired" in await vm_env.event_reasons("old")
+
+
+async def test_schedule_suspend_and_forbid(vm_env: VMEnv) -> None:
+    clock = FakeClock()
+    snaps = Snapshots(vm_env, clock)
+    await ready_vm(vm_env, "paced", "libvirt")
+    await snaps.create(
+        "paced-s",
+        "paced",
+        schedule={"enabled": True, "cronSpec": "* * * * *", "concurrencyPolicy": "Forbid"},
+    )
+    label = f"{SCHEDULE_LABEL}=paced-s"
+    key = f"VMSnapshot/{vm_env.namespace}/paced-s"
+    clock.offset += timedelta(minutes=1)
+    await snaps.reconciler.reconcile(key, None)
+    assert len(await snaps.names(label)) == 1
+    # The first one is not taken yet (its own pass has not run): Forbid skips this firing.
+    clock.offset += timedelta(minutes=1)
+    await snaps.reconciler.reconcile(key, None)
+    assert len(await snaps.names(label)) == 1
+    assert "Skipped" in await vm_env.event_reasons("paced-s")
+    # Suspended: nothing new however much time passes.
+    await vm_env.kube.patch(
+        VM_SNAPSHOTS, "paced-s", vm_env.namespace, {"spec": {"schedule": {"suspend": True}}}
+    )
+    for child in await snaps.names(label):
+        await snaps.drive(child, settled)
+    clock.offset += timedelta(minutes=5)
+    await snaps.reconciler.reconcile(key, None)
+    assert len(await snaps.names(label)) == 1
+    parent = await snaps.get("paced-s")
+    scheduled = condition(parent or {}, "Scheduled")
+    assert scheduled is not None and scheduled["reason"] == "Suspended"
+    # Resumed with Allow: the next firing is taken.
+    await vm_env.kube.patch(
+        VM_SNAPSHOTS,
+        "paced-s",
+        vm_env.namespace,
+        {"spec": {"schedule": {"suspend": False, "concurrencyPolicy": "Allow"}}},
+    )
+    clock.offset += timedelta(minutes=1)
+    await snaps.reconciler.reconcile(key, None)
+    assert len(await snaps.names(label)) == 2
