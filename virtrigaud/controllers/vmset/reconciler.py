@@ -3,9 +3,9 @@
 A pass lists the set's VirtualMachines (one label-selected LIST), plans what to create and
 delete (plan.py) and does at most ``BATCH`` of it, concurrently; it never talks to a
 hypervisor (each VirtualMachine is reconciled on its own shard) and never waits for one:
-while the set is not converged it looks again after ``PROGRESS_POLL`` seconds (and every
-``STEADY_POLL`` seconds once it is), so a set of 1,000 costs its shard one LIST and a
-bounded number of writes per pass.
+while the set is not converged it looks again after ``PROGRESS_POLL`` seconds (longer for
+big sets: ``VMS_PER_POLL_SECOND``), and every ``STEADY_POLL`` seconds once it is; so a set
+of 1,000 costs its shard one LIST and a bounded number of writes per pass.
 
 Each VirtualMachine carries an ownerReference to the set (controller), the template's
 labels and annotations, and the labels ``vmset.infra.virtrigaud.io/name``, ``/ordinal`` and
@@ -49,7 +49,10 @@ FOREGROUND = "foregroundDeletion"
 
 BATCH = 100  # creates plus deletes per pass
 CONCURRENCY = 16  # API writes in flight per pass
-PROGRESS_POLL = 1.0  # seconds between passes while the set is converging
+PROGRESS_POLL = 1.0  # seconds between passes while a small set is converging
+# A big set lists many VMs per pass: one pass per this many VMs' worth of seconds (a set of
+# 1,000 looks every 5 s), so its LISTs stay a small load on the API server.
+VMS_PER_POLL_SECOND = 200
 # A converged set looks again this often: a VirtualMachine deleted or broken behind its
 # back is replaced within this time (the set is not told of its VMs' changes).
 STEADY_POLL = 30.0
@@ -285,7 +288,7 @@ class _Pass:
             observed_generation=self.generation,
         )
         await self.report(False, reason, message)
-        return PROGRESS_POLL
+        return max(PROGRESS_POLL, len(vms) / VMS_PER_POLL_SECOND)
 
     async def apply(self, creates: list[tuple[int, str]], deletes: list[str], update: str) -> None:
         gate = asyncio.Semaphore(CONCURRENCY)
