@@ -283,10 +283,9 @@ def test_audit_check_finds_overlaps_zombies_and_closes_dead_incarnations(redis_u
             {"e": "end", "k": "b", "r": "4", "s": "s0", "i": "i0"},
             {"e": "mut", "k": "b", "r": "4", "s": "s0", "i": "i0", "w": "power"},  # stray
             {"e": "mut", "k": "c", "r": "5", "s": "s2", "i": "i2", "w": "delete"},  # zombie
-            # Stopped by its fence in time, recorded late: not a zombie ...
-            {"e": "end", "k": "b", "r": "3", "s": "s2", "i": "i2", "o": "fenced"},
-            # ... but one that ran to its end after its keys were given away is.
-            {"e": "end", "k": "d", "r": "6", "s": "s2", "i": "i2", "o": "success"},
+            # The end of a reconcile running at `dead`, recorded late: no action.
+            {"e": "end", "k": "b", "r": "3", "s": "s2", "i": "i2", "o": "success"},
+            {"e": "start", "k": "d", "r": "6", "s": "s2", "i": "i2"},  # zombie
         ):
             r.xadd(stream, fields)  # type: ignore[arg-type]
     finally:
@@ -296,8 +295,8 @@ def test_audit_check_finds_overlaps_zombies_and_closes_dead_incarnations(redis_u
         ("a", "s0", "s1")
     ]
     assert report.stray_mutations == [("b", "s0", "power")]
-    assert report.zombies == [("c", "s2", "mut"), ("d", "s2", "end")]
-    assert report.late_stops == 1
+    assert report.zombies == [("c", "s2", "mut"), ("d", "s2", "start")]
+    assert report.late_ends == 1
     assert report.reconciles == 4 and report.mutations == 2
     assert report.last_shard == {"a": "s1", "b": "s0"}
     assert not report.ok and len(report.problems()) == 4
