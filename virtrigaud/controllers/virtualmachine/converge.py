@@ -36,6 +36,7 @@ from virtrigaud.controllers.virtualmachine.spec import (
 from virtrigaud.controllers.virtualmachine.status import (
     DELETING,
     LAST_TASK_OPERATION,
+    NOTHING_CREATED,
     PROVISIONING,
     READY,
     RECONFIGURING,
@@ -48,6 +49,7 @@ from virtrigaud.providers.base import (
     PowerOp,
     PowerState,
     Provider,
+    ProviderError,
     Resources,
     RetryableError,
     TaskRef,
@@ -92,6 +94,7 @@ class ConvergeSteps(PassBase):
             # look again, as the next pass would.
             await self.reconfigure(provider, powered, desired)
         await self.converged(powered)
+        self.endpoints.confirm(provider)
 
     async def settle_tasks(self, provider: Provider, spec: VMSpec) -> None:
         """Follow up tasks started by an earlier pass (possibly by another process)."""
@@ -136,8 +139,11 @@ class ConvergeSteps(PassBase):
             # may have created the VM.
             stored, added = await set_finalizer(self.ctx.kube, self.obj, FINALIZER, True)
             self.remember(stored)
-            absent = added or self.memory.known_absent(self.key)
-            found = None if absent else await provider.find(self.owner)
+            nothing_sent = added or self.st.reason_of(PROVISIONING) == NOTHING_CREATED
+            absent = nothing_sent or self.memory.known_absent(self.key)
+            found = None
+            if not absent or not self.endpoints.answered(provider):
+                found = await self.look_before_create(provider, nothing_sent)
             if found is not None:
                 # An earlier pass (maybe in a process that died) created it; the tag says
                 # whether it is ours to adopt.
@@ -152,9 +158,14 @@ class ConvergeSteps(PassBase):
                 await self.finish_create(provider, spec, TaskStatus(done=True), OP_ADOPT)
             else:
                 message = f"creating hypervisor VM {spec.name}"
+                stored_nothing_created = self.st.reason_of(PROVISIONING) == NOTHING_CREATED
                 self.st.phase(VirtualMachinePhase.PROVISIONING)
                 self.st.condition(PROVISIONING, True, "Creating", message)
                 self.st.condition(READY, False, "Provisioning", message)
+                if stored_nothing_created:
+                    # Status must stop saying "nothing created" before a create is sent:
+                    # a delete trusting it would leave the new VM behind.
+                    await self.save()
                 # Nothing of ours exists (see above) and this shard alone acts for the key.
                 try:
                     vm_id, task = await provider.create(spec, known_absent=True)
@@ -181,6 +192,27 @@ class ConvergeSteps(PassBase):
         check_owner(info, self.owner)
         self.observe(info)
         return info
+
+    async def look_before_create(self, provider: Provider, nothing_sent: bool) -> VMInfo | None:
+        """Find this object's VM by its owner tag before creating one. Done when an earlier
+        attempt may have created it, and before the first create on an endpoint that has
+        not answered this process yet: when this read fails and no create was ever sent,
+        status records that nothing exists, so a delete needs nothing from the hypervisor."""
+        try:
+            found = await provider.find(self.owner)
+        except ProviderError as e:
+            if nothing_sent and not isinstance(e, Busy):
+                self.st.condition(
+                    PROVISIONING,
+                    False,
+                    NOTHING_CREATED,
+                    f"no create call was sent: the hypervisor refused the read before it "
+                    f"({e}); nothing exists on the hypervisor for {self.vm_ref()}, so "
+                    "deleting it completes at once",
+                )
+            raise
+        self.endpoints.confirm(provider)
+        return found
 
     # ------------------------------------------------------------------ create steps
 

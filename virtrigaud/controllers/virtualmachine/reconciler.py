@@ -12,11 +12,8 @@ task in flight, create (find first: adopt our own VM left by an earlier attempt)
 on the hypervisor (the provider refuses VMs that are not ours), wait for the delete task,
 then remove the finalizer.
 
-A VM whose Provider is gone keeps its finalizer (the hypervisor VM would be orphaned
-silently otherwise) and says so in the Deleting condition. To let it go anyway::
-
-    kubectl -n NS patch virtualmachine NAME --type json \\
-        -p '[{"op":"remove","path":"/metadata/finalizers"}]'
+A VM that may have a hypervisor VM keeps its finalizer while its Provider is gone or
+refuses it, and its Deleting condition says how to get out (see delete.py).
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ from collections.abc import Collection
 from typing import Any
 
 from virtrigaud.api.virtualmachine import VirtualMachinePhase
+from virtrigaud.controllers.common.endpoints import EndpointChecks
 from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted, Resolver
 from virtrigaud.controllers.virtualmachine.converge import ConvergeSteps
 from virtrigaud.controllers.virtualmachine.delete import DeleteSteps
@@ -53,6 +51,7 @@ class VMReconciler:
         self.ctx = ctx
         self.resolver = resolver or Resolver(ctx.kube)
         self.memory = KeyMemory()
+        self.endpoints = EndpointChecks()
 
     async def forget(self, key: str) -> None:
         self.memory.forget(key)
@@ -72,7 +71,7 @@ class VMReconciler:
             if obj is None:
                 self.memory.forget(key)
                 return ReconcileResult()
-        run = _Pass(self.ctx, self.resolver, self.memory, key, obj)
+        run = _Pass(self.ctx, self.resolver, self.memory, self.endpoints, key, obj)
         result: ReconcileResult | None = None
         try:
             result = await run.execute()
@@ -169,8 +168,11 @@ class _Pass(ConvergeSteps, DeleteSteps):
         return ReconcileResult(requeue_after=e.retry_after)
 
     async def provider_failed(self, e: ProviderError) -> None:
+        if self.pooled is not None:
+            self.endpoints.suspect(self.pooled)
         message = f"{self.vm_ref()}: provider error: {e}"
         if self.obj["metadata"].get("deletionTimestamp") is not None:
+            message = f"{message.rstrip('.')}. {self.way_out()}"
             changed = self.st.condition(DELETING, True, e.reason, message)
             self.status.message = message
         else:

@@ -19,6 +19,11 @@ PROVISIONING = "Provisioning"
 RECONFIGURING = "Reconfiguring"
 DELETING = "Deleting"
 
+# Provisioning=False with this reason: no create call was ever sent for this object (the
+# read before the first create failed), so deleting it needs nothing from the hypervisor.
+# A pass clears it in status before it sends a create.
+NOTHING_CREATED = "NothingCreated"
+
 # status.provider keys this controller keeps (the map holds provider-specific details).
 LAST_TASK_OPERATION = "lastTaskOperation"
 

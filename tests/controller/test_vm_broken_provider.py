@@ -1,0 +1,116 @@
+"""Deleting a VM whose Provider does not work: at once when nothing can have been created,
+otherwise the finalizer stays with a way out (fix the Provider, or orphan the hypervisor VM
+with an annotation). Real API server, real simulators, one broken endpoint per type: vCenter
+with a wrong password, Proxmox VE with a refused token, libvirt on a closed port."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+
+import pytest
+from fixtures_vm import PROVIDER_TYPES, VMEnv, condition, delete_on, is_ready
+
+from virtrigaud.api.virtualmachine import FINALIZER, ORPHAN_ON_DELETE, VirtualMachine
+from virtrigaud.controllers.virtualmachine.spec import owner_of
+from virtrigaud.kube.resources import PROVIDERS, SECRETS, VIRTUAL_MACHINES
+
+pytest_plugins = ["fixtures_vm"]
+
+DELETE_BUDGET = 5.0
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def break_provider(env: VMEnv, provider_type: str) -> None:
+    """Make the Provider unusable the way a user's first try often is."""
+    ns = env.namespace
+    if provider_type == "libvirt":
+        uri = f"test+tcp://127.0.0.1:{closed_port()}/default"
+        await env.kube.patch(PROVIDERS, "libvirt", ns, {"spec": {"endpoint": uri}})
+        await env.kube.patch(
+            SECRETS,
+            "libvirt-credentials",
+            ns,
+            {"data": {"uri": base64.b64encode(uri.encode()).decode()}},
+        )
+        return
+    field = "password" if provider_type == "vsphere" else "token_secret"
+    wrong = base64.b64encode(b"wrong").decode()
+    await env.kube.patch(SECRETS, f"{provider_type}-credentials", ns, {"data": {field: wrong}})
+
+
+@pytest.mark.parametrize("provider_type", PROVIDER_TYPES)
+async def test_vm_whose_provider_never_worked_deletes_at_once(
+    vm_env: VMEnv, provider_type: str
+) -> None:
+    await break_provider(vm_env, provider_type)
+    name = f"never-{provider_type}"
+    await vm_env.vm(name, provider_type)
+
+    def refused(obj: dict[str, object] | None) -> bool:
+        cond = condition(obj or {}, "Provisioning")
+        return cond is not None and cond["reason"] == "NothingCreated"
+
+    driven = await vm_env.drive(name, refused, timeout=20)
+    assert driven.obj is not None
+    assert FINALIZER in driven.obj["metadata"]["finalizers"]
+    ready = condition(driven.obj, "Ready")
+    assert ready is not None and ready["status"] == "False"
+
+    await vm_env.kube.delete(VIRTUAL_MACHINES, name, vm_env.namespace)
+    started = time.monotonic()
+    await vm_env.drive(name, lambda o: o is None, timeout=DELETE_BUDGET)
+    took = time.monotonic() - started
+    assert took < DELETE_BUDGET
+    events = await vm_env.events_for(name)
+    deleted = [e for e in events if e["reason"] == "Deleted"]
+    assert deleted and "no create call was sent" in deleted[0]["message"]
+
+
+@pytest.mark.parametrize("provider_type", PROVIDER_TYPES)
+async def test_vm_that_may_exist_keeps_finalizer_until_orphaned(
+    vm_env: VMEnv, provider_type: str
+) -> None:
+    name = f"made-{provider_type}"
+    await vm_env.vm(name, provider_type, power_state="Off")
+    driven = await vm_env.drive(name, is_ready)
+    assert driven.obj is not None
+    owner = owner_of(VirtualMachine.from_api(driven.obj))
+    vm_id = driven.obj["status"]["id"]
+    good = await vm_env.hypervisor(provider_type)
+
+    await break_provider(vm_env, provider_type)
+    vm_env.new_reconciler()  # no cached Secret or Provider
+    await vm_env.kube.delete(VIRTUAL_MACHINES, name, vm_env.namespace)
+
+    def stuck(obj: dict[str, object] | None) -> bool:
+        cond = condition(obj or {}, "Deleting")
+        return cond is not None and cond["reason"].startswith("Provider")
+
+    driven = await vm_env.drive(name, stuck, timeout=20)
+    assert driven.obj is not None and FINALIZER in driven.obj["metadata"]["finalizers"]
+    deleting = condition(driven.obj, "Deleting")
+    assert deleting is not None
+    assert f"{ORPHAN_ON_DELETE}=true" in deleting["message"]
+    assert "credentials" in deleting["message"]
+
+    await vm_env.kube.patch(
+        VIRTUAL_MACHINES,
+        name,
+        vm_env.namespace,
+        {"metadata": {"annotations": {ORPHAN_ON_DELETE: "true"}}},
+    )
+    started = time.monotonic()
+    await vm_env.drive(name, lambda o: o is None, timeout=DELETE_BUDGET)
+    assert time.monotonic() - started < DELETE_BUDGET
+    orphaned = [e for e in await vm_env.events_for(name) if e["reason"] == "Orphaned"]
+    assert orphaned and vm_id in orphaned[0]["message"]
+    # Left alone: still on the hypervisor (the test removes it itself).
+    assert vm_id in [info.id for info in await good.list_owned() if info.owner == owner]
+    await delete_on(good, vm_id, owner)
