@@ -85,6 +85,7 @@ class PassBase:
         self.owner: Owner = owner_of(self.vm)
         self.st = StatusBuilder(obj)
         self.gone = False
+        self.failed = False  # a hypervisor call failed in this pass
         self.written: list[str] = []
 
     @property
