@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 from direct_leader import DirectLeader
-from fixtures_vm import VMEnv, condition, image_source, is_ready, provider_spec
+from fixtures_vm import (
+    VMEnv,
+    assert_conditions_agree,
+    condition,
+    image_source,
+    is_ready,
+    provider_spec,
+)
 
 from virtrigaud.kube.keys import object_key
 from virtrigaud.kube.resources import (
@@ -52,6 +59,7 @@ async def _watch_vms(env: VMEnv, leader: DirectLeader, seen: dict[str, JSON]) ->
             if event.type == "DELETED":
                 seen.pop(name, None)
                 continue
+            assert_conditions_agree(event.object)
             seen[name] = event.object
             if event.type == "ADDED":
                 leader.accept([(key, event.object)])

@@ -78,10 +78,13 @@ class ConvergeSteps(PassBase):
         await report_unsupported_fields(self, provider_type, vm_class)
         self.st.drop_condition(DELETING)
 
+        recorded = self.recorded_state()
         await self.settle_tasks(provider, spec)
         info = await self.ensure_exists(provider, spec)
         if info is None:
             return
+        if recorded is not None:
+            self.note_drift(recorded, info)
         # Hardware changes go in while the VM is off when the spec allows it: a VM headed
         # for Off is powered off first, one headed for On is powered on last.
         if self.vm.spec.power_state != DesiredPower.ON:
@@ -106,6 +109,7 @@ class ConvergeSteps(PassBase):
                     f"({self.operation() or 'unknown operation'})"
                 )
                 if self.operation() == OP_CREATE:
+                    self.st.phase(VirtualMachinePhase.PROVISIONING)
                     self.st.condition(PROVISIONING, True, "TaskInProgress", message)
                 self.st.condition(READY, False, "TaskInProgress", message)
                 raise await self.wait_for_task()
@@ -144,6 +148,10 @@ class ConvergeSteps(PassBase):
             found = None
             if not absent or not self.endpoints.answered(provider):
                 found = await self.look_before_create(provider, nothing_sent)
+                if absent and found is not None and found.owner != self.owner:
+                    # Nothing of ours can exist: a VM found by name belongs to someone
+                    # else, and the create decides what that means on this hypervisor.
+                    found = None
             if found is not None:
                 # An earlier pass (maybe in a process that died) created it; the tag says
                 # whether it is ours to adopt.
@@ -191,6 +199,16 @@ class ConvergeSteps(PassBase):
             return None
         check_owner(info, self.owner)
         self.observe(info)
+        # It exists and its create is over: whatever this pass still does, it is no longer
+        # provisioning.
+        self.st.condition(PROVISIONING, False, "Provisioned", f"{self.hv_ref()} exists")
+        if self.status.phase not in (
+            VirtualMachinePhase.RUNNING,
+            VirtualMachinePhase.STOPPED,
+            VirtualMachinePhase.RECONFIGURING,
+        ):
+            on = info.power_state == PowerState.ON
+            self.st.phase(VirtualMachinePhase.RUNNING if on else VirtualMachinePhase.STOPPED)
         return info
 
     async def look_before_create(self, provider: Provider, nothing_sent: bool) -> VMInfo | None:
@@ -284,6 +302,7 @@ class ConvergeSteps(PassBase):
         self.status.ips = []
         self.status.console_url = None
         self.st.not_ready("Recreating", message, VirtualMachinePhase.PROVISIONING)
+        self.st.condition(PROVISIONING, True, "Recreating", message)
         await self.save()
         await self.event("Warning", "Recreating", message)
         raise Wait(SOON)
@@ -300,6 +319,43 @@ class ConvergeSteps(PassBase):
         self.status.current_resources = VirtualMachineResources(
             cpu=info.cpu, memory_mib=info.memory_mib
         )
+
+    # ------------------------------------------------------------------ drift
+
+    def recorded_state(self) -> tuple[DesiredPower | None, VirtualMachineResources | None] | None:
+        """What the last pass saw when it left this generation converged with nothing in
+        flight (power state, resources); None otherwise (then a difference is no drift)."""
+        status = self.status
+        ready = get_condition(status.conditions, READY)
+        if (
+            ready is None
+            or ready.status.value != "True"
+            or status.observed_generation != self.st.generation
+            or status.last_task_ref
+            or status.reconfigure_task_ref
+        ):
+            return None
+        return status.power_state, status.current_resources
+
+    def note_drift(
+        self,
+        recorded: tuple[DesiredPower | None, VirtualMachineResources | None],
+        info: VMInfo,
+    ) -> None:
+        """Remember what changed on the hypervisor behind our back since the converged
+        pass (the pass that corrects it names it in a DriftCorrected Event)."""
+        power, resources = recorded
+        diffs = []
+        if power is not None and self.status.power_state != power:
+            now = self.status.power_state.value if self.status.power_state else "unknown"
+            diffs.append(f"power state {now}, was {power.value}")
+        if resources is not None:
+            if resources.cpu is not None and info.cpu != resources.cpu:
+                diffs.append(f"cpu {info.cpu}, was {resources.cpu}")
+            if resources.memory_mib is not None and info.memory_mib != resources.memory_mib:
+                diffs.append(f"memory {info.memory_mib} MiB, was {resources.memory_mib} MiB")
+        if diffs:
+            self.memory.drift_found(self.key, "; ".join(diffs))
 
     # ------------------------------------------------------------------ reconfigure
 
@@ -418,3 +474,11 @@ class ConvergeSteps(PassBase):
         self.status.message = message
         self.status.observed_generation = self.st.generation
         await self.save()
+        if self.st.reason_of(RECONFIGURING) in (None, "Reconfigured"):
+            drift = self.memory.drift_corrected(self.key)
+            if drift:
+                await self.event(
+                    "Normal",
+                    "DriftCorrected",
+                    f"{self.hv_ref()} had drifted from its spec ({drift}); corrected",
+                )
