@@ -5,16 +5,20 @@ with a wrong password, Proxmox VE with a refused token, libvirt on a closed port
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import socket
 import time
 
 import pytest
+from direct_leader import DirectLeader
 from fixtures_vm import PROVIDER_TYPES, VMEnv, condition, delete_on, is_ready
 
 from virtrigaud.api.virtualmachine import FINALIZER, ORPHAN_ON_DELETE, VirtualMachine
 from virtrigaud.controllers.virtualmachine.spec import owner_of
 from virtrigaud.kube.resources import PROVIDERS, SECRETS, VIRTUAL_MACHINES
+from virtrigaud.shards.runtime import ShardRuntime
 
 pytest_plugins = ["fixtures_vm"]
 
@@ -114,3 +118,37 @@ async def test_vm_that_may_exist_keeps_finalizer_until_orphaned(
     # Left alone: still on the hypervisor (the test removes it itself).
     assert vm_id in [info.id for info in await good.list_owned() if info.owner == owner]
     await delete_on(good, vm_id, owner)
+
+
+async def test_unreachable_endpoint_logs_once_per_vm_not_per_retry(
+    vm_env: VMEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under the shard runtime, a VM whose endpoint refuses connections is retried with a
+    per-key backoff from 0.5 s, and its failure is logged once, not once per retry."""
+    await break_provider(vm_env, "libvirt")
+    names = [f"unreachable-{i}" for i in range(3)]
+    runtime = ShardRuntime("shard-test", vm_env.new_reconciler(), workers=2)
+    leader = DirectLeader(runtime)
+    runtime.start()
+    try:
+        await leader.lead()
+        caplog.set_level(logging.WARNING, logger="virtrigaud")
+        objs = [await vm_env.vm(name, "libvirt") for name in names]
+        leader.accept(
+            [(f"VirtualMachine/{vm_env.namespace}/{o['metadata']['name']}", o) for o in objs]
+        )
+        await asyncio.sleep(2.5)
+        stats = runtime.stats()
+    finally:
+        await runtime.stop()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    per_vm = {
+        name: [r for r in warnings if str(getattr(r, "key", "")).endswith(f"/{name}")]
+        for name in names
+    }
+    assert {name: len(lines) for name, lines in per_vm.items()} == dict.fromkeys(names, 1), {
+        name: [r.getMessage()[:120] for r in lines] for name, lines in per_vm.items()
+    }
+    assert all(name in per_vm[name][0].getMessage() for name in names)
+    # 0.5 + 1 + 2 s of backoff: at most 3 passes each in 2.5 s (the first, and two retries).
+    assert stats.reconciles <= 3 * len(names), stats
