@@ -89,6 +89,7 @@ class VMReconciler:
             obj = await self._get(key)
             if obj is None:
                 self.memory.forget(key)
+                self.index.forget(key)
                 return ReconcileResult()
         run = _Pass(self.ctx, self.resolver, self.memory, self.endpoints, key, obj)
         result: ReconcileResult | None = None
