@@ -19,8 +19,8 @@ closes them. Anything the same incarnation records after its `dead` entry is a *
 event: a shard still acting after its keys were given away (behind a partition, or a
 frozen process that resumed). The `end` of a reconcile that was running at `dead` is not
 one: it is no action (a mutation checks the reconcile's claim and is recorded as `mut`;
-status writes check the claim too), and a process starved of CPU records it late. With self-fencing shards
-there are none, and the test that breaks fencing shows they are found.
+status writes check the claim too), and a process starved of CPU records it late. With
+self-fencing shards there are none, and the test that breaks fencing shows they are found.
 
 The stream is also the per-item log of queue waits: a ``start`` carries how long the key
 waited in the workqueue (``w``, seconds) and the lane it came by (``l``: ``urgent`` for a
