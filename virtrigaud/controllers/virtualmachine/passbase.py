@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from virtrigaud.api.virtualmachine import VirtualMachine, VirtualMachineStatus
+from virtrigaud.controllers.common.endpoints import EndpointChecks
 from virtrigaud.controllers.common.resolve import Resolver
 from virtrigaud.controllers.virtualmachine.memory import KeyMemory
 from virtrigaud.controllers.virtualmachine.spec import owner_of
@@ -69,17 +70,27 @@ class PassBase:
     """State and helpers of one pass; the steps live in converge.py and delete.py."""
 
     def __init__(
-        self, ctx: ShardContext, resolver: Resolver, memory: KeyMemory, key: str, obj: JSON
+        self,
+        ctx: ShardContext,
+        resolver: Resolver,
+        memory: KeyMemory,
+        endpoints: EndpointChecks,
+        key: str,
+        obj: JSON,
     ) -> None:
         self.ctx = ctx
         self.resolver = resolver
         self.memory = memory
+        self.endpoints = endpoints
+        # The pooled provider this pass uses, once resolved (its endpoint's health is noted).
+        self.pooled: Provider | None = None
         self.key = key
         self.obj = obj
         self.vm = VirtualMachine.from_api(obj)
         self.owner: Owner = owner_of(self.vm)
         self.st = StatusBuilder(obj)
         self.gone = False
+        self.failed = False  # a hypervisor call failed in this pass
         self.written: list[str] = []
 
     @property
@@ -142,6 +153,7 @@ class PassBase:
         provider_obj = await self.resolver.provider(ns, ref)
         config = await self.resolver.provider_config(provider_obj)
         provider = await self.ctx.providers.get(config)
+        self.pooled = provider
         return provider, dict(config.defaults), config.type
 
     def operation(self) -> str:
