@@ -294,6 +294,8 @@ def test_default_install_renders_controller_redis_rbac_and_shard_config(
             ("ClusterRoleBinding", FULLNAME),
             ("Role", FULLNAME),
             ("RoleBinding", FULLNAME),
+            ("Role", f"{FULLNAME}-secrets"),
+            ("RoleBinding", f"{FULLNAME}-secrets"),
             ("ConfigMap", CONFIG_MAP),
             ("Deployment", FULLNAME),
             ("Service", f"{FULLNAME}-metrics"),
@@ -621,35 +623,50 @@ def test_kuberay_without_a_redis_address_fails_with_the_fix(chart: helm.Chart) -
 
 # --- tests: RBAC -----------------------------------------------------------------------
 
-# Every API call the controller makes, as (scope, apiGroup, resource, verb). Scope is
-# "cluster" (any namespace) or "own" (the release namespace only).
+# Every API call the controller makes, as (scope, apiGroup, resource, verb, name). Scope
+# is "cluster" (any namespace), "own" (the release namespace) or "secrets" (the namespaces
+# of rbac.secretNamespaces). tests/controller/test_chart_rbac.py proves the list by running
+# the controller against an API server that enforces the rendered rules.
+ROUTED = [
+    "virtualmachines",
+    "providers",
+    "vmclasses",
+    "vmimages",
+    "vmnetworkattachments",
+    "vmsnapshots",
+    "vmclones",
+    "vmmigrations",
+    "vmsets",
+    "vmplacementpolicies",
+]
 CONTROLLER_CALLS = [
-    # leader/informer.py: list + watch VirtualMachines in all namespaces.
-    ("cluster", GROUP, "virtualmachines", "list"),
-    ("cluster", GROUP, "virtualmachines", "watch"),
-    # controllers/virtualmachine/reconciler.py, status.py: read, finalizers (patch), status (PUT).
-    ("cluster", GROUP, "virtualmachines", "get"),
-    ("cluster", GROUP, "virtualmachines", "patch"),
-    ("cluster", GROUP, "virtualmachines/status", "update"),
-    # controllers/common/resolve.py, controllers/virtualmachine/spec.py: what a VM references.
-    ("cluster", GROUP, "providers", "get"),
-    ("cluster", GROUP, "vmclasses", "get"),
-    ("cluster", GROUP, "vmimages", "get"),
-    ("cluster", GROUP, "vmnetworkattachments", "get"),
-    ("cluster", "", "secrets", "get"),
-    # kube/events.py: Events next to the object, deduplicated by patch.
-    ("cluster", "", "events", "create"),
-    ("cluster", "", "events", "patch"),
-    # leader/shard_count.py: ensure_namespace.
-    ("cluster", "", "namespaces", "get"),
+    # leader/coordinator.py: an informer (list + watch) per routed kind, all namespaces.
+    *(("cluster", GROUP, kind, verb, "") for kind in ROUTED for verb in ("list", "watch")),
+    # controllers/virtualmachine/reconciler.py, controllers/common/objects.py: read the VM,
+    # its finalizer (patch), its status (PUT).
+    ("cluster", GROUP, "virtualmachines", "get", "web"),
+    ("cluster", GROUP, "virtualmachines", "patch", "web"),
+    ("cluster", GROUP, "virtualmachines/status", "update", "web"),
+    # controllers/common/resolve.py, controllers/virtualmachine/spec.py: what a VM names.
+    ("cluster", GROUP, "providers", "get", "p"),
+    ("cluster", GROUP, "vmclasses", "get", "c"),
+    ("cluster", GROUP, "vmimages", "get", "i"),
+    ("cluster", GROUP, "vmnetworkattachments", "get", "n"),
+    # kube/events.py: Events next to the object, a repeat counted by patch.
+    ("cluster", "", "events", "create", ""),
+    ("cluster", "", "events", "patch", "e"),
+    # leader/shard_count.py: ensure_namespace of its own namespace.
+    ("cluster", "", "namespaces", "get", NAMESPACE),
     # leader/election.py: the Lease.
-    ("own", "coordination.k8s.io", "leases", "get"),
-    ("own", "coordination.k8s.io", "leases", "create"),
-    ("own", "coordination.k8s.io", "leases", "update"),
-    # leader/shard_count.py: read, and recreate by server-side apply when missing.
-    ("own", "", "configmaps", "get"),
-    ("own", "", "configmaps", "create"),
-    ("own", "", "configmaps", "patch"),
+    ("own", "coordination.k8s.io", "leases", "get", LEASE_NAME),
+    ("own", "coordination.k8s.io", "leases", "create", ""),
+    ("own", "coordination.k8s.io", "leases", "update", LEASE_NAME),
+    # leader/shard_count.py: the shard count the chart installs.
+    ("own", "", "configmaps", "get", CONFIG_MAP),
+    # controllers/common/resolve.py (get); leader/coordinator.py _track_secret (list, watch).
+    ("secrets", "", "secrets", "get", "creds"),
+    ("secrets", "", "secrets", "list", ""),
+    ("secrets", "", "secrets", "watch", ""),
 ]
 
 
@@ -663,50 +680,90 @@ def _resource_matches(pattern: str, resource: str) -> bool:
     return False
 
 
-def allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+def allows(
+    rules: list[dict[str, Any]], group: str, resource: str, verb: str, name: str = ""
+) -> bool:
+    """Upstream RBAC matching: a rule with resourceNames matches only requests naming one
+    of them (a create or a list names none)."""
     return any(
         group in rule.get("apiGroups", [])
         and any(_resource_matches(p, resource) for p in rule.get("resources", []))
         and (verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+        and (not rule.get("resourceNames") or name in rule["resourceNames"])
         for rule in rules
     )
 
 
-def test_rbac_covers_every_call_the_controller_makes(chart: helm.Chart) -> None:
-    rendered = render(chart)
+def roles_in(rendered: Rendered, namespace: str) -> list[dict[str, Any]]:
+    return [o for o in rendered.of_kind("Role") if o["metadata"]["namespace"] == namespace]
+
+
+def grants(rendered: Rendered, scope: str, group: str, resource: str, verb: str, name: str) -> bool:
     cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
-    own = rendered.one("Role", FULLNAME)
-    assert own["metadata"]["namespace"] == NAMESPACE
-    missing = [
-        call
-        for call in CONTROLLER_CALLS
-        if not allows(cluster, *call[1:])
-        and not (call[0] == "own" and allows(own["rules"], *call[1:]))
-    ]
-    assert missing == []
+    if allows(cluster, group, resource, verb, name):
+        return True
+    namespace = {"own": NAMESPACE, "secrets": "tenant-a"}.get(scope)
+    return namespace is not None and any(
+        allows(role["rules"], group, resource, verb, name) for role in roles_in(rendered, namespace)
+    )
+
+
+def test_rbac_covers_every_call_the_controller_makes(chart: helm.Chart) -> None:
+    rendered = render(chart, {"rbac": {"secretNamespaces": ["tenant-a", "tenant-b"]}})
+    assert [c for c in CONTROLLER_CALLS if not grants(rendered, *c)] == []
     subject = {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
-    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
-        binding = rendered.one(kind, FULLNAME)
-        assert binding["subjects"] == [subject]
-        assert binding["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": role_kind,
-            "name": FULLNAME,
-        }
+    bindings = [*rendered.of_kind("ClusterRoleBinding"), *rendered.of_kind("RoleBinding")]
+    assert sorted(
+        (b["metadata"].get("namespace", ""), b["roleRef"]["kind"], b["roleRef"]["name"])
+        for b in bindings
+    ) == [
+        ("", "ClusterRole", FULLNAME),
+        ("tenant-a", "Role", f"{FULLNAME}-secrets"),
+        ("tenant-b", "Role", f"{FULLNAME}-secrets"),
+        (NAMESPACE, "Role", FULLNAME),
+    ]
+    assert all(b["subjects"] == [subject] for b in bindings)
 
 
 def test_rbac_grants_no_more_than_the_controller_needs(chart: helm.Chart) -> None:
-    rendered = render(chart)
+    rendered = render(chart, {"rbac": {"secretNamespaces": ["tenant-a"]}})
     cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
-    # It never creates or deletes objects of its own group, and never lists Secrets.
-    for verb in ("create", "delete", "deletecollection"):
-        assert not allows(cluster, GROUP, "virtualmachines", verb), verb
-    for verb in ("list", "watch"):
-        assert not allows(cluster, "", "secrets", verb), verb
-    # Leases and ConfigMaps only in its own namespace.
-    assert not allows(cluster, "coordination.k8s.io", "leases", "update")
-    assert not allows(cluster, "", "configmaps", "patch")
-    assert all("*" not in rule["verbs"] for rule in cluster)
+    every = [
+        r for o in [*rendered.of_kind("ClusterRole"), *rendered.of_kind("Role")] for r in o["rules"]
+    ]
+    # No wildcard anywhere; no create/delete of its own kinds; VMs are the only kind written.
+    assert all("*" not in r["verbs"] + r["resources"] + r["apiGroups"] for r in every)
+    for verb in ("create", "delete", "deletecollection", "update"):
+        assert not allows(cluster, GROUP, "virtualmachines", verb, "web"), verb
+    for kind in ROUTED[1:]:
+        assert not allows(cluster, GROUP, kind, "patch", "x"), kind
+        assert not allows(cluster, GROUP, f"{kind}/status", "update", "x"), kind
+    # Secrets: not cluster-wide, and only where asked; the release namespace is not implied.
+    assert not allows(cluster, "", "secrets", "get", "creds")
+    assert not roles_in(rendered, "tenant-b")
+    assert not any(
+        allows(role["rules"], "", "secrets", "get", "creds")
+        for role in roles_in(rendered, NAMESPACE)
+    )
+    # Namespace, Lease and ConfigMap by name only.
+    assert not allows(cluster, "", "namespaces", "get", "kube-system")
+    own = roles_in(rendered, NAMESPACE)[0]["rules"]
+    assert not allows(own, "coordination.k8s.io", "leases", "update", "someone-elses-lease")
+    assert not allows(own, "", "configmaps", "get", "kube-root-ca.crt")
+    assert not allows(own, "", "configmaps", "patch", CONFIG_MAP)
+
+
+def test_secrets_default_to_the_release_namespace_or_all_by_opt_in(chart: helm.Chart) -> None:
+    rendered = render(chart)
+    assert [r["metadata"]["name"] for r in roles_in(rendered, NAMESPACE)] == [
+        FULLNAME,
+        f"{FULLNAME}-secrets",
+    ]
+    rendered = render(chart, {"rbac": {"secretsInAllNamespaces": True}})
+    assert [r["metadata"]["name"] for r in rendered.of_kind("Role")] == [FULLNAME]
+    cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
+    for verb in ("get", "list", "watch"):
+        assert allows(cluster, "", "secrets", verb, "creds"), verb
 
 
 def test_rbac_check_fails_when_a_grant_is_missing() -> None:
@@ -716,6 +773,13 @@ def test_rbac_check_fails_when_a_grant_is_missing() -> None:
     status_rule = {"apiGroups": [GROUP], "resources": ["*/status"], "verbs": ["update"]}
     assert allows([status_rule], GROUP, "virtualmachines/status", "update")
     assert not allows([status_rule], GROUP, "virtualmachines", "update")
+    named = {
+        "apiGroups": [""],
+        "resources": ["leases"],
+        "verbs": ["create"],
+        "resourceNames": ["l"],
+    }
+    assert not allows([named], "", "leases", "create", "")
 
 
 # --- tests: optional objects -----------------------------------------------------------
@@ -795,6 +859,8 @@ def mutated(value: Any, path: tuple[str, ...]) -> Any:
             "mode": "kuberay",
             "version": "2.61.0",
         }.get(path[-1], value + "x" if value else "x")
+    if isinstance(value, list) and path[-1] == "secretNamespaces":
+        return ["tenant-a"]
     if isinstance(value, list):
         return [*value, {"key": "k", "operator": "Exists"} if path[-1] == "tolerations" else "--x"]
     if isinstance(value, dict):

@@ -104,3 +104,25 @@ the bundled Redis, or the host of redis.url. Empty when the URL comes from a Sec
 - {name: RAY_USAGE_STATS_ENABLED, value: "0"}
 - {name: RAY_AUTH_MODE, value: disabled}
 {{- end -}}
+
+{{/* The ServiceAccount the controller pods run as. */}}
+{{- define "virtrigaud.serviceAccountName" -}}
+{{ include "virtrigaud.fullname" . }}
+{{- end -}}
+
+{{/* The leader Lease (virtrigaud/run.py LEASE_NAME). */}}
+{{- define "virtrigaud.leaseName" -}}
+virtrigaud-leader
+{{- end -}}
+
+{{/* The shard-count ConfigMap (virtrigaud/leader/shard_count.py CONFIG_MAP). */}}
+{{- define "virtrigaud.configMapName" -}}
+virtrigaud-config
+{{- end -}}
+
+{{/* Namespaces whose Secrets the controller may read, as a JSON list: rbac.secretNamespaces,
+or the release namespace. */}}
+{{- define "virtrigaud.secretNamespaces" -}}
+{{- $namespaces := .Values.rbac.secretNamespaces | default (list .Release.Namespace) -}}
+{{- $namespaces | uniq | toJson -}}
+{{- end -}}
