@@ -12,6 +12,7 @@ server serves are dry-run (or applied) there, and the KubeRay RayCluster is dry-
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 import os
@@ -36,17 +37,21 @@ import yaml
 
 from virtrigaud import GROUP
 from virtrigaud.cli import app
+from virtrigaud.instance import Instance
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import CONFIG_MAPS, NAMESPACES, Resource
-from virtrigaud.leader.shard_count import CONFIG_MAP, MAX_SHARDS, SHARDS_FIELD, read_shard_count
+from virtrigaud.leader.shard_count import MAX_SHARDS, SHARDS_FIELD, read_shard_count
 from virtrigaud.raynode import SHARD_RESOURCE
-from virtrigaud.run import LEASE_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "virtrigaud"
 RELEASE = "vr"
 NAMESPACE = "virtrigaud-system"
 FULLNAME = f"{RELEASE}-virtrigaud"
+INSTANCE = Instance(NAMESPACE, FULLNAME)
+"""What `virtrigaud run --instance FULLNAME` names its Lease, ConfigMap and Redis keys."""
+CONFIG_MAP = INSTANCE.config_map
+LEASE_NAME = INSTANCE.lease
 
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
 RAY_CLUSTER = f"{RELEASE}-virtrigaud-ray"
@@ -66,6 +71,7 @@ KUBECTL = (
 # Kind -> (apiVersion, model in the official Kubernetes client).
 KINDS: dict[str, tuple[str, str]] = {
     "ConfigMap": ("v1", "V1ConfigMap"),
+    "Secret": ("v1", "V1Secret"),
     "ServiceAccount": ("v1", "V1ServiceAccount"),
     "Service": ("v1", "V1Service"),
     "Deployment": ("apps/v1", "V1Deployment"),
@@ -118,10 +124,19 @@ def chart() -> Iterator[helm.Chart]:
         yield loaded
 
 
+GENERATED = re.compile(r'^(  (?:password|url): )"[^"]*"$', re.M)
+
+
 def render_raw(
     chart: helm.Chart, values: dict[str, Any] | None = None, release: str = RELEASE
 ) -> dict[str, str]:
-    return chart.render(values or {}, name=release, namespace=NAMESPACE, is_install=True)
+    """The chart's files, with the generated Redis password masked so that two renders of
+    the same values compare equal (test_bundled_redis_gets_a_generated_password reads it)."""
+    files = chart.render(values or {}, name=release, namespace=NAMESPACE, is_install=True)
+    redis = "virtrigaud/templates/redis.yaml"
+    if redis in files:
+        files[redis] = GENERATED.sub(r'\1"Z2VuZXJhdGVk"', files[redis])
+    return files
 
 
 def render(
@@ -155,6 +170,7 @@ def run_params(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     monkeypatch.delenv("VIRTRIGAUD_REDIS_URL", raising=False)
     monkeypatch.delenv("VIRTRIGAUD_RAY_ADDRESS", raising=False)
     monkeypatch.delenv("VIRTRIGAUD_RAY_NODE_IP", raising=False)
+    monkeypatch.delenv("VIRTRIGAUD_INSTANCE", raising=False)
     run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
     ctx = run.make_context("run", expanded)
     params: dict[str, Any] = dict(ctx.params)
@@ -179,6 +195,7 @@ _PRIMITIVES: dict[str, tuple[type, ...]] = {
     "float": (int, float),
     "bool": (bool,),
     "datetime": (str,),
+    "bytes": (str,),  # base64 in a manifest (Secret.data)
 }
 
 
@@ -302,6 +319,7 @@ def test_default_install_renders_controller_redis_rbac_and_shard_config(
             ("PodDisruptionBudget", FULLNAME),
             ("Deployment", f"{FULLNAME}-redis"),
             ("Service", f"{FULLNAME}-redis"),
+            ("Secret", f"{FULLNAME}-redis"),
         ]
     )
     assert rendered.controller["spec"]["replicas"] == 2
@@ -438,6 +456,8 @@ def test_controller_args_parse_with_the_real_run_command(
     params = run_params(rendered, monkeypatch)
     assert params["identity"] == params["_pod_name"]  # each pod campaigns as itself
     assert params["namespace"] == NAMESPACE  # Lease and ConfigMap live with the release
+    assert params["instance_name"] == FULLNAME  # and are named after it
+    assert not params["watch_namespace"]  # every namespace
     assert params["workers_per_shard"] == 6
     assert (params["lease_duration"], params["renew_deadline"], params["retry_period"]) == (
         20.0,
@@ -459,6 +479,52 @@ def test_controller_args_parse_with_the_real_run_command(
     )
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "controller"
     assert rendered.controller["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
+
+
+def test_two_releases_share_no_lease_configmap_redis_key_or_binding(chart: helm.Chart) -> None:
+    names = []
+    for release in ("a", "b"):
+        rendered = render(chart, release=release)
+        deployment = rendered.one("Deployment", f"{release}-virtrigaud")
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        (name,) = [a.split("=", 1)[1] for a in args if a.startswith("--instance=")]
+        instance = Instance(NAMESPACE, name)
+        rules = [r for role in rendered.of_kind("Role") for r in role["rules"]]
+        lease_names = {
+            n for r in rules if "leases" in r["resources"] for n in r.get("resourceNames", [])
+        }
+        assert lease_names == {instance.lease}
+        assert rendered.of_kind("ConfigMap")[0]["metadata"]["name"] == instance.config_map
+        names.append(
+            {
+                instance.lease,
+                instance.config_map,
+                instance.redis.ratelimit,
+                instance.redis.fenced,
+                instance.redis.audit,
+                *(o["metadata"]["name"] for o in rendered.of_kind("ClusterRoleBinding")),
+            }
+        )
+    assert names[0].isdisjoint(names[1])
+
+
+def test_watch_namespaces_narrow_the_watch_and_the_rbac(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart, {"watchNamespaces": ["tenant-a", "tenant-b"]})
+    assert list(run_params(rendered, monkeypatch)["watch_namespace"]) == ["tenant-a", "tenant-b"]
+    cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
+    assert [r["resources"] for r in cluster] == [["namespaces"]]
+    for namespace in ("tenant-a", "tenant-b"):
+        rules = [r for role in roles_in(rendered, namespace) for r in role["rules"]]
+        assert allows(rules, GROUP, "virtualmachines", "watch")
+        assert allows(rules, GROUP, "virtualmachines/status", "update", "web")
+        assert allows(rules, "", "events", "create")
+        assert allows(rules, "", "secrets", "get", "creds")  # secrets follow the watch
+    assert roles_in(rendered, "default") == []
+    assert not any(
+        allows(role["rules"], "", "secrets", "get", "x") for role in roles_in(rendered, NAMESPACE)
+    )
 
 
 def test_every_ray_process_gets_the_ray_environment(chart: helm.Chart) -> None:
@@ -506,9 +572,38 @@ def test_bundled_redis_is_the_default_bucket_store(
     redis = rendered.one("Deployment", f"{FULLNAME}-redis")
     assert service["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"]
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "redis"
-    port = service["spec"]["ports"][0]["port"]
-    url = f"redis://{FULLNAME}-redis:{port}/0"
-    assert run_params(rendered, monkeypatch)["redis_url"] == url
+    assert run_params(rendered, monkeypatch)["redis_url"] is None  # no password in the args
+    ref = rendered.env()["VIRTRIGAUD_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": f"{FULLNAME}-redis", "key": "url"}
+
+
+def test_bundled_redis_gets_a_generated_password(chart: helm.Chart) -> None:
+    import base64
+
+    import redis.asyncio as aioredis
+
+    passwords = []
+    for _ in range(2):
+        files = chart.render({}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        docs = list(yaml.safe_load_all(files["virtrigaud/templates/redis.yaml"]))
+        (secret,) = [d for d in docs if d["kind"] == "Secret"]
+        (redis,) = [d for d in docs if d["kind"] == "Deployment"]
+        data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        password = data["password"]
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+        assert data["url"] == f"redis://:{password}@{FULLNAME}-redis:6379/0"
+        # The client the rate limiter and the fences build from that URL sends it.
+        kwargs = aioredis.Redis.from_url(data["url"]).connection_pool.connection_kwargs
+        assert (kwargs["password"], kwargs["host"]) == (password, f"{FULLNAME}-redis")
+        # The controller reads the URL (tests: test_bundled_redis_is_the_default_bucket_store),
+        # Redis requires the password, and its probe authenticates.
+        (container,) = redis["spec"]["template"]["spec"]["containers"]
+        assert container["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+        ref = {"name": secret["metadata"]["name"], "key": "password"}
+        assert env == {"REDIS_PASSWORD": ref, "REDISCLI_AUTH": ref}
+        passwords.append(password)
+    assert passwords[0] != passwords[1]  # generated, not a default every install shares
 
 
 def test_external_redis_url_replaces_the_bundled_redis(
@@ -575,7 +670,10 @@ def test_changing_the_shard_count_does_not_restart_the_controller(
         ({"shards": 0}, "/shards"),
         ({"shards": MAX_SHARDS + 1}, "/shards"),
         ({"shards": "five"}, "/shards"),
-        ({"watchNamespaces": ["a"]}, "watchNamespaces"),
+        ({"watchNamespaces": ["Tenant_A"]}, "/watchNamespaces/0"),
+        ({"watchNamespaces": "tenant-a"}, "/watchNamespaces"),
+        ({"rbac": {"secretNamespaces": ["a", "a"]}}, "/rbac/secretNamespaces"),
+        ({"rbac": {"everything": True}}, "everything"),
         ({"controller": {"leaderElection": {"leaseDuration": "15s"}}}, "leaseDuration"),
         ({"controller": {"logLevel": "verbose"}}, "logLevel"),
         ({"redis": {"url": "redis.example:6379"}}, "/redis/url"),
@@ -824,7 +922,8 @@ def test_pdb_keeps_a_standby_only_when_there_is_one(
 def test_notes_tell_how_to_find_the_leader_shards_and_vms(chart: helm.Chart) -> None:
     notes = render(chart, {"shards": 7}).notes
     assert f"lease {LEASE_NAME}" in notes
-    assert f"configmap {CONFIG_MAP}" in notes and "{.data.shards}" in notes
+    assert f"virtrigaud shards get --namespace {NAMESPACE} --instance {FULLNAME}" in notes
+    assert f"virtrigaud shards set <N> --namespace {NAMESPACE} --instance {FULLNAME}" in notes
     assert "7 shard(s)" in notes
     assert "kubectl get vm -A" in notes
     vm_crd = next(c for c in chart.crds if c["filename"].endswith("virtualmachines.yaml"))
@@ -859,7 +958,7 @@ def mutated(value: Any, path: tuple[str, ...]) -> Any:
             "mode": "kuberay",
             "version": "2.61.0",
         }.get(path[-1], value + "x" if value else "x")
-    if isinstance(value, list) and path[-1] == "secretNamespaces":
+    if isinstance(value, list) and path[-1] in ("secretNamespaces", "watchNamespaces"):
         return ["tenant-a"]
     if isinstance(value, list):
         return [*value, {"key": "k", "operator": "Exists"} if path[-1] == "tolerations" else "--x"]
@@ -1098,12 +1197,94 @@ async def test_leader_reads_the_shard_count_the_chart_installs(
     rendered = chart.render({"shards": 5}, name=RELEASE, namespace=release_namespace)
     cm = yaml.safe_load(rendered["virtrigaud/templates/configmap.yaml"])
     await server_apply(kube, CONFIG_MAPS, cm, dry_run=False)
-    assert await read_shard_count(kube, release_namespace) == 5
+    assert await read_shard_count(kube, release_namespace, name=CONFIG_MAP) == 5
     # An upgrade to 8 is what the leader reads next.
     rendered = chart.render({"shards": 8}, name=RELEASE, namespace=release_namespace)
     cm = yaml.safe_load(rendered["virtrigaud/templates/configmap.yaml"])
     await server_apply(kube, CONFIG_MAPS, cm, dry_run=False)
-    assert await read_shard_count(kube, release_namespace) == 8
+    assert await read_shard_count(kube, release_namespace, name=CONFIG_MAP) == 8
+
+
+async def upgrade_configmap(
+    chart: helm.Chart, kube: KubeClient, kubeconfig: str, namespace: str, how: str, shards: int
+) -> None:
+    """What `helm upgrade` does to the shard-count ConfigMap. Helm 3 patches by a three-way
+    strategic merge (the previous release's manifest, the new one, the live object), the
+    algorithm `kubectl apply` runs with its last-applied annotation standing in for the
+    release record; Helm 4 may server-side apply as field manager "helm"."""
+    rendered = chart.render(
+        {"shards": shards, "image": {"tag": f"upgrade-{shards}"}},
+        name=RELEASE,
+        namespace=namespace,
+    )
+    manifest = rendered["virtrigaud/templates/configmap.yaml"]
+    if how == "three-way":
+        await asyncio.to_thread(
+            subprocess.run,
+            [KUBECTL, "--kubeconfig", kubeconfig, "apply", "-f", "-"],
+            input=manifest, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    else:
+        cm = yaml.safe_load(manifest)
+        await kube.request(
+            "PATCH",
+            CONFIG_MAPS.object_path(cm["metadata"]["name"], namespace),
+            params={"fieldManager": "helm", "force": True},
+            body=cm,
+            content_type="application/apply-patch+yaml",
+        )
+
+
+@pytest.mark.parametrize("how", ["three-way", "server-side"])
+async def test_shards_set_survives_upgrades_until_the_charts_count_changes(
+    chart: helm.Chart, kube: KubeClient, kubeconfig: str, release_namespace: str, how: str
+) -> None:
+    from typer.testing import CliRunner
+
+    async def upgrade(shards: int) -> None:
+        await upgrade_configmap(chart, kube, kubeconfig, release_namespace, how, shards)
+
+    async def in_effect() -> int:
+        return await read_shard_count(kube, release_namespace, name=CONFIG_MAP)
+
+    async def cli(*args: str) -> str:
+        common = ["--kubeconfig", kubeconfig, "--namespace", release_namespace]
+        common += ["--instance", FULLNAME]
+        # The command runs its own event loop: off this one.
+        result = await asyncio.to_thread(CliRunner().invoke, app, ["shards", *args, *common])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    await upgrade(3)  # the install
+    assert await in_effect() == 3
+    assert (await cli("set", "5")).startswith(
+        "shards: 5 (virtrigaud shards set, over the installed 3)"
+    )
+    assert await in_effect() == 5
+    await upgrade(3)  # an upgrade that leaves `shards` alone (a new image)
+    assert await in_effect() == 5
+    assert "shards: 5 (virtrigaud shards set" in await cli("get")
+    await upgrade(4)  # the chart's count changes: the newer decision
+    assert await in_effect() == 4
+    assert "replaced by a later change of the installed count" in await cli("get")
+    assert (await cli("set", "6")).startswith(
+        "shards: 6 (virtrigaud shards set, over the installed 4)"
+    )
+    await upgrade(4)
+    assert await in_effect() == 6
+
+
+async def test_an_upgrade_reverts_a_count_written_to_the_charts_own_key(
+    chart: helm.Chart, kube: KubeClient, kubeconfig: str, release_namespace: str
+) -> None:
+    """Why the override has keys of its own: Helm's merge resets the key it renders."""
+    from virtrigaud.leader.shard_count import write_shard_count
+
+    await upgrade_configmap(chart, kube, kubeconfig, release_namespace, "three-way", 3)
+    await write_shard_count(kube, release_namespace, 5, CONFIG_MAP)
+    assert await read_shard_count(kube, release_namespace, name=CONFIG_MAP) == 5
+    await upgrade_configmap(chart, kube, kubeconfig, release_namespace, "three-way", 3)
+    assert await read_shard_count(kube, release_namespace, name=CONFIG_MAP) == 3
 
 
 # --- tests: ray.mode kuberay -----------------------------------------------------------
@@ -1138,7 +1319,12 @@ def test_kuberay_head_offers_no_cpus_and_keeps_its_state_in_the_charts_redis(
     assert SHARD_RESOURCE not in head["rayStartParams"].get("resources", "")
     redis_service = rendered.one("Service", f"{FULLNAME}-redis")
     port = redis_service["spec"]["ports"][0]["port"]
-    assert spec["gcsFaultToleranceOptions"] == {"redisAddress": f"{FULLNAME}-redis:{port}"}
+    assert spec["gcsFaultToleranceOptions"] == {
+        "redisAddress": f"{FULLNAME}-redis:{port}",
+        "redisPassword": {
+            "valueFrom": {"secretKeyRef": {"name": f"{FULLNAME}-redis", "key": "password"}}
+        },
+    }
     # The controller reaches the head through the Service KubeRay creates for it.
     assert run_params(rendered, monkeypatch)["ray_address"].startswith(
         f"{ray_cluster(rendered)['metadata']['name']}-head-svc."

@@ -53,9 +53,12 @@ exec:
 {{- if .Values.redis.urlSecret.name -}}
 {{- else if .Values.redis.url -}}
 {{ .Values.redis.url }}
-{{- else if include "virtrigaud.bundledRedis" . -}}
-redis://{{ include "virtrigaud.fullname" . }}-redis:6379/0
 {{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the bundled Redis's password and URL. */}}
+{{- define "virtrigaud.redisSecretName" -}}
+{{ include "virtrigaud.fullname" . }}-redis
 {{- end -}}
 
 {{/* The KubeRay RayCluster's name: KubeRay names its head Service "<name>-head-svc",
@@ -110,19 +113,43 @@ the bundled Redis, or the host of redis.url. Empty when the URL comes from a Sec
 {{ include "virtrigaud.fullname" . }}
 {{- end -}}
 
-{{/* The leader Lease (virtrigaud/run.py LEASE_NAME). */}}
+{{/* The leader Lease of `virtrigaud run --instance <fullname>` (virtrigaud/instance.py). */}}
 {{- define "virtrigaud.leaseName" -}}
-virtrigaud-leader
+{{ include "virtrigaud.fullname" . }}-leader
 {{- end -}}
 
-{{/* The shard-count ConfigMap (virtrigaud/leader/shard_count.py CONFIG_MAP). */}}
+{{/* The shard-count ConfigMap of the same instance. */}}
 {{- define "virtrigaud.configMapName" -}}
-virtrigaud-config
+{{ include "virtrigaud.fullname" . }}-config
 {{- end -}}
 
 {{/* Namespaces whose Secrets the controller may read, as a JSON list: rbac.secretNamespaces,
-or the release namespace. */}}
+else watchNamespaces, else the release namespace. */}}
 {{- define "virtrigaud.secretNamespaces" -}}
-{{- $namespaces := .Values.rbac.secretNamespaces | default (list .Release.Namespace) -}}
+{{- $namespaces := .Values.rbac.secretNamespaces | default .Values.watchNamespaces | default (list .Release.Namespace) -}}
 {{- $namespaces | uniq | toJson -}}
+{{- end -}}
+
+{{/* The rules on the controller's own objects and their Events: in the ClusterRole, or in
+a Role per namespace of watchNamespaces. */}}
+{{- define "virtrigaud.objectRules" -}}
+# The leader's informers (leader/routing.py ROUTES).
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments, vmsnapshots, vmclones, vmmigrations, vmsets, vmplacementpolicies]
+  verbs: [list, watch]
+# A shard reads the VM it reconciles and what the VM names (controllers/common/resolve.py).
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments]
+  verbs: [get]
+# Its finalizer (a merge patch guarded by resourceVersion) and its status (a PUT).
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines]
+  verbs: [patch]
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines/status]
+  verbs: [update]
+# Events next to the VM; a repeated Event is counted by a patch (kube/events.py).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
 {{- end -}}
