@@ -674,6 +674,11 @@ def test_changing_the_shard_count_does_not_restart_the_controller(
         ({"watchNamespaces": "tenant-a"}, "/watchNamespaces"),
         ({"rbac": {"secretNamespaces": ["a", "a"]}}, "/rbac/secretNamespaces"),
         ({"rbac": {"everything": True}}, "everything"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"imagePullSecrets": [{"secret": "x"}]}, "/imagePullSecrets/0"),
+        ({"serviceAccount": {"create": "yes"}}, "/serviceAccount/create"),
+        ({"podAnnotations": {"a": 1}}, "/podAnnotations/a"),
+        ({"extraEnv": [{"value": "x"}]}, "/extraEnv/0"),
         ({"controller": {"leaderElection": {"leaseDuration": "15s"}}}, "leaseDuration"),
         ({"controller": {"logLevel": "verbose"}}, "logLevel"),
         ({"redis": {"url": "redis.example:6379"}}, "/redis/url"),
@@ -957,9 +962,18 @@ def mutated(value: Any, path: tuple[str, ...]) -> Any:
             "name": "redis-creds",
             "mode": "kuberay",
             "version": "2.61.0",
+            "digest": "sha256:" + "a" * 64,
+            "imageRegistry": "registry.example.com",
+            "tmpSizeLimit": "2Gi",
         }.get(path[-1], value + "x" if value else "x")
     if isinstance(value, list) and path[-1] in ("secretNamespaces", "watchNamespaces"):
         return ["tenant-a"]
+    if isinstance(value, list) and path[-1] == "imagePullSecrets":
+        return ["regcred"]
+    if isinstance(value, list) and path[-1] == "extraEnv":
+        return [{"name": "TZ", "value": "UTC"}]
+    if isinstance(value, list) and path[-1] == "topologySpreadConstraints":
+        return [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}]
     if isinstance(value, list):
         return [*value, {"key": "k", "operator": "Exists"} if path[-1] == "tolerations" else "--x"]
     if isinstance(value, dict):
@@ -1013,6 +1027,65 @@ def test_inert_value_check_finds_a_value_that_changes_nothing(chart: helm.Chart)
     # The Secret key is read only when a Secret name is set: on its own it is inert.
     defaults = {"redis": {"urlSecret": {"key": "url"}}, "shards": 3}
     assert inert_values(chart, defaults, [{}]) == ["redis.urlSecret.key"]
+
+
+def test_the_usual_chart_values(chart: helm.Chart) -> None:
+    digest = "sha256:" + "0" * 64
+    rendered = render(
+        chart,
+        {
+            **KUBERAY,
+            # A parent chart's globals, including keys this chart does not know.
+            "global": {"imageRegistry": "registry.example.com/", "imagePullSecrets": ["a"], "x": 1},
+            "image": {"digest": digest, "tag": "ignored"},
+            "imagePullSecrets": [{"name": "b"}],
+            "serviceAccount": {"create": False, "name": "platform-sa"},
+            "podAnnotations": {"team": "infra"},
+            "extraEnv": [{"name": "TZ", "value": "UTC"}],
+            "priorityClassName": "system-cluster-critical",
+        },
+    )
+    assert rendered.of_kind("ServiceAccount") == []
+    bindings = [*rendered.of_kind("ClusterRoleBinding"), *rendered.of_kind("RoleBinding")]
+    assert {s["name"] for b in bindings for s in b["subjects"]} == {"platform-sa"}
+    image = f"registry.example.com/virtrigaud/virtrigaud@{digest}"
+    cluster = ray_cluster(rendered)["spec"]
+    pods = [
+        rendered.controller["spec"]["template"],
+        cluster["headGroupSpec"]["template"],
+        cluster["workerGroupSpecs"][0]["template"],
+    ]
+    for pod in pods:
+        assert pod["spec"]["serviceAccountName"] == "platform-sa"
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "a"}, {"name": "b"}]
+        assert pod["spec"]["containers"][0]["image"] == image
+    template = rendered.controller["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"team": "infra"}
+    assert template["spec"]["priorityClassName"] == "system-cluster-critical"
+    assert rendered.env()["TZ"] == {"name": "TZ", "value": "UTC"}
+    # Without serviceAccount.name and create, the pods use the namespace's default.
+    rendered = render(chart, {"serviceAccount": {"create": False}})
+    assert rendered.controller["spec"]["template"]["spec"]["serviceAccountName"] == "default"
+
+
+def test_every_pod_runs_read_only_with_writable_tmp_and_home(chart: helm.Chart) -> None:
+    rendered = render(chart, KUBERAY)
+    cluster = ray_cluster(rendered)["spec"]
+    pods = {
+        "controller": rendered.controller["spec"]["template"]["spec"],
+        "ray-head": cluster["headGroupSpec"]["template"]["spec"],
+        "ray-worker": cluster["workerGroupSpecs"][0]["template"]["spec"],
+    }
+    for name, pod in pods.items():
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        # The image's HOME (image/build.sh IMAGE_HOME): ssh writes known_hosts there.
+        assert {"/tmp", "/home/virtrigaud", "/dev/shm"} <= mounts.keys(), name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert all("emptyDir" in volumes[v] for v in mounts.values()), name
+    home = re.search(r"^IMAGE_HOME=(\S+)$", (REPO / "image" / "build.sh").read_text(), re.M)
+    assert home is not None and home.group(1) == "/home/virtrigaud"
 
 
 # --- tests: the probes and the image ---------------------------------------------------

@@ -24,8 +24,39 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: redis
 {{- end -}}
 
+{{/* repository:tag, or repository@digest when image.digest is set (the tag is then
+ignored); global.imageRegistry, when set, prefixes the repository. */}}
 {{- define "virtrigaud.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- $repository := .Values.image.repository -}}
+{{- with .Values.global.imageRegistry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* imagePullSecrets of every pod running the project image: global's, then the chart's. */}}
+{{- define "virtrigaud.imagePullSecrets" -}}
+{{- $secrets := concat .Values.global.imagePullSecrets .Values.imagePullSecrets -}}
+{{- with $secrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ if kindIs "string" . }}{{ . | quote }}{{ else }}{{ .name | quote }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The writable places of a pod with a read-only root filesystem: /tmp (Ray's session
+files, temporary kubeconfigs) and the image user's home (ssh's known_hosts for libvirt
+over SSH). */}}
+{{- define "virtrigaud.writableMounts" -}}
+- {name: tmp, mountPath: /tmp}
+- {name: home, mountPath: /home/virtrigaud}
+{{- end -}}
+{{- define "virtrigaud.writableVolumes" -}}
+- {name: tmp, emptyDir: {sizeLimit: {{ .Values.tmpSizeLimit | quote }}}}
+- {name: home, emptyDir: {sizeLimit: 16Mi}}
 {{- end -}}
 
 {{/* True (non-empty) when the chart deploys its own Redis. */}}
@@ -108,9 +139,16 @@ the bundled Redis, or the host of redis.url. Empty when the URL comes from a Sec
 - {name: RAY_AUTH_MODE, value: disabled}
 {{- end -}}
 
-{{/* The ServiceAccount the controller pods run as. */}}
+{{/* The ServiceAccount the controller and Ray pods run as: serviceAccount.name, else the
+full name when the chart creates it, else the namespace's default. */}}
 {{- define "virtrigaud.serviceAccountName" -}}
+{{- if .Values.serviceAccount.name -}}
+{{ .Values.serviceAccount.name }}
+{{- else if .Values.serviceAccount.create -}}
 {{ include "virtrigaud.fullname" . }}
+{{- else -}}
+default
+{{- end -}}
 {{- end -}}
 
 {{/* The leader Lease of `virtrigaud run --instance <fullname>` (virtrigaud/instance.py). */}}
