@@ -57,7 +57,14 @@ SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
 RAY_CLUSTER = f"{RELEASE}-virtrigaud-ray"
 KUBERAY = {"ray": {"mode": "kuberay"}}
 EXTERNAL = {"ray": {"mode": "external", "address": "ray-head.ray:6379"}}
+MONITORING = {
+    "serviceMonitor": {"enabled": True},
+    "podMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
+    "dashboard": {"enabled": True},
+}
 KUBERAY_CRD = REPO.parent / "shared" / "third-party" / "kuberay" / "ray.io_rayclusters.yaml"
+PROMETHEUS_CRDS = REPO.parent / "shared" / "third-party" / "prometheus-operator"
 KUBE_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 """The oldest Kubernetes the chart supports and the newest kubernetes-validate knows."""
 KUBECTL = (
@@ -80,6 +87,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "V1ClusterRoleBinding"),
     "Role": ("rbac.authorization.k8s.io/v1", "V1Role"),
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "V1RoleBinding"),
+    "NetworkPolicy": ("networking.k8s.io/v1", "V1NetworkPolicy"),
 }
 
 
@@ -292,8 +300,13 @@ def structural_errors(obj: dict[str, Any]) -> list[str]:
 # --- tests: what gets rendered ---------------------------------------------------------
 
 
-def test_helm_lints_the_chart_clean() -> None:
-    result = helm.lint(CHART_DIR, namespace=NAMESPACE, strict=True)
+@pytest.mark.parametrize(
+    "values",
+    [None, {**KUBERAY, "metrics": MONITORING, "networkPolicy": {"enabled": True}}],
+    ids=["defaults", "every-switch"],
+)
+def test_helm_lints_the_chart_clean(values: dict[str, Any] | None) -> None:
+    result = helm.lint(CHART_DIR, values, namespace=NAMESPACE, strict=True)
     assert result["errors"] == []
     # Severity 1 is INFO ("icon is recommended"); warnings (2) and errors (3) must not occur.
     assert [m for m in result["messages"] if m["severity"] > 1] == []
@@ -911,6 +924,181 @@ def test_service_monitor_scrapes_the_metrics_service(chart: helm.Chart) -> None:
     assert "metrics" in port_names
 
 
+SWITCHES = {
+    "networkPolicy.enabled": ("NetworkPolicy", f"{FULLNAME}-controller"),
+    "metrics.serviceMonitor.enabled": ("ServiceMonitor", FULLNAME),
+    "metrics.podMonitor.enabled": ("PodMonitor", FULLNAME),
+    "metrics.prometheusRule.enabled": ("PrometheusRule", FULLNAME),
+    "metrics.dashboard.enabled": ("ConfigMap", f"{FULLNAME}-dashboard"),
+}
+
+
+@pytest.mark.parametrize("mode", [{}, KUBERAY], ids=["embedded", "kuberay"])
+def test_every_switch_combination_renders_exactly_its_objects(
+    chart: helm.Chart, mode: dict[str, Any]
+) -> None:
+    import itertools
+
+    def by_name(r: Rendered) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(o["kind"], o["metadata"]["name"]): o for o in r.objects}
+
+    base = by_name(render(chart, mode))
+    for on in itertools.product((False, True), repeat=len(SWITCHES)):
+        values = copy.deepcopy(mode)
+        for (path, _), enabled in zip(SWITCHES.items(), on, strict=True):
+            values = with_value(values, tuple(path.split(".")), enabled)
+        rendered = render(chart, values)
+        for (path, (kind, name)), enabled in zip(SWITCHES.items(), on, strict=True):
+            found = [o for o in rendered.of_kind(kind) if o["metadata"]["name"] == name]
+            assert len(found) == int(enabled), (path, enabled)
+        objects = by_name(rendered)
+        assert [k for k, o in base.items() if objects.get(k) != o] == [], on
+    # A switch adds its objects and changes no other: the built-in kinds of the last (all
+    # on) render are checked against the Kubernetes schema; custom kinds are dry-run on
+    # the API server with their CRDs (test_monitoring_kinds_dry_run_with_their_crds).
+    built_in = [o for o in rendered.objects if o["kind"] in KINDS]
+    problems = [e for o in built_in for e in structural_errors(o)]
+    assert problems == [], problems[:5]
+
+
+def test_monitoring_objects_carry_their_label_hooks(chart: helm.Chart) -> None:
+    hook = {"release": "kube-prometheus-stack"}
+    metrics = {k: {**v, "labels": hook} for k, v in MONITORING.items()}
+    rendered = render(chart, {"metrics": metrics})
+    for kind, name in (
+        ("ServiceMonitor", FULLNAME),
+        ("PodMonitor", FULLNAME),
+        ("PrometheusRule", FULLNAME),
+        ("ConfigMap", f"{FULLNAME}-dashboard"),
+    ):
+        assert rendered.one(kind, name)["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_pod_monitor_scrapes_the_coordinator_and_every_embedded_shard(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart, {"shards": 4, "metrics": {"podMonitor": {"enabled": True}}})
+    params = run_params(rendered, monkeypatch)
+    endpoints = rendered.one("PodMonitor", FULLNAME)["spec"]["podMetricsEndpoints"]
+    assert endpoints[0]["port"] == "metrics"
+    # Shard i serves on --shard-metrics-port + i (shards/actor.py), bound on the pod address.
+    assert [e["portNumber"] for e in endpoints[1:]] == [
+        params["shard_metrics_port"] + i for i in range(4)
+    ]
+    assert params["metrics_address"] == "0.0.0.0"
+    selector = rendered.one("PodMonitor", FULLNAME)["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= rendered.controller["spec"]["template"]["metadata"]["labels"].items()
+    # With a Ray cluster the shards are elsewhere: only the coordinators.
+    rendered = render(chart, {**KUBERAY, "metrics": {"podMonitor": {"enabled": True}}})
+    assert len(rendered.one("PodMonitor", FULLNAME)["spec"]["podMetricsEndpoints"]) == 1
+
+
+def test_alerts_use_metrics_the_code_exports(chart: helm.Chart) -> None:
+    exported = set()
+    for path in (REPO / "virtrigaud").rglob("*.py"):
+        exported |= set(re.findall(r'"(virtrigaud_[a-z_]+)"', path.read_text()))
+    rendered = render(chart, {"metrics": MONITORING})
+    rule = rendered.one("PrometheusRule", FULLNAME)
+    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert sorted(alerts) == [
+        "VirtRigaudLeaderAbsent",
+        "VirtRigaudProviderErrors",
+        "VirtRigaudQueueWaitHigh",
+        "VirtRigaudRateLimitSaturated",
+        "VirtRigaudReconcileErrors",
+        "VirtRigaudShardDown",
+    ]
+    dashboard = rendered.one("ConfigMap", f"{FULLNAME}-dashboard")["data"]["virtrigaud.json"]
+    exprs = [
+        *alerts.values(),
+        *(t["expr"] for p in json_loads(dashboard)["panels"] for t in p["targets"]),
+    ]
+    for expr in exprs:
+        used = set(re.findall(r"(virtrigaud_[a-z_]+?)(?:_bucket)?\b", expr))
+        assert used and used <= exported, (expr, used - exported)
+        assert f'namespace="{NAMESPACE}"' in expr or 'namespace="$namespace"' in expr, expr
+
+
+def json_loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+def test_network_policies_let_only_the_release_reach_redis_and_ray(chart: helm.Chart) -> None:
+    rendered = render(chart, {**KUBERAY, "networkPolicy": {"enabled": True}})
+    pods = {
+        "controller": rendered.controller["spec"]["template"]["metadata"]["labels"],
+        "ray-head": ray_cluster(rendered)["spec"]["headGroupSpec"]["template"]["metadata"][
+            "labels"
+        ],
+        "ray-worker": worker_group(rendered)["template"]["metadata"]["labels"],
+        "redis": rendered.one("Deployment", f"{FULLNAME}-redis")["spec"]["template"]["metadata"][
+            "labels"
+        ],
+        "other release": {
+            "app.kubernetes.io/name": "virtrigaud",
+            "app.kubernetes.io/instance": "x",
+            "app.kubernetes.io/component": "controller",
+        },
+        "anyone": {"app": "curl"},
+    }
+
+    def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+        if not selector.get("matchLabels", {}).items() <= labels.items():
+            return False
+        return all(
+            labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", [])
+        )
+
+    def may_reach(target: str, source: str, port: int) -> bool:
+        policies = [
+            p
+            for p in rendered.of_kind("NetworkPolicy")
+            if selects(p["spec"]["podSelector"], pods[target])
+        ]
+        if not policies:
+            return True
+        for policy in policies:
+            for rule in policy["spec"].get("ingress", []):
+                ports = rule.get("ports")
+                port_ok = ports is None or any(
+                    p["port"] <= port <= p.get("endPort", p["port"]) for p in ports
+                )
+                peers = rule.get("from")
+                peer_ok = peers is None or any(
+                    "podSelector" in f and selects(f["podSelector"], pods[source]) for f in peers
+                )
+                if port_ok and peer_ok:
+                    return True
+        return False
+
+    for source in ("controller", "ray-head", "ray-worker"):
+        assert may_reach("redis", source, 6379), source
+        assert may_reach("ray-head", source, 6379), source
+        assert may_reach("ray-worker", source, 12345), source
+        assert may_reach("controller", source, 12345), source  # the controller is a Ray node
+    for source in ("other release", "anyone", "redis"):
+        assert not may_reach("redis", source, 6379), source
+        assert not may_reach("ray-head", source, 6379), source
+        assert not may_reach("ray-worker", source, 12345), source
+        assert not may_reach("controller", source, 12345), source
+        assert may_reach("controller", source, 8080), source  # metrics: anyone by default
+    # metricsFrom narrows the scrapes.
+    rendered = render(
+        chart,
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "metricsFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}],
+            }
+        },
+    )
+    pods["prometheus"] = {"app": "prometheus"}
+    assert may_reach("controller", "prometheus", 8080)
+    assert not may_reach("controller", "anyone", 8080)
+
+
 @pytest.mark.parametrize(("replicas", "has_pdb"), [(1, False), (2, True), (3, True)])
 def test_pdb_keeps_a_standby_only_when_there_is_one(
     chart: helm.Chart, replicas: int, has_pdb: bool
@@ -950,6 +1138,8 @@ def leaf_paths(values: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tupl
 def mutated(value: Any, path: tuple[str, ...]) -> Any:
     if isinstance(value, bool):
         return not value
+    if isinstance(value, float) and path[-1].endswith("Ratio"):
+        return value / 2
     if isinstance(value, int | float):
         return value + 1
     if isinstance(value, str):
@@ -968,6 +1158,8 @@ def mutated(value: Any, path: tuple[str, ...]) -> Any:
         }.get(path[-1], value + "x" if value else "x")
     if isinstance(value, list) and path[-1] in ("secretNamespaces", "watchNamespaces"):
         return ["tenant-a"]
+    if isinstance(value, list) and path[-1] == "metricsFrom":
+        return [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]
     if isinstance(value, list) and path[-1] == "imagePullSecrets":
         return ["regcred"]
     if isinstance(value, list) and path[-1] == "extraEnv":
@@ -984,7 +1176,7 @@ def mutated(value: Any, path: tuple[str, ...]) -> Any:
 # Values that only matter when another one switches them on.
 CONTEXTS: list[dict[str, Any]] = [
     {},
-    {"metrics": {"serviceMonitor": {"enabled": True}}},
+    {"metrics": MONITORING, "networkPolicy": {"enabled": True}},
     {"redis": {"urlSecret": {"name": "redis-creds"}}},
     KUBERAY,
     EXTERNAL,
@@ -1578,3 +1770,77 @@ async def test_kuberays_crd_rejects_a_malformed_ray_cluster(
     done = kubectl_dry_run(kuberay_crd, yaml.safe_dump(cluster))
     assert done.returncode != 0, done.stdout
     assert problem in done.stderr, done.stderr
+
+
+# --- tests: the monitoring kinds against the Prometheus Operator's CRDs ------------------
+
+
+def apply_crds(kubeconfig: str, paths: list[Path]) -> None:
+    for path in paths:
+        done = subprocess.run(
+            [KUBECTL, "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", str(path)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        crd = yaml.safe_load(path.read_text())["metadata"]["name"]
+        established = '{.status.conditions[?(@.type=="Established")].status}'
+        deadline = time.monotonic() + 60
+        while True:
+            got = subprocess.run(
+                [KUBECTL, "--kubeconfig", kubeconfig, "get", f"crd/{crd}",
+                 "-o", f"jsonpath={established}"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            if got.stdout.strip() == "True":
+                break
+            assert time.monotonic() < deadline, f"{crd} not established: {got.stderr}"
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def prometheus_crds(kubeconfig: str) -> str:
+    """ServiceMonitor, PodMonitor and PrometheusRule CRDs, served by the dev API server."""
+    paths = [
+        PROMETHEUS_CRDS / f"monitoring.coreos.com_{plural}.yaml"
+        for plural in ("servicemonitors", "podmonitors", "prometheusrules")
+    ]
+    if not all(p.exists() for p in paths):
+        pytest.skip(
+            f"the Prometheus Operator's CRDs are not here ({PROMETHEUS_CRDS}): ../shared is absent"
+        )
+    apply_crds(kubeconfig, paths)
+    return kubeconfig
+
+
+@pytest.mark.parametrize("mode", [{}, KUBERAY], ids=["embedded", "kuberay"])
+async def test_monitoring_kinds_dry_run_with_their_crds(
+    chart: helm.Chart, prometheus_crds: str, release_namespace: str, mode: dict[str, Any]
+) -> None:
+    hook = {"release": "kube-prometheus-stack"}
+    metrics = {k: {**v, "labels": hook} for k, v in MONITORING.items()}
+    rendered = chart.render({**mode, "metrics": metrics}, name=RELEASE, namespace=release_namespace)
+    for template, kind in (
+        ("servicemonitor.yaml", "ServiceMonitor"),
+        ("podmonitor.yaml", "PodMonitor"),
+        ("prometheusrule.yaml", "PrometheusRule"),
+    ):
+        manifest = rendered[f"virtrigaud/templates/{template}"]
+        assert f"kind: {kind}" in manifest
+        done = kubectl_dry_run(prometheus_crds, manifest)
+        assert done.returncode == 0, (kind, done.stderr)
+        assert "created (server dry run)" in done.stdout
+
+
+async def test_the_monitoring_crds_reject_a_malformed_object(
+    chart: helm.Chart, prometheus_crds: str, release_namespace: str
+) -> None:
+    """The dry run above can fail: a malformed PodMonitor and PrometheusRule are refused."""
+    rendered = chart.render({"metrics": MONITORING}, name=RELEASE, namespace=release_namespace)
+    monitor = yaml.safe_load(rendered["virtrigaud/templates/podmonitor.yaml"])
+    monitor["spec"]["podMetricsEndpoints"][1]["portNumber"] = "eighty"
+    done = kubectl_dry_run(prometheus_crds, yaml.safe_dump(monitor))
+    assert done.returncode != 0 and "portNumber" in done.stderr, done.stderr
+    rule = yaml.safe_load(rendered["virtrigaud/templates/prometheusrule.yaml"])
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "two minutes"
+    done = kubectl_dry_run(prometheus_crds, yaml.safe_dump(rule))
+    assert done.returncode != 0 and "for" in done.stderr, done.stderr
