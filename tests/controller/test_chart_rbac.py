@@ -122,8 +122,14 @@ def controller_command(deployment: JSON, ident: str, kubeconfig: Path) -> list[s
     args: list[str] = []
     for arg in container["args"]:
         flag = arg.split("=", 1)[0]
-        if flag in ("--id", "--metrics-port", "--metrics-address", "--ray-node-ip"):
-            continue  # pod name, fixed port, 0.0.0.0, pod IP: replaced below / dropped
+        if flag in (
+            "--id",
+            "--metrics-port",
+            "--shard-metrics-port",
+            "--metrics-address",
+            "--ray-node-ip",
+        ):
+            continue  # pod name, fixed ports, 0.0.0.0, pod IP: replaced below / dropped
         if flag in TIMINGS:
             arg = f"{flag}={TIMINGS[flag]}"
         args.append(arg)
@@ -133,6 +139,7 @@ def controller_command(deployment: JSON, ident: str, kubeconfig: Path) -> list[s
         *args,
         f"--id={ident}",
         "--metrics-port=0",
+        "--shard-metrics-port=0",
         "--metrics-address=127.0.0.1",
         f"--kubeconfig={kubeconfig}",
     ]
