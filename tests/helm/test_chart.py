@@ -1276,6 +1276,12 @@ def test_every_pod_runs_read_only_with_writable_tmp_and_home(chart: helm.Chart) 
         assert {"/tmp", "/home/virtrigaud", "/dev/shm"} <= mounts.keys(), name
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert all("emptyDir" in volumes[v] for v in mounts.values()), name
+        # What the image test (tests/image/test_image.py) proves Ray needs writable on a
+        # read-only root, the chart gives every pod.
+        image_test = (REPO / "tests" / "image" / "test_image.py").read_text()
+        writable = re.search(r"^WRITABLE = \((.*)\)$", image_test, re.M)
+        assert writable is not None
+        assert set(re.findall(r'"([^"]+)"', writable.group(1))) <= mounts.keys(), name
     home = re.search(r"^IMAGE_HOME=(\S+)$", (REPO / "image" / "build.sh").read_text(), re.M)
     assert home is not None and home.group(1) == "/home/virtrigaud"
 
