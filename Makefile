@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 # Ray 2.60 turns token auth on when ~/.ray/auth_token exists; the local dev cluster has none.
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup build lint test unit demo crds proto image image-lock clean
+.PHONY: setup build lint test unit demo crds chart-readme proto image image-lock clean
 
 setup:            ## apt packages, .venv, pip install -e .[test] (idempotent)
 	@scripts/setup.sh
@@ -32,6 +32,9 @@ demo: build       ## dev stack + simulators + sharded controller + sample VMs co
 crds: setup       ## regenerate the checked-in CRDs and docs/field-support.md from the Python models
 	$(VENV)/bin/virtrigaud crds --output-dir helm/virtrigaud/crds
 	$(VENV)/bin/virtrigaud field-support --output docs/field-support.md
+
+chart-readme: setup  ## regenerate helm/virtrigaud/README.md from the chart's schema and values (a test fails on drift)
+	$(PY) scripts/chart_readme.py
 
 proto: setup      ## regenerate the provider.v1 module from proto/ (a test fails on drift)
 	$(PY) scripts/gen_proto.py

@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextvars
 from typing import Protocol
 
-FENCE_PREFIX = "virtrigaud:fenced:"
+from virtrigaud.instance import RedisKeys
+
+FENCE_PREFIX = RedisKeys().fenced
 """Redis key prefix of fenced shard incarnations (the value is the shard's name)."""
 FENCE_TTL_SECONDS = 7 * 24 * 3600
 """An incarnation id is never reused; its fence outlives any process that could hold it."""

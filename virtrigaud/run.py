@@ -29,6 +29,8 @@ from typing import Annotated, Any
 
 import typer
 
+from virtrigaud.instance import DEFAULT_NAMESPACE as DEFAULT_INSTANCE_NAMESPACE
+from virtrigaud.instance import Instance
 from virtrigaud.leader.election import LeaseTimings
 from virtrigaud.leader.links import LeaseTerms
 from virtrigaud.ray_connect import RayConnectError, RayConnection, connect, warn_without_shard_nodes
@@ -37,8 +39,9 @@ from virtrigaud.shards.reconciler import DEFAULT_RESYNC_PERIOD, DEFAULT_SWEEP_PE
 
 log = logging.getLogger("virtrigaud.run")
 
-LEASE_NAME = "virtrigaud-leader"
-DEFAULT_NAMESPACE = "virtrigaud-system"
+
+LEASE_NAME = Instance().lease
+DEFAULT_NAMESPACE = DEFAULT_INSTANCE_NAMESPACE
 
 shards_app = typer.Typer(help="Inspect and change the shard count.", no_args_is_help=True)
 
@@ -49,9 +52,28 @@ KubeconfigOpt = Annotated[
 NamespaceOpt = Annotated[
     str,
     typer.Option(
-        "--namespace", help="Namespace of the leader Lease and the virtrigaud-config map."
+        "--namespace", help="Namespace of the leader Lease and the shard-count ConfigMap."
     ),
 ]
+InstanceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--instance",
+        envvar="VIRTRIGAUD_INSTANCE",
+        help="Name of this installation: Lease <instance>-leader, ConfigMap <instance>-config "
+        "and Redis keys of its own, so two installations never share them (the chart passes "
+        "its release's full name; default: virtrigaud-leader, virtrigaud-config).",
+    ),
+]
+
+
+def _instance(namespace: str, name: str | None) -> Instance:
+    try:
+        return Instance(namespace, name)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--instance") from e
+
+
 RayAddressOpt = Annotated[
     str | None,
     typer.Option(
@@ -134,11 +156,13 @@ def run_command(
         str | None, typer.Option("--id", help="Leader election identity (default: host-pid).")
     ] = None,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    instance_name: InstanceOpt = None,
     watch_namespace: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--watch-namespace",
-            help="Reconcile VirtualMachines in this namespace only (default: all namespaces).",
+            help="Reconcile objects in this namespace only; repeat for several (default: "
+            "all namespaces).",
         ),
     ] = None,
     resync_period: Annotated[
@@ -199,6 +223,7 @@ def run_command(
     from virtrigaud.shards.logs import setup_json_logging
 
     ident = identity or f"{socket.gethostname()}-{os.getpid()}"
+    instance = _instance(namespace, instance_name)
     setup_json_logging(log_level, component="coordinator", id=ident)
     try:
         timings = LeaseTimings(lease_duration, renew_deadline, retry_period)
@@ -216,6 +241,7 @@ def run_command(
         metrics_address=metrics_address,
         reconciler=reconciler or DEFAULT_RECONCILER,
         audit_redis=os.environ.get(AUDIT_ENV) or None,
+        redis_prefix=instance.redis.prefix,
         log_level=log_level,
         python_path=tuple(str(p.resolve()) for p in reconciler_path or ()),
         # A private Ray is this pod alone: its memory limit is the bound, not a reservation.
@@ -228,13 +254,13 @@ def run_command(
             _run(
                 ident=ident,
                 kubeconfig=kubeconfig_path,
-                namespace=namespace,
+                instance=instance,
                 shards=shards,
                 shard_config=shard_config,
                 metrics_port=metrics_port,
                 metrics_address=metrics_address,
                 timings=timings,
-                watch_namespace=watch_namespace,
+                watch_namespaces=tuple(watch_namespace or ()),
                 lease_terms=lease_terms,
                 private_ray=not ray_address,
                 shutdown_shards=shutdown_shards_on_exit,
@@ -248,13 +274,13 @@ async def _run(
     *,
     ident: str,
     kubeconfig: str | None,
-    namespace: str,
+    instance: Instance,
     shards: int | None,
     shard_config: Any,
     metrics_port: int,
     metrics_address: str,
     timings: LeaseTimings,
-    watch_namespace: str | None,
+    watch_namespaces: tuple[str, ...],
     lease_terms: LeaseTerms,
     private_ray: bool,
     shutdown_shards: bool,
@@ -272,9 +298,10 @@ async def _run(
         kube,
         shard_config,
         CoordinatorConfig(
-            namespace=namespace,
+            namespace=instance.namespace,
+            config_map=instance.config_map,
             default_shards=shards or 3,
-            watch_namespace=watch_namespace,
+            watch_namespaces=watch_namespaces,
             lease=lease_terms,
             private_ray=private_ray,
             takeover_window=timings.renew_deadline - timings.lease_duration,
@@ -292,13 +319,13 @@ async def _run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     try:
-        await ensure_namespace(kube, namespace)
+        await ensure_namespace(kube, instance.namespace)
         if shards is not None:
-            await write_shard_count(kube, namespace, shards)
+            await write_shard_count(kube, instance.namespace, shards, instance.config_map)
         elector = LeaderElector(
             kube,
-            namespace=namespace,
-            name=LEASE_NAME,
+            namespace=instance.namespace,
+            name=instance.lease,
             identity=ident,
             on_started_leading=coordinator.lead,
             timings=timings,
@@ -306,7 +333,11 @@ async def _run(
         coordinator.leadership = elector
         log.info(
             "campaigning",
-            extra={"lease": f"{namespace}/{LEASE_NAME}", "id": ident, "metrics_port": port},
+            extra={
+                "lease": f"{instance.namespace}/{instance.lease}",
+                "id": ident,
+                "metrics_port": port,
+            },
         )
         await elector.run(stop)
     finally:
@@ -340,39 +371,49 @@ def shards_set(
     count: Annotated[int, typer.Argument(min=1, help="The new number of shards.")],
     kubeconfig: KubeconfigOpt = None,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    instance_name: InstanceOpt = None,
 ) -> None:
-    """Change the shard count; the leader moves about 1/N of the VMs per shard added/removed."""
+    """Change the shard count; the leader moves about 1/N of the VMs per shard added/removed.
+
+    This overrides the installed count (the chart's `shards`) until that count itself
+    changes: `helm upgrade`s that leave `shards` alone keep it."""
     from virtrigaud.kube.client import KubeClient
-    from virtrigaud.leader.shard_count import write_shard_count
+    from virtrigaud.leader.shard_count import set_shard_override
 
-    async def go() -> None:
+    instance = _instance(namespace, instance_name)
+
+    async def go() -> str:
         async with KubeClient.from_kubeconfig(str(kubeconfig) if kubeconfig else None) as kube:
-            await write_shard_count(kube, namespace, count)
+            setting = await set_shard_override(kube, namespace, count, instance.config_map)
+            return setting.describe()
 
-    asyncio.run(go())
-    typer.echo(f"shards: {count} (ConfigMap {namespace}/virtrigaud-config)")
+    described = asyncio.run(go())
+    typer.echo(f"shards: {described} (ConfigMap {namespace}/{instance.config_map})")
 
 
 @shards_app.command("get")
 def shards_get(
     kubeconfig: KubeconfigOpt = None,
     namespace: NamespaceOpt = DEFAULT_NAMESPACE,
+    instance_name: InstanceOpt = None,
 ) -> None:
-    """Print the configured shard count and the current leader."""
+    """Print the shard count in effect (and where it comes from) and the current leader."""
     from virtrigaud.kube.client import ApiError, KubeClient
     from virtrigaud.kube.resources import LEASES
-    from virtrigaud.leader.shard_count import read_shard_count
+    from virtrigaud.leader.shard_count import read_shard_setting
 
-    async def go() -> tuple[int, str]:
+    instance = _instance(namespace, instance_name)
+
+    async def go() -> tuple[str, str]:
         async with KubeClient.from_kubeconfig(str(kubeconfig) if kubeconfig else None) as kube:
             try:
-                count = await read_shard_count(kube, namespace)
+                count = (await read_shard_setting(kube, namespace, instance.config_map)).describe()
             except ApiError as e:
                 if not e.not_found:
                     raise
-                count = 0
+                count = "not set"
             try:
-                lease = await kube.get(LEASES, LEASE_NAME, namespace)
+                lease = await kube.get(LEASES, instance.lease, namespace)
                 holder = str((lease.get("spec") or {}).get("holderIdentity") or "none")
             except ApiError as e:
                 if not e.not_found:
@@ -381,7 +422,7 @@ def shards_get(
             return count, holder
 
     count, holder = asyncio.run(go())
-    typer.echo(f"shards: {count or 'not set'}\nleader: {holder}")
+    typer.echo(f"shards: {count}\nleader: {holder}")
 
 
 @shards_app.command("stop")

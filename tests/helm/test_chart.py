@@ -12,6 +12,7 @@ server serves are dry-run (or applied) there, and the KubeRay RayCluster is dry-
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 import os
@@ -36,23 +37,34 @@ import yaml
 
 from virtrigaud import GROUP
 from virtrigaud.cli import app
+from virtrigaud.instance import Instance
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import CONFIG_MAPS, NAMESPACES, Resource
-from virtrigaud.leader.shard_count import CONFIG_MAP, MAX_SHARDS, SHARDS_FIELD, read_shard_count
+from virtrigaud.leader.shard_count import MAX_SHARDS, SHARDS_FIELD, read_shard_count
 from virtrigaud.raynode import SHARD_RESOURCE
-from virtrigaud.run import LEASE_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "virtrigaud"
 RELEASE = "vr"
 NAMESPACE = "virtrigaud-system"
 FULLNAME = f"{RELEASE}-virtrigaud"
+INSTANCE = Instance(NAMESPACE, FULLNAME)
+"""What `virtrigaud run --instance FULLNAME` names its Lease, ConfigMap and Redis keys."""
+CONFIG_MAP = INSTANCE.config_map
+LEASE_NAME = INSTANCE.lease
 
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
 RAY_CLUSTER = f"{RELEASE}-virtrigaud-ray"
 KUBERAY = {"ray": {"mode": "kuberay"}}
 EXTERNAL = {"ray": {"mode": "external", "address": "ray-head.ray:6379"}}
+MONITORING = {
+    "serviceMonitor": {"enabled": True},
+    "podMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
+    "dashboard": {"enabled": True},
+}
 KUBERAY_CRD = REPO.parent / "shared" / "third-party" / "kuberay" / "ray.io_rayclusters.yaml"
+PROMETHEUS_CRDS = REPO.parent / "shared" / "third-party" / "prometheus-operator"
 KUBE_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 """The oldest Kubernetes the chart supports and the newest kubernetes-validate knows."""
 KUBECTL = (
@@ -66,6 +78,7 @@ KUBECTL = (
 # Kind -> (apiVersion, model in the official Kubernetes client).
 KINDS: dict[str, tuple[str, str]] = {
     "ConfigMap": ("v1", "V1ConfigMap"),
+    "Secret": ("v1", "V1Secret"),
     "ServiceAccount": ("v1", "V1ServiceAccount"),
     "Service": ("v1", "V1Service"),
     "Deployment": ("apps/v1", "V1Deployment"),
@@ -74,6 +87,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "ClusterRoleBinding": ("rbac.authorization.k8s.io/v1", "V1ClusterRoleBinding"),
     "Role": ("rbac.authorization.k8s.io/v1", "V1Role"),
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "V1RoleBinding"),
+    "NetworkPolicy": ("networking.k8s.io/v1", "V1NetworkPolicy"),
 }
 
 
@@ -118,10 +132,19 @@ def chart() -> Iterator[helm.Chart]:
         yield loaded
 
 
+GENERATED = re.compile(r'^(  (?:password|url): )"[^"]*"$', re.M)
+
+
 def render_raw(
     chart: helm.Chart, values: dict[str, Any] | None = None, release: str = RELEASE
 ) -> dict[str, str]:
-    return chart.render(values or {}, name=release, namespace=NAMESPACE, is_install=True)
+    """The chart's files, with the generated Redis password masked so that two renders of
+    the same values compare equal (test_bundled_redis_gets_a_generated_password reads it)."""
+    files = chart.render(values or {}, name=release, namespace=NAMESPACE, is_install=True)
+    redis = "virtrigaud/templates/redis.yaml"
+    if redis in files:
+        files[redis] = GENERATED.sub(r'\1"Z2VuZXJhdGVk"', files[redis])
+    return files
 
 
 def render(
@@ -155,6 +178,7 @@ def run_params(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     monkeypatch.delenv("VIRTRIGAUD_REDIS_URL", raising=False)
     monkeypatch.delenv("VIRTRIGAUD_RAY_ADDRESS", raising=False)
     monkeypatch.delenv("VIRTRIGAUD_RAY_NODE_IP", raising=False)
+    monkeypatch.delenv("VIRTRIGAUD_INSTANCE", raising=False)
     run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
     ctx = run.make_context("run", expanded)
     params: dict[str, Any] = dict(ctx.params)
@@ -179,6 +203,7 @@ _PRIMITIVES: dict[str, tuple[type, ...]] = {
     "float": (int, float),
     "bool": (bool,),
     "datetime": (str,),
+    "bytes": (str,),  # base64 in a manifest (Secret.data)
 }
 
 
@@ -275,8 +300,13 @@ def structural_errors(obj: dict[str, Any]) -> list[str]:
 # --- tests: what gets rendered ---------------------------------------------------------
 
 
-def test_helm_lints_the_chart_clean() -> None:
-    result = helm.lint(CHART_DIR, namespace=NAMESPACE, strict=True)
+@pytest.mark.parametrize(
+    "values",
+    [None, {**KUBERAY, "metrics": MONITORING, "networkPolicy": {"enabled": True}}],
+    ids=["defaults", "every-switch"],
+)
+def test_helm_lints_the_chart_clean(values: dict[str, Any] | None) -> None:
+    result = helm.lint(CHART_DIR, values, namespace=NAMESPACE, strict=True)
     assert result["errors"] == []
     # Severity 1 is INFO ("icon is recommended"); warnings (2) and errors (3) must not occur.
     assert [m for m in result["messages"] if m["severity"] > 1] == []
@@ -294,12 +324,15 @@ def test_default_install_renders_controller_redis_rbac_and_shard_config(
             ("ClusterRoleBinding", FULLNAME),
             ("Role", FULLNAME),
             ("RoleBinding", FULLNAME),
+            ("Role", f"{FULLNAME}-secrets"),
+            ("RoleBinding", f"{FULLNAME}-secrets"),
             ("ConfigMap", CONFIG_MAP),
             ("Deployment", FULLNAME),
             ("Service", f"{FULLNAME}-metrics"),
             ("PodDisruptionBudget", FULLNAME),
             ("Deployment", f"{FULLNAME}-redis"),
             ("Service", f"{FULLNAME}-redis"),
+            ("Secret", f"{FULLNAME}-redis"),
         ]
     )
     assert rendered.controller["spec"]["replicas"] == 2
@@ -436,6 +469,8 @@ def test_controller_args_parse_with_the_real_run_command(
     params = run_params(rendered, monkeypatch)
     assert params["identity"] == params["_pod_name"]  # each pod campaigns as itself
     assert params["namespace"] == NAMESPACE  # Lease and ConfigMap live with the release
+    assert params["instance_name"] == FULLNAME  # and are named after it
+    assert not params["watch_namespace"]  # every namespace
     assert params["workers_per_shard"] == 6
     assert (params["lease_duration"], params["renew_deadline"], params["retry_period"]) == (
         20.0,
@@ -457,6 +492,52 @@ def test_controller_args_parse_with_the_real_run_command(
     )
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "controller"
     assert rendered.controller["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
+
+
+def test_two_releases_share_no_lease_configmap_redis_key_or_binding(chart: helm.Chart) -> None:
+    names = []
+    for release in ("a", "b"):
+        rendered = render(chart, release=release)
+        deployment = rendered.one("Deployment", f"{release}-virtrigaud")
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        (name,) = [a.split("=", 1)[1] for a in args if a.startswith("--instance=")]
+        instance = Instance(NAMESPACE, name)
+        rules = [r for role in rendered.of_kind("Role") for r in role["rules"]]
+        lease_names = {
+            n for r in rules if "leases" in r["resources"] for n in r.get("resourceNames", [])
+        }
+        assert lease_names == {instance.lease}
+        assert rendered.of_kind("ConfigMap")[0]["metadata"]["name"] == instance.config_map
+        names.append(
+            {
+                instance.lease,
+                instance.config_map,
+                instance.redis.ratelimit,
+                instance.redis.fenced,
+                instance.redis.audit,
+                *(o["metadata"]["name"] for o in rendered.of_kind("ClusterRoleBinding")),
+            }
+        )
+    assert names[0].isdisjoint(names[1])
+
+
+def test_watch_namespaces_narrow_the_watch_and_the_rbac(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart, {"watchNamespaces": ["tenant-a", "tenant-b"]})
+    assert list(run_params(rendered, monkeypatch)["watch_namespace"]) == ["tenant-a", "tenant-b"]
+    cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
+    assert [r["resources"] for r in cluster] == [["namespaces"]]
+    for namespace in ("tenant-a", "tenant-b"):
+        rules = [r for role in roles_in(rendered, namespace) for r in role["rules"]]
+        assert allows(rules, GROUP, "virtualmachines", "watch")
+        assert allows(rules, GROUP, "virtualmachines/status", "update", "web")
+        assert allows(rules, "", "events", "create")
+        assert allows(rules, "", "secrets", "get", "creds")  # secrets follow the watch
+    assert roles_in(rendered, "default") == []
+    assert not any(
+        allows(role["rules"], "", "secrets", "get", "x") for role in roles_in(rendered, NAMESPACE)
+    )
 
 
 def test_every_ray_process_gets_the_ray_environment(chart: helm.Chart) -> None:
@@ -504,9 +585,38 @@ def test_bundled_redis_is_the_default_bucket_store(
     redis = rendered.one("Deployment", f"{FULLNAME}-redis")
     assert service["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"]
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "redis"
-    port = service["spec"]["ports"][0]["port"]
-    url = f"redis://{FULLNAME}-redis:{port}/0"
-    assert run_params(rendered, monkeypatch)["redis_url"] == url
+    assert run_params(rendered, monkeypatch)["redis_url"] is None  # no password in the args
+    ref = rendered.env()["VIRTRIGAUD_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": f"{FULLNAME}-redis", "key": "url"}
+
+
+def test_bundled_redis_gets_a_generated_password(chart: helm.Chart) -> None:
+    import base64
+
+    import redis.asyncio as aioredis
+
+    passwords = []
+    for _ in range(2):
+        files = chart.render({}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        docs = list(yaml.safe_load_all(files["virtrigaud/templates/redis.yaml"]))
+        (secret,) = [d for d in docs if d["kind"] == "Secret"]
+        (redis,) = [d for d in docs if d["kind"] == "Deployment"]
+        data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        password = data["password"]
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+        assert data["url"] == f"redis://:{password}@{FULLNAME}-redis:6379/0"
+        # The client the rate limiter and the fences build from that URL sends it.
+        kwargs = aioredis.Redis.from_url(data["url"]).connection_pool.connection_kwargs
+        assert (kwargs["password"], kwargs["host"]) == (password, f"{FULLNAME}-redis")
+        # The controller reads the URL (tests: test_bundled_redis_is_the_default_bucket_store),
+        # Redis requires the password, and its probe authenticates.
+        (container,) = redis["spec"]["template"]["spec"]["containers"]
+        assert container["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+        ref = {"name": secret["metadata"]["name"], "key": "password"}
+        assert env == {"REDIS_PASSWORD": ref, "REDISCLI_AUTH": ref}
+        passwords.append(password)
+    assert passwords[0] != passwords[1]  # generated, not a default every install shares
 
 
 def test_external_redis_url_replaces_the_bundled_redis(
@@ -573,7 +683,15 @@ def test_changing_the_shard_count_does_not_restart_the_controller(
         ({"shards": 0}, "/shards"),
         ({"shards": MAX_SHARDS + 1}, "/shards"),
         ({"shards": "five"}, "/shards"),
-        ({"watchNamespaces": ["a"]}, "watchNamespaces"),
+        ({"watchNamespaces": ["Tenant_A"]}, "/watchNamespaces/0"),
+        ({"watchNamespaces": "tenant-a"}, "/watchNamespaces"),
+        ({"rbac": {"secretNamespaces": ["a", "a"]}}, "/rbac/secretNamespaces"),
+        ({"rbac": {"everything": True}}, "everything"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"imagePullSecrets": [{"secret": "x"}]}, "/imagePullSecrets/0"),
+        ({"serviceAccount": {"create": "yes"}}, "/serviceAccount/create"),
+        ({"podAnnotations": {"a": 1}}, "/podAnnotations/a"),
+        ({"extraEnv": [{"value": "x"}]}, "/extraEnv/0"),
         ({"controller": {"leaderElection": {"leaseDuration": "15s"}}}, "leaseDuration"),
         ({"controller": {"logLevel": "verbose"}}, "logLevel"),
         ({"redis": {"url": "redis.example:6379"}}, "/redis/url"),
@@ -621,35 +739,50 @@ def test_kuberay_without_a_redis_address_fails_with_the_fix(chart: helm.Chart) -
 
 # --- tests: RBAC -----------------------------------------------------------------------
 
-# Every API call the controller makes, as (scope, apiGroup, resource, verb). Scope is
-# "cluster" (any namespace) or "own" (the release namespace only).
+# Every API call the controller makes, as (scope, apiGroup, resource, verb, name). Scope
+# is "cluster" (any namespace), "own" (the release namespace) or "secrets" (the namespaces
+# of rbac.secretNamespaces). tests/controller/test_chart_rbac.py proves the list by running
+# the controller against an API server that enforces the rendered rules.
+ROUTED = [
+    "virtualmachines",
+    "providers",
+    "vmclasses",
+    "vmimages",
+    "vmnetworkattachments",
+    "vmsnapshots",
+    "vmclones",
+    "vmmigrations",
+    "vmsets",
+    "vmplacementpolicies",
+]
 CONTROLLER_CALLS = [
-    # leader/informer.py: list + watch VirtualMachines in all namespaces.
-    ("cluster", GROUP, "virtualmachines", "list"),
-    ("cluster", GROUP, "virtualmachines", "watch"),
-    # controllers/virtualmachine/reconciler.py, status.py: read, finalizers (patch), status (PUT).
-    ("cluster", GROUP, "virtualmachines", "get"),
-    ("cluster", GROUP, "virtualmachines", "patch"),
-    ("cluster", GROUP, "virtualmachines/status", "update"),
-    # controllers/common/resolve.py, controllers/virtualmachine/spec.py: what a VM references.
-    ("cluster", GROUP, "providers", "get"),
-    ("cluster", GROUP, "vmclasses", "get"),
-    ("cluster", GROUP, "vmimages", "get"),
-    ("cluster", GROUP, "vmnetworkattachments", "get"),
-    ("cluster", "", "secrets", "get"),
-    # kube/events.py: Events next to the object, deduplicated by patch.
-    ("cluster", "", "events", "create"),
-    ("cluster", "", "events", "patch"),
-    # leader/shard_count.py: ensure_namespace.
-    ("cluster", "", "namespaces", "get"),
+    # leader/coordinator.py: an informer (list + watch) per routed kind, all namespaces.
+    *(("cluster", GROUP, kind, verb, "") for kind in ROUTED for verb in ("list", "watch")),
+    # controllers/virtualmachine/reconciler.py, controllers/common/objects.py: read the VM,
+    # its finalizer (patch), its status (PUT).
+    ("cluster", GROUP, "virtualmachines", "get", "web"),
+    ("cluster", GROUP, "virtualmachines", "patch", "web"),
+    ("cluster", GROUP, "virtualmachines/status", "update", "web"),
+    # controllers/common/resolve.py, controllers/virtualmachine/spec.py: what a VM names.
+    ("cluster", GROUP, "providers", "get", "p"),
+    ("cluster", GROUP, "vmclasses", "get", "c"),
+    ("cluster", GROUP, "vmimages", "get", "i"),
+    ("cluster", GROUP, "vmnetworkattachments", "get", "n"),
+    # kube/events.py: Events next to the object, a repeat counted by patch.
+    ("cluster", "", "events", "create", ""),
+    ("cluster", "", "events", "patch", "e"),
+    # leader/shard_count.py: ensure_namespace of its own namespace.
+    ("cluster", "", "namespaces", "get", NAMESPACE),
     # leader/election.py: the Lease.
-    ("own", "coordination.k8s.io", "leases", "get"),
-    ("own", "coordination.k8s.io", "leases", "create"),
-    ("own", "coordination.k8s.io", "leases", "update"),
-    # leader/shard_count.py: read, and recreate by server-side apply when missing.
-    ("own", "", "configmaps", "get"),
-    ("own", "", "configmaps", "create"),
-    ("own", "", "configmaps", "patch"),
+    ("own", "coordination.k8s.io", "leases", "get", LEASE_NAME),
+    ("own", "coordination.k8s.io", "leases", "create", ""),
+    ("own", "coordination.k8s.io", "leases", "update", LEASE_NAME),
+    # leader/shard_count.py: the shard count the chart installs.
+    ("own", "", "configmaps", "get", CONFIG_MAP),
+    # controllers/common/resolve.py (get); leader/coordinator.py _track_secret (list, watch).
+    ("secrets", "", "secrets", "get", "creds"),
+    ("secrets", "", "secrets", "list", ""),
+    ("secrets", "", "secrets", "watch", ""),
 ]
 
 
@@ -663,50 +796,90 @@ def _resource_matches(pattern: str, resource: str) -> bool:
     return False
 
 
-def allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+def allows(
+    rules: list[dict[str, Any]], group: str, resource: str, verb: str, name: str = ""
+) -> bool:
+    """Upstream RBAC matching: a rule with resourceNames matches only requests naming one
+    of them (a create or a list names none)."""
     return any(
         group in rule.get("apiGroups", [])
         and any(_resource_matches(p, resource) for p in rule.get("resources", []))
         and (verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+        and (not rule.get("resourceNames") or name in rule["resourceNames"])
         for rule in rules
     )
 
 
-def test_rbac_covers_every_call_the_controller_makes(chart: helm.Chart) -> None:
-    rendered = render(chart)
+def roles_in(rendered: Rendered, namespace: str) -> list[dict[str, Any]]:
+    return [o for o in rendered.of_kind("Role") if o["metadata"]["namespace"] == namespace]
+
+
+def grants(rendered: Rendered, scope: str, group: str, resource: str, verb: str, name: str) -> bool:
     cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
-    own = rendered.one("Role", FULLNAME)
-    assert own["metadata"]["namespace"] == NAMESPACE
-    missing = [
-        call
-        for call in CONTROLLER_CALLS
-        if not allows(cluster, *call[1:])
-        and not (call[0] == "own" and allows(own["rules"], *call[1:]))
-    ]
-    assert missing == []
+    if allows(cluster, group, resource, verb, name):
+        return True
+    namespace = {"own": NAMESPACE, "secrets": "tenant-a"}.get(scope)
+    return namespace is not None and any(
+        allows(role["rules"], group, resource, verb, name) for role in roles_in(rendered, namespace)
+    )
+
+
+def test_rbac_covers_every_call_the_controller_makes(chart: helm.Chart) -> None:
+    rendered = render(chart, {"rbac": {"secretNamespaces": ["tenant-a", "tenant-b"]}})
+    assert [c for c in CONTROLLER_CALLS if not grants(rendered, *c)] == []
     subject = {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
-    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
-        binding = rendered.one(kind, FULLNAME)
-        assert binding["subjects"] == [subject]
-        assert binding["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": role_kind,
-            "name": FULLNAME,
-        }
+    bindings = [*rendered.of_kind("ClusterRoleBinding"), *rendered.of_kind("RoleBinding")]
+    assert sorted(
+        (b["metadata"].get("namespace", ""), b["roleRef"]["kind"], b["roleRef"]["name"])
+        for b in bindings
+    ) == [
+        ("", "ClusterRole", FULLNAME),
+        ("tenant-a", "Role", f"{FULLNAME}-secrets"),
+        ("tenant-b", "Role", f"{FULLNAME}-secrets"),
+        (NAMESPACE, "Role", FULLNAME),
+    ]
+    assert all(b["subjects"] == [subject] for b in bindings)
 
 
 def test_rbac_grants_no_more_than_the_controller_needs(chart: helm.Chart) -> None:
-    rendered = render(chart)
+    rendered = render(chart, {"rbac": {"secretNamespaces": ["tenant-a"]}})
     cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
-    # It never creates or deletes objects of its own group, and never lists Secrets.
-    for verb in ("create", "delete", "deletecollection"):
-        assert not allows(cluster, GROUP, "virtualmachines", verb), verb
-    for verb in ("list", "watch"):
-        assert not allows(cluster, "", "secrets", verb), verb
-    # Leases and ConfigMaps only in its own namespace.
-    assert not allows(cluster, "coordination.k8s.io", "leases", "update")
-    assert not allows(cluster, "", "configmaps", "patch")
-    assert all("*" not in rule["verbs"] for rule in cluster)
+    every = [
+        r for o in [*rendered.of_kind("ClusterRole"), *rendered.of_kind("Role")] for r in o["rules"]
+    ]
+    # No wildcard anywhere; no create/delete of its own kinds; VMs are the only kind written.
+    assert all("*" not in r["verbs"] + r["resources"] + r["apiGroups"] for r in every)
+    for verb in ("create", "delete", "deletecollection", "update"):
+        assert not allows(cluster, GROUP, "virtualmachines", verb, "web"), verb
+    for kind in ROUTED[1:]:
+        assert not allows(cluster, GROUP, kind, "patch", "x"), kind
+        assert not allows(cluster, GROUP, f"{kind}/status", "update", "x"), kind
+    # Secrets: not cluster-wide, and only where asked; the release namespace is not implied.
+    assert not allows(cluster, "", "secrets", "get", "creds")
+    assert not roles_in(rendered, "tenant-b")
+    assert not any(
+        allows(role["rules"], "", "secrets", "get", "creds")
+        for role in roles_in(rendered, NAMESPACE)
+    )
+    # Namespace, Lease and ConfigMap by name only.
+    assert not allows(cluster, "", "namespaces", "get", "kube-system")
+    own = roles_in(rendered, NAMESPACE)[0]["rules"]
+    assert not allows(own, "coordination.k8s.io", "leases", "update", "someone-elses-lease")
+    assert not allows(own, "", "configmaps", "get", "kube-root-ca.crt")
+    assert not allows(own, "", "configmaps", "patch", CONFIG_MAP)
+
+
+def test_secrets_default_to_the_release_namespace_or_all_by_opt_in(chart: helm.Chart) -> None:
+    rendered = render(chart)
+    assert [r["metadata"]["name"] for r in roles_in(rendered, NAMESPACE)] == [
+        FULLNAME,
+        f"{FULLNAME}-secrets",
+    ]
+    rendered = render(chart, {"rbac": {"secretsInAllNamespaces": True}})
+    assert [r["metadata"]["name"] for r in rendered.of_kind("Role")] == [FULLNAME]
+    cluster = rendered.one("ClusterRole", FULLNAME)["rules"]
+    for verb in ("get", "list", "watch"):
+        assert allows(cluster, "", "secrets", verb, "creds"), verb
 
 
 def test_rbac_check_fails_when_a_grant_is_missing() -> None:
@@ -716,6 +889,13 @@ def test_rbac_check_fails_when_a_grant_is_missing() -> None:
     status_rule = {"apiGroups": [GROUP], "resources": ["*/status"], "verbs": ["update"]}
     assert allows([status_rule], GROUP, "virtualmachines/status", "update")
     assert not allows([status_rule], GROUP, "virtualmachines", "update")
+    named = {
+        "apiGroups": [""],
+        "resources": ["leases"],
+        "verbs": ["create"],
+        "resourceNames": ["l"],
+    }
+    assert not allows([named], "", "leases", "create", "")
 
 
 # --- tests: optional objects -----------------------------------------------------------
@@ -744,6 +924,181 @@ def test_service_monitor_scrapes_the_metrics_service(chart: helm.Chart) -> None:
     assert "metrics" in port_names
 
 
+SWITCHES = {
+    "networkPolicy.enabled": ("NetworkPolicy", f"{FULLNAME}-controller"),
+    "metrics.serviceMonitor.enabled": ("ServiceMonitor", FULLNAME),
+    "metrics.podMonitor.enabled": ("PodMonitor", FULLNAME),
+    "metrics.prometheusRule.enabled": ("PrometheusRule", FULLNAME),
+    "metrics.dashboard.enabled": ("ConfigMap", f"{FULLNAME}-dashboard"),
+}
+
+
+@pytest.mark.parametrize("mode", [{}, KUBERAY], ids=["embedded", "kuberay"])
+def test_every_switch_combination_renders_exactly_its_objects(
+    chart: helm.Chart, mode: dict[str, Any]
+) -> None:
+    import itertools
+
+    def by_name(r: Rendered) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(o["kind"], o["metadata"]["name"]): o for o in r.objects}
+
+    base = by_name(render(chart, mode))
+    for on in itertools.product((False, True), repeat=len(SWITCHES)):
+        values = copy.deepcopy(mode)
+        for (path, _), enabled in zip(SWITCHES.items(), on, strict=True):
+            values = with_value(values, tuple(path.split(".")), enabled)
+        rendered = render(chart, values)
+        for (path, (kind, name)), enabled in zip(SWITCHES.items(), on, strict=True):
+            found = [o for o in rendered.of_kind(kind) if o["metadata"]["name"] == name]
+            assert len(found) == int(enabled), (path, enabled)
+        objects = by_name(rendered)
+        assert [k for k, o in base.items() if objects.get(k) != o] == [], on
+    # A switch adds its objects and changes no other: the built-in kinds of the last (all
+    # on) render are checked against the Kubernetes schema; custom kinds are dry-run on
+    # the API server with their CRDs (test_monitoring_kinds_dry_run_with_their_crds).
+    built_in = [o for o in rendered.objects if o["kind"] in KINDS]
+    problems = [e for o in built_in for e in structural_errors(o)]
+    assert problems == [], problems[:5]
+
+
+def test_monitoring_objects_carry_their_label_hooks(chart: helm.Chart) -> None:
+    hook = {"release": "kube-prometheus-stack"}
+    metrics = {k: {**v, "labels": hook} for k, v in MONITORING.items()}
+    rendered = render(chart, {"metrics": metrics})
+    for kind, name in (
+        ("ServiceMonitor", FULLNAME),
+        ("PodMonitor", FULLNAME),
+        ("PrometheusRule", FULLNAME),
+        ("ConfigMap", f"{FULLNAME}-dashboard"),
+    ):
+        assert rendered.one(kind, name)["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_pod_monitor_scrapes_the_coordinator_and_every_embedded_shard(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(chart, {"shards": 4, "metrics": {"podMonitor": {"enabled": True}}})
+    params = run_params(rendered, monkeypatch)
+    endpoints = rendered.one("PodMonitor", FULLNAME)["spec"]["podMetricsEndpoints"]
+    assert endpoints[0]["port"] == "metrics"
+    # Shard i serves on --shard-metrics-port + i (shards/actor.py), bound on the pod address.
+    assert [e["portNumber"] for e in endpoints[1:]] == [
+        params["shard_metrics_port"] + i for i in range(4)
+    ]
+    assert params["metrics_address"] == "0.0.0.0"
+    selector = rendered.one("PodMonitor", FULLNAME)["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= rendered.controller["spec"]["template"]["metadata"]["labels"].items()
+    # With a Ray cluster the shards are elsewhere: only the coordinators.
+    rendered = render(chart, {**KUBERAY, "metrics": {"podMonitor": {"enabled": True}}})
+    assert len(rendered.one("PodMonitor", FULLNAME)["spec"]["podMetricsEndpoints"]) == 1
+
+
+def test_alerts_use_metrics_the_code_exports(chart: helm.Chart) -> None:
+    exported = set()
+    for path in (REPO / "virtrigaud").rglob("*.py"):
+        exported |= set(re.findall(r'"(virtrigaud_[a-z_]+)"', path.read_text()))
+    rendered = render(chart, {"metrics": MONITORING})
+    rule = rendered.one("PrometheusRule", FULLNAME)
+    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert sorted(alerts) == [
+        "VirtRigaudLeaderAbsent",
+        "VirtRigaudProviderErrors",
+        "VirtRigaudQueueWaitHigh",
+        "VirtRigaudRateLimitSaturated",
+        "VirtRigaudReconcileErrors",
+        "VirtRigaudShardDown",
+    ]
+    dashboard = rendered.one("ConfigMap", f"{FULLNAME}-dashboard")["data"]["virtrigaud.json"]
+    exprs = [
+        *alerts.values(),
+        *(t["expr"] for p in json_loads(dashboard)["panels"] for t in p["targets"]),
+    ]
+    for expr in exprs:
+        used = set(re.findall(r"(virtrigaud_[a-z_]+?)(?:_bucket)?\b", expr))
+        assert used and used <= exported, (expr, used - exported)
+        assert f'namespace="{NAMESPACE}"' in expr or 'namespace="$namespace"' in expr, expr
+
+
+def json_loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
+def test_network_policies_let_only_the_release_reach_redis_and_ray(chart: helm.Chart) -> None:
+    rendered = render(chart, {**KUBERAY, "networkPolicy": {"enabled": True}})
+    pods = {
+        "controller": rendered.controller["spec"]["template"]["metadata"]["labels"],
+        "ray-head": ray_cluster(rendered)["spec"]["headGroupSpec"]["template"]["metadata"][
+            "labels"
+        ],
+        "ray-worker": worker_group(rendered)["template"]["metadata"]["labels"],
+        "redis": rendered.one("Deployment", f"{FULLNAME}-redis")["spec"]["template"]["metadata"][
+            "labels"
+        ],
+        "other release": {
+            "app.kubernetes.io/name": "virtrigaud",
+            "app.kubernetes.io/instance": "x",
+            "app.kubernetes.io/component": "controller",
+        },
+        "anyone": {"app": "curl"},
+    }
+
+    def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+        if not selector.get("matchLabels", {}).items() <= labels.items():
+            return False
+        return all(
+            labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", [])
+        )
+
+    def may_reach(target: str, source: str, port: int) -> bool:
+        policies = [
+            p
+            for p in rendered.of_kind("NetworkPolicy")
+            if selects(p["spec"]["podSelector"], pods[target])
+        ]
+        if not policies:
+            return True
+        for policy in policies:
+            for rule in policy["spec"].get("ingress", []):
+                ports = rule.get("ports")
+                port_ok = ports is None or any(
+                    p["port"] <= port <= p.get("endPort", p["port"]) for p in ports
+                )
+                peers = rule.get("from")
+                peer_ok = peers is None or any(
+                    "podSelector" in f and selects(f["podSelector"], pods[source]) for f in peers
+                )
+                if port_ok and peer_ok:
+                    return True
+        return False
+
+    for source in ("controller", "ray-head", "ray-worker"):
+        assert may_reach("redis", source, 6379), source
+        assert may_reach("ray-head", source, 6379), source
+        assert may_reach("ray-worker", source, 12345), source
+        assert may_reach("controller", source, 12345), source  # the controller is a Ray node
+    for source in ("other release", "anyone", "redis"):
+        assert not may_reach("redis", source, 6379), source
+        assert not may_reach("ray-head", source, 6379), source
+        assert not may_reach("ray-worker", source, 12345), source
+        assert not may_reach("controller", source, 12345), source
+        assert may_reach("controller", source, 8080), source  # metrics: anyone by default
+    # metricsFrom narrows the scrapes.
+    rendered = render(
+        chart,
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "metricsFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}],
+            }
+        },
+    )
+    pods["prometheus"] = {"app": "prometheus"}
+    assert may_reach("controller", "prometheus", 8080)
+    assert not may_reach("controller", "anyone", 8080)
+
+
 @pytest.mark.parametrize(("replicas", "has_pdb"), [(1, False), (2, True), (3, True)])
 def test_pdb_keeps_a_standby_only_when_there_is_one(
     chart: helm.Chart, replicas: int, has_pdb: bool
@@ -760,7 +1115,8 @@ def test_pdb_keeps_a_standby_only_when_there_is_one(
 def test_notes_tell_how_to_find_the_leader_shards_and_vms(chart: helm.Chart) -> None:
     notes = render(chart, {"shards": 7}).notes
     assert f"lease {LEASE_NAME}" in notes
-    assert f"configmap {CONFIG_MAP}" in notes and "{.data.shards}" in notes
+    assert f"virtrigaud shards get --namespace {NAMESPACE} --instance {FULLNAME}" in notes
+    assert f"virtrigaud shards set <N> --namespace {NAMESPACE} --instance {FULLNAME}" in notes
     assert "7 shard(s)" in notes
     assert "kubectl get vm -A" in notes
     vm_crd = next(c for c in chart.crds if c["filename"].endswith("virtualmachines.yaml"))
@@ -782,6 +1138,8 @@ def leaf_paths(values: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tupl
 def mutated(value: Any, path: tuple[str, ...]) -> Any:
     if isinstance(value, bool):
         return not value
+    if isinstance(value, float) and path[-1].endswith("Ratio"):
+        return value / 2
     if isinstance(value, int | float):
         return value + 1
     if isinstance(value, str):
@@ -794,7 +1152,20 @@ def mutated(value: Any, path: tuple[str, ...]) -> Any:
             "name": "redis-creds",
             "mode": "kuberay",
             "version": "2.61.0",
+            "digest": "sha256:" + "a" * 64,
+            "imageRegistry": "registry.example.com",
+            "tmpSizeLimit": "2Gi",
         }.get(path[-1], value + "x" if value else "x")
+    if isinstance(value, list) and path[-1] in ("secretNamespaces", "watchNamespaces"):
+        return ["tenant-a"]
+    if isinstance(value, list) and path[-1] == "metricsFrom":
+        return [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]
+    if isinstance(value, list) and path[-1] == "imagePullSecrets":
+        return ["regcred"]
+    if isinstance(value, list) and path[-1] == "extraEnv":
+        return [{"name": "TZ", "value": "UTC"}]
+    if isinstance(value, list) and path[-1] == "topologySpreadConstraints":
+        return [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}]
     if isinstance(value, list):
         return [*value, {"key": "k", "operator": "Exists"} if path[-1] == "tolerations" else "--x"]
     if isinstance(value, dict):
@@ -805,7 +1176,7 @@ def mutated(value: Any, path: tuple[str, ...]) -> Any:
 # Values that only matter when another one switches them on.
 CONTEXTS: list[dict[str, Any]] = [
     {},
-    {"metrics": {"serviceMonitor": {"enabled": True}}},
+    {"metrics": MONITORING, "networkPolicy": {"enabled": True}},
     {"redis": {"urlSecret": {"name": "redis-creds"}}},
     KUBERAY,
     EXTERNAL,
@@ -848,6 +1219,71 @@ def test_inert_value_check_finds_a_value_that_changes_nothing(chart: helm.Chart)
     # The Secret key is read only when a Secret name is set: on its own it is inert.
     defaults = {"redis": {"urlSecret": {"key": "url"}}, "shards": 3}
     assert inert_values(chart, defaults, [{}]) == ["redis.urlSecret.key"]
+
+
+def test_the_usual_chart_values(chart: helm.Chart) -> None:
+    digest = "sha256:" + "0" * 64
+    rendered = render(
+        chart,
+        {
+            **KUBERAY,
+            # A parent chart's globals, including keys this chart does not know.
+            "global": {"imageRegistry": "registry.example.com/", "imagePullSecrets": ["a"], "x": 1},
+            "image": {"digest": digest, "tag": "ignored"},
+            "imagePullSecrets": [{"name": "b"}],
+            "serviceAccount": {"create": False, "name": "platform-sa"},
+            "podAnnotations": {"team": "infra"},
+            "extraEnv": [{"name": "TZ", "value": "UTC"}],
+            "priorityClassName": "system-cluster-critical",
+        },
+    )
+    assert rendered.of_kind("ServiceAccount") == []
+    bindings = [*rendered.of_kind("ClusterRoleBinding"), *rendered.of_kind("RoleBinding")]
+    assert {s["name"] for b in bindings for s in b["subjects"]} == {"platform-sa"}
+    image = f"registry.example.com/virtrigaud/virtrigaud@{digest}"
+    cluster = ray_cluster(rendered)["spec"]
+    pods = [
+        rendered.controller["spec"]["template"],
+        cluster["headGroupSpec"]["template"],
+        cluster["workerGroupSpecs"][0]["template"],
+    ]
+    for pod in pods:
+        assert pod["spec"]["serviceAccountName"] == "platform-sa"
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "a"}, {"name": "b"}]
+        assert pod["spec"]["containers"][0]["image"] == image
+    template = rendered.controller["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"team": "infra"}
+    assert template["spec"]["priorityClassName"] == "system-cluster-critical"
+    assert rendered.env()["TZ"] == {"name": "TZ", "value": "UTC"}
+    # Without serviceAccount.name and create, the pods use the namespace's default.
+    rendered = render(chart, {"serviceAccount": {"create": False}})
+    assert rendered.controller["spec"]["template"]["spec"]["serviceAccountName"] == "default"
+
+
+def test_every_pod_runs_read_only_with_writable_tmp_and_home(chart: helm.Chart) -> None:
+    rendered = render(chart, KUBERAY)
+    cluster = ray_cluster(rendered)["spec"]
+    pods = {
+        "controller": rendered.controller["spec"]["template"]["spec"],
+        "ray-head": cluster["headGroupSpec"]["template"]["spec"],
+        "ray-worker": cluster["workerGroupSpecs"][0]["template"]["spec"],
+    }
+    for name, pod in pods.items():
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        # The image's HOME (image/build.sh IMAGE_HOME): ssh writes known_hosts there.
+        assert {"/tmp", "/home/virtrigaud", "/dev/shm"} <= mounts.keys(), name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert all("emptyDir" in volumes[v] for v in mounts.values()), name
+        # What the image test (tests/image/test_image.py) proves Ray needs writable on a
+        # read-only root, the chart gives every pod.
+        image_test = (REPO / "tests" / "image" / "test_image.py").read_text()
+        writable = re.search(r"^WRITABLE = \((.*)\)$", image_test, re.M)
+        assert writable is not None
+        assert set(re.findall(r'"([^"]+)"', writable.group(1))) <= mounts.keys(), name
+    home = re.search(r"^IMAGE_HOME=(\S+)$", (REPO / "image" / "build.sh").read_text(), re.M)
+    assert home is not None and home.group(1) == "/home/virtrigaud"
 
 
 # --- tests: the probes and the image ---------------------------------------------------
@@ -1032,12 +1468,94 @@ async def test_leader_reads_the_shard_count_the_chart_installs(
     rendered = chart.render({"shards": 5}, name=RELEASE, namespace=release_namespace)
     cm = yaml.safe_load(rendered["virtrigaud/templates/configmap.yaml"])
     await server_apply(kube, CONFIG_MAPS, cm, dry_run=False)
-    assert await read_shard_count(kube, release_namespace) == 5
+    assert await read_shard_count(kube, release_namespace, name=CONFIG_MAP) == 5
     # An upgrade to 8 is what the leader reads next.
     rendered = chart.render({"shards": 8}, name=RELEASE, namespace=release_namespace)
     cm = yaml.safe_load(rendered["virtrigaud/templates/configmap.yaml"])
     await server_apply(kube, CONFIG_MAPS, cm, dry_run=False)
-    assert await read_shard_count(kube, release_namespace) == 8
+    assert await read_shard_count(kube, release_namespace, name=CONFIG_MAP) == 8
+
+
+async def upgrade_configmap(
+    chart: helm.Chart, kube: KubeClient, kubeconfig: str, namespace: str, how: str, shards: int
+) -> None:
+    """What `helm upgrade` does to the shard-count ConfigMap. Helm 3 patches by a three-way
+    strategic merge (the previous release's manifest, the new one, the live object), the
+    algorithm `kubectl apply` runs with its last-applied annotation standing in for the
+    release record; Helm 4 may server-side apply as field manager "helm"."""
+    rendered = chart.render(
+        {"shards": shards, "image": {"tag": f"upgrade-{shards}"}},
+        name=RELEASE,
+        namespace=namespace,
+    )
+    manifest = rendered["virtrigaud/templates/configmap.yaml"]
+    if how == "three-way":
+        await asyncio.to_thread(
+            subprocess.run,
+            [KUBECTL, "--kubeconfig", kubeconfig, "apply", "-f", "-"],
+            input=manifest, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    else:
+        cm = yaml.safe_load(manifest)
+        await kube.request(
+            "PATCH",
+            CONFIG_MAPS.object_path(cm["metadata"]["name"], namespace),
+            params={"fieldManager": "helm", "force": True},
+            body=cm,
+            content_type="application/apply-patch+yaml",
+        )
+
+
+@pytest.mark.parametrize("how", ["three-way", "server-side"])
+async def test_shards_set_survives_upgrades_until_the_charts_count_changes(
+    chart: helm.Chart, kube: KubeClient, kubeconfig: str, release_namespace: str, how: str
+) -> None:
+    from typer.testing import CliRunner
+
+    async def upgrade(shards: int) -> None:
+        await upgrade_configmap(chart, kube, kubeconfig, release_namespace, how, shards)
+
+    async def in_effect() -> int:
+        return await read_shard_count(kube, release_namespace, name=CONFIG_MAP)
+
+    async def cli(*args: str) -> str:
+        common = ["--kubeconfig", kubeconfig, "--namespace", release_namespace]
+        common += ["--instance", FULLNAME]
+        # The command runs its own event loop: off this one.
+        result = await asyncio.to_thread(CliRunner().invoke, app, ["shards", *args, *common])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    await upgrade(3)  # the install
+    assert await in_effect() == 3
+    assert (await cli("set", "5")).startswith(
+        "shards: 5 (virtrigaud shards set, over the installed 3)"
+    )
+    assert await in_effect() == 5
+    await upgrade(3)  # an upgrade that leaves `shards` alone (a new image)
+    assert await in_effect() == 5
+    assert "shards: 5 (virtrigaud shards set" in await cli("get")
+    await upgrade(4)  # the chart's count changes: the newer decision
+    assert await in_effect() == 4
+    assert "replaced by a later change of the installed count" in await cli("get")
+    assert (await cli("set", "6")).startswith(
+        "shards: 6 (virtrigaud shards set, over the installed 4)"
+    )
+    await upgrade(4)
+    assert await in_effect() == 6
+
+
+async def test_an_upgrade_reverts_a_count_written_to_the_charts_own_key(
+    chart: helm.Chart, kube: KubeClient, kubeconfig: str, release_namespace: str
+) -> None:
+    """Why the override has keys of its own: Helm's merge resets the key it renders."""
+    from virtrigaud.leader.shard_count import write_shard_count
+
+    await upgrade_configmap(chart, kube, kubeconfig, release_namespace, "three-way", 3)
+    await write_shard_count(kube, release_namespace, 5, CONFIG_MAP)
+    assert await read_shard_count(kube, release_namespace, name=CONFIG_MAP) == 5
+    await upgrade_configmap(chart, kube, kubeconfig, release_namespace, "three-way", 3)
+    assert await read_shard_count(kube, release_namespace, name=CONFIG_MAP) == 3
 
 
 # --- tests: ray.mode kuberay -----------------------------------------------------------
@@ -1072,7 +1590,12 @@ def test_kuberay_head_offers_no_cpus_and_keeps_its_state_in_the_charts_redis(
     assert SHARD_RESOURCE not in head["rayStartParams"].get("resources", "")
     redis_service = rendered.one("Service", f"{FULLNAME}-redis")
     port = redis_service["spec"]["ports"][0]["port"]
-    assert spec["gcsFaultToleranceOptions"] == {"redisAddress": f"{FULLNAME}-redis:{port}"}
+    assert spec["gcsFaultToleranceOptions"] == {
+        "redisAddress": f"{FULLNAME}-redis:{port}",
+        "redisPassword": {
+            "valueFrom": {"secretKeyRef": {"name": f"{FULLNAME}-redis", "key": "password"}}
+        },
+    }
     # The controller reaches the head through the Service KubeRay creates for it.
     assert run_params(rendered, monkeypatch)["ray_address"].startswith(
         f"{ray_cluster(rendered)['metadata']['name']}-head-svc."
@@ -1253,3 +1776,77 @@ async def test_kuberays_crd_rejects_a_malformed_ray_cluster(
     done = kubectl_dry_run(kuberay_crd, yaml.safe_dump(cluster))
     assert done.returncode != 0, done.stdout
     assert problem in done.stderr, done.stderr
+
+
+# --- tests: the monitoring kinds against the Prometheus Operator's CRDs ------------------
+
+
+def apply_crds(kubeconfig: str, paths: list[Path]) -> None:
+    for path in paths:
+        done = subprocess.run(
+            [KUBECTL, "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", str(path)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        crd = yaml.safe_load(path.read_text())["metadata"]["name"]
+        established = '{.status.conditions[?(@.type=="Established")].status}'
+        deadline = time.monotonic() + 60
+        while True:
+            got = subprocess.run(
+                [KUBECTL, "--kubeconfig", kubeconfig, "get", f"crd/{crd}",
+                 "-o", f"jsonpath={established}"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            if got.stdout.strip() == "True":
+                break
+            assert time.monotonic() < deadline, f"{crd} not established: {got.stderr}"
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def prometheus_crds(kubeconfig: str) -> str:
+    """ServiceMonitor, PodMonitor and PrometheusRule CRDs, served by the dev API server."""
+    paths = [
+        PROMETHEUS_CRDS / f"monitoring.coreos.com_{plural}.yaml"
+        for plural in ("servicemonitors", "podmonitors", "prometheusrules")
+    ]
+    if not all(p.exists() for p in paths):
+        pytest.skip(
+            f"the Prometheus Operator's CRDs are not here ({PROMETHEUS_CRDS}): ../shared is absent"
+        )
+    apply_crds(kubeconfig, paths)
+    return kubeconfig
+
+
+@pytest.mark.parametrize("mode", [{}, KUBERAY], ids=["embedded", "kuberay"])
+async def test_monitoring_kinds_dry_run_with_their_crds(
+    chart: helm.Chart, prometheus_crds: str, release_namespace: str, mode: dict[str, Any]
+) -> None:
+    hook = {"release": "kube-prometheus-stack"}
+    metrics = {k: {**v, "labels": hook} for k, v in MONITORING.items()}
+    rendered = chart.render({**mode, "metrics": metrics}, name=RELEASE, namespace=release_namespace)
+    for template, kind in (
+        ("servicemonitor.yaml", "ServiceMonitor"),
+        ("podmonitor.yaml", "PodMonitor"),
+        ("prometheusrule.yaml", "PrometheusRule"),
+    ):
+        manifest = rendered[f"virtrigaud/templates/{template}"]
+        assert f"kind: {kind}" in manifest
+        done = kubectl_dry_run(prometheus_crds, manifest)
+        assert done.returncode == 0, (kind, done.stderr)
+        assert "created (server dry run)" in done.stdout
+
+
+async def test_the_monitoring_crds_reject_a_malformed_object(
+    chart: helm.Chart, prometheus_crds: str, release_namespace: str
+) -> None:
+    """The dry run above can fail: a malformed PodMonitor and PrometheusRule are refused."""
+    rendered = chart.render({"metrics": MONITORING}, name=RELEASE, namespace=release_namespace)
+    monitor = yaml.safe_load(rendered["virtrigaud/templates/podmonitor.yaml"])
+    monitor["spec"]["podMetricsEndpoints"][1]["portNumber"] = "eighty"
+    done = kubectl_dry_run(prometheus_crds, yaml.safe_dump(monitor))
+    assert done.returncode != 0 and "portNumber" in done.stderr, done.stderr
+    rule = yaml.safe_load(rendered["virtrigaud/templates/prometheusrule.yaml"])
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "two minutes"
+    done = kubectl_dry_run(prometheus_crds, yaml.safe_dump(rule))
+    assert done.returncode != 0 and "for" in done.stderr, done.stderr

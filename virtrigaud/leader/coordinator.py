@@ -51,6 +51,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge, Histogram
 
 from virtrigaud.fence import join_stamp
+from virtrigaud.instance import RedisKeys
 from virtrigaud.kube.client import KubeClient
 from virtrigaud.kube.keys import ObjectKey, kind_of
 from virtrigaud.kube.resources import SECRETS
@@ -59,7 +60,7 @@ from virtrigaud.leader.informer import Informer, metadata_only
 from virtrigaud.leader.links import LeaseTerms, ShardLink
 from virtrigaud.leader.ring import RingState
 from virtrigaud.leader.routing import DEPENDENCIES, Route, routes_for, secret_of_provider
-from virtrigaud.leader.shard_count import read_shard_count
+from virtrigaud.leader.shard_count import CONFIG_MAP, read_shard_count
 from virtrigaud.leader.usage import USAGE_FIELD, UsageIndex
 from virtrigaud.shards.actor import (
     ACTOR_PREFIX,
@@ -122,6 +123,7 @@ class Leadership(Protocol):
 @dataclass
 class CoordinatorConfig:
     namespace: str = "virtrigaud-system"  # holds the ConfigMap with the shard count
+    config_map: str = CONFIG_MAP  # its name (virtrigaud.instance)
     default_shards: int = 3
     batch_window: float = 0.03
     batch_max: int = 2000
@@ -133,7 +135,16 @@ class CoordinatorConfig:
     rejoin_probe: float = 1.0
     rejoin_after: float = 10.0  # a shard must answer this long before it rejoins
     stop_grace: float = 30.0
-    watch_namespace: str | None = None  # None: all namespaces
+    watch_namespace: str | None = None  # None: all namespaces (or watch_namespaces)
+    watch_namespaces: tuple[str, ...] = ()  # several namespaces: one watch per kind in each
+
+    @property
+    def watched(self) -> tuple[str | None, ...]:
+        """The namespaces the informers watch; (None,) is every namespace."""
+        if self.watch_namespaces:
+            return tuple(dict.fromkeys(self.watch_namespaces))
+        return (self.watch_namespace,)
+
     lease: LeaseTerms = field(default_factory=LeaseTerms)
     release_wait: float = 5.0  # a shard's wait for running reconciles before it answers
     # The shards live in this process's own Ray, so a previous leader's shards (in its own
@@ -183,7 +194,8 @@ class Coordinator:
         # Ray): the leader stops them before the Lease is released.
         self.stop_shards_on_exit = False
         self.leadership: Leadership | None = None
-        self.fences = ShardFences(shard_config.redis_url)
+        self.redis_keys = RedisKeys(shard_config.redis_prefix)
+        self.fences = ShardFences(shard_config.redis_url, prefix=self.redis_keys.fenced)
         self._reset()
 
     def _reset(self) -> None:
@@ -313,7 +325,10 @@ class Coordinator:
         started = time.perf_counter()
         acquired = time.monotonic()
         count = await read_shard_count(
-            self.kube, self.config.namespace, default=self.config.default_shards
+            self.kube,
+            self.config.namespace,
+            default=self.config.default_shards,
+            name=self.config.config_map,
         )
         self.target_count = count
         indexes = sorted(set(range(count)) | existing_shard_indexes())
@@ -326,12 +341,13 @@ class Coordinator:
         self.token = max([term, *(s.token + 1 for s in stats.values())])
         TOKEN.set(self.token)
 
+        watched = self.config.watched
         for kind, route in self.routes.items():
-            informer = Informer(
-                self.kube, route.resource, self._on_event, namespace=self.config.watch_namespace
-            )
-            self.informers[kind] = informer
-            self._spawn(informer.run(asyncio.Event()), f"informer-{kind}")
+            for namespace in watched:
+                informer = Informer(self.kube, route.resource, self._on_event, namespace=namespace)
+                name = kind if len(watched) == 1 else f"{kind}/{namespace}"
+                self.informers[name] = informer
+                self._spawn(informer.run(asyncio.Event()), f"informer-{name}")
         await asyncio.gather(*(i.synced.wait() for i in self.informers.values()))
         keys = 0
         for informer in self.informers.values():
@@ -696,7 +712,10 @@ class Coordinator:
         return False
 
     def _object(self, key: str) -> JSON | None:
-        informer = self.informers.get(kind_of(key))
+        kind = kind_of(key)
+        informer = self.informers.get(kind)
+        if informer is None:  # one informer per watched namespace
+            informer = self.informers.get(f"{kind}/{ObjectKey.parse(key).namespace}")
         return informer.store.get(key) if informer is not None else None
 
     def _payload(self, key: str) -> JSON | None:
@@ -1136,7 +1155,12 @@ class Coordinator:
         from virtrigaud.shards.audit import record_death
 
         try:
-            await record_death(self.shard_config.audit_redis, link.name, link.incarnation)
+            await record_death(
+                self.shard_config.audit_redis,
+                link.name,
+                link.incarnation,
+                stream=self.redis_keys.audit,
+            )
         except Exception as e:
             log.warning("cannot write the audit: %s", e)
 
@@ -1215,7 +1239,9 @@ class Coordinator:
         while True:
             await asyncio.sleep(self.config.config_poll)
             try:
-                count = await read_shard_count(self.kube, self.config.namespace)
+                count = await read_shard_count(
+                    self.kube, self.config.namespace, name=self.config.config_map
+                )
             except Exception as e:
                 log.warning("cannot read the shard count: %s", e)
                 continue

@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from virtrigaud.instance import RedisKeys
 from virtrigaud.ratelimit.bucket import Decision
 from virtrigaud.ratelimit.shared import LEASE_SECONDS, BackendUnavailable, SharedBucket
 
@@ -71,7 +72,7 @@ return {granted, tostring(tokens), retry_us}
 """
 TOKEN_BUCKET_SHA = hashlib.sha1(TOKEN_BUCKET_LUA.encode()).hexdigest()
 
-DEFAULT_PREFIX = "virtrigaud:ratelimit:"
+DEFAULT_PREFIX = RedisKeys().ratelimit
 LEASE_US = int(LEASE_SECONDS * 1_000_000)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virtrigaud.fence import fence_key
+from virtrigaud.instance import DEFAULT_REDIS_PREFIX, RedisKeys
 from virtrigaud.shards.placement import ShardPlacement, placement_options
 from virtrigaud.shards.reconciler import DEFAULT_RESYNC_PERIOD, DEFAULT_SWEEP_PERIOD
 from virtrigaud.shards.runtime import Ack, ShardRuntime, ShardStats
@@ -57,6 +58,7 @@ class ShardConfig:
     metrics_address: str = "127.0.0.1"
     reconciler: str = DEFAULT_RECONCILER  # "module:factory", factory(ctx) -> Reconciler
     audit_redis: str | None = None
+    redis_prefix: str = DEFAULT_REDIS_PREFIX  # this installation's keys (virtrigaud.instance)
     log_level: str = "INFO"
     shard_count: int = 1
     python_path: tuple[str, ...] = field(default=())
@@ -115,17 +117,18 @@ class ShardActor:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self._stopped = asyncio.Event()
         kube = shard_kube_client(self.config.kubeconfig)
+        keys = RedisKeys(self.config.redis_prefix)
         limiter: SharedBucket
         if self.config.redis_url:
             limiter = RedisBucket.from_url(
-                self.config.redis_url, shard_count=self.config.shard_count
+                self.config.redis_url, prefix=keys.ratelimit, shard_count=self.config.shard_count
             )
         else:
             limiter = ActorBucket.connect(shard_count=self.config.shard_count)
         # A leader that gives this incarnation up fences it: no token for it from then on.
-        limiter.fence_key = fence_key(self.incarnation)
+        limiter.fence_key = fence_key(self.incarnation, keys.fenced)
         audit = (
-            AuditRecorder(self.config.audit_redis, self.name, self.incarnation)
+            AuditRecorder(self.config.audit_redis, self.name, self.incarnation, stream=keys.audit)
             if self.config.audit_redis
             else None
         )
@@ -180,7 +183,9 @@ class ShardActor:
         ack = await runtime.reset(token, incarnation, stamp, wait)
         if ack.ok:
             self.incarnation = runtime.incarnation
-            self._ctx.limiter.fence_key = fence_key(self.incarnation)
+            self._ctx.limiter.fence_key = fence_key(
+                self.incarnation, RedisKeys(self.config.redis_prefix).fenced
+            )
             from virtrigaud.shards.logs import setup_json_logging
 
             setup_json_logging(self.config.log_level, shard=self.name, incarnation=self.incarnation)

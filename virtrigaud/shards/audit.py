@@ -39,8 +39,10 @@ from dataclasses import dataclass, field
 import redis
 import redis.asyncio as aioredis
 
+from virtrigaud.instance import RedisKeys
+
 AUDIT_ENV = "VIRTRIGAUD_AUDIT_REDIS"
-DEFAULT_STREAM = "virtrigaud:audit"
+DEFAULT_STREAM = RedisKeys().audit
 
 
 class AuditRecorder:

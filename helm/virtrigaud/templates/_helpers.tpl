@@ -24,8 +24,39 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: redis
 {{- end -}}
 
+{{/* repository:tag, or repository@digest when image.digest is set (the tag is then
+ignored); global.imageRegistry, when set, prefixes the repository. */}}
 {{- define "virtrigaud.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- $repository := .Values.image.repository -}}
+{{- with .Values.global.imageRegistry }}{{ $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}{{ end -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* imagePullSecrets of every pod running the project image: global's, then the chart's. */}}
+{{- define "virtrigaud.imagePullSecrets" -}}
+{{- $secrets := concat .Values.global.imagePullSecrets .Values.imagePullSecrets -}}
+{{- with $secrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ if kindIs "string" . }}{{ . | quote }}{{ else }}{{ .name | quote }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The writable places of a pod with a read-only root filesystem: /tmp (Ray's session
+files, temporary kubeconfigs) and the image user's home (ssh's known_hosts for libvirt
+over SSH). */}}
+{{- define "virtrigaud.writableMounts" -}}
+- {name: tmp, mountPath: /tmp}
+- {name: home, mountPath: /home/virtrigaud}
+{{- end -}}
+{{- define "virtrigaud.writableVolumes" -}}
+- {name: tmp, emptyDir: {sizeLimit: {{ .Values.tmpSizeLimit | quote }}}}
+- {name: home, emptyDir: {sizeLimit: 16Mi}}
 {{- end -}}
 
 {{/* True (non-empty) when the chart deploys its own Redis. */}}
@@ -53,9 +84,12 @@ exec:
 {{- if .Values.redis.urlSecret.name -}}
 {{- else if .Values.redis.url -}}
 {{ .Values.redis.url }}
-{{- else if include "virtrigaud.bundledRedis" . -}}
-redis://{{ include "virtrigaud.fullname" . }}-redis:6379/0
 {{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the bundled Redis's password and URL. */}}
+{{- define "virtrigaud.redisSecretName" -}}
+{{ include "virtrigaud.fullname" . }}-redis
 {{- end -}}
 
 {{/* The KubeRay RayCluster's name: KubeRay names its head Service "<name>-head-svc",
@@ -103,4 +137,57 @@ the bundled Redis, or the host of redis.url. Empty when the URL comes from a Sec
 {{- define "virtrigaud.rayEnv" -}}
 - {name: RAY_USAGE_STATS_ENABLED, value: "0"}
 - {name: RAY_AUTH_MODE, value: disabled}
+{{- end -}}
+
+{{/* The ServiceAccount the controller and Ray pods run as: serviceAccount.name, else the
+full name when the chart creates it, else the namespace's default. */}}
+{{- define "virtrigaud.serviceAccountName" -}}
+{{- if .Values.serviceAccount.name -}}
+{{ .Values.serviceAccount.name }}
+{{- else if .Values.serviceAccount.create -}}
+{{ include "virtrigaud.fullname" . }}
+{{- else -}}
+default
+{{- end -}}
+{{- end -}}
+
+{{/* The leader Lease of `virtrigaud run --instance <fullname>` (virtrigaud/instance.py). */}}
+{{- define "virtrigaud.leaseName" -}}
+{{ include "virtrigaud.fullname" . }}-leader
+{{- end -}}
+
+{{/* The shard-count ConfigMap of the same instance. */}}
+{{- define "virtrigaud.configMapName" -}}
+{{ include "virtrigaud.fullname" . }}-config
+{{- end -}}
+
+{{/* Namespaces whose Secrets the controller may read, as a JSON list: rbac.secretNamespaces,
+else watchNamespaces, else the release namespace. */}}
+{{- define "virtrigaud.secretNamespaces" -}}
+{{- $namespaces := .Values.rbac.secretNamespaces | default .Values.watchNamespaces | default (list .Release.Namespace) -}}
+{{- $namespaces | uniq | toJson -}}
+{{- end -}}
+
+{{/* The rules on the controller's own objects and their Events: in the ClusterRole, or in
+a Role per namespace of watchNamespaces. */}}
+{{- define "virtrigaud.objectRules" -}}
+# The leader's informers (leader/routing.py ROUTES).
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments, vmsnapshots, vmclones, vmmigrations, vmsets, vmplacementpolicies]
+  verbs: [list, watch]
+# A shard reads the VM it reconciles and what the VM names (controllers/common/resolve.py).
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments]
+  verbs: [get]
+# Its finalizer (a merge patch guarded by resourceVersion) and its status (a PUT).
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines]
+  verbs: [patch]
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines/status]
+  verbs: [update]
+# Events next to the VM; a repeated Event is counted by a patch (kube/events.py).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
 {{- end -}}

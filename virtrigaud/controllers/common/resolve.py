@@ -70,7 +70,27 @@ class MissingDependency(Exception):
 
 
 class NotGranted(Exception):
-    """A Provider in another namespace does not allow this VM's namespace."""
+    """A Provider in another namespace does not allow this VM's namespace, or the
+    controller's own RBAC does not let it read what the VM names."""
+
+    reason = "ProviderNotGranted"
+
+
+class ReadForbidden(NotGranted):
+    """The API server refused the controller a read (its ServiceAccount's RBAC)."""
+
+    reason = "ReadForbidden"
+
+    def __init__(self, kind: str, namespace: str, name: str, field: str) -> None:
+        fix = (
+            "add the namespace to the chart's rbac.secretNamespaces (or set "
+            "rbac.secretsInAllNamespaces)"
+            if kind == "Secret"
+            else "grant the controller's ServiceAccount get on it"
+        )
+        super().__init__(
+            f"the controller may not read {kind} {namespace}/{name} (referenced by {field}): {fix}"
+        )
 
 
 @dataclass
@@ -144,7 +164,12 @@ class Resolver:
         return obj
 
     async def require(self, res: Resource, namespace: str, name: str, field: str) -> JSON:
-        obj = await self.get(res, namespace, name)
+        try:
+            obj = await self.get(res, namespace, name)
+        except ApiError as e:
+            if e.status == 403:
+                raise ReadForbidden(res.kind, namespace, name, field) from e
+            raise
         if obj is None:
             raise MissingDependency(res.kind, namespace, name, field)
         return obj

@@ -144,7 +144,7 @@ class _Pass(ConvergeSteps, DeleteSteps):
         except MissingDependency as e:
             return await self.waiting("WaitingForDependencies", str(e), deleting)
         except NotGranted as e:
-            return await self.waiting("ProviderNotGranted", str(e), deleting)
+            return await self.waiting(e.reason, str(e), deleting)
         except Blocked as e:
             return await self.waiting(e.reason, e.message, deleting)
         except SpecProblem as e:
