@@ -763,6 +763,22 @@ CONTROLLER_CALLS = [
     ("cluster", GROUP, "virtualmachines", "get", "web"),
     ("cluster", GROUP, "virtualmachines", "patch", "web"),
     ("cluster", GROUP, "virtualmachines/status", "update", "web"),
+    # controllers/vmset, vmsnapshot, vmclone: read the object (and a VM its revert names),
+    # finalizers (patch), status (PUT).
+    *(("cluster", GROUP, kind, "get", "x") for kind in ("vmsnapshots", "vmsets", "vmclones")),
+    *(("cluster", GROUP, kind, "patch", "x") for kind in ("vmsnapshots", "vmsets")),
+    *(
+        ("cluster", GROUP, f"{kind}/status", "update", "x")
+        for kind in ("vmsnapshots", "vmsets", "vmclones")
+    ),
+    # controllers/vmset/reconciler.py (its VMs), controllers/vmclone/reconciler.py (the
+    # target VM), controllers/vmsnapshot/scheduled.py and virtualmachine/delete.py (the
+    # VMSnapshots of a schedule, of a deleted VM).
+    *(
+        ("cluster", GROUP, kind, verb, "" if verb == "create" else "x")
+        for kind in ("virtualmachines", "vmsnapshots")
+        for verb in ("create", "delete")
+    ),
     # controllers/common/resolve.py, controllers/virtualmachine/spec.py: what a VM names.
     ("cluster", GROUP, "providers", "get", "p"),
     ("cluster", GROUP, "vmclasses", "get", "c"),
@@ -847,12 +863,18 @@ def test_rbac_grants_no_more_than_the_controller_needs(chart: helm.Chart) -> Non
     every = [
         r for o in [*rendered.of_kind("ClusterRole"), *rendered.of_kind("Role")] for r in o["rules"]
     ]
-    # No wildcard anywhere; no create/delete of its own kinds; VMs are the only kind written.
+    # No wildcard anywhere; no update of a whole object, no deletecollection; only VMs and
+    # VMSnapshots are created or deleted; only the kinds with a controller are written.
     assert all("*" not in r["verbs"] + r["resources"] + r["apiGroups"] for r in every)
-    for verb in ("create", "delete", "deletecollection", "update"):
-        assert not allows(cluster, GROUP, "virtualmachines", verb, "web"), verb
-    for kind in ROUTED[1:]:
+    for kind in ROUTED:
+        for verb in ("deletecollection", "update"):
+            assert not allows(cluster, GROUP, kind, verb, "x"), (kind, verb)
+    for kind in set(ROUTED) - {"virtualmachines", "vmsnapshots"}:
+        for verb in ("create", "delete"):
+            assert not allows(cluster, GROUP, kind, verb, "x"), (kind, verb)
+    for kind in set(ROUTED) - {"virtualmachines", "vmsnapshots", "vmsets"}:
         assert not allows(cluster, GROUP, kind, "patch", "x"), kind
+    for kind in set(ROUTED) - {"virtualmachines", "vmsnapshots", "vmsets", "vmclones"}:
         assert not allows(cluster, GROUP, f"{kind}/status", "update", "x"), kind
     # Secrets: not cluster-wide, and only where asked; the release namespace is not implied.
     assert not allows(cluster, "", "secrets", "get", "creds")

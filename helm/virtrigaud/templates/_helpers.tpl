@@ -175,18 +175,38 @@ a Role per namespace of watchNamespaces. */}}
 - apiGroups: ["infra.virtrigaud.io"]
   resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments, vmsnapshots, vmclones, vmmigrations, vmsets, vmplacementpolicies]
   verbs: [list, watch]
-# A shard reads the VM it reconciles and what the VM names (controllers/common/resolve.py).
+# A shard reads what a VM names (controllers/common/resolve.py), the VM a VMSnapshot or a
+# VMClone acts on and a clone's target (vmsnapshot/passbase.py read_vm,
+# vmclone/reconciler.py source_vm, target_vm), the VMSnapshot a VM reverts to
+# (virtualmachine/revert.py), and the object of a key it holds no copy of (each kind's
+# reconciler.py reconcile).
 - apiGroups: ["infra.virtrigaud.io"]
-  resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments]
+  resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments, vmsnapshots, vmsets, vmclones]
   verbs: [get]
-# Its finalizer (a merge patch guarded by resourceVersion) and its status (a PUT).
+# Finalizers, a merge patch guarded by resourceVersion (controllers/common/objects.py), of
+# VMs, VMSnapshots and VMSets; also a VMClone clearing its target VM's cloned-by annotation
+# (vmclone/reconciler.py finished), a VMSet orphaning its VMs (vmset/reconciler.py
+# finalize), a deleted VM marking the VMSnapshots it keeps (virtualmachine/delete.py).
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines, vmsnapshots, vmsets]
+  verbs: [patch]
+# Status, a PUT of the /status subresource (controllers/common/objects.py write_status).
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [virtualmachines/status, vmsnapshots/status, vmsets/status, vmclones/status]
+  verbs: [update]
+# A VMSet creates and deletes its VMs (vmset/reconciler.py apply); a VMClone creates its
+# target VM (vmclone/reconciler.py target_vm).
 - apiGroups: ["infra.virtrigaud.io"]
   resources: [virtualmachines]
-  verbs: [patch]
+  verbs: [create, delete]
+# A snapshot schedule creates the VMSnapshots of its firings and deletes those beyond
+# maxCount (vmsnapshot/scheduled.py); a deleted VM deletes its VMSnapshots
+# (virtualmachine/delete.py delete_snapshot_objects); a VMSnapshot past its retention or
+# whose VM is gone deletes itself (vmsnapshot/passbase.py delete_self).
 - apiGroups: ["infra.virtrigaud.io"]
-  resources: [virtualmachines/status]
-  verbs: [update]
-# Events next to the VM; a repeated Event is counted by a patch (kube/events.py).
+  resources: [vmsnapshots]
+  verbs: [create, delete]
+# Events next to the object; a repeated Event is counted by a patch (kube/events.py).
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
