@@ -12,8 +12,15 @@ def _virtual_machines(ctx: ShardContext) -> Reconciler:
     return VMReconciler(ctx)
 
 
+def _providers(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.provider.reconciler import ProviderReconciler
+
+    return ProviderReconciler(ctx)
+
+
 FACTORIES: dict[str, Factory] = {
     "VirtualMachine": _virtual_machines,
+    "Provider": _providers,
 }
 
 

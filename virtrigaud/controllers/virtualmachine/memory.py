@@ -44,6 +44,8 @@ class KeyMemory:
         self._due: dict[str, float] = {}
         self._task_polls: dict[str, int] = {}
         self._dependency_waits: dict[str, int] = {}
+        # Keys waiting for a dependency (missing, unhealthy) -> that dependency's key.
+        self._waiting_on: dict[str, str] = {}
         # Keys whose create this process asked for and the hypervisor refused as busy.
         self._absent: set[str] = set()
 
@@ -54,6 +56,7 @@ class KeyMemory:
             self._due,
             self._task_polls,
             self._dependency_waits,
+            self._waiting_on,
         ):
             table.pop(key, None)
         self._absent.discard(key)
@@ -154,3 +157,17 @@ class KeyMemory:
 
     def dependencies_met(self, key: str) -> None:
         self._dependency_waits.pop(key, None)
+        self._waiting_on.pop(key, None)
+
+    def waiting_on(self, key: str, dependency: str) -> None:
+        """key's pass stopped for `dependency` (a key such as Provider/ns/name)."""
+        self._waiting_on[key] = dependency
+
+    def waiting_for(self, changed: set[str]) -> set[str]:
+        """The keys waiting for one of `changed`, made due now (so the pass they get is
+        never skipped as the echo of our own write)."""
+        keys = {k for k, dep in self._waiting_on.items() if dep in changed}
+        now = time.monotonic()
+        for key in keys:
+            self._due[key] = now
+        return keys

@@ -19,6 +19,7 @@ from virtrigaud.controllers.virtualmachine.status import (
     StatusBuilder,
     write_status,
 )
+from virtrigaud.kube.keys import object_key
 from virtrigaud.providers.base import (
     DONE,
     NotFoundError,
@@ -38,14 +39,17 @@ OP_CREATE = "create"
 OP_ADOPT = "adopt"  # finishing a VM an earlier attempt created (no Created event)
 OP_DELETE = "delete"
 OP_POWER = "power:"
+PROVIDER_UNHEALTHY = "ProviderUnhealthy"
 
 
 class Blocked(Exception):
-    """Something outside this VM must change first; look again with backoff."""
+    """Something outside this VM must change first; look again with backoff (or as soon
+    as `dependency`, an object key, changes)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, dependency: str | None = None) -> None:
         self.reason = reason
         self.message = message
+        self.dependency = dependency
         super().__init__(message)
 
 
@@ -135,9 +139,28 @@ class PassBase:
         ns = self.vm.metadata.namespace or "default"
         ref = self.vm.spec.provider_ref.model_dump(exclude_none=True)
         provider_obj = await self.resolver.provider(ns, ref)
+        self.check_health(provider_obj)
         config = await self.resolver.provider_config(provider_obj)
         provider = await self.ctx.providers.get(config)
         return provider, dict(config.defaults), config.type
+
+    def check_health(self, provider_obj: JSON) -> None:
+        """VMs of a Provider whose health check failed wait instead of calling it: the
+        condition names the Provider and why; its recovery requeues them (``touch``)."""
+        status = provider_obj.get("status") or {}
+        if status.get("healthy") is not False:
+            return
+        meta = provider_obj["metadata"]
+        healthy: JSON = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Healthy"), {}
+        )
+        reason = healthy.get("reason") or "Unhealthy"
+        raise Blocked(
+            PROVIDER_UNHEALTHY,
+            f"{self.vm_ref()} waits for Provider {meta['namespace']}/{meta['name']}, which "
+            f"failed its health check ({reason}): {healthy.get('message') or 'see its status'}",
+            object_key("Provider", meta["namespace"], meta["name"]),
+        )
 
     def operation(self) -> str:
         return str(self.status.provider.get(LAST_TASK_OPERATION, ""))

@@ -35,14 +35,35 @@ from virtrigaud.controllers.virtualmachine.spec import SpecProblem
 from virtrigaud.controllers.virtualmachine.status import DELETING
 from virtrigaud.controllers.virtualmachine.sweep import Sweep
 from virtrigaud.kube.client import ApiError
-from virtrigaud.kube.keys import ObjectKey
-from virtrigaud.kube.resources import VIRTUAL_MACHINES
+from virtrigaud.kube.keys import ObjectKey, kind_of, object_key
+from virtrigaud.kube.resources import (
+    PROVIDERS,
+    SECRETS,
+    VIRTUAL_MACHINES,
+    VM_CLASSES,
+    VM_IMAGES,
+    VM_NETWORK_ATTACHMENTS,
+    VM_PLACEMENT_POLICIES,
+    Resource,
+)
 from virtrigaud.providers.base import Busy, OwnershipError, ProviderError, RetryableError
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+
+DEPENDENCY_RESOURCES: dict[str, Resource] = {
+    r.kind: r
+    for r in (
+        PROVIDERS,
+        SECRETS,
+        VM_CLASSES,
+        VM_IMAGES,
+        VM_NETWORK_ATTACHMENTS,
+        VM_PLACEMENT_POLICIES,
+    )
+}
 
 
 class VMReconciler:
@@ -56,6 +77,16 @@ class VMReconciler:
 
     async def forget(self, key: str) -> None:
         self.memory.forget(key)
+
+    def dependents(self, changed: Collection[str]) -> set[str]:
+        """VMs waiting for one of the changed objects (a Provider back to health, a class
+        created): looked at now, with a fresh read of what changed."""
+        for key in changed:
+            resource = DEPENDENCY_RESOURCES.get(kind_of(key))
+            if resource is not None:
+                ref = ObjectKey.parse(key)
+                self.resolver.invalidate(resource, ref.namespace, ref.name)
+        return self.memory.waiting_for(set(changed))
 
     async def sweep(self, keys: Collection[str]) -> set[str]:
         """The keys whose VM needs a pass (see sweep.py); reads only."""
@@ -113,10 +144,13 @@ class _Pass(ConvergeSteps, DeleteSteps):
         except Wait as w:
             return ReconcileResult(requeue_after=w.after)
         except MissingDependency as e:
+            self.memory.waiting_on(self.key, object_key(e.kind, e.namespace, e.name))
             return await self.waiting("WaitingForDependencies", str(e), deleting)
         except NotGranted as e:
             return await self.waiting("ProviderNotGranted", str(e), deleting)
         except Blocked as e:
+            if e.dependency is not None:
+                self.memory.waiting_on(self.key, e.dependency)
             return await self.waiting(e.reason, e.message, deleting)
         except SpecProblem as e:
             changed = self.st.not_ready(e.reason, e.message, VirtualMachinePhase.FAILED)

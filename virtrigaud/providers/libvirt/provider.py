@@ -48,7 +48,9 @@ import libvirt
 from virtrigaud.providers.base import (
     DONE,
     Capabilities,
+    Cause,
     DiskSpec,
+    EndpointInfo,
     ImageSpec,
     NetworkSpec,
     NotFoundError,
@@ -88,6 +90,7 @@ from virtrigaud.providers.libvirt.domain_xml import (
 from virtrigaud.providers.libvirt.endpoint import Endpoint
 from virtrigaud.providers.libvirt.errors import error_code
 from virtrigaud.providers.libvirt.storage import UNSUPPORTED, Volumes
+from virtrigaud.providers.versions import check_version, libvirt_version
 
 log = logging.getLogger(__name__)
 
@@ -306,26 +309,39 @@ class LibvirtProvider(Provider):
     # -- Provider ---------------------------------------------------------------------
 
     async def validate(self) -> None:
+        await self.probe()
+
+    async def probe(self) -> EndpointInfo:
+        """One round of calls: the library version, the driver, and the storage pool new
+        disks go to (a missing or stopped pool fails every create, so it is part of health)."""
         pool_name = self.storage_pool
 
-        def check(conn: Any) -> bool:
-            conn.getLibVersion()
-            return bool(conn.storagePoolLookupByName(pool_name).isActive())
+        def check(conn: Any) -> tuple[int, str, bool]:
+            version = int(conn.getLibVersion())
+            driver = str(conn.getType())
+            return version, driver, bool(conn.storagePoolLookupByName(pool_name).isActive())
 
         try:
-            active = await self._pool.call("validate", check, cost=3, repeatable=True)
+            number, driver, active = await self._pool.call(
+                "validate", check, cost=3, repeatable=True
+            )
         except NotFoundError as e:
             raise TerminalError(
                 f"storage pool {pool_name!r} does not exist on {self.where}; create it or "
                 "set spec.defaults.storagePool to an existing pool",
                 field="spec.defaults.storagePool",
+                cause=Cause.INVALID_SPEC,
             ) from e
         if not active:
             raise TerminalError(
                 f"storage pool {pool_name!r} on {self.where} is not active; start it "
                 f"(virsh pool-start {pool_name}) or choose another in spec.defaults.storagePool",
                 field="spec.defaults.storagePool",
+                cause=Cause.INVALID_SPEC,
             )
+        version = libvirt_version(number)
+        check_version(self.type, version, self.where)
+        return EndpointInfo(version=version, product=f"libvirt ({driver})")
 
     def capabilities(self) -> Capabilities:
         # The test driver cannot resize volumes at all; a QEMU/KVM host grows disks online.

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from virtrigaud.providers.base import (
     DONE,
     Capabilities,
+    EndpointInfo,
     ImageSpec,
     NotFoundError,
     Owner,
@@ -48,6 +49,7 @@ from virtrigaud.providers.proxmox import vmconfig as vc
 from virtrigaud.providers.proxmox.errors import classify_message
 from virtrigaud.providers.proxmox.session import PveSession
 from virtrigaud.providers.proxmox.tasks import task_ref, upid_of
+from virtrigaud.providers.versions import check_version
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,12 @@ class ProxmoxProvider(Provider):
 
     async def validate(self) -> None:
         await self._call("version", lambda p: p.version.get())
+
+    async def probe(self) -> EndpointInfo:
+        data = await self._call("version", lambda p: p.version.get())
+        version = str((data or {}).get("version") or "")
+        check_version(self.type, version, f"Proxmox VE at {self.session.host}")
+        return EndpointInfo(version=version, product="Proxmox VE")
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from virtrigaud.providers.base import ProviderError, RetryableError, TerminalError
+from virtrigaud.providers.base import Cause, ProviderError, RetryableError, TerminalError
 from virtrigaud.providers.calls import CallGate
 from virtrigaud.providers.vsphere.errors import SessionExpiredError
 from virtrigaud.providers.vsphere.sdk import smart_connect
@@ -69,6 +69,7 @@ class Endpoint:
             raise TerminalError(
                 f"{endpoint!r} is not a vCenter URL; write it as https://HOST[:PORT]/sdk",
                 field="spec.endpoint",
+                cause=Cause.INVALID_SPEC,
             )
         try:
             port = url.port or (443 if url.scheme == "https" else 80)
@@ -76,6 +77,7 @@ class Endpoint:
             raise TerminalError(
                 f"{endpoint!r} has an invalid port; write it as https://HOST[:PORT]/sdk",
                 field="spec.endpoint",
+                cause=Cause.INVALID_SPEC,
             ) from e
         return Endpoint(url.hostname, port, url.path or "/sdk")
 
