@@ -18,9 +18,32 @@ def _providers(ctx: ShardContext) -> Reconciler:
     return ProviderReconciler(ctx)
 
 
+def _vm_classes(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmclass.reconciler import VMClassReconciler
+
+    return VMClassReconciler(ctx)
+
+
+def _vm_images(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmimage.reconciler import VMImageReconciler
+
+    return VMImageReconciler(ctx)
+
+
+def _vm_networks(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmnetworkattachment.reconciler import (
+        VMNetworkAttachmentReconciler,
+    )
+
+    return VMNetworkAttachmentReconciler(ctx)
+
+
 FACTORIES: dict[str, Factory] = {
     "VirtualMachine": _virtual_machines,
     "Provider": _providers,
+    "VMClass": _vm_classes,
+    "VMImage": _vm_images,
+    "VMNetworkAttachment": _vm_networks,
 }
 
 

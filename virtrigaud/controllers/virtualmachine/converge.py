@@ -27,6 +27,7 @@ from virtrigaud.controllers.virtualmachine.passbase import (
     Wait,
     task_done_locally,
 )
+from virtrigaud.controllers.virtualmachine.readiness import check_prepared
 from virtrigaud.controllers.virtualmachine.spec import (
     build_vm_spec,
     desired_resources,
@@ -75,6 +76,8 @@ class ConvergeSteps(PassBase):
         self.memory.dependencies_met(self.key)
         await report_unsupported_fields(self, provider_type, vm_class)
         self.st.drop_condition(DELETING)
+        if not self.status.id and not self.status.last_task_ref:
+            await check_prepared(self.resolver, self.vm, self.vm_ref())
 
         await self.settle_tasks(provider, spec)
         info = await self.ensure_exists(provider, spec)

@@ -53,6 +53,7 @@ from virtrigaud.providers.base import (
     EndpointInfo,
     ImageSpec,
     NetworkSpec,
+    NetworkState,
     NotFoundError,
     Observed,
     Owner,
@@ -342,6 +343,48 @@ class LibvirtProvider(Provider):
         version = libvirt_version(number)
         check_version(self.type, version, self.where)
         return EndpointInfo(version=version, product=f"libvirt ({driver})")
+
+    async def networks(self, names: Collection[str]) -> list[NetworkState]:
+        """libvirt networks by name, else host bridges (interfaces) by name: one round."""
+        wanted = list(dict.fromkeys(names))
+        where = self.where
+
+        def look(conn: Any) -> list[NetworkState]:
+            nets = {n.name(): n for n in conn.listAllNetworks()}
+            ifaces = {i.name() for i in conn.listAllInterfaces()}
+            out = []
+            for name in wanted:
+                net = nets.get(name)
+                if net is not None:
+                    state = "active" if net.isActive() else "inactive"
+                    out.append(
+                        NetworkState(
+                            name=name,
+                            exists=True,
+                            id=net.UUIDString(),
+                            state=f"network, {state}",
+                            message=None
+                            if state == "active"
+                            else f"network {name!r} on {where} is not active; start it "
+                            f"(virsh net-start {name})",
+                        )
+                    )
+                elif name in ifaces:
+                    out.append(NetworkState(name=name, exists=True, id=name, state="interface"))
+                else:
+                    out.append(
+                        NetworkState(
+                            name=name,
+                            exists=False,
+                            message=f"{where} has no network or interface named {name!r}",
+                        )
+                    )
+            return out
+
+        result: list[NetworkState] = await self._pool.call(
+            "networks", look, cost=2, repeatable=True
+        )
+        return result
 
     def capabilities(self) -> Capabilities:
         # The test driver cannot resize volumes at all; a QEMU/KVM host grows disks online.
