@@ -200,6 +200,23 @@ async def test_provider_health_and_deletion_under_the_runtime(
             lambda o: bool(o and o["status"].get("connectedVMs") == 1),
             "connectedVMs",
         )
+        # The image and the class the VM uses report it, through the leader's usage.
+        await wait_until(
+            kube,
+            VM_IMAGES,
+            "img",
+            ns,
+            lambda o: bool(o and (o.get("status") or {}).get("availableOn") == [f"{ns}/proxmox"]),
+            "image ready on the VM's Provider",
+        )
+        await wait_until(
+            kube,
+            VM_CLASSES,
+            "small",
+            ns,
+            lambda o: bool(o and (o.get("status") or {}).get("usedByVMs") == 1),
+            "class usedByVMs",
+        )
         await kube.delete(PROVIDERS, "proxmox", ns)
         await wait_until(
             kube, PROVIDERS, "proxmox", ns, reason_is("Deleting", "True", "InUse"), "blocked"
