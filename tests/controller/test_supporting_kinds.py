@@ -82,12 +82,15 @@ async def test_vmimage_readiness_per_provider(vm_env: VMEnv) -> None:
     obj = await run(rec, vm_env, VM_IMAGES, "everywhere", [f"{ns}/a"], TYPES)
     st = obj["status"]
     assert st["phase"] == "Ready" and st["ready"] is True, st
+    assert st["usedByVMs"] == 1
     assert st["availableOn"] == sorted(f"{ns}/{t}" for t in TYPES)
     assert all(e["available"] for e in st["providerStatus"].values())
     # A delivery in between (another VM, same Providers) asks no hypervisor.
     before = sum(hypervisor_calls(f"{ns}/{t}") for t in TYPES)
     await run(rec, vm_env, VM_IMAGES, "everywhere", [f"{ns}/a", f"{ns}/b"], TYPES)
     assert sum(hypervisor_calls(f"{ns}/{t}") for t in TYPES) == before
+    obj = await vm_env.kube.get(VM_IMAGES, "everywhere", ns)
+    assert obj["status"]["usedByVMs"] == 2
 
     await image(vm_env, "nowhere", "no-such-template", "/var/lib/none/missing.qcow2", 9876)
     obj = await run(rec, vm_env, VM_IMAGES, "nowhere", [f"{ns}/a"], TYPES)

@@ -68,9 +68,12 @@ class VMImageReconciler(DependencyController):
             draft.condition(READY, False, "InvalidSpec", message)
             await self.save(obj, draft)
             return ReconcileResult()
+        if usage is not None:
+            draft.status.used_by_vms = usage.vms
         providers = tuple(usage.providers) if usage is not None else ()
         signature: tuple[object, ...] = (meta.get("generation"), providers)
         if usage is None or not self.checks.due(key, signature):
+            await self.save(obj, draft)  # usedByVMs may have changed
             return ReconcileResult(requeue_after=self.checks.next_look(key))
         entries: dict[str, ImageProviderStatus] = {}
         unanswered: set[str] = set()
