@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fixtures_vm import API, VMEnv, condition, hypervisor_calls, is_ready, provider_spec
+from sasl_libvirtd import SaslLibvirt
 
 from virtrigaud.api.provider import FINALIZER
 from virtrigaud.controllers.provider.reconciler import ProviderReconciler
@@ -18,7 +19,7 @@ from virtrigaud.kube.resources import PROVIDERS, SECRETS, VIRTUAL_MACHINES
 from virtrigaud.leader.usage import USAGE_FIELD
 from virtrigaud.shards.reconciler import ReconcileResult
 
-pytest_plugins = ["fixtures_vm"]
+pytest_plugins = ["fixtures_vm", "sasl_libvirtd"]
 
 JSON = dict[str, Any]
 HEALTH_BUDGET = 10.0  # seconds: a wrong password or its fix shows within this
@@ -89,14 +90,21 @@ async def reconcile(
     return await rec.reconcile(f"Provider/{env.namespace}/{name}", with_usage(obj, names or []))
 
 
-@pytest.mark.parametrize("provider_type", ["vsphere", "proxmox"])
-async def test_wrong_password_then_fixed(vm_env: VMEnv, provider_type: str) -> None:
+@pytest.mark.parametrize("provider_type", ["vsphere", "libvirt", "proxmox"])
+async def test_wrong_password_then_fixed(
+    vm_env: VMEnv, provider_type: str, sasl_libvirt: SaslLibvirt
+) -> None:
     rec = ProviderReconciler(vm_env.ctx)
     name = f"bad-{provider_type}"
-    _, good = provider_spec(provider_type, vm_env.stack)
-    await make_provider(
-        vm_env, name, provider_type, credentials=bad_credentials(provider_type, good)
-    )
+    endpoint = None
+    if provider_type == "libvirt":  # the dev stack's libvirtd asks for no login: this one does
+        endpoint = sasl_libvirt.uri
+        good = {"username": sasl_libvirt.username, "password": sasl_libvirt.password}
+        bad = {**good, "password": "not-the-password"}
+    else:
+        _, good = provider_spec(provider_type, vm_env.stack)
+        bad = bad_credentials(provider_type, good)
+    await make_provider(vm_env, name, provider_type, credentials=bad, endpoint=endpoint)
 
     began = time.monotonic()
     result = await reconcile(rec, vm_env, name)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fixtures_vm import API, PROXMOX_NODE, condition, image_source, is_ready, provider_spec
 from runtime_support import leading, make_coordinator
+from sasl_libvirtd import SaslLibvirt
 
 from virtrigaud.dev.info import LibvirtInfo, ProxmoxInfo, VcsimInfo
 from virtrigaud.dev.stack import DevStack
@@ -28,7 +29,7 @@ from virtrigaud.kube.resources import (
 )
 from virtrigaud.shards.actor import DEFAULT_RECONCILER
 
-pytest_plugins = ["fixtures_vm"]
+pytest_plugins = ["fixtures_vm", "sasl_libvirtd"]
 
 JSON = dict[str, Any]
 BUDGET = 10.0
@@ -94,6 +95,7 @@ async def test_provider_health_and_deletion_under_the_runtime(
     vcsim_info: VcsimInfo,
     libvirt_info: LibvirtInfo,
     pve_info: ProxmoxInfo,
+    sasl_libvirt: SaslLibvirt,
 ) -> None:
     ns = namespace
     good: dict[str, dict[str, str]] = {}
@@ -111,6 +113,12 @@ async def test_provider_health_and_deletion_under_the_runtime(
         spec["credentialSecretRef"] = {"name": f"{provider_type}-credentials"}
         spec["rateLimit"] = {"qps": 500, "burst": 500}
         await provider(kube, ns, provider_type, spec)
+    # libvirt with a login (a libvirtd of the test's own that asks for one), wrong password.
+    login_spec, _ = provider_spec("libvirt", dev_stack)
+    login = {"username": sasl_libvirt.username, "password": sasl_libvirt.password}
+    await secret(kube, ns, "login-credentials", {**login, "password": "wrong"})
+    login_spec.update(endpoint=sasl_libvirt.uri, credentialSecretRef={"name": "login-credentials"})
+    await provider(kube, ns, "libvirt-login", login_spec)
 
     coordinator = make_coordinator(
         kube, kubeconfig, redis_url, ns, shards=1, reconciler=DEFAULT_RECONCILER
@@ -121,6 +129,7 @@ async def test_provider_health_and_deletion_under_the_runtime(
             ("vsphere", "AuthenticationFailed"),
             ("proxmox", "AuthenticationFailed"),
             ("libvirt", "Unreachable"),
+            ("libvirt-login", "AuthenticationFailed"),
         ):
             took = await wait_until(
                 kube, PROVIDERS, provider_type, ns, reason_is("Ready", "False", reason), reason
@@ -143,9 +152,10 @@ async def test_provider_health_and_deletion_under_the_runtime(
         began = time.monotonic()
         await secret(kube, ns, "vsphere-credentials", good["vsphere"])
         await secret(kube, ns, "proxmox-credentials", good["proxmox"])
+        await secret(kube, ns, "login-credentials", login)
         libvirt_spec, _ = provider_spec("libvirt", dev_stack)
         await kube.patch(PROVIDERS, "libvirt", ns, {"spec": {"endpoint": libvirt_spec["endpoint"]}})
-        for provider_type in ("vsphere", "proxmox", "libvirt"):
+        for provider_type in ("vsphere", "proxmox", "libvirt", "libvirt-login"):
             await wait_until(
                 kube, PROVIDERS, provider_type, ns, reason_is("Ready", "True", "Ready"), "fixed"
             )
@@ -226,6 +236,6 @@ async def test_provider_health_and_deletion_under_the_runtime(
         await kube.delete(VIRTUAL_MACHINES, "user", ns)
         took = await wait_until(kube, PROVIDERS, "proxmox", ns, lambda o: o is None, "deleted")
         print(f"Provider deleted {took:.2f}s after its last VM's deletion was asked")
-        for name in ("vsphere", "libvirt", "late"):
+        for name in ("vsphere", "libvirt", "libvirt-login", "late"):
             await kube.delete(PROVIDERS, name, ns)
             await wait_until(kube, PROVIDERS, name, ns, lambda o: o is None, f"{name} deleted")

@@ -20,7 +20,13 @@ from fixtures_vm import (
 from virtrigaud.controllers.vmclass.reconciler import VMClassReconciler
 from virtrigaud.controllers.vmimage.reconciler import VMImageReconciler
 from virtrigaud.controllers.vmnetworkattachment.reconciler import VMNetworkAttachmentReconciler
-from virtrigaud.kube.resources import VM_CLASSES, VM_IMAGES, VM_NETWORK_ATTACHMENTS, Resource
+from virtrigaud.kube.resources import (
+    PROVIDERS,
+    VM_CLASSES,
+    VM_IMAGES,
+    VM_NETWORK_ATTACHMENTS,
+    Resource,
+)
 from virtrigaud.leader.usage import USAGE_FIELD
 
 pytest_plugins = ["fixtures_vm"]
@@ -180,3 +186,50 @@ async def test_network_attachment_per_provider(vm_env: VMEnv) -> None:
     assert f"VMNetworkAttachment {ns}/void" in cond["message"]
     assert f"Provider {ns}/proxmox" in cond["message"]
     assert "vmbr9" in cond["message"]
+
+
+async def test_a_provider_that_cannot_be_asked_marks_nothing_missing(vm_env: VMEnv) -> None:
+    """An unhealthy Provider is not asked, and what it was not asked leaves no VM waiting."""
+    ns = vm_env.namespace
+    provider = await vm_env.kube.get(PROVIDERS, "vsphere", ns)
+    provider["status"] = {"healthy": False}
+    await vm_env.kube.replace(PROVIDERS, provider, subresource="status")
+    rec = VMImageReconciler(vm_env.ctx)
+    await image(vm_env, "unasked", VSPHERE_TEMPLATE, vm_env.libvirt_image, PROXMOX_TEMPLATE)
+    obj = await run(rec, vm_env, VM_IMAGES, "unasked", [f"{ns}/a"], ("vsphere", "libvirt"))
+    st = obj["status"]
+    assert f"{ns}/vsphere" not in st["providerStatus"], st
+    assert st["providerStatus"][f"{ns}/libvirt"]["available"] is True
+    ready = condition(obj, "Ready")
+    assert ready is not None and ready["status"] == "Unknown" and ready["reason"] == "NotChecked"
+    assert f"Provider {ns}/vsphere failed its health check" in ready["message"]
+
+
+async def test_unused_image_and_network_say_so(vm_env: VMEnv) -> None:
+    ns = vm_env.namespace
+    obj = await run(VMImageReconciler(vm_env.ctx), vm_env, VM_IMAGES, "libvirt-image", [], ())
+    ready = condition(obj, "Ready")
+    assert ready is not None and ready["reason"] == "NotUsed", obj["status"]
+    assert obj["status"]["usedByVMs"] == 0
+    await network(vm_env, "idle", "VM Network", "default", "vmbr0")
+    rec = VMNetworkAttachmentReconciler(vm_env.ctx)
+    obj = await run(rec, vm_env, VM_NETWORK_ATTACHMENTS, "idle", [], ())
+    assert (condition(obj, "Ready") or {}).get("reason") == "NotUsed", obj["status"]
+    assert ns in (condition(obj, "Ready") or {}).get("message", "")
+
+
+async def test_a_stale_delivery_does_not_undo_status(vm_env: VMEnv) -> None:
+    """The leader may hand over a copy older than the controller's own last write (its
+    watch lags): the status written must not go back to what that copy says."""
+    ns = vm_env.namespace
+    rec = VMImageReconciler(vm_env.ctx)
+    key = f"VMImage/{ns}/proxmox-image"
+    stale = await vm_env.kube.get(VM_IMAGES, "proxmox-image", ns)
+    await rec.reconcile(key, delivered(stale, vm_env, [f"{ns}/a"], ("proxmox",)))
+    fresh = await vm_env.kube.get(VM_IMAGES, "proxmox-image", ns)
+    assert fresh["status"]["ready"] is True
+    await rec.reconcile(key, delivered(stale, vm_env, [f"{ns}/a", f"{ns}/b"], ("proxmox",)))
+    after = await vm_env.kube.get(VM_IMAGES, "proxmox-image", ns)
+    assert after["status"]["ready"] is True, after["status"]
+    assert (condition(after, "Ready") or {}).get("reason") == "Available"
+    assert after["status"]["usedByVMs"] == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+from virtrigaud.controllers.common.latest import LatestWrites
 from virtrigaud.controllers.common.resolve import Resolver
 from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
 from virtrigaud.kube.client import ApiError
@@ -24,9 +25,11 @@ class DependencyController(abc.ABC):
         self.ctx = ctx
         self.resolver = resolver or Resolver(ctx.kube)
         self.usage: dict[str, Usage] = {}
+        self.latest = LatestWrites()
 
     async def forget(self, key: str) -> None:
         self.usage.pop(key, None)
+        self.latest.forget(key)
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
         if obj is None:
@@ -38,6 +41,7 @@ class DependencyController(abc.ABC):
                     raise
                 await self.forget(key)
                 return ReconcileResult()
+        obj = self.latest.freshest(key, obj)
         usage = usage_of(obj)
         if usage is not None:
             self.usage[key] = usage
@@ -53,6 +57,10 @@ class DependencyController(abc.ABC):
         meanwhile is left alone."""
         try:
             stored: JSON = await draft.write(self.ctx.kube, self.resource, obj)
+            meta = stored.get("metadata") or {}
+            self.latest.remember(
+                f"{self.resource.kind}/{meta.get('namespace')}/{meta.get('name')}", stored
+            )
             return stored
         except ApiError as e:
             if e.not_found:

@@ -22,6 +22,7 @@ from typing import Any
 from virtrigaud.api.common import ConditionStatus
 from virtrigaud.api.conditions import now
 from virtrigaud.api.provider import FINALIZER, ProviderSpec, ProviderStatus
+from virtrigaud.controllers.common.latest import LatestWrites
 from virtrigaud.controllers.common.objects import set_finalizer
 from virtrigaud.controllers.common.resolve import MissingDependency, Resolver
 from virtrigaud.controllers.common.status import StatusDraft
@@ -55,10 +56,12 @@ class ProviderReconciler:
         self.resolver = resolver or Resolver(ctx.kube)
         self.probes: dict[str, ProbeMemory] = {}
         self.usage: dict[str, Usage] = {}
+        self.latest = LatestWrites()
 
     async def forget(self, key: str) -> None:
         self.probes.pop(key, None)
         self.usage.pop(key, None)
+        self.latest.forget(key)
 
     def dependents(self, changed: Collection[str]) -> set[str]:
         """Providers whose credentials Secret changed: probed again now, with a fresh read."""
@@ -77,6 +80,7 @@ class ProviderReconciler:
             if obj is None:
                 await self._gone(key)
                 return ReconcileResult()
+        obj = self.latest.freshest(key, obj)
         usage = usage_of(obj)
         if usage is not None:
             self.usage[key] = usage
@@ -117,6 +121,7 @@ class _Pass:
             return await self.finalize()
         if FINALIZER not in (self.obj["metadata"].get("finalizers") or []):
             self.obj, _ = await set_finalizer(self.ctx.kube, PROVIDERS, self.obj, FINALIZER, True)
+            self.owner.latest.remember(self.key, self.obj)
         if self.usage is not None:
             self.st.status.connected_vms = self.usage.vms
         spec = ProviderSpec.model_validate(self.obj.get("spec") or {})
@@ -227,6 +232,7 @@ class _Pass:
     async def save(self) -> None:
         try:
             self.obj = await self.st.write(self.ctx.kube, PROVIDERS, self.obj)
+            self.owner.latest.remember(self.key, self.obj)
         except ApiError as e:
             if not e.not_found:
                 raise

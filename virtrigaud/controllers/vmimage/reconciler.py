@@ -75,14 +75,20 @@ class VMImageReconciler(DependencyController):
         if usage is None or not self.checks.due(key, signature):
             await self.save(obj, draft)  # usedByVMs may have changed
             return ReconcileResult(requeue_after=self.checks.next_look(key))
+        previous = draft.status.provider_status
         entries: dict[str, ImageProviderStatus] = {}
-        unanswered: set[str] = set()
+        unanswered: dict[str, str] = {}
         for provider_key in providers:
             entry, answered = await self._check(image, where, provider_key)
-            entries[provider_name(provider_key)] = entry
-            if not answered:
-                unanswered.add(provider_key)
-        previous = draft.status.provider_status
+            name = provider_name(provider_key)
+            if answered:
+                entries[name] = entry
+            else:
+                # Not asked, or no answer: what was known stays (a VM waits only for an
+                # image known to be missing, never because a Provider did not answer).
+                unanswered[provider_key] = entry.message or ""
+                if name in previous:
+                    entries[name] = previous[name]
         for name, entry in entries.items():
             old = previous.get(name)
             same = old is not None and (old.available, old.path, old.message) == (
@@ -94,11 +100,11 @@ class VMImageReconciler(DependencyController):
         draft.status.provider_status = entries
         draft.status.available_on = sorted(n for n, e in entries.items() if e.available)
         missing = sorted(n for n, e in entries.items() if not e.available)
-        changed = self._summarize(draft, where, entries, missing)
+        changed = self._summarize(draft, where, entries, missing, unanswered)
         await self.save(obj, draft)
         if changed and missing:
             await self.ctx.events.warning(obj, "ImageNotAvailable", draft.status.message or "")
-        self.checks.record(key, signature, not missing, unanswered)
+        self.checks.record(key, signature, not missing and not unanswered, set(unanswered))
         return ReconcileResult(requeue_after=self.checks.next_look(key))
 
     def _summarize(
@@ -107,8 +113,14 @@ class VMImageReconciler(DependencyController):
         where: str,
         entries: dict[str, ImageProviderStatus],
         missing: list[str],
+        unanswered: dict[str, str],
     ) -> bool:
         st = draft.status
+        if unanswered and not missing:
+            st.phase, st.ready = "Pending", None
+            details = "; ".join(unanswered.values())
+            st.message = f"{where} could not be checked everywhere: {details}"[:MESSAGE_MAX]
+            return draft.condition(READY, ConditionStatus.UNKNOWN, "NotChecked", st.message)
         if not entries:
             st.phase, st.ready = "Pending", None
             st.message = (

@@ -54,18 +54,30 @@ class VMNetworkAttachmentReconciler(DependencyController):
         if usage is None or not self.checks.due(key, signature):
             await self.save(obj, draft)  # connectedVMs may have changed
             return ReconcileResult(requeue_after=self.checks.next_look(key))
+        st = draft.status
+        previous = st.provider_status
         entries: dict[str, ProviderNetworkStatus] = {}
-        unanswered: set[str] = set()
+        unanswered: dict[str, str] = {}
         for provider_key in providers:
             entry, answered = await self._check(obj, where, provider_key)
-            entries[provider_name(provider_key)] = entry
-            if not answered:
-                unanswered.add(provider_key)
-        st = draft.status
+            name = provider_name(provider_key)
+            if answered:
+                entries[name] = entry
+            else:
+                # Not asked, or no answer: what was known stays (a VM waits only for a
+                # network known to be missing, never because a Provider did not answer).
+                unanswered[provider_key] = entry.message or ""
+                if name in previous:
+                    entries[name] = previous[name]
         st.provider_status = entries
         st.available_on = sorted(n for n, e in entries.items() if e.available)
         missing = sorted(n for n, e in entries.items() if not e.available)
-        if not entries:
+        if unanswered and not missing:
+            st.phase, st.ready = "Pending", None
+            details = "; ".join(unanswered.values())
+            st.message = f"{where} could not be checked everywhere: {details}"[:MESSAGE_MAX]
+            changed = draft.condition(READY, ConditionStatus.UNKNOWN, "NotChecked", st.message)
+        elif not entries:
             st.phase, st.ready = "Pending", None
             st.message = (
                 f"{where} is not used by any VirtualMachine yet; it is checked on each "
@@ -87,7 +99,7 @@ class VMNetworkAttachmentReconciler(DependencyController):
         await self.save(obj, draft)
         if changed and missing:
             await self.ctx.events.warning(obj, "NetworkNotFound", st.message or "")
-        self.checks.record(key, signature, not missing, unanswered)
+        self.checks.record(key, signature, not missing and not unanswered, set(unanswered))
         return ReconcileResult(requeue_after=self.checks.next_look(key))
 
     async def _check(
