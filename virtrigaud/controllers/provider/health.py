@@ -77,6 +77,8 @@ class ProbeMemory:
         """Whether this pass must probe (config changed, or the interval passed)."""
         if self.last is None or fingerprint != self.fingerprint:
             return True
+        if not policy.enabled and self.last.ok:
+            return False  # checks are off: only a changed Provider or Secret is probed
         return (now or time.monotonic()) >= self.last.at + self.next_delay(policy)
 
     def record(self, fingerprint: str, outcome: Outcome) -> None:

@@ -48,6 +48,7 @@ IN_USE = "InUse"
 NOT_CHECKED = "NotChecked"
 USAGE_WAIT = 5.0  # a deleting Provider read without usage: look again when it is delivered
 DELETE_RECHECK = 60.0
+MISSING_SECRET_RECHECK = 30.0
 
 
 class ProviderReconciler:
@@ -194,8 +195,8 @@ class _Pass:
             await self.ctx.events.normal(self.obj, "Healthy", f"{self.ref} passed its health check")
         elif ready_changed:
             await self.ctx.events.warning(self.obj, last.reason, f"{self.ref}: {last.error}")
-        if not policy.enabled:
-            return ReconcileResult()
+        if not policy.enabled and last.ok:
+            return ReconcileResult()  # checks are off; a failing Provider is still retried
         delay = self.memory.next_delay(policy) - (time.monotonic() - last.at)
         return ReconcileResult(requeue_after=max(0.1, delay))
 
@@ -205,7 +206,8 @@ class _Pass:
         await self.save()
         if changed:
             await self.ctx.events.warning(self.obj, reason, message)
-        return ReconcileResult(requeue_after=None)
+        # The Secret's watch requeues it when it appears; this is the safety net.
+        return ReconcileResult(requeue_after=MISSING_SECRET_RECHECK)
 
     async def finalize(self) -> ReconcileResult:
         if FINALIZER not in (self.obj["metadata"].get("finalizers") or []):
