@@ -264,3 +264,23 @@ async def test_vms_of_an_unhealthy_provider_wait(vm_env: VMEnv) -> None:
     await vm_env.kube.delete(VIRTUAL_MACHINES, "waits", ns)
     await vm_env.drive("waits", lambda o: o is None)
     await delete_provider(rec, vm_env, "sick")
+
+
+@pytest.mark.parametrize("provider_type", ["vsphere", "proxmox"])
+async def test_untrusted_certificate_is_a_tls_error(vm_env: VMEnv, provider_type: str) -> None:
+    """The simulators serve self-signed certificates: without insecureSkipVerify the
+    Provider says TLSError and names the field that would accept it."""
+    rec = ProviderReconciler(vm_env.ctx)
+    name = f"strict-{provider_type}"
+    await make_provider(vm_env, name, provider_type)
+    await vm_env.kube.patch(
+        PROVIDERS, name, vm_env.namespace, {"spec": {"insecureSkipVerify": False}}
+    )
+    await reconcile(rec, vm_env, name)
+    obj = await get_provider(vm_env, name)
+    assert obj is not None
+    ready = condition(obj, "Ready")
+    assert ready is not None and ready["status"] == "False"
+    assert ready["reason"] == "TLSError", ready
+    assert "insecureSkipVerify" in ready["message"]
+    await delete_provider(rec, vm_env, name)

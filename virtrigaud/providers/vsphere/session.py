@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import http.client
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -183,6 +184,9 @@ class VSphereSession:
             user=self._username,
             pwd=self._password,
             disableSslCertValidation=self._insecure,
+            # pyVmomi skips verification for localhost and 127.0.0.1 unless it is handed a
+            # context: insecureSkipVerify false means verified, whatever the address.
+            sslContext=None if self._insecure else ssl.create_default_context(),
             httpConnectionTimeout=HTTP_TIMEOUT_SECONDS,
         )
         return Connection(si, si.RetrieveContent())
