@@ -44,6 +44,7 @@ from rich.table import Table
 from virtrigaud import API_VERSION
 from virtrigaud.dev.config import RayOptions, StackConfig
 from virtrigaud.dev.info import StackInfo
+from virtrigaud.dev.libvirtd import SAMPLE_POOL, SAMPLE_VOLUME, ensure_libvirt_base_volume
 from virtrigaud.dev.stack import DevStack
 from virtrigaud.kube.client import ApiError, KubeClient, WatchEvent
 from virtrigaud.kube.resources import (
@@ -65,8 +66,8 @@ FIELD_MANAGER = "virtrigaud-demo"
 # Where `virtrigaud run` keeps its leader Lease (its defaults).
 CONTROLLER_NAMESPACE = "virtrigaud-system"
 LEADER_LEASE = "virtrigaud-leader"
-LIBVIRT_POOL = "default-pool"
-LIBVIRT_BASE_VOLUME = "demo-base.qcow2"
+LIBVIRT_POOL = SAMPLE_POOL
+LIBVIRT_BASE_VOLUME = SAMPLE_VOLUME
 
 # provider name -> image name (both from demo/*.yaml)
 PROVIDERS_AND_IMAGES = {
@@ -137,24 +138,6 @@ def sample_vms(count: int) -> list[JSON]:
             }
         )
     return vms
-
-
-def ensure_libvirt_base_volume(uri: str, volume: str = LIBVIRT_BASE_VOLUME) -> str:
-    """The libvirt test driver's pool starts empty; an image must be a volume in it."""
-    import libvirt
-
-    conn = libvirt.open(uri)
-    try:
-        pool = conn.storagePoolLookupByName(LIBVIRT_POOL)
-        if volume not in pool.listVolumes():
-            pool.createXML(
-                f"<volume><name>{volume}</name><capacity unit='GiB'>1</capacity>"
-                "<target><format type='qcow2'/></target></volume>",
-                0,
-            )
-    finally:
-        conn.close()
-    return f"{LIBVIRT_POOL}/{volume}"
 
 
 async def apply_all(kube: KubeClient, objects: list[JSON], parallel: int = 16) -> None:

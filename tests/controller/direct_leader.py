@@ -51,3 +51,7 @@ class DirectLeader:
         return await self.runtime.release(
             self.token, self.runtime.incarnation, self.stamp(), list(keys), wait
         )
+
+    def touch(self, changed: Iterable[str]) -> Ack:
+        """Objects others depend on changed (what the coordinator broadcasts)."""
+        return self.runtime.touch(self.token, self.runtime.incarnation, list(changed))

@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 
+from virtrigaud.api.virtualmachine import VirtualMachineStatus
 from virtrigaud.controllers.common.resolve import provider_config
+from virtrigaud.controllers.virtualmachine.phases import violations
 from virtrigaud.controllers.virtualmachine.reconciler import VMReconciler
-from virtrigaud.demo import ensure_libvirt_base_volume
 from virtrigaud.dev.info import LibvirtInfo, ProxmoxInfo, VcsimInfo
+from virtrigaud.dev.libvirtd import ensure_libvirt_base_volume
 from virtrigaud.dev.stack import DevStack
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.events import EventRecorder
@@ -96,6 +98,14 @@ def condition(obj: JSON, type_: str) -> JSON | None:
         if cond.get("type") == type_:
             return dict(cond)
     return None
+
+
+def assert_conditions_agree(obj: JSON | None) -> None:
+    """The VM's phase and conditions agree with the table in docs/vm-conditions.md."""
+    if obj is None:
+        return
+    status = VirtualMachineStatus.model_validate(obj.get("status") or {})
+    assert violations(status) == [], (obj["metadata"]["name"], obj.get("status"))
 
 
 def is_ready(obj: JSON) -> bool:
@@ -298,6 +308,7 @@ class VMEnv:
         while True:
             obj = await self.get_vm(name)
             driven.obj = obj
+            assert_conditions_agree(obj)
             if until(obj):
                 return driven
             if time.monotonic() > deadline or driven.passes >= max_passes:

@@ -69,11 +69,15 @@ async def _resizes_under_churn(
             for count in (5, 2):
                 await asyncio.sleep(0.5)
                 await write_shard_count(kube, namespace, count)
-                await wait_for(
-                    lambda c=count: len(coordinator.shards) == c and coordinator.settled(),
-                    60,
-                    f"{count} shards",
-                )
+                try:
+                    await wait_for(
+                        lambda c=count: len(coordinator.shards) == c and coordinator.settled(),
+                        60,
+                        f"{count} shards",
+                    )
+                except BaseException:
+                    print("coordinator at the failure:", coordinator.status())
+                    raise
         finally:
             churn.stop()
             await churn_task
@@ -172,8 +176,8 @@ async def _partition(
                     "its keys to move",
                 )
             except BaseException:
-                print("DBG", coordinator.status(), coordinator.unsettled, coordinator.moving)
-                print("DBG", {k: coordinator.holder.get(k) for k in lost})
+                print("coordinator at the failure:", coordinator.status(), coordinator.unsettled)
+                print("holders:", {k: coordinator.holder.get(k) for k in lost})
                 raise
             timings["keys_moved"] = time.monotonic() - cut_at
             await wait_for(coordinator.settled, 30, "the moves to settle")

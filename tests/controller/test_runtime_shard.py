@@ -157,6 +157,49 @@ async def test_no_reconcile_without_a_lease_and_fencing_when_it_runs_out() -> No
         await rt.stop(grace=1)
 
 
+class RequeueingReconciler:
+    """Every pass asks to come back at once: the queue always holds ready keys."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    async def reconcile(self, key: str, obj: dict[str, Any] | None) -> ReconcileResult:
+        self.passes += 1
+        await asyncio.sleep(0)
+        return ReconcileResult(requeue_after=0)
+
+    async def forget(self, key: str) -> None:
+        return None
+
+
+# The thread method: a spinning event loop never returns to a signal handler's exception.
+@pytest.mark.timeout(20, method="thread")
+async def test_a_lapsed_lease_with_ready_work_leaves_the_shard_responsive() -> None:
+    """Keys always ready and the lease running out between two looks of the lease guard:
+    the workers stop taking work instead of spinning on the queue without yielding (which
+    starved the event loop, so the shard never answered the heartbeat that would renew
+    its lease); a renewal brings the work back."""
+    rec = RequeueingReconciler()
+    rt = ShardRuntime("shard-t10", rec, workers=2)
+    rt.start()
+    leader = DirectLeader(rt, lease=0.3)
+    try:
+        await leader.lead()
+        leader.accept([(f"ns/k{i}", None) for i in range(20)])
+        await until(lambda: rec.passes > 100)
+        # The lease runs out while every worker is busy; this sleep only returns if the
+        # event loop still runs other tasks.
+        await asyncio.wait_for(asyncio.sleep(0.8), 5)
+        assert rt.stats().lease_remaining == 0
+        stopped_at = rec.passes
+        await asyncio.sleep(0.2)
+        assert rec.passes == stopped_at, "reconciled without a lease"
+        leader.renew(duration=30)
+        await until(lambda: rec.passes > stopped_at + 100)
+    finally:
+        await rt.stop(grace=1)
+
+
 async def test_a_delayed_grant_cannot_extend_the_lease_past_its_request() -> None:
     rec = GatedReconciler()
     rt = ShardRuntime("shard-t6", rec, workers=1)
@@ -240,6 +283,9 @@ def test_audit_check_finds_overlaps_zombies_and_closes_dead_incarnations(redis_u
             {"e": "end", "k": "b", "r": "4", "s": "s0", "i": "i0"},
             {"e": "mut", "k": "b", "r": "4", "s": "s0", "i": "i0", "w": "power"},  # stray
             {"e": "mut", "k": "c", "r": "5", "s": "s2", "i": "i2", "w": "delete"},  # zombie
+            # The end of a reconcile running at `dead`, recorded late: no action.
+            {"e": "end", "k": "b", "r": "3", "s": "s2", "i": "i2", "o": "success"},
+            {"e": "start", "k": "d", "r": "6", "s": "s2", "i": "i2"},  # zombie
         ):
             r.xadd(stream, fields)  # type: ignore[arg-type]
     finally:
@@ -249,10 +295,11 @@ def test_audit_check_finds_overlaps_zombies_and_closes_dead_incarnations(redis_u
         ("a", "s0", "s1")
     ]
     assert report.stray_mutations == [("b", "s0", "power")]
-    assert report.zombies == [("c", "s2", "mut")]
+    assert report.zombies == [("c", "s2", "mut"), ("d", "s2", "start")]
+    assert report.late_ends == 1
     assert report.reconciles == 4 and report.mutations == 2
     assert report.last_shard == {"a": "s1", "b": "s0"}
-    assert not report.ok and len(report.problems()) == 3
+    assert not report.ok and len(report.problems()) == 4
     audit.reset(redis_url, stream)
 
 

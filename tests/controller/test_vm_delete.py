@@ -29,7 +29,8 @@ async def test_provider_gone_keeps_finalizer_until_it_returns(vm_env: VMEnv) -> 
     assert FINALIZER in obj["metadata"]["finalizers"]
     deleting = condition(obj, "Deleting")
     assert deleting is not None and deleting["reason"] == "ProviderUnavailable"
-    assert "kubectl" in deleting["message"] and "finalizers" in deleting["message"]
+    assert "kubectl" in deleting["message"]
+    assert "virtrigaud.io/orphan-on-delete=true" in deleting["message"]
     assert "ProviderUnavailable" in await vm_env.event_reasons(name)
 
     await vm_env.provider("proxmox")

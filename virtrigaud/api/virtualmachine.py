@@ -27,6 +27,9 @@ from virtrigaud.api.common import (
 from virtrigaud.api.conditions import Conditions
 
 FINALIZER = "virtualmachine.infra.virtrigaud.io/finalizer"
+ORPHAN_ON_DELETE = "virtrigaud.io/orphan-on-delete"
+"""Annotation: "true" lets a deleted VirtualMachine go without deleting its hypervisor VM,
+which is left alone (a Warning Event and a log line name it)."""
 
 _IPV4_OCTET = r"(25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)"
 IPV4_PATTERN = rf"^({_IPV4_OCTET}\.){{3}}{_IPV4_OCTET}$"

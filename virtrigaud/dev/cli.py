@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 import threading
 import time
 from pathlib import Path
@@ -161,7 +162,16 @@ def up(
             console.print(f"remote {server.type} provider: {server.address} (mTLS)")
         console.print(f"client certificate for them: {remote.client_tls_dir}")
     console.print(f"up in {time.monotonic() - began:.1f}s; state in {stack.state_dir}")
-    console.print(f'eval "$(python -m virtrigaud.dev.cli env --state-dir {stack.state_dir})"')
+    console.print(f'eval "$({virtrigaud_command()} dev env --state-dir {stack.state_dir})"')
+
+
+def virtrigaud_command() -> str:
+    """How to run this CLI again from any shell: the entry point installed beside this
+    interpreter (a bare `python` may be another one, without virtrigaud)."""
+    script = Path(sys.executable).with_name("virtrigaud")
+    if script.exists():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m virtrigaud.cli"
 
 
 def _print_summary(info: StackInfo, wanted: list[str], before: set[str]) -> None:

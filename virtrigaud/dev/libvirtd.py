@@ -97,6 +97,8 @@ def start(ctx: StartContext) -> LibvirtInfo:
         )
         records.append(keeper)
         wait_for_line("libvirt", keeper, r"^KEEPER_READY", 60, FIX_LOGS)
+        ctx.report("sample image volume")
+        ensure_libvirt_base_volume(uri)
         version = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, check=False
         ).stdout.strip()
@@ -109,6 +111,30 @@ def start(ctx: StartContext) -> LibvirtInfo:
         uri=uri,
         socket=str(socket),
     )
+
+
+SAMPLE_POOL = "default-pool"
+SAMPLE_VOLUME = "demo-base.qcow2"
+"""The volume demo/images.yaml names: the test driver's pool starts empty, so `up` makes it."""
+
+
+def ensure_libvirt_base_volume(uri: str, volume: str = SAMPLE_VOLUME) -> str:
+    """A 1 GiB qcow2 volume in the test driver's pool (an image must be a volume in it);
+    its ``pool/volume`` path."""
+    import libvirt
+
+    conn = libvirt.open(uri)
+    try:
+        pool = conn.storagePoolLookupByName(SAMPLE_POOL)
+        if volume not in pool.listVolumes():
+            pool.createXML(
+                f"<volume><name>{volume}</name><capacity unit='GiB'>1</capacity>"
+                "<target><format type='qcow2'/></target></volume>",
+                0,
+            )
+    finally:
+        conn.close()
+    return f"{SAMPLE_POOL}/{volume}"
 
 
 def check(info: LibvirtInfo) -> str | None:

@@ -58,7 +58,13 @@ from virtrigaud.leader.fences import ShardFences
 from virtrigaud.leader.informer import Informer, metadata_only
 from virtrigaud.leader.links import LeaseTerms, ShardLink
 from virtrigaud.leader.ring import RingState
-from virtrigaud.leader.routing import DEPENDENCIES, Route, routes_for, secret_of_provider
+from virtrigaud.leader.routing import (
+    DEPENDENCIES,
+    Route,
+    routes_for,
+    secret_of_provider,
+    touch_signature,
+)
 from virtrigaud.leader.shard_count import read_shard_count
 from virtrigaud.leader.usage import USAGE_FIELD, UsageIndex
 from virtrigaud.shards.actor import (
@@ -202,6 +208,7 @@ class Coordinator:
         self.group_of: dict[str, str] = {}  # key -> its group (a ring key)
         self.members: dict[str, set[str]] = {}  # group -> its keys
         self._touched: set[str] = set()  # dependencies changed since the last flush
+        self._read_signatures: dict[str, str] = {}  # dependency -> what its readers act on
         self.usage = UsageIndex()  # which VMs use each dependency
         self._secret_refs: dict[str, set[str]] = {}  # Secret key -> Providers naming it
         self._secret_watches: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
@@ -516,7 +523,12 @@ class Coordinator:
                 self._out_of_ring(link, "died")
                 return None
             except (TimeoutError, ray.exceptions.RayError) as e:
-                log.warning("retain: no answer (%s); asking again", e, extra={"shard": link.name})
+                log.warning(
+                    "retain: %s did not answer (%r); asking again",
+                    link.name,
+                    e,
+                    extra={"shard": link.name},
+                )
                 await asyncio.sleep(0.5)
                 continue
             if not self._accepted(link, ack):
@@ -601,7 +613,7 @@ class Coordinator:
             for dep in self.usage.update(key, None if kind == "DELETED" else obj):
                 self._usage_changed(dep)
         if object_kind in DEPENDENCIES:
-            self._touched.add(key)
+            self._touch_if_read_changed(kind, object_kind, key, obj)
             if object_kind == "Provider":
                 self._track_secret(key, None if kind == "DELETED" else obj)
         if not self.ready:
@@ -799,6 +811,17 @@ class Coordinator:
 
     def _on_secret(self, kind: str, key: str, obj: JSON) -> None:
         if key in self._secret_refs:
+            self._touch_if_read_changed(kind, "Secret", key, obj)
+
+    def _touch_if_read_changed(self, event: str, kind: str, key: str, obj: JSON) -> None:
+        """Touch a dependency when what its readers act on changed (routing.touch_signature)."""
+        if event == "DELETED":
+            self._read_signatures.pop(key, None)
+            self._touched.add(key)
+            return
+        signature = touch_signature(kind, obj)
+        if self._read_signatures.get(key) != signature:
+            self._read_signatures[key] = signature
             self._touched.add(key)
 
     def _take_buffers(self) -> list[_Outgoing]:
@@ -1008,7 +1031,12 @@ class Coordinator:
                 return
             except (TimeoutError, ray.exceptions.RayError) as e:
                 # We do not know whether it released: ask again later.
-                log.warning("release: no answer (%s); asking again", e, extra={"shard": holder})
+                log.warning(
+                    "release: %s did not answer (%r); asking again",
+                    holder,
+                    e,
+                    extra={"shard": holder},
+                )
                 await asyncio.sleep(1.0)
                 self._requeue(pending)
                 return
@@ -1100,7 +1128,8 @@ class Coordinator:
             return
         SHARD_DEATHS.labels(name, why).inc()
         log.warning(
-            "shard out of the ring (%s); its keys move once its lease has surely ended",
+            "%s out of the ring (%s); its keys move once its lease has surely ended",
+            name,
             why,
             extra={"shard": name, "in_s": round(max(0.0, link.lease_end - time.monotonic()), 1)},
         )
@@ -1156,7 +1185,9 @@ class Coordinator:
                 if now - link.alive_since < self.config.rejoin_after or not link.fenced_by(now):
                     continue
                 async with self._membership:
-                    if self.dead.get(name) is not link:
+                    # A resize may have run while this waited for the lock and scaled the
+                    # shard away; the next probe removes it.
+                    if self.dead.get(name) is not link or link.index >= self.target_count:
                         continue
                     await self._rejoin(link, stats)
 
@@ -1175,7 +1206,10 @@ class Coordinator:
             )
         except Exception as e:
             log.warning(
-                "rejoin: reset failed (%s); trying again later", e, extra={"shard": link.name}
+                "rejoin: reset of %s failed (%r); trying again later",
+                link.name,
+                e,
+                extra={"shard": link.name},
             )
             link.alive_since = None
             return
@@ -1233,9 +1267,9 @@ class Coordinator:
                     self._progress.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._progress.wait(), timeout=0.5)
-                for name in leaving:
-                    if name in self.shards:
-                        await self._retire(name)
+                await asyncio.gather(
+                    *(self._retire(name) for name in leaving if name in self.shards)
+                )
                 self.leaving -= leaving
             await self._broadcast_shard_count()
 
@@ -1246,7 +1280,9 @@ class Coordinator:
         link = self.shards.pop(name)
         link.cancel_tasks()
         try:
-            await link.actor.stop.remote(self.config.stop_grace)
+            # It holds no key, so nothing of ours waits on its stop; bounded so a shard
+            # that hangs while flushing cannot hold the membership lock.
+            await link.call("stop", self.config.stop_grace, timeout=self.config.stop_grace + 5.0)
         except Exception as e:
             log.warning("stopping %s: %s", name, e)
         ray.kill(link.actor, no_restart=True)

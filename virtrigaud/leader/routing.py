@@ -9,6 +9,7 @@ its own (spread over the shards like VMs).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,34 @@ DEPENDENCIES = frozenset(
 )
 """Kinds other objects read while they reconcile: when one changes, every shard hears of it
 (`touch`) and looks again at the keys whose last pass read it."""
+
+
+def touch_signature(kind: str, obj: JSON) -> str:
+    """What readers of a dependency act on: its spec and metadata, and the few status
+    fields VMs read (a Provider's health, where an image or a network is available). A
+    change of anything else (connectedVMs, lastHealthCheck, conditions' messages: the
+    dependency controllers' own bookkeeping) touches no shard, so a Provider writing its
+    status does not send every VM that reads it through a pass."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    read: JSON = {
+        "uid": meta.get("uid"),
+        "generation": meta.get("generation"),
+        "deleting": bool(meta.get("deletionTimestamp")),
+        "labels": meta.get("labels"),
+        "annotations": meta.get("annotations"),
+        "spec": obj.get("spec"),
+    }
+    if kind == "Secret":
+        read["version"] = meta.get("resourceVersion")  # only metadata is watched
+    elif kind == "Provider":
+        read["healthy"] = status.get("healthy")
+    elif kind in ("VMImage", "VMNetworkAttachment"):
+        read["available"] = {
+            name: (entry or {}).get("available")
+            for name, entry in (status.get("providerStatus") or {}).items()
+        }
+    return json.dumps(read, sort_keys=True, default=str)
 
 
 def secret_of_provider(obj: JSON) -> tuple[str, str] | None:

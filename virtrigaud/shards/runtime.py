@@ -569,6 +569,11 @@ class ShardRuntime:
                 if key not in self.table:
                     continue
                 if not self.lease.valid():
+                    # The lease ran out before the guard noticed: stop taking work now.
+                    # Without this the workers would take and re-add ready keys without
+                    # ever yielding, and the shard could not even answer the heartbeat
+                    # that renews its lease. The guard sets it again on the next grant.
+                    self._active.clear()
                     # Dirty while processing: queued again on done, keeping its wait.
                     handed = self.queue.handed(key)
                     self.queue.add(key, waited=handed[0] if handed else 0.0)

@@ -106,6 +106,8 @@ class Fleet:
         coordinators = await self.scraper.scrape(self.coordinator_pids())
         every = [s for samples in shards.values() for s in samples]
         coord = [s for samples in coordinators.values() for s in samples]
+        calls = metrics.total(every, metrics.HYPERVISOR_CALLS)
+        round_trips = metrics.by_label(every, "virtrigaud_ratelimit_decisions_total", "source")
         return {
             "reconciles_by_result": metrics.by_label(every, "virtrigaud_reconcile_total", "result"),
             "workqueue_adds": metrics.total(every, "virtrigaud_workqueue_adds_total"),
@@ -117,6 +119,14 @@ class Fleet:
             ),
             "hypervisor_calls_by_outcome": metrics.by_label(
                 every, metrics.HYPERVISOR_CALLS, "outcome"
+            ),
+            # Redis round trips the call gate made (leases make it fewer than the calls).
+            "ratelimit_round_trips": round_trips,
+            "redis_round_trips_per_call": (
+                round(round_trips.get("redis", 0.0) / calls, 3) if calls else None
+            ),
+            "ratelimit_leased_tokens": metrics.total(
+                every, "virtrigaud_ratelimit_leased_tokens_spent_total"
             ),
             "sweeps": metrics.by_label(every, "virtrigaud_shard_sweeps_total", "result"),
             "swept_keys_queued": metrics.total(every, "virtrigaud_shard_swept_keys_total"),

@@ -5,6 +5,10 @@ already says (an idle fleet makes no writes), with optimistic concurrency: a 409
 the object and writes again on top of the fresh copy (status is owned by its controller
 alone, and the copy it computed says which generation it describes). Finalizers are
 patched guarded by resourceVersion, so a stale copy can never drop someone else's.
+
+Both check the reconcile's claim (virtrigaud.fence) right before each write, as the call
+gate does before a hypervisor mutation: a shard whose lease ran out, or whose key was
+released, writes nothing more for the key.
 """
 
 from __future__ import annotations
@@ -12,12 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from virtrigaud.fence import CLAIM
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import Resource
 
 JSON = dict[str, Any]
 
 CONFLICT_RETRIES = 5
+
+
+def _check_claim() -> None:
+    claim = CLAIM.get()
+    if claim is not None:
+        claim.check()
 
 
 def _same_raw(obj: JSON, status: JSON) -> bool:
@@ -40,6 +51,7 @@ async def write_status(
     for _ in range(CONFLICT_RETRIES):
         body = dict(current)
         body["status"] = status
+        _check_claim()
         try:
             return await kube.replace(resource, body, subresource="status")
         except ApiError as e:
@@ -95,6 +107,7 @@ async def set_finalizer(
                 "resourceVersion": current["metadata"]["resourceVersion"],
             }
         }
+        _check_claim()
         try:
             return await kube.patch(resource, meta["name"], namespace, patch), True
         except ApiError as e:

@@ -5,18 +5,28 @@ short TTL cache: a shard re-reads each dependency at most once per TTL however m
 reconcile, and a change (a new grant, a rotated Secret) is seen within the TTL. Misses are
 cached too (for a shorter time) so a VM waiting for a missing class does not hammer the
 API server.
+
+A change the leader announces (``touch``: a Provider, a Secret a Provider names, a class,
+an image, a network...) is seen at once: ``invalidate_keys`` drops the cached copies, and a
+GET that was already under way when the change came is not cached. A pass can record the
+keys of every object it asked for (``recording_reads``), so its controller knows which
+passes to run again when one of them changes (see ``dependents.DependencyIndex``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from virtrigaud.api.provider import ALL_NAMESPACES
 from virtrigaud.kube.client import ApiError, KubeClient
+from virtrigaud.kube.keys import object_key
 from virtrigaud.kube.resources import PROVIDERS, SECRETS, Resource
 from virtrigaud.providers.calls import RateLimit
 from virtrigaud.providers.registry import ProviderConfig, RemoteRuntime
@@ -26,6 +36,23 @@ JSON = dict[str, Any]
 
 DEFAULT_TTL = 5.0
 MISS_TTL = 1.0
+
+# The keys (Kind/namespace/name) the current pass asked the resolver for, hits and misses.
+_READS: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "virtrigaud_resolver_reads", default=None
+)
+
+
+@contextlib.contextmanager
+def recording_reads() -> Iterator[set[str]]:
+    """Collect the key of every object read through any Resolver inside this block (in this
+    task and the tasks it starts), found or not: a missing object is a dependency too."""
+    reads: set[str] = set()
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
 
 
 class MissingDependency(Exception):
@@ -59,15 +86,26 @@ class Resolver:
         self.kube = kube
         self.ttl = ttl
         self.miss_ttl = miss_ttl
-        self._cache: dict[tuple[str, str, str], _Cached] = {}
-        self._inflight: dict[tuple[str, str, str], asyncio.Future[JSON | None]] = {}
+        self._cache: dict[str, _Cached] = {}
+        self._inflight: dict[str, asyncio.Future[JSON | None]] = {}
 
     def invalidate(self, res: Resource, namespace: str, name: str) -> None:
-        self._cache.pop((res.plural, namespace, name), None)
+        self.invalidate_keys([object_key(res.kind, namespace, name)])
+
+    def invalidate_keys(self, keys: Iterable[str]) -> None:
+        """Forget the cached copies of these objects (``Kind/namespace/name``): they changed.
+        A GET already under way may have read the old copy: its answer still goes to the
+        callers waiting for it, but is not cached, and later reads start a new GET."""
+        for key in keys:
+            self._cache.pop(key, None)
+            self._inflight.pop(key, None)
 
     async def get(self, res: Resource, namespace: str, name: str) -> JSON | None:
         """The object, or None when it does not exist; cached for the TTL."""
-        key = (res.plural, namespace, name)
+        key = object_key(res.kind, namespace, name)
+        reads = _READS.get()
+        if reads is not None:
+            reads.add(key)
         hit = self._cache.get(key)
         if hit is not None and hit.expires > time.monotonic():
             return hit.obj
@@ -80,11 +118,21 @@ class Resolver:
             fetch.add_done_callback(lambda done: self._fetched(key, done))
         return await asyncio.shield(fetch)
 
-    def _fetched(self, key: tuple[str, str, str], done: asyncio.Future[JSON | None]) -> None:
-        self._inflight.pop(key, None)
-        if not done.cancelled():
-            # Retrieved here so a GET whose callers were all cancelled logs no warning.
-            done.exception()
+    def _fetched(self, key: str, done: asyncio.Future[JSON | None]) -> None:
+        # Runs before any caller resumes, so the next read finds the answer cached.
+        if done.cancelled():
+            if self._inflight.get(key) is done:
+                del self._inflight[key]
+            return
+        # Retrieved here so a GET whose callers were all cancelled logs no warning.
+        error = done.exception()
+        if self._inflight.get(key) is not done:
+            return  # invalidated while under way: the answer may predate the change
+        del self._inflight[key]
+        if error is None:
+            obj = done.result()
+            ttl = self.ttl if obj is not None else self.miss_ttl
+            self._cache[key] = _Cached(time.monotonic() + ttl, obj)
 
     async def _fetch(self, res: Resource, namespace: str, name: str) -> JSON | None:
         try:
@@ -93,8 +141,6 @@ class Resolver:
             if not e.not_found:
                 raise
             obj = None
-        ttl = self.ttl if obj is not None else self.miss_ttl
-        self._cache[(res.plural, namespace, name)] = _Cached(time.monotonic() + ttl, obj)
         return obj
 
     async def require(self, res: Resource, namespace: str, name: str, field: str) -> JSON:

@@ -37,6 +37,7 @@ from virtrigaud.controllers.virtualmachine.spec import (
 from virtrigaud.controllers.virtualmachine.status import (
     DELETING,
     LAST_TASK_OPERATION,
+    NOTHING_CREATED,
     PROVISIONING,
     READY,
     RECONFIGURING,
@@ -49,6 +50,7 @@ from virtrigaud.providers.base import (
     PowerOp,
     PowerState,
     Provider,
+    ProviderError,
     Resources,
     RetryableError,
     TaskRef,
@@ -79,10 +81,13 @@ class ConvergeSteps(PassBase):
         if not self.status.id and not self.status.last_task_ref:
             await check_prepared(self.resolver, self.vm, self.vm_ref())
 
+        recorded = self.recorded_state()
         await self.settle_tasks(provider, spec)
         info = await self.ensure_exists(provider, spec)
         if info is None:
             return
+        if recorded is not None:
+            self.note_drift(recorded, info)
         # Hardware changes go in while the VM is off when the spec allows it: a VM headed
         # for Off is powered off first, one headed for On is powered on last.
         if self.vm.spec.power_state != DesiredPower.ON:
@@ -95,6 +100,7 @@ class ConvergeSteps(PassBase):
             # look again, as the next pass would.
             await self.reconfigure(provider, powered, desired)
         await self.converged(powered)
+        self.endpoints.confirm(provider)
 
     async def settle_tasks(self, provider: Provider, spec: VMSpec) -> None:
         """Follow up tasks started by an earlier pass (possibly by another process)."""
@@ -106,6 +112,7 @@ class ConvergeSteps(PassBase):
                     f"({self.operation() or 'unknown operation'})"
                 )
                 if self.operation() == OP_CREATE:
+                    self.st.phase(VirtualMachinePhase.PROVISIONING)
                     self.st.condition(PROVISIONING, True, "TaskInProgress", message)
                 self.st.condition(READY, False, "TaskInProgress", message)
                 raise await self.wait_for_task()
@@ -139,8 +146,15 @@ class ConvergeSteps(PassBase):
             # may have created the VM.
             stored, added = await set_finalizer(self.ctx.kube, self.obj, FINALIZER, True)
             self.remember(stored)
-            absent = added or self.memory.known_absent(self.key)
-            found = None if absent else await provider.find(self.owner)
+            nothing_sent = added or self.st.reason_of(PROVISIONING) == NOTHING_CREATED
+            absent = nothing_sent or self.memory.known_absent(self.key)
+            found = None
+            if not absent or not self.endpoints.answered(provider):
+                found = await self.look_before_create(provider, nothing_sent)
+                if absent and found is not None and found.owner != self.owner:
+                    # Nothing of ours can exist: a VM found by name belongs to someone
+                    # else, and the create decides what that means on this hypervisor.
+                    found = None
             if found is not None:
                 # An earlier pass (maybe in a process that died) created it; the tag says
                 # whether it is ours to adopt.
@@ -155,9 +169,14 @@ class ConvergeSteps(PassBase):
                 await self.finish_create(provider, spec, TaskStatus(done=True), OP_ADOPT)
             else:
                 message = f"creating hypervisor VM {spec.name}"
+                stored_nothing_created = self.st.reason_of(PROVISIONING) == NOTHING_CREATED
                 self.st.phase(VirtualMachinePhase.PROVISIONING)
                 self.st.condition(PROVISIONING, True, "Creating", message)
                 self.st.condition(READY, False, "Provisioning", message)
+                if stored_nothing_created:
+                    # Status must stop saying "nothing created" before a create is sent:
+                    # a delete trusting it would leave the new VM behind.
+                    await self.save()
                 # Nothing of ours exists (see above) and this shard alone acts for the key.
                 try:
                     vm_id, task = await provider.create(spec, known_absent=True)
@@ -183,7 +202,38 @@ class ConvergeSteps(PassBase):
             return None
         check_owner(info, self.owner)
         self.observe(info)
+        # It exists and its create is over: whatever this pass still does, it is no longer
+        # provisioning.
+        self.st.condition(PROVISIONING, False, "Provisioned", f"{self.hv_ref()} exists")
+        if self.status.phase not in (
+            VirtualMachinePhase.RUNNING,
+            VirtualMachinePhase.STOPPED,
+            VirtualMachinePhase.RECONFIGURING,
+        ):
+            on = info.power_state == PowerState.ON
+            self.st.phase(VirtualMachinePhase.RUNNING if on else VirtualMachinePhase.STOPPED)
         return info
+
+    async def look_before_create(self, provider: Provider, nothing_sent: bool) -> VMInfo | None:
+        """Find this object's VM by its owner tag before creating one. Done when an earlier
+        attempt may have created it, and before the first create on an endpoint that has
+        not answered this process yet: when this read fails and no create was ever sent,
+        status records that nothing exists, so a delete needs nothing from the hypervisor."""
+        try:
+            found = await provider.find(self.owner)
+        except ProviderError as e:
+            if nothing_sent and not isinstance(e, Busy):
+                self.st.condition(
+                    PROVISIONING,
+                    False,
+                    NOTHING_CREATED,
+                    f"no create call was sent: the hypervisor refused the read before it "
+                    f"({e}); nothing exists on the hypervisor for {self.vm_ref()}, so "
+                    "deleting it completes at once",
+                )
+            raise
+        self.endpoints.confirm(provider)
+        return found
 
     # ------------------------------------------------------------------ create steps
 
@@ -255,6 +305,7 @@ class ConvergeSteps(PassBase):
         self.status.ips = []
         self.status.console_url = None
         self.st.not_ready("Recreating", message, VirtualMachinePhase.PROVISIONING)
+        self.st.condition(PROVISIONING, True, "Recreating", message)
         await self.save()
         await self.event("Warning", "Recreating", message)
         raise Wait(SOON)
@@ -271,6 +322,43 @@ class ConvergeSteps(PassBase):
         self.status.current_resources = VirtualMachineResources(
             cpu=info.cpu, memory_mib=info.memory_mib
         )
+
+    # ------------------------------------------------------------------ drift
+
+    def recorded_state(self) -> tuple[DesiredPower | None, VirtualMachineResources | None] | None:
+        """What the last pass saw when it left this generation converged with nothing in
+        flight (power state, resources); None otherwise (then a difference is no drift)."""
+        status = self.status
+        ready = get_condition(status.conditions, READY)
+        if (
+            ready is None
+            or ready.status.value != "True"
+            or status.observed_generation != self.st.generation
+            or status.last_task_ref
+            or status.reconfigure_task_ref
+        ):
+            return None
+        return status.power_state, status.current_resources
+
+    def note_drift(
+        self,
+        recorded: tuple[DesiredPower | None, VirtualMachineResources | None],
+        info: VMInfo,
+    ) -> None:
+        """Remember what changed on the hypervisor behind our back since the converged
+        pass (the pass that corrects it names it in a DriftCorrected Event)."""
+        power, resources = recorded
+        diffs = []
+        if power is not None and self.status.power_state != power:
+            now = self.status.power_state.value if self.status.power_state else "unknown"
+            diffs.append(f"power state {now}, was {power.value}")
+        if resources is not None:
+            if resources.cpu is not None and info.cpu != resources.cpu:
+                diffs.append(f"cpu {info.cpu}, was {resources.cpu}")
+            if resources.memory_mib is not None and info.memory_mib != resources.memory_mib:
+                diffs.append(f"memory {info.memory_mib} MiB, was {resources.memory_mib} MiB")
+        if diffs:
+            self.memory.drift_found(self.key, "; ".join(diffs))
 
     # ------------------------------------------------------------------ reconfigure
 
@@ -389,3 +477,11 @@ class ConvergeSteps(PassBase):
         self.status.message = message
         self.status.observed_generation = self.st.generation
         await self.save()
+        if self.st.reason_of(RECONFIGURING) in (None, "Reconfigured"):
+            drift = self.memory.drift_corrected(self.key)
+            if drift:
+                await self.event(
+                    "Normal",
+                    "DriftCorrected",
+                    f"{self.hv_ref()} had drifted from its spec ({drift}); corrected",
+                )

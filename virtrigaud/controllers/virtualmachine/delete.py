@@ -7,17 +7,24 @@ delete task ended, ``delete`` is asked again, and the VM being gone (NotFound) i
 completes the delete.
 
 The finalizer is added just before the first create (see converge.py), so a VM that
-never got that far has none and deletes at once. A VM with the finalizer whose Provider is
-gone keeps it (its hypervisor VM would be orphaned silently otherwise); the Deleting
-condition says how to let it go anyway::
+never got that far has none and deletes at once. One whose hypervisor refused the read made
+before its first create (a wrong password, a refused token, a closed port) records in
+status that no create was ever sent (Provisioning=False, NothingCreated) and also deletes at
+once, without the hypervisor. Otherwise a create may have landed: the finalizer stays until
+the hypervisor answers, and the Deleting condition says how to get out: fix the Provider (or
+its credentials Secret), or let the hypervisor VM be left behind with the annotation::
 
-    kubectl -n NS patch virtualmachine NAME --type json \\
-        -p '[{"op":"remove","path":"/metadata/finalizers"}]'
+    kubectl -n NS annotate virtualmachine NAME virtrigaud.io/orphan-on-delete=true
+
+A VM with that annotation is released without any hypervisor call; a Warning Event
+(``Orphaned``) and a log line name the hypervisor VM left behind.
 """
 
 from __future__ import annotations
 
-from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase
+import logging
+
+from virtrigaud.api.virtualmachine import FINALIZER, ORPHAN_ON_DELETE, VirtualMachinePhase
 from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted
 from virtrigaud.controllers.virtualmachine.passbase import (
     OP_CREATE,
@@ -26,8 +33,16 @@ from virtrigaud.controllers.virtualmachine.passbase import (
     PassBase,
     task_done_locally,
 )
-from virtrigaud.controllers.virtualmachine.status import DELETING, READY, ensure_finalizer
+from virtrigaud.controllers.virtualmachine.status import (
+    DELETING,
+    NOTHING_CREATED,
+    PROVISIONING,
+    READY,
+    ensure_finalizer,
+)
 from virtrigaud.providers.base import NotFoundError, OwnershipError
+
+log = logging.getLogger(__name__)
 
 
 class DeleteSteps(PassBase):
@@ -36,17 +51,23 @@ class DeleteSteps(PassBase):
             return
         self.st.phase(VirtualMachinePhase.DELETING)
         self.st.condition(READY, False, "Deleting", f"{self.vm_ref()} is being deleted")
+        if self.orphan_requested():
+            await self.orphan()
+            return
+        if self.nothing_created():
+            await self.release(
+                "no hypervisor VM was created for it (its hypervisor refused the read before "
+                "the first create, so no create call was sent)"
+            )
+            return
         try:
             provider, _, _ = await self.provider()
         except (MissingDependency, NotGranted) as e:
             raise Blocked(
                 "ProviderUnavailable",
-                f"{e} The hypervisor VM {self.status.id or '(none recorded)'} can only be "
-                "deleted through its Provider, so the finalizer stays. To delete the "
-                "VirtualMachine anyway and leave the hypervisor VM behind, remove the "
-                f"finalizer: kubectl -n {self.owner.namespace} patch virtualmachine "
-                f"{self.owner.name} --type json "
-                '-p \'[{"op":"remove","path":"/metadata/finalizers"}]\'',
+                f"{e} The hypervisor VM {self.status.id or '(none recorded; one may exist)'} "
+                "can only be deleted through its Provider, so the finalizer stays. "
+                f"{self.way_out()}",
             ) from e
         deleted = False
         if self.status.last_task_ref:
@@ -94,5 +115,38 @@ class DeleteSteps(PassBase):
 
     async def release(self, what: str) -> None:
         await self.event("Normal", "Deleted", what)
+        self.obj = await ensure_finalizer(self.ctx.kube, self.obj, FINALIZER, False)
+        self.gone = True
+
+    def orphan_requested(self) -> bool:
+        annotations = self.obj["metadata"].get("annotations") or {}
+        return str(annotations.get(ORPHAN_ON_DELETE, "")).lower() == "true"
+
+    def nothing_created(self) -> bool:
+        """Status says no create call was ever sent, and records no VM or task since."""
+        return (
+            not self.status.id
+            and not self.status.last_task_ref
+            and self.st.reason_of(PROVISIONING) == NOTHING_CREATED
+        )
+
+    def way_out(self) -> str:
+        ns, name = self.owner.namespace, self.owner.name
+        return (
+            "It goes once the hypervisor answers: fix the Provider "
+            f"{self.vm.spec.provider_ref.name!r} or the credentials in its Secret. To delete "
+            "the VirtualMachine now and leave the hypervisor VM behind instead: "
+            f"kubectl -n {ns} annotate virtualmachine {name} {ORPHAN_ON_DELETE}=true"
+        )
+
+    async def orphan(self) -> None:
+        what = (
+            f"left {self.hv_ref()} on the hypervisor"
+            if self.status.id
+            else "left whatever the hypervisor holds for it (no VM id recorded)"
+        )
+        message = f"{self.vm_ref()}: {what}, as annotation {ORPHAN_ON_DELETE}=true asks"
+        log.warning("%s", message, extra={"key": self.key, "vm_id": self.status.id})
+        await self.event("Warning", "Orphaned", message)
         self.obj = await ensure_finalizer(self.ctx.kube, self.obj, FINALIZER, False)
         self.gone = True

@@ -3,7 +3,8 @@
 Nothing here is needed to resume (that is all in status); it only saves work: the newest
 copy of the object this process wrote (the watch's copy may be older), the
 resourceVersions of its own writes (so the watch echoing them back costs no hypervisor
-call), when the last pass asked to look again, and backoff counters.
+call), when the last pass asked to look again, backoff counters, when a key's failure was
+last logged, and drift a pass found and has not finished correcting.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ TASK_POLL_MAX = 30.0
 # Waiting for a missing dependency or a grant: API reads only, but no need to spin.
 DEPENDENCY_WAIT_FIRST = 1.0
 DEPENDENCY_WAIT_MAX = 60.0
+# A retryable hypervisor failure (unreachable, busy, dropped): the pass asks again itself,
+# backing off per key, instead of the workqueue's 5 ms-first exponential retries.
+RETRY_FIRST = 0.5
+RETRY_MAX = 120.0
+# The same key's failures are logged at most this often (the condition and Event say it
+# once per change; the log says it again only this often, with how many were skipped).
+FAILURE_LOG_INTERVAL = 60.0
 OWN_WRITES_KEPT = 8
 
 
@@ -44,8 +52,11 @@ class KeyMemory:
         self._due: dict[str, float] = {}
         self._task_polls: dict[str, int] = {}
         self._dependency_waits: dict[str, int] = {}
-        # Keys waiting for a dependency (missing, unhealthy) -> that dependency's key.
-        self._waiting_on: dict[str, str] = {}
+        self._retries: dict[str, int] = {}
+        # key -> (when its failure was last logged, failures not logged since)
+        self._logged: dict[str, tuple[float, int]] = {}
+        # key -> what differed from the state its last converged pass recorded
+        self._drift: dict[str, str] = {}
         # Keys whose create this process asked for and the hypervisor refused as busy.
         self._absent: set[str] = set()
 
@@ -56,7 +67,9 @@ class KeyMemory:
             self._due,
             self._task_polls,
             self._dependency_waits,
-            self._waiting_on,
+            self._retries,
+            self._logged,
+            self._drift,
         ):
             table.pop(key, None)
         self._absent.discard(key)
@@ -117,6 +130,16 @@ class KeyMemory:
         else:
             self._due[key] = time.monotonic() + requeue_after
 
+    def due_in(self, key: str) -> float | None:
+        """Seconds until the look the last pass asked for (None: none asked, or a failed
+        pass the runtime retries)."""
+        due = self._due.get(key)
+        return None if due is None else due - time.monotonic()
+
+    def look_now(self, key: str) -> None:
+        """Something key depends on changed: its next pass is real, whatever the object."""
+        self._due[key] = time.monotonic()
+
     def freshest(self, key: str, obj: JSON) -> JSON:
         """obj, or our own later write of the same object when the watch has not caught up."""
         mine = self._latest.get(key)
@@ -157,17 +180,39 @@ class KeyMemory:
 
     def dependencies_met(self, key: str) -> None:
         self._dependency_waits.pop(key, None)
-        self._waiting_on.pop(key, None)
 
-    def waiting_on(self, key: str, dependency: str) -> None:
-        """key's pass stopped for `dependency` (a key such as Provider/ns/name)."""
-        self._waiting_on[key] = dependency
+    def retry_delay(self, key: str) -> float:
+        attempt = self._retries.get(key, 0)
+        self._retries[key] = attempt + 1
+        return backoff(RETRY_FIRST, RETRY_MAX, attempt)
 
-    def waiting_for(self, changed: set[str]) -> set[str]:
-        """The keys waiting for one of `changed`, made due now (so the pass they get is
-        never skipped as the echo of our own write)."""
-        keys = {k for k, dep in self._waiting_on.items() if dep in changed}
+    def retries(self, key: str) -> int:
+        return self._retries.get(key, 0)
+
+    def succeeded(self, key: str) -> None:
+        """A pass ended without a hypervisor failure: the next one starts a fresh backoff,
+        and the next failure is logged at once."""
+        self._retries.pop(key, None)
+        self._logged.pop(key, None)
+
+    # -- failure logs --------------------------------------------------------------------
+
+    def log_due(self, key: str) -> int | None:
+        """None while key's failures were logged less than FAILURE_LOG_INTERVAL ago (this
+        one is counted); else the number skipped since the last log (it is logged now)."""
         now = time.monotonic()
-        for key in keys:
-            self._due[key] = now
-        return keys
+        last = self._logged.get(key)
+        if last is not None and now - last[0] < FAILURE_LOG_INTERVAL:
+            self._logged[key] = (last[0], last[1] + 1)
+            return None
+        self._logged[key] = (now, 0)
+        return 0 if last is None else last[1]
+
+    # -- drift ---------------------------------------------------------------------------
+
+    def drift_found(self, key: str, what: str) -> None:
+        self._drift[key] = what
+
+    def drift_corrected(self, key: str) -> str | None:
+        """What differed, once (the pass that corrected it reports it)."""
+        return self._drift.pop(key, None)

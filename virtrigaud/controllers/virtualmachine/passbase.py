@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from virtrigaud.api.virtualmachine import VirtualMachine, VirtualMachineStatus
+from virtrigaud.controllers.common.endpoints import EndpointChecks
 from virtrigaud.controllers.common.resolve import Resolver
 from virtrigaud.controllers.virtualmachine.memory import KeyMemory
 from virtrigaud.controllers.virtualmachine.spec import owner_of
@@ -19,7 +20,6 @@ from virtrigaud.controllers.virtualmachine.status import (
     StatusBuilder,
     write_status,
 )
-from virtrigaud.kube.keys import object_key
 from virtrigaud.providers.base import (
     DONE,
     NotFoundError,
@@ -43,13 +43,12 @@ PROVIDER_UNHEALTHY = "ProviderUnhealthy"
 
 
 class Blocked(Exception):
-    """Something outside this VM must change first; look again with backoff (or as soon
-    as `dependency`, an object key, changes)."""
+    """Something outside this VM must change first; look again with backoff (or when an
+    object the pass read changes: the dependency index)."""
 
-    def __init__(self, reason: str, message: str, dependency: str | None = None) -> None:
+    def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         self.message = message
-        self.dependency = dependency
         super().__init__(message)
 
 
@@ -68,17 +67,27 @@ class PassBase:
     """State and helpers of one pass; the steps live in converge.py and delete.py."""
 
     def __init__(
-        self, ctx: ShardContext, resolver: Resolver, memory: KeyMemory, key: str, obj: JSON
+        self,
+        ctx: ShardContext,
+        resolver: Resolver,
+        memory: KeyMemory,
+        endpoints: EndpointChecks,
+        key: str,
+        obj: JSON,
     ) -> None:
         self.ctx = ctx
         self.resolver = resolver
         self.memory = memory
+        self.endpoints = endpoints
+        # The pooled provider this pass uses, once resolved (its endpoint's health is noted).
+        self.pooled: Provider | None = None
         self.key = key
         self.obj = obj
         self.vm = VirtualMachine.from_api(obj)
         self.owner: Owner = owner_of(self.vm)
         self.st = StatusBuilder(obj)
         self.gone = False
+        self.failed = False  # a hypervisor call failed in this pass
         self.written: list[str] = []
 
     @property
@@ -142,6 +151,7 @@ class PassBase:
         self.check_health(provider_obj)
         config = await self.resolver.provider_config(provider_obj)
         provider = await self.ctx.providers.get(config)
+        self.pooled = provider
         return provider, dict(config.defaults), config.type
 
     def check_health(self, provider_obj: JSON) -> None:
@@ -159,7 +169,6 @@ class PassBase:
             PROVIDER_UNHEALTHY,
             f"{self.vm_ref()} waits for Provider {meta['namespace']}/{meta['name']}, which "
             f"failed its health check ({reason}): {healthy.get('message') or 'see its status'}",
-            object_key("Provider", meta["namespace"], meta["name"]),
         )
 
     def operation(self) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.controllers.common.resolve import Resolver
 from virtrigaud.controllers.virtualmachine.passbase import Blocked
-from virtrigaud.kube.keys import object_key
 from virtrigaud.kube.resources import VM_IMAGES, VM_NETWORK_ATTACHMENTS
 
 JSON = dict[str, Any]
@@ -40,7 +39,6 @@ async def check_prepared(resolver: Resolver, vm: VirtualMachine, vm_ref: str) ->
                 IMAGE_NOT_READY,
                 f"{vm_ref} waits for VMImage {ns}/{name}, which is not available on Provider "
                 f"{provider}: {entry.get('message') or 'see the VMImage status'}",
-                object_key(VM_IMAGES.kind, ns, name),
             )
     for i, nic in enumerate(vm.spec.networks):
         if nic.network_ref is None:
@@ -57,5 +55,4 @@ async def check_prepared(resolver: Resolver, vm: VirtualMachine, vm_ref: str) ->
                 f"{vm_ref} waits for VMNetworkAttachment {ns}/{name} (spec.networks[{i}]), "
                 f"which is not available on Provider {provider}: "
                 f"{entry.get('message') or 'see the VMNetworkAttachment status'}",
-                object_key(VM_NETWORK_ATTACHMENTS.kind, ns, name),
             )

@@ -12,11 +12,8 @@ task in flight, create (find first: adopt our own VM left by an earlier attempt)
 on the hypervisor (the provider refuses VMs that are not ours), wait for the delete task,
 then remove the finalizer.
 
-A VM whose Provider is gone keeps its finalizer (the hypervisor VM would be orphaned
-silently otherwise) and says so in the Deleting condition. To let it go anyway::
-
-    kubectl -n NS patch virtualmachine NAME --type json \\
-        -p '[{"op":"remove","path":"/metadata/finalizers"}]'
+A VM that may have a hypervisor VM keeps its finalizer while its Provider is gone or
+refuses it, and its Deleting condition says how to get out (see delete.py).
 """
 
 from __future__ import annotations
@@ -26,7 +23,14 @@ from collections.abc import Collection
 from typing import Any
 
 from virtrigaud.api.virtualmachine import VirtualMachinePhase
-from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted, Resolver
+from virtrigaud.controllers.common.dependents import DependencyIndex
+from virtrigaud.controllers.common.endpoints import EndpointChecks
+from virtrigaud.controllers.common.resolve import (
+    MissingDependency,
+    NotGranted,
+    Resolver,
+    recording_reads,
+)
 from virtrigaud.controllers.virtualmachine.converge import ConvergeSteps
 from virtrigaud.controllers.virtualmachine.delete import DeleteSteps
 from virtrigaud.controllers.virtualmachine.memory import KeyMemory
@@ -35,16 +39,9 @@ from virtrigaud.controllers.virtualmachine.spec import SpecProblem
 from virtrigaud.controllers.virtualmachine.status import DELETING
 from virtrigaud.controllers.virtualmachine.sweep import Sweep
 from virtrigaud.kube.client import ApiError
-from virtrigaud.kube.keys import ObjectKey, kind_of, object_key
+from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import (
-    PROVIDERS,
-    SECRETS,
     VIRTUAL_MACHINES,
-    VM_CLASSES,
-    VM_IMAGES,
-    VM_NETWORK_ATTACHMENTS,
-    VM_PLACEMENT_POLICIES,
-    Resource,
 )
 from virtrigaud.providers.base import Busy, OwnershipError, ProviderError, RetryableError
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
@@ -52,18 +49,6 @@ from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
-
-DEPENDENCY_RESOURCES: dict[str, Resource] = {
-    r.kind: r
-    for r in (
-        PROVIDERS,
-        SECRETS,
-        VM_CLASSES,
-        VM_IMAGES,
-        VM_NETWORK_ATTACHMENTS,
-        VM_PLACEMENT_POLICIES,
-    )
-}
 
 
 class VMReconciler:
@@ -74,19 +59,23 @@ class VMReconciler:
         self.ctx = ctx
         self.resolver = resolver or Resolver(ctx.kube)
         self.memory = KeyMemory()
+        self.endpoints = EndpointChecks()
+        self.index = DependencyIndex()
 
     async def forget(self, key: str) -> None:
         self.memory.forget(key)
+        self.index.forget(key)
 
     def dependents(self, changed: Collection[str]) -> set[str]:
-        """VMs waiting for one of the changed objects (a Provider back to health, a class
-        created): looked at now, with a fresh read of what changed."""
-        for key in changed:
-            resource = DEPENDENCY_RESOURCES.get(kind_of(key))
-            if resource is not None:
-                ref = ObjectKey.parse(key)
-                self.resolver.invalidate(resource, ref.namespace, ref.name)
-        return self.memory.waiting_for(set(changed))
+        """The keys whose last pass read one of ``changed`` (a Provider, its Secret, a
+        VMClass, a VMImage, a network...), found or missing. Their cached copies are dropped
+        and each key's next pass is a real one, so a VM that failed or waits because of one
+        of them looks again now, not at its next retry or the sweep."""
+        self.resolver.invalidate_keys(changed)
+        found = self.index.readers(changed)
+        for key in found:
+            self.memory.look_now(key)
+        return found
 
     async def sweep(self, keys: Collection[str]) -> set[str]:
         """The keys whose VM needs a pass (see sweep.py); reads only."""
@@ -102,23 +91,34 @@ class VMReconciler:
             obj = await self._get(key)
             if obj is None:
                 self.memory.forget(key)
+                self.index.forget(key)
                 return ReconcileResult()
-        run = _Pass(self.ctx, self.resolver, self.memory, key, obj)
+        run = _Pass(self.ctx, self.resolver, self.memory, self.endpoints, key, obj)
         result: ReconcileResult | None = None
-        try:
-            result = await run.execute()
-            return result
-        finally:
-            if run.gone:
-                self.memory.forget(key)
-            else:
-                self.memory.passed(
-                    key,
-                    run.obj,
-                    run.written,
-                    result.requeue_after if result else None,
-                    failed=result is None,
-                )
+        with recording_reads() as reads:
+            try:
+                result = await run.execute()
+                return result
+            finally:
+                self._after_pass(key, run, result, reads)
+
+    def _after_pass(
+        self, key: str, run: _Pass, result: ReconcileResult | None, reads: set[str]
+    ) -> None:
+        if run.gone:
+            self.memory.forget(key)
+            self.index.forget(key)
+            return
+        self.index.record(key, reads)
+        if result is not None and not run.failed:
+            self.memory.succeeded(key)
+        self.memory.passed(
+            key,
+            run.obj,
+            run.written,
+            result.requeue_after if result else None,
+            failed=result is None,
+        )
 
     async def _get(self, key: str) -> JSON | None:
         ref = ObjectKey.parse(key)
@@ -144,13 +144,10 @@ class _Pass(ConvergeSteps, DeleteSteps):
         except Wait as w:
             return ReconcileResult(requeue_after=w.after)
         except MissingDependency as e:
-            self.memory.waiting_on(self.key, object_key(e.kind, e.namespace, e.name))
             return await self.waiting("WaitingForDependencies", str(e), deleting)
         except NotGranted as e:
             return await self.waiting("ProviderNotGranted", str(e), deleting)
         except Blocked as e:
-            if e.dependency is not None:
-                self.memory.waiting_on(self.key, e.dependency)
             return await self.waiting(e.reason, e.message, deleting)
         except SpecProblem as e:
             changed = self.st.not_ready(e.reason, e.message, VirtualMachinePhase.FAILED)
@@ -167,11 +164,30 @@ class _Pass(ConvergeSteps, DeleteSteps):
                 await self.event("Warning", "NotOwned", e.message)
             return ReconcileResult()
         except RetryableError as e:
+            # Retried here with a per-key backoff, not the workqueue's (5 ms first): an
+            # unreachable endpoint costs a handful of tries and log lines, not dozens.
             await self.provider_failed(e)
-            raise
+            delay = max(self.memory.retry_delay(self.key), e.retry_after or 0.0)
+            self.log_failure(e, f"retrying in {delay:.1f} s")
+            return ReconcileResult(requeue_after=delay)
         except ProviderError as e:  # Terminal and NotFound: the spec or the world must change
             await self.provider_failed(e)
+            self.log_failure(e, "waiting for its spec or a dependency to change")
             return ReconcileResult()
+
+    def log_failure(self, e: ProviderError, then: str) -> None:
+        """At most one line per key per FAILURE_LOG_INTERVAL (status and Events carry
+        every change); the line says how many failures went unlogged since the last."""
+        skipped = self.memory.log_due(self.key)
+        if skipped is None:
+            return
+        log.warning(
+            "%s: %s; %s",
+            self.vm_ref(),
+            e,
+            then,
+            extra={"key": self.key, "reason": e.reason, "unlogged_failures": skipped},
+        )
 
     async def waiting(self, reason: str, message: str, deleting: bool) -> ReconcileResult:
         if deleting:
@@ -203,8 +219,12 @@ class _Pass(ConvergeSteps, DeleteSteps):
         return ReconcileResult(requeue_after=e.retry_after)
 
     async def provider_failed(self, e: ProviderError) -> None:
+        self.failed = True
+        if self.pooled is not None:
+            self.endpoints.suspect(self.pooled)
         message = f"{self.vm_ref()}: provider error: {e}"
         if self.obj["metadata"].get("deletionTimestamp") is not None:
+            message = f"{message.rstrip('.')}. {self.way_out()}"
             changed = self.st.condition(DELETING, True, e.reason, message)
             self.status.message = message
         else:

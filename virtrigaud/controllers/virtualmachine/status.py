@@ -9,15 +9,21 @@ from virtrigaud.api.common import ConditionStatus
 from virtrigaud.api.conditions import get_condition, remove_condition, set_condition
 from virtrigaud.api.virtualmachine import VirtualMachinePhase, VirtualMachineStatus
 from virtrigaud.controllers.common import objects
+from virtrigaud.controllers.virtualmachine import phases
 from virtrigaud.kube.client import KubeClient
 from virtrigaud.kube.resources import VIRTUAL_MACHINES
 
 JSON = dict[str, Any]
 
-READY = "Ready"
-PROVISIONING = "Provisioning"
+READY = phases.READY
+PROVISIONING = phases.PROVISIONING
 RECONFIGURING = "Reconfiguring"
-DELETING = "Deleting"
+DELETING = phases.DELETING
+
+# Provisioning=False with this reason: no create call was ever sent for this object (the
+# read before the first create failed), so deleting it needs nothing from the hypervisor.
+# A pass clears it in status before it sends a create.
+NOTHING_CREATED = "NothingCreated"
 
 # status.provider keys this controller keeps (the map holds provider-specific details).
 LAST_TASK_OPERATION = "lastTaskOperation"
@@ -67,6 +73,7 @@ class StatusBuilder:
         return self.condition(READY, False, reason, message)
 
     def dump(self) -> JSON:
+        phases.settle(self.status, self.generation)
         return dump_status(self.status)
 
 
