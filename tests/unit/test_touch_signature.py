@@ -31,6 +31,11 @@ def test_provider_bookkeeping_does_not_touch_but_health_and_spec_do() -> None:
     changed = copy.deepcopy(base)
     changed["spec"]["endpoint"] = "https://other/sdk"
     assert touch_signature("Provider", changed) != touch_signature("Provider", base)
+    unknown = copy.deepcopy(base)
+    unknown["status"] = {}
+    assert touch_signature("Provider", unknown) == touch_signature("Provider", base), (
+        "unknown -> healthy unblocks no VM: no touch"
+    )
     deleting = copy.deepcopy(base)
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
     assert touch_signature("Provider", deleting) != touch_signature("Provider", base)
@@ -48,6 +53,9 @@ def test_image_availability_touches_its_usage_does_not() -> None:
     there = copy.deepcopy(image)
     there["status"]["providerStatus"]["ns/p"]["available"] = True
     assert touch_signature("VMImage", there) != touch_signature("VMImage", image)
+    first_seen = copy.deepcopy(there)
+    first_seen["status"]["providerStatus"] = {}
+    assert touch_signature("VMImage", first_seen) == touch_signature("VMImage", there)
 
 
 def test_a_secret_touches_on_every_version() -> None:

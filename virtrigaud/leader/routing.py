@@ -97,7 +97,7 @@ DEPENDENCIES = frozenset(
 
 def touch_signature(kind: str, obj: JSON) -> str:
     """What readers of a dependency act on: its spec and metadata, and the few status
-    fields VMs read (a Provider's health, where an image or a network is available). A
+    fields VMs act on (a failed health check, where an image or a network is missing). A
     change of anything else (connectedVMs, lastHealthCheck, conditions' messages: the
     dependency controllers' own bookkeeping) touches no shard, so a Provider writing its
     status does not send every VM that reads it through a pass."""
@@ -114,12 +114,15 @@ def touch_signature(kind: str, obj: JSON) -> str:
     if kind == "Secret":
         read["version"] = meta.get("resourceVersion")  # only metadata is watched
     elif kind == "Provider":
-        read["healthy"] = status.get("healthy")
+        # VMs wait only on a failed health check: unknown -> healthy unblocks no one.
+        read["unhealthy"] = status.get("healthy") is False
     elif kind in ("VMImage", "VMNetworkAttachment"):
-        read["available"] = {
-            name: (entry or {}).get("available")
+        # VMs wait only where it is known to be missing.
+        read["missing"] = sorted(
+            name
             for name, entry in (status.get("providerStatus") or {}).items()
-        }
+            if (entry or {}).get("available") is False
+        )
     return json.dumps(read, sort_keys=True, default=str)
 
 
