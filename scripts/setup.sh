@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(pkg-config libvirt-dev libvirt-daemon libvirt-clients redis-server)
+APT_PKGS=(pkg-config libvirt-dev libvirt-daemon libvirt-clients redis-server sasl2-bin libsasl2-modules)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,7 +5,8 @@ applies the CRDs' sample objects from ``demo/`` (one Provider per simulator, VMC
 VMImages), creates ~60 VirtualMachines across the three providers, starts the sharded
 controller (`virtrigaud run`, 3 shards) as a subprocess, shows progress until every VM is
 Ready, reconfigures one running VM, prints a summary (VMs per provider and shard, time to
-Ready, hypervisor calls from the shards' Prometheus endpoints), then deletes the VMs
+Ready, hypervisor calls from the shards' Prometheus endpoints; Provider health and image
+readiness from their status), then deletes the VMs
 (through the finalizers, so the hypervisors end empty) and shuts everything down.
 Exits non-zero when anything does not converge within the timeout.
 
@@ -524,6 +525,42 @@ def summary(tracker: Tracker, calls: dict[str, float]) -> Table:
     return table
 
 
+def _condition(obj: JSON, type_: str) -> JSON:
+    found = next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_),
+        None,
+    )
+    return found or {}
+
+
+async def health_table(kube: KubeClient) -> Table:
+    """Provider health and image readiness, as their controllers wrote them in status."""
+    table = Table(title="Providers and images (from their status)")
+    table.add_column("object")
+    table.add_column("Ready")
+    table.add_column("details")
+    providers, _ = await kube.list_all(PROVIDERS, PROVIDER_NAMESPACE)
+    for obj in sorted(providers, key=lambda o: str(o["metadata"]["name"])):
+        st = obj.get("status") or {}
+        ready = _condition(obj, "Ready")
+        table.add_row(
+            f"Provider {obj['metadata']['name']}",
+            f"{ready.get('status', '?')} ({ready.get('reason', '-')})",
+            f"version {st.get('version', '?')}, {st.get('connectedVMs', 0)} VMs, "
+            f"capabilities: {', '.join(st.get('capabilities') or []) or '-'}",
+        )
+    images, _ = await kube.list_all(VM_IMAGES, VM_NAMESPACE)
+    for obj in sorted(images, key=lambda o: str(o["metadata"]["name"])):
+        st = obj.get("status") or {}
+        ready = _condition(obj, "Ready")
+        table.add_row(
+            f"VMImage {obj['metadata']['name']}",
+            f"{ready.get('status', '?')} ({ready.get('reason', '-')})",
+            f"phase {st.get('phase', '?')}, on: {', '.join(st.get('availableOn') or []) or '-'}",
+        )
+    return table
+
+
 # ---------------------------------------------------------------------------------- driver
 
 
@@ -675,6 +712,7 @@ async def run_demo(options: DemoOptions, info: StackInfo) -> None:
             for provider, n in hypervisor_calls(scrape(f"http://127.0.0.1:{port}/metrics")).items():
                 calls[provider] = calls.get(provider, 0.0) + n
         console.print(summary(tracker, calls))
+        console.print(await health_table(kube))
         memory = await asyncio.to_thread(memory_table, info, controller.process.pid)
         if memory is not None:
             console.print(memory)

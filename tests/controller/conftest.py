@@ -11,7 +11,7 @@ import pytest
 from virtrigaud.kube.client import KubeClient
 
 # fixtures_vm is a helper module of these tests: let pytest rewrite its asserts too.
-pytest.register_assert_rewrite("fixtures_vm")
+pytest.register_assert_rewrite("fixtures_vm", "sasl_libvirtd")
 
 
 @pytest.fixture(scope="session")

@@ -405,6 +405,8 @@ class VMImageStatus(ApiModel):
     """Details about the phase."""
     available_on: Annotated[list[ShortText], Field(max_length=256)] = Field(default_factory=list)
     """Providers the image is ready on."""
+    used_by_vms: Annotated[int, Field(ge=0)] | None = None
+    """VirtualMachines that use this image."""
     provider_status: Annotated[dict[str, ImageProviderStatus], Field(max_length=256)] = Field(
         default_factory=dict
     )

@@ -12,6 +12,32 @@ def _virtual_machines(ctx: ShardContext) -> Reconciler:
     return VMReconciler(ctx)
 
 
+def _providers(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.provider.reconciler import ProviderReconciler
+
+    return ProviderReconciler(ctx)
+
+
+def _vm_classes(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmclass.reconciler import VMClassReconciler
+
+    return VMClassReconciler(ctx)
+
+
+def _vm_images(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmimage.reconciler import VMImageReconciler
+
+    return VMImageReconciler(ctx)
+
+
+def _vm_networks(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmnetworkattachment.reconciler import (
+        VMNetworkAttachmentReconciler,
+    )
+
+    return VMNetworkAttachmentReconciler(ctx)
+
+
 def _vm_snapshots(ctx: ShardContext) -> Reconciler:
     from virtrigaud.controllers.vmsnapshot.reconciler import VMSnapshotReconciler
 
@@ -32,6 +58,10 @@ def _vm_clones(ctx: ShardContext) -> Reconciler:
 
 FACTORIES: dict[str, Factory] = {
     "VirtualMachine": _virtual_machines,
+    "Provider": _providers,
+    "VMClass": _vm_classes,
+    "VMImage": _vm_images,
+    "VMNetworkAttachment": _vm_networks,
     "VMSnapshot": _vm_snapshots,
     "VMSet": _vm_sets,
     "VMClone": _vm_clones,

@@ -59,7 +59,13 @@ from virtrigaud.leader.fences import ShardFences
 from virtrigaud.leader.informer import Informer, metadata_only
 from virtrigaud.leader.links import LeaseTerms, ShardLink
 from virtrigaud.leader.ring import RingState
-from virtrigaud.leader.routing import DEPENDENCIES, Route, routes_for, secret_of_provider
+from virtrigaud.leader.routing import (
+    DEPENDENCIES,
+    Route,
+    routes_for,
+    secret_of_provider,
+    touch_signature,
+)
 from virtrigaud.leader.shard_count import CONFIG_MAP, read_shard_count
 from virtrigaud.leader.usage import USAGE_FIELD, UsageIndex
 from virtrigaud.shards.actor import (
@@ -214,6 +220,7 @@ class Coordinator:
         self.group_of: dict[str, str] = {}  # key -> its group (a ring key)
         self.members: dict[str, set[str]] = {}  # group -> its keys
         self._touched: set[str] = set()  # dependencies changed since the last flush
+        self._read_signatures: dict[str, str] = {}  # dependency -> what its readers act on
         self.usage = UsageIndex()  # which VMs use each dependency
         self._secret_refs: dict[str, set[str]] = {}  # Secret key -> Providers naming it
         self._secret_watches: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
@@ -622,7 +629,7 @@ class Coordinator:
             for dep in self.usage.update(key, None if kind == "DELETED" else obj):
                 self._usage_changed(dep)
         if object_kind in DEPENDENCIES:
-            self._touched.add(key)
+            self._touch_if_read_changed(kind, object_kind, key, obj)
             if object_kind == "Provider":
                 self._track_secret(key, None if kind == "DELETED" else obj)
         if not self.ready:
@@ -823,6 +830,17 @@ class Coordinator:
 
     def _on_secret(self, kind: str, key: str, obj: JSON) -> None:
         if key in self._secret_refs:
+            self._touch_if_read_changed(kind, "Secret", key, obj)
+
+    def _touch_if_read_changed(self, event: str, kind: str, key: str, obj: JSON) -> None:
+        """Touch a dependency when what its readers act on changed (routing.touch_signature)."""
+        if event == "DELETED":
+            self._read_signatures.pop(key, None)
+            self._touched.add(key)
+            return
+        signature = touch_signature(kind, obj)
+        if self._read_signatures.get(key) != signature:
+            self._read_signatures[key] = signature
             self._touched.add(key)
 
     def _take_buffers(self) -> list[_Outgoing]:

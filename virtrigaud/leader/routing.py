@@ -9,6 +9,7 @@ its own (spread over the shards like VMs).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,37 @@ DEPENDENCIES = frozenset(
 )
 """Kinds other objects read while they reconcile: when one changes, every shard hears of it
 (`touch`) and looks again at the keys whose last pass read it."""
+
+
+def touch_signature(kind: str, obj: JSON) -> str:
+    """What readers of a dependency act on: its spec and metadata, and the few status
+    fields VMs act on (a failed health check, where an image or a network is missing). A
+    change of anything else (connectedVMs, lastHealthCheck, conditions' messages: the
+    dependency controllers' own bookkeeping) touches no shard, so a Provider writing its
+    status does not send every VM that reads it through a pass."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    read: JSON = {
+        "uid": meta.get("uid"),
+        "generation": meta.get("generation"),
+        "deleting": bool(meta.get("deletionTimestamp")),
+        "labels": meta.get("labels"),
+        "annotations": meta.get("annotations"),
+        "spec": obj.get("spec"),
+    }
+    if kind == "Secret":
+        read["version"] = meta.get("resourceVersion")  # only metadata is watched
+    elif kind == "Provider":
+        # VMs wait only on a failed health check: unknown -> healthy unblocks no one.
+        read["unhealthy"] = status.get("healthy") is False
+    elif kind in ("VMImage", "VMNetworkAttachment"):
+        # VMs wait only where it is known to be missing.
+        read["missing"] = sorted(
+            name
+            for name, entry in (status.get("providerStatus") or {}).items()
+            if (entry or {}).get("available") is False
+        )
+    return json.dumps(read, sort_keys=True, default=str)
 
 
 def secret_of_provider(obj: JSON) -> tuple[str, str] | None:

@@ -32,6 +32,17 @@ class ErrorKind(enum.Enum):
     NOT_FOUND = "NotFound"  # the VM/snapshot/image does not exist (any more)
 
 
+class Cause(enum.Enum):
+    """Why the endpoint itself failed a call, where the provider can tell: what a Provider's
+    health conditions report (the values are their reasons)."""
+
+    AUTHENTICATION = "AuthenticationFailed"  # the credentials were refused
+    UNREACHABLE = "Unreachable"  # no answer: refused, timed out, name not resolved
+    TLS = "TLSError"  # the TLS handshake or the certificate check failed
+    UNSUPPORTED_VERSION = "UnsupportedVersion"  # the hypervisor is older than supported
+    INVALID_SPEC = "InvalidSpec"  # the Provider's spec or Secret cannot work as written
+
+
 class ProviderError(Exception):
     kind: ErrorKind = ErrorKind.RETRYABLE
 
@@ -41,10 +52,12 @@ class ProviderError(Exception):
         *,
         field: str | None = None,
         retry_after: float | None = None,
+        cause: Cause | None = None,
     ) -> None:
         self.message = message
         self.field = field
         self.retry_after = retry_after
+        self.cause = cause
         super().__init__(f"{field}: {message}" if field else message)
 
     @property
@@ -265,6 +278,25 @@ class PreparedImage:
     ready: bool = True
 
 
+@dataclass(frozen=True)
+class EndpointInfo:
+    """What one cheap look at the endpoint tells (``probe``)."""
+
+    version: str  # the hypervisor's own version string, e.g. "9.0.10" or "6.5.0"
+    product: str = ""  # e.g. "VMware vCenter Server", "Proxmox VE", "libvirt (QEMU)"
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """One network as the hypervisor has it (``networks``)."""
+
+    name: str
+    exists: bool
+    id: str | None = None
+    state: str | None = None  # e.g. "active", "inactive", the portgroup's switch
+    message: str | None = None
+
+
 class Provider(abc.ABC):
     """One hypervisor endpoint. Implementations live in providers/<type>/."""
 
@@ -276,6 +308,19 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def capabilities(self) -> Capabilities: ...
+
+    async def probe(self) -> EndpointInfo:
+        """One cheap look at the endpoint (the Provider health check): log in or reuse the
+        session, check it answers, and say which version it runs. Raises like
+        ``validate`` (with ``ProviderError.cause`` where the provider can tell why);
+        an unsupported version raises a TerminalError with cause UNSUPPORTED_VERSION."""
+        await self.validate()
+        return EndpointInfo(version="")
+
+    async def networks(self, names: Collection[str]) -> list[NetworkState]:
+        """Whether each named network (vSphere portgroup, libvirt network or bridge,
+        Proxmox VE bridge) exists, in few calls."""
+        raise TerminalError(f"{self.type} providers cannot look networks up")
 
     @abc.abstractmethod
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from virtrigaud.providers.base import Provider, TerminalError
+from virtrigaud.providers.base import Cause, Provider, TerminalError
 from virtrigaud.providers.calls import CallGate, ErrorMapper, RateLimit, TokenLimiter
 
 ProviderFactory = Callable[["ProviderConfig", TokenLimiter], Provider]
@@ -103,6 +103,7 @@ class ProviderConfig:
                 f"Provider {self.key}: the credentials Secret has no {name!r} key; "
                 f"add it to the Secret named by spec.credentialSecretRef",
                 field="spec.credentialSecretRef",
+                cause=Cause.INVALID_SPEC,
             )
         return value
 
@@ -138,6 +139,7 @@ def _factory_for(provider_type: str) -> ProviderFactory:
         raise TerminalError(
             f"unknown provider type {provider_type!r}; use one of {', '.join(registered_types())}",
             field="spec.type",
+            cause=Cause.INVALID_SPEC,
         )
     module = importlib.import_module(module_name)
     built_in: ProviderFactory = module.create_provider

@@ -28,6 +28,7 @@ from virtrigaud.controllers.virtualmachine.passbase import (
     Wait,
     task_done_locally,
 )
+from virtrigaud.controllers.virtualmachine.readiness import check_prepared
 from virtrigaud.controllers.virtualmachine.revert import RevertSteps
 from virtrigaud.controllers.virtualmachine.spec import (
     build_vm_spec,
@@ -79,6 +80,8 @@ class ConvergeSteps(RevertSteps):
         self.memory.dependencies_met(self.key)
         await report_unsupported_fields(self, provider_type, vm_class)
         self.st.drop_condition(DELETING)
+        if not self.status.id and not self.status.last_task_ref:
+            await check_prepared(self.resolver, self.vm, self.vm_ref())
 
         recorded = self.recorded_state()
         await self.settle_tasks(provider, spec)

@@ -44,10 +44,12 @@ OP_REVERT = "revert:"  # + the uid of the VMSnapshot reverted to
 REVERTED_TO = "revertedTo"
 # Annotation of a VirtualMachine whose hypervisor VM a VMClone makes: the clone's name.
 CLONED_BY = "clone.infra.virtrigaud.io/cloned-by"
+PROVIDER_UNHEALTHY = "ProviderUnhealthy"
 
 
 class Blocked(Exception):
-    """Something outside this VM must change first; look again with backoff."""
+    """Something outside this VM must change first; look again with backoff (or when an
+    object the pass read changes: the dependency index)."""
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
@@ -151,10 +153,28 @@ class PassBase:
         ns = self.vm.metadata.namespace or "default"
         ref = self.vm.spec.provider_ref.model_dump(exclude_none=True)
         provider_obj = await self.resolver.provider(ns, ref)
+        self.check_health(provider_obj)
         config = await self.resolver.provider_config(provider_obj)
         provider = await self.ctx.providers.get(config)
         self.pooled = provider
         return provider, dict(config.defaults), config.type
+
+    def check_health(self, provider_obj: JSON) -> None:
+        """VMs of a Provider whose health check failed wait instead of calling it: the
+        condition names the Provider and why; its recovery requeues them (``touch``)."""
+        status = provider_obj.get("status") or {}
+        if status.get("healthy") is not False:
+            return
+        meta = provider_obj["metadata"]
+        healthy: JSON = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Healthy"), {}
+        )
+        reason = healthy.get("reason") or "Unhealthy"
+        raise Blocked(
+            PROVIDER_UNHEALTHY,
+            f"{self.vm_ref()} waits for Provider {meta['namespace']}/{meta['name']}, which "
+            f"failed its health check ({reason}): {healthy.get('message') or 'see its status'}",
+        )
 
     def operation(self) -> str:
         return str(self.status.provider.get(LAST_TASK_OPERATION, ""))

@@ -40,7 +40,9 @@ from virtrigaud.controllers.virtualmachine.status import DELETING
 from virtrigaud.controllers.virtualmachine.sweep import Sweep
 from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.keys import ObjectKey
-from virtrigaud.kube.resources import VIRTUAL_MACHINES
+from virtrigaud.kube.resources import (
+    VIRTUAL_MACHINES,
+)
 from virtrigaud.providers.base import Busy, OwnershipError, ProviderError, RetryableError
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 

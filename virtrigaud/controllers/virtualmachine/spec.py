@@ -71,8 +71,12 @@ async def resolve_image(
     ref = vm.spec.image_ref
     ns = ref.namespace or vm.metadata.namespace or "default"
     image = VMImage.from_api(await resolver.require(VM_IMAGES, ns, ref.name, "spec.imageRef"))
+    return image_spec(image, f"VMImage {ns}/{ref.name}", provider_type)
+
+
+def image_spec(image: VMImage, where: str, provider_type: str) -> ImageSpec:
+    """The image in a provider's terms, from the VMImage's source for that type."""
     source = image.spec.source
-    where = f"VMImage {ns}/{ref.name}"
     if provider_type == "vsphere" and source.vsphere and source.vsphere.template_name:
         return ImageSpec(template=source.vsphere.template_name)
     if provider_type == "libvirt" and source.libvirt and source.libvirt.path:
@@ -121,16 +125,18 @@ async def _inline_or_secret(
     )
 
 
-def _network_name(attachment: dict[str, Any], provider_type: str) -> str | None:
+def network_name(attachment: dict[str, Any], provider_type: str) -> str | None:
     per_type: dict[str, Any] = (
         attachment.get("spec", {}).get("network", {}).get(provider_type) or {}
     )
-    names = {
-        "vsphere": [per_type.get("portgroup")],
-        "libvirt": [per_type.get("networkName"), (per_type.get("bridge") or {}).get("name")],
-        # Proxmox VE's own default bridge.
-        "proxmox": [per_type.get("bridge"), "vmbr0"],
-    }.get(provider_type, [])
+    names: list[Any] = []
+    if provider_type == "vsphere":
+        names = [per_type.get("portgroup")]
+    elif provider_type == "libvirt":
+        bridge = per_type.get("bridge")
+        names = [per_type.get("networkName"), bridge.get("name") if bridge else None]
+    elif provider_type == "proxmox":
+        names = [per_type.get("bridge"), "vmbr0"]  # Proxmox VE's own default bridge
     return next((str(n) for n in names if n), None)
 
 
@@ -151,7 +157,7 @@ async def resolve_networks(
             attachment = await resolver.require(
                 VM_NETWORK_ATTACHMENTS, ns, nic.network_ref.name, field
             )
-            name = _network_name(attachment, provider_type)
+            name = network_name(attachment, provider_type)
             if not name:
                 raise SpecProblem(
                     "NetworkNotAvailable",

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 import libvirt
 
 from virtrigaud.providers.base import (
+    Cause,
     NotFoundError,
     ProviderError,
     RetryableError,
@@ -131,7 +132,8 @@ class ErrorMapper:
         if isinstance(exc, ConnectionLost) or is_connection_error(exc):
             return RetryableError(
                 f"{where}: the connection failed ({text}); it is reopened on the next call. "
-                "If this persists, check that libvirtd runs and the endpoint is reachable"
+                "If this persists, check that libvirtd runs and the endpoint is reachable",
+                cause=Cause.UNREACHABLE,
             )
         code = error_code(exc)
         if code is None:
@@ -143,6 +145,7 @@ class ErrorMapper:
                 f"{where}: authentication failed ({text}); fix the username/password in the "
                 "Provider's credentials Secret",
                 field="spec.credentialSecretRef",
+                cause=Cause.AUTHENTICATION,
             )
         if code in CONFIG_CODES:
             return TerminalError(f"{where}: {text}")

@@ -48,9 +48,12 @@ import libvirt
 from virtrigaud.providers.base import (
     DONE,
     Capabilities,
+    Cause,
     DiskSpec,
+    EndpointInfo,
     ImageSpec,
     NetworkSpec,
+    NetworkState,
     NotFoundError,
     Observed,
     Owner,
@@ -88,6 +91,7 @@ from virtrigaud.providers.libvirt.domain_xml import (
 from virtrigaud.providers.libvirt.endpoint import Endpoint
 from virtrigaud.providers.libvirt.errors import error_code
 from virtrigaud.providers.libvirt.storage import UNSUPPORTED, Volumes
+from virtrigaud.providers.versions import check_version, libvirt_version
 
 log = logging.getLogger(__name__)
 
@@ -306,26 +310,81 @@ class LibvirtProvider(Provider):
     # -- Provider ---------------------------------------------------------------------
 
     async def validate(self) -> None:
+        await self.probe()
+
+    async def probe(self) -> EndpointInfo:
+        """One round of calls: the library version, the driver, and the storage pool new
+        disks go to (a missing or stopped pool fails every create, so it is part of health)."""
         pool_name = self.storage_pool
 
-        def check(conn: Any) -> bool:
-            conn.getLibVersion()
-            return bool(conn.storagePoolLookupByName(pool_name).isActive())
+        def check(conn: Any) -> tuple[int, str, bool]:
+            version = int(conn.getLibVersion())
+            driver = str(conn.getType())
+            return version, driver, bool(conn.storagePoolLookupByName(pool_name).isActive())
 
         try:
-            active = await self._pool.call("validate", check, cost=3, repeatable=True)
+            number, driver, active = await self._pool.call(
+                "validate", check, cost=3, repeatable=True
+            )
         except NotFoundError as e:
             raise TerminalError(
                 f"storage pool {pool_name!r} does not exist on {self.where}; create it or "
                 "set spec.defaults.storagePool to an existing pool",
                 field="spec.defaults.storagePool",
+                cause=Cause.INVALID_SPEC,
             ) from e
         if not active:
             raise TerminalError(
                 f"storage pool {pool_name!r} on {self.where} is not active; start it "
                 f"(virsh pool-start {pool_name}) or choose another in spec.defaults.storagePool",
                 field="spec.defaults.storagePool",
+                cause=Cause.INVALID_SPEC,
             )
+        version = libvirt_version(number)
+        check_version(self.type, version, self.where)
+        return EndpointInfo(version=version, product=f"libvirt ({driver})")
+
+    async def networks(self, names: Collection[str]) -> list[NetworkState]:
+        """libvirt networks by name, else host bridges (interfaces) by name: one round."""
+        wanted = list(dict.fromkeys(names))
+        where = self.where
+
+        def look(conn: Any) -> list[NetworkState]:
+            nets = {n.name(): n for n in conn.listAllNetworks()}
+            ifaces = {i.name() for i in conn.listAllInterfaces()}
+            out = []
+            for name in wanted:
+                net = nets.get(name)
+                if net is not None:
+                    state = "active" if net.isActive() else "inactive"
+                    out.append(
+                        NetworkState(
+                            name=name,
+                            exists=True,
+                            id=net.UUIDString(),
+                            state=f"network, {state}",
+                            message=None
+                            if state == "active"
+                            else f"network {name!r} on {where} is not active; start it "
+                            f"(virsh net-start {name})",
+                        )
+                    )
+                elif name in ifaces:
+                    out.append(NetworkState(name=name, exists=True, id=name, state="interface"))
+                else:
+                    out.append(
+                        NetworkState(
+                            name=name,
+                            exists=False,
+                            message=f"{where} has no network or interface named {name!r}",
+                        )
+                    )
+            return out
+
+        result: list[NetworkState] = await self._pool.call(
+            "networks", look, cost=2, repeatable=True
+        )
+        return result
 
     def capabilities(self) -> Capabilities:
         # The test driver cannot resize volumes at all; a QEMU/KVM host grows disks online.

@@ -16,6 +16,7 @@ import requests
 from proxmoxer import AuthenticationError, ResourceException
 
 from virtrigaud.providers.base import (
+    Cause,
     NotFoundError,
     ProviderError,
     RetryableError,
@@ -91,7 +92,9 @@ def map_pve_error(e: BaseException, endpoint: str, secrets: Iterable[str] = ()) 
             return TerminalError(
                 f"Proxmox VE at {endpoint} refused the credentials ({message}): check the token "
                 "(token_id/token_secret) or username/password in the Provider's credentials "
-                "Secret, and that the token is not expired or revoked."
+                "Secret, and that the token is not expired or revoked.",
+                field="spec.credentialSecretRef",
+                cause=Cause.AUTHENTICATION,
             )
         if status == 403:
             return TerminalError(
@@ -112,20 +115,27 @@ def map_pve_error(e: BaseException, endpoint: str, secrets: Iterable[str] = ()) 
     if isinstance(e, AuthenticationError):
         return TerminalError(
             f"Proxmox VE at {endpoint} refused the login: check the username and password "
-            "(or use an API token) in the Provider's credentials Secret."
+            "(or use an API token) in the Provider's credentials Secret.",
+            field="spec.credentialSecretRef",
+            cause=Cause.AUTHENTICATION,
         )
     if isinstance(e, requests.exceptions.SSLError):
         return TerminalError(
             f"TLS verification of Proxmox VE at {endpoint} failed: install a certificate the "
             "operator trusts, or set insecureSkipVerify on the Provider for a self-signed one. "
-            f"({scrub(type(e).__name__, secrets)})"
+            f"({scrub(type(e).__name__, secrets)})",
+            field="spec.insecureSkipVerify",
+            cause=Cause.TLS,
         )
     if isinstance(e, requests.exceptions.Timeout):
-        return RetryableError(f"Proxmox VE at {endpoint} did not answer in time")
+        return RetryableError(
+            f"Proxmox VE at {endpoint} did not answer in time", cause=Cause.UNREACHABLE
+        )
     if isinstance(e, (requests.exceptions.ConnectionError, ConnectionError)):
         return RetryableError(
             f"Proxmox VE at {endpoint} is unreachable ({type(e).__name__}); "
-            "check the endpoint and that pveproxy is running"
+            "check the endpoint and that pveproxy is running",
+            cause=Cause.UNREACHABLE,
         )
     if isinstance(e, requests.exceptions.RequestException):
         return RetryableError(f"request to Proxmox VE at {endpoint} failed: {type(e).__name__}")

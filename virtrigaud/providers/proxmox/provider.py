@@ -18,13 +18,15 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from virtrigaud.providers.base import (
     DONE,
     Capabilities,
+    EndpointInfo,
     ImageSpec,
+    NetworkState,
     NotFoundError,
     Owner,
     PowerOp,
@@ -48,6 +50,7 @@ from virtrigaud.providers.proxmox import vmconfig as vc
 from virtrigaud.providers.proxmox.errors import classify_message
 from virtrigaud.providers.proxmox.session import PveSession
 from virtrigaud.providers.proxmox.tasks import task_ref, upid_of
+from virtrigaud.providers.versions import check_version
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +64,14 @@ VMID_SPREAD = 16
 # Calls that change nothing (everything else is fenced as a mutation, see calls.py).
 READ_METHODS = frozenset(
     {"list", "config", "status", "snapshots", "version", "agent", "nodes", "nextid", "pending"}
-    | {"task_status"}
+    | {"task_status", "network"}
 )
 _SNAPNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
 _MIB = 1024 * 1024
+
+
+def _node_networks(node: str) -> Callable[[Any], Any]:
+    return lambda p: p.nodes(node).network.get()
 
 
 class ProxmoxProvider(Provider):
@@ -160,6 +167,45 @@ class ProxmoxProvider(Provider):
 
     async def validate(self) -> None:
         await self._call("version", lambda p: p.version.get())
+
+    async def probe(self) -> EndpointInfo:
+        data = await self._call("version", lambda p: p.version.get())
+        version = str((data or {}).get("version") or "")
+        check_version(self.type, version, f"Proxmox VE at {self.session.host}")
+        return EndpointInfo(version=version, product="Proxmox VE")
+
+    async def networks(self, names: Collection[str]) -> list[NetworkState]:
+        """Bridges by name on the node new VMs go to (spec.defaults.node), or on every
+        node when none is set: a bridge counts as present where every node has it."""
+        wanted = list(dict.fromkeys(names))
+        node = self.defaults.get("node")
+        if node:
+            nodes = [node]
+        else:
+            listed = await self._call("nodes", lambda p: p.nodes.get())
+            nodes = sorted(str(n["node"]) for n in listed or [])
+        found: dict[str, set[str]] = {}
+        for n in nodes:
+            ifaces = await self._call("network", _node_networks(n))
+            found[n] = {str(i.get("iface")) for i in ifaces or [] if "bridge" in str(i.get("type"))}
+        out = []
+        for name in wanted:
+            missing = [n for n in nodes if name not in found[n]]
+            out.append(
+                NetworkState(
+                    name=name,
+                    exists=bool(nodes) and not missing,
+                    id=name,
+                    state=f"bridge on {', '.join(nodes)}" if not missing else None,
+                    message=(
+                        f"Proxmox VE at {self.session.host} has no bridge {name!r} on node "
+                        f"{', '.join(missing)}"
+                        if missing
+                        else None
+                    ),
+                )
+            )
+        return out
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import requests.adapters
 from proxmoxer import ProxmoxAPI
 
-from virtrigaud.providers.base import ProviderError, TerminalError
+from virtrigaud.providers.base import Cause, ProviderError, TerminalError
 from virtrigaud.providers.calls import CallGate
 from virtrigaud.providers.proxmox.errors import auth_failed
 
@@ -46,6 +46,7 @@ class Credentials:
                     f"Provider {provider_key}: token_id {data['token_id']!r} must look like "
                     "user@realm!tokenname",
                     field="credentials.token_id",
+                    cause=Cause.INVALID_SPEC,
                 )
             return Credentials(token_id=data["token_id"], token_secret=data["token_secret"])
         if data.get("username") and data.get("password"):
@@ -55,6 +56,7 @@ class Credentials:
             f"Provider {provider_key}: the credentials Secret needs token_id and token_secret "
             "(API token) or username and password",
             field="credentials",
+            cause=Cause.INVALID_SPEC,
         )
 
     @property
@@ -71,7 +73,9 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
     url = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
     if url.scheme != "https" or not url.hostname:
         raise TerminalError(
-            f"Proxmox endpoint {endpoint!r} must be https://host[:port]", field="spec.endpoint"
+            f"Proxmox endpoint {endpoint!r} must be https://host[:port]",
+            field="spec.endpoint",
+            cause=Cause.INVALID_SPEC,
         )
     return url.hostname, url.port or DEFAULT_PORT
 

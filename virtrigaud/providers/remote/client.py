@@ -52,6 +52,7 @@ from virtrigaud.providers.remote.errors import (
     TRANSPORT_FAILURES,
     error_from_trailers,
     error_of_code,
+    transport_cause,
 )
 from virtrigaud.providers.remote.metrics import REMOTE_RETRIES, REMOTE_RPC_SECONDS, REMOTE_RPCS
 from virtrigaud.providers.remote.pb import provider_pb2 as pb
@@ -256,7 +257,9 @@ class RemoteProvider(Provider):
             message = f"{self._where()} answered {method} with something that is not provider.v1"
         else:
             message = f"{self._where()}: {method} failed with {code.name}: {details}"
-        return error_of_code(code, message)
+        error = error_of_code(code, message)
+        error.cause = transport_cause(code, details)
+        return error
 
     def _garbage(self, method: str, error: Exception) -> RetryableError:
         self.breaker.on_failure(f"{method}: unreadable answer")

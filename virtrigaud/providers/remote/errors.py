@@ -15,6 +15,7 @@ import grpc
 from virtrigaud.providers.base import (
     BUSY_REASON,
     Busy,
+    Cause,
     ErrorKind,
     NotFoundError,
     OwnershipError,
@@ -23,6 +24,7 @@ from virtrigaud.providers.base import (
     TerminalError,
 )
 from virtrigaud.providers.remote.wire import (
+    MD_ERROR_CAUSE,
     MD_ERROR_FIELD,
     MD_ERROR_KIND,
     MD_ERROR_REASON,
@@ -70,6 +72,8 @@ def status_of(error: ProviderError) -> tuple[grpc.StatusCode, str, list[tuple[st
         trailers.append((MD_ERROR_FIELD, error.field))
     if error.retry_after is not None:
         trailers.append((MD_RETRY_AFTER, f"{error.retry_after:.3f}"))
+    if error.cause is not None:
+        trailers.append((MD_ERROR_CAUSE, error.cause.value))
     return _CODE_OF_KIND[error.kind], error.message, trailers
 
 
@@ -90,7 +94,9 @@ def error_from_trailers(message: str, trailers: Metadata | None) -> ProviderErro
         return OwnershipError(message, field=field, retry_after=retry_after)
     if kind is ErrorKind.RETRYABLE and reason == BUSY_REASON and retry_after:
         return Busy(message, field=field, retry_after=retry_after)
-    return _CLASSES[kind](message, field=field, retry_after=retry_after)
+    cause_name = md_value(trailers, MD_ERROR_CAUSE)
+    cause = next((c for c in Cause if c.value == cause_name), None)
+    return _CLASSES[kind](message, field=field, retry_after=retry_after, cause=cause)
 
 
 def is_application_error(trailers: Metadata | None) -> bool:
@@ -103,3 +109,16 @@ def kind_of_code(code: grpc.StatusCode) -> ErrorKind:
 
 def error_of_code(code: grpc.StatusCode, message: str) -> ProviderError:
     return _CLASSES[kind_of_code(code)](message)
+
+
+_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate")
+
+
+def transport_cause(code: grpc.StatusCode, details: str) -> Cause | None:
+    """What a failure of the transport itself says about the remote provider's health."""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        text = details.lower()
+        return Cause.TLS if any(m in text for m in _TLS_MARKERS) else Cause.UNREACHABLE
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return Cause.AUTHENTICATION
+    return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from virtrigaud.providers.base import RetryableError, TerminalError
+from virtrigaud.providers.base import Cause, RetryableError, TerminalError
 
 JSON = dict[str, Any]
 REMOTE = "Remote"
@@ -43,6 +43,7 @@ def runtime_of(provider: JSON) -> RuntimeRef | None:
             "tls.secretRef to a Secret with tls.crt, tls.key and ca.crt (or tls.enabled: false "
             "to run plaintext on purpose)",
             field="spec.runtime.service.tls",
+            cause=Cause.INVALID_SPEC,
         )
     insecure = tls.get("enabled") is False
     secret = (tls.get("secretRef") or {}).get("name")
@@ -51,6 +52,7 @@ def runtime_of(provider: JSON) -> RuntimeRef | None:
             f"Provider {key}: spec.runtime.service.tls.secretRef.name is empty; name the TLS "
             "Secret (tls.crt, tls.key, ca.crt)",
             field="spec.runtime.service.tls.secretRef",
+            cause=Cause.INVALID_SPEC,
         )
     endpoint = ((provider.get("status") or {}).get("runtime") or {}).get("endpoint")
     if not endpoint:

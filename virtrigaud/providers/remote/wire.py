@@ -54,6 +54,7 @@ MD_FINISH = "virtrigaud-finish"  # a VM id: Create answers finish_create of that
 MD_ERROR_KIND = "virtrigaud-error-kind"
 MD_ERROR_REASON = "virtrigaud-error-reason"
 MD_ERROR_FIELD = "virtrigaud-error-field"
+MD_ERROR_CAUSE = "virtrigaud-error-cause"  # a providers.base.Cause value
 MD_RETRY_AFTER = "virtrigaud-retry-after"
 MD_CALLS = "virtrigaud-hypervisor-calls"
 MD_PENDING = "virtrigaud-pending"

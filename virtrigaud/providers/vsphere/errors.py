@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Callable
 
 from virtrigaud.providers.base import (
+    Cause,
     NotFoundError,
     ProviderError,
     RetryableError,
@@ -90,6 +91,7 @@ def _map(
             f"vCenter {endpoint} rejected the login of user {username!r}; put the right "
             "username and password in the Provider's credentials Secret",
             field="spec.credentialSecretRef",
+            cause=Cause.AUTHENTICATION,
         )
     if isinstance(e, vim.fault.NotAuthenticated):
         return SessionExpiredError(f"the session with vCenter {endpoint} expired ({what})")
@@ -110,15 +112,30 @@ def _map(
             f"the TLS certificate of {endpoint} is not trusted ({e.verify_message}); "
             "install a trusted certificate or set spec.insecureSkipVerify for test setups",
             field="spec.insecureSkipVerify",
+            cause=Cause.TLS,
+        )
+    if isinstance(e, ssl.SSLError):
+        return RetryableError(
+            f"the TLS handshake with {endpoint} failed ({scrub(str(e))}); check that the "
+            "endpoint speaks TLS on that port",
+            cause=Cause.TLS,
         )
     if isinstance(e, ConnectionRefusedError):
-        return RetryableError(f"vCenter {endpoint} refused the connection (is it running?)")
+        return RetryableError(
+            f"vCenter {endpoint} refused the connection (is it running?)",
+            cause=Cause.UNREACHABLE,
+        )
     if isinstance(e, socket.timeout | TimeoutError):
-        return RetryableError(f"vCenter {endpoint} did not answer in time")
+        return RetryableError(f"vCenter {endpoint} did not answer in time", cause=Cause.UNREACHABLE)
     if isinstance(e, http.client.RemoteDisconnected | ConnectionError | http.client.HTTPException):
-        return RetryableError(f"vCenter {endpoint} dropped the connection ({type(e).__name__})")
+        return RetryableError(
+            f"vCenter {endpoint} dropped the connection ({type(e).__name__})",
+            cause=Cause.UNREACHABLE,
+        )
     if isinstance(e, OSError):
-        return RetryableError(f"cannot reach vCenter {endpoint}: {scrub(str(e))}")
+        return RetryableError(
+            f"cannot reach vCenter {endpoint}: {scrub(str(e))}", cause=Cause.UNREACHABLE
+        )
     if isinstance(e, vmodl.MethodFault):
         # A fault this table does not know: report it and let the backoff retry.
         return RetryableError(f"vCenter {endpoint} failed the call: {what}")

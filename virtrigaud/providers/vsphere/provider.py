@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from virtrigaud.providers.base import (
     DONE,
     Capabilities,
+    EndpointInfo,
     ImageSpec,
+    NetworkState,
     NotFoundError,
     Owner,
     PowerOp,
@@ -38,6 +40,7 @@ from virtrigaud.providers.base import (
 )
 from virtrigaud.providers.calls import CallGate
 from virtrigaud.providers.inflight import TaskCap
+from virtrigaud.providers.versions import check_version
 from virtrigaud.providers.vsphere import inventory, specs, tasks
 from virtrigaud.providers.vsphere.inventory import VmRecord
 from virtrigaud.providers.vsphere.placement import (
@@ -89,6 +92,10 @@ def _remember(table: dict[str, T], key: str, value: T) -> None:
     table[key] = value
     while len(table) > REMEMBERED:
         del table[next(iter(table))]
+
+
+def _network_item(index: InventoryIndex, name: str) -> Any:
+    return index.get("portgroup", name) or index.get("network", name)
 
 
 def _bind(obj: Any, conn: Connection) -> Any:
@@ -257,6 +264,39 @@ class VSphereProvider(Provider):
 
     async def validate(self) -> None:
         await self._read_call("CurrentTime", lambda c: c.si.CurrentTime())
+
+    async def probe(self) -> EndpointInfo:
+        # The version comes with the ServiceContent every login reads: no call of its own.
+        about = await self._read_call(
+            "CurrentTime", lambda c: (c.si.CurrentTime(), c.content.about)[1]
+        )
+        version = str(getattr(about, "version", "") or "")
+        check_version(self.type, version, f"vCenter {self.endpoint}")
+        return EndpointInfo(version=version, product=str(getattr(about, "fullName", "") or ""))
+
+    async def networks(self, names: Collection[str]) -> list[NetworkState]:
+        """Standard and distributed portgroups by name, from the session's inventory index
+        (read again once when a name is missing from it)."""
+        wanted = list(dict.fromkeys(names))
+        index = await self._index()
+        if any(_network_item(index, n) is None for n in wanted):
+            index = await self._index(refresh=True)
+        return [self._network_state(index, n) for n in wanted]
+
+    def _network_state(self, index: InventoryIndex, name: str) -> NetworkState:
+        item = _network_item(index, name)
+        if item is None:
+            return NetworkState(
+                name=name,
+                exists=False,
+                message=f"vCenter {self.endpoint} has no portgroup or network named {name!r}",
+            )
+        state = "standard portgroup"
+        ref = item.props.get("config.distributedVirtualSwitch")
+        switch = index.by_ref.get(ref._moId) if ref is not None else None
+        if switch is not None:
+            state = f"distributed portgroup on {switch.props.get('name')}"
+        return NetworkState(name=name, exists=True, id=str(item.obj._moId), state=state)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import http.client
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from virtrigaud.providers.base import ProviderError, RetryableError, TerminalError
+from virtrigaud.providers.base import Cause, ProviderError, RetryableError, TerminalError
 from virtrigaud.providers.calls import CallGate
 from virtrigaud.providers.vsphere.errors import SessionExpiredError
 from virtrigaud.providers.vsphere.sdk import smart_connect
@@ -69,6 +70,7 @@ class Endpoint:
             raise TerminalError(
                 f"{endpoint!r} is not a vCenter URL; write it as https://HOST[:PORT]/sdk",
                 field="spec.endpoint",
+                cause=Cause.INVALID_SPEC,
             )
         try:
             port = url.port or (443 if url.scheme == "https" else 80)
@@ -76,6 +78,7 @@ class Endpoint:
             raise TerminalError(
                 f"{endpoint!r} has an invalid port; write it as https://HOST[:PORT]/sdk",
                 field="spec.endpoint",
+                cause=Cause.INVALID_SPEC,
             ) from e
         return Endpoint(url.hostname, port, url.path or "/sdk")
 
@@ -181,6 +184,9 @@ class VSphereSession:
             user=self._username,
             pwd=self._password,
             disableSslCertValidation=self._insecure,
+            # pyVmomi skips verification for localhost and 127.0.0.1 unless it is handed a
+            # context: insecureSkipVerify false means verified, whatever the address.
+            sslContext=None if self._insecure else ssl.create_default_context(),
             httpConnectionTimeout=HTTP_TIMEOUT_SECONDS,
         )
         return Connection(si, si.RetrieveContent())

@@ -1,0 +1,68 @@
+"""The shape shared by controllers of objects VMs depend on (VMClass, VMImage,
+VMNetworkAttachment): the object arrives with its usage (leader/usage.py), a GET when the
+runtime has none, and the last usage is remembered for passes that come without one."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from virtrigaud.controllers.common.latest import LatestWrites
+from virtrigaud.controllers.common.resolve import Resolver
+from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
+from virtrigaud.kube.client import ApiError
+from virtrigaud.kube.keys import ObjectKey
+from virtrigaud.kube.resources import Resource
+from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
+
+JSON = dict[str, Any]
+
+
+class DependencyController(abc.ABC):
+    resource: Resource
+
+    def __init__(self, ctx: ShardContext, *, resolver: Resolver | None = None) -> None:
+        self.ctx = ctx
+        self.resolver = resolver or Resolver(ctx.kube)
+        self.usage: dict[str, Usage] = {}
+        self.latest = LatestWrites()
+
+    async def forget(self, key: str) -> None:
+        self.usage.pop(key, None)
+        self.latest.forget(key)
+
+    async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
+        if obj is None:
+            ref = ObjectKey.parse(key)
+            try:
+                obj = await self.ctx.kube.get(self.resource, ref.name, ref.namespace)
+            except ApiError as e:
+                if not e.not_found:
+                    raise
+                await self.forget(key)
+                return ReconcileResult()
+        obj = self.latest.freshest(key, obj)
+        usage = usage_of(obj)
+        if usage is not None:
+            self.usage[key] = usage
+        else:
+            usage = self.usage.get(key)
+        return await self.run(key, without_usage(obj), usage)
+
+    @abc.abstractmethod
+    async def run(self, key: str, obj: JSON, usage: Usage | None) -> ReconcileResult: ...
+
+    async def save(self, obj: JSON, draft: Any) -> JSON:
+        """Write the draft's status (a StatusDraft) when it differs; an object deleted
+        meanwhile is left alone."""
+        try:
+            stored: JSON = await draft.write(self.ctx.kube, self.resource, obj)
+            meta = stored.get("metadata") or {}
+            self.latest.remember(
+                f"{self.resource.kind}/{meta.get('namespace')}/{meta.get('name')}", stored
+            )
+            return stored
+        except ApiError as e:
+            if e.not_found:
+                return obj
+            raise

@@ -1,0 +1,1 @@
+"""The Provider controller: health, capabilities, usage and deletion of a Provider."""

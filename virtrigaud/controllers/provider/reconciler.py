@@ -1,0 +1,240 @@
+"""The Provider reconcile: is the endpoint usable, what can it do, who uses it.
+
+Each pass resolves the credentials Secret, probes the endpoint when due (health.py),
+and writes ``healthy``, ``version``, ``capabilities``, ``connectedVMs`` (from the usage
+the leader delivers with the object) and the ``Ready``/``Healthy`` conditions. The
+pooled session is the one VMs use: a changed Secret changes the config's fingerprint, so
+the pool replaces the session, and the Secret's ``touch`` requeues the Provider at once.
+
+Deletion waits while VirtualMachines still name the Provider (their hypervisor VMs would
+be orphaned otherwise): the ``Deleting`` condition says which and how many, and the
+finalizer goes when the usage says none are left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection
+from typing import Any
+
+from virtrigaud.api.common import ConditionStatus
+from virtrigaud.api.conditions import now
+from virtrigaud.api.provider import FINALIZER, ProviderSpec, ProviderStatus
+from virtrigaud.controllers.common.latest import LatestWrites
+from virtrigaud.controllers.common.objects import set_finalizer
+from virtrigaud.controllers.common.resolve import MissingDependency, Resolver
+from virtrigaud.controllers.common.status import StatusDraft
+from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
+from virtrigaud.controllers.provider.capabilities import capability_names, reported
+from virtrigaud.controllers.provider.health import HealthPolicy, Outcome, ProbeMemory
+from virtrigaud.kube.client import ApiError
+from virtrigaud.kube.keys import ObjectKey, kind_of, object_key
+from virtrigaud.kube.resources import PROVIDERS, SECRETS
+from virtrigaud.leader.routing import secret_of_provider
+from virtrigaud.providers.base import Cause, ProviderError, RetryableError
+from virtrigaud.providers.registry import ProviderConfig
+from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+READY = "Ready"
+HEALTHY = "Healthy"
+DELETING = "Deleting"
+IN_USE = "InUse"
+NOT_CHECKED = "NotChecked"
+USAGE_WAIT = 5.0  # a deleting Provider read without usage: look again when it is delivered
+DELETE_RECHECK = 60.0
+MISSING_SECRET_RECHECK = 30.0
+
+
+class ProviderReconciler:
+    def __init__(self, ctx: ShardContext, *, resolver: Resolver | None = None) -> None:
+        self.ctx = ctx
+        self.resolver = resolver or Resolver(ctx.kube)
+        self.probes: dict[str, ProbeMemory] = {}
+        self.usage: dict[str, Usage] = {}
+        self.latest = LatestWrites()
+
+    async def forget(self, key: str) -> None:
+        self.probes.pop(key, None)
+        self.usage.pop(key, None)
+        self.latest.forget(key)
+
+    def dependents(self, changed: Collection[str]) -> set[str]:
+        """Providers whose credentials Secret changed: probed again now, with a fresh read."""
+        due: set[str] = set()
+        for key in changed:
+            if kind_of(key) != SECRETS.kind:
+                continue
+            ref = ObjectKey.parse(key)
+            self.resolver.invalidate(SECRETS, ref.namespace, ref.name)
+            due |= {k for k, m in self.probes.items() if m.secret == key}
+        return due
+
+    async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
+        if obj is None:
+            obj = await self._get(key)
+            if obj is None:
+                await self._gone(key)
+                return ReconcileResult()
+        obj = self.latest.freshest(key, obj)
+        usage = usage_of(obj)
+        if usage is not None:
+            self.usage[key] = usage
+        else:
+            usage = self.usage.get(key)
+        run = _Pass(self, key, without_usage(obj), usage)
+        return await run.execute()
+
+    async def _get(self, key: str) -> JSON | None:
+        ref = ObjectKey.parse(key)
+        try:
+            return await self.ctx.kube.get(PROVIDERS, ref.name, ref.namespace)
+        except ApiError as e:
+            if e.not_found:
+                return None
+            raise
+
+    async def _gone(self, key: str) -> None:
+        ref = ObjectKey.parse(key)
+        await self.forget(key)
+        await self.ctx.providers.remove(f"{ref.namespace}/{ref.name}")
+
+
+class _Pass:
+    def __init__(self, owner: ProviderReconciler, key: str, obj: JSON, usage: Usage | None) -> None:
+        self.owner = owner
+        self.ctx = owner.ctx
+        self.key = key
+        self.obj = obj
+        self.usage = usage
+        self.st: StatusDraft[ProviderStatus] = StatusDraft(ProviderStatus, obj)
+        self.memory = owner.probes.setdefault(key, ProbeMemory())
+        meta = obj["metadata"]
+        self.ref = f"Provider {meta.get('namespace')}/{meta['name']}"
+
+    async def execute(self) -> ReconcileResult:
+        if self.obj["metadata"].get("deletionTimestamp"):
+            return await self.finalize()
+        if FINALIZER not in (self.obj["metadata"].get("finalizers") or []):
+            self.obj, _ = await set_finalizer(self.ctx.kube, PROVIDERS, self.obj, FINALIZER, True)
+            self.owner.latest.remember(self.key, self.obj)
+        if self.usage is not None:
+            self.st.status.connected_vms = self.usage.vms
+        spec = ProviderSpec.model_validate(self.obj.get("spec") or {})
+        policy = HealthPolicy.of(spec.health_check)
+        secret = secret_of_provider(self.obj)
+        self.memory.secret = object_key(SECRETS.kind, *secret) if secret else None
+        try:
+            config = await self.owner.resolver.provider_config(self.obj)
+        except MissingDependency as e:
+            return await self.not_checked("WaitingForDependencies", str(e))
+        except ProviderError as e:
+            self.memory.record("", Outcome(at=time.monotonic(), error=e))
+            return await self.report(policy)
+        fingerprint = config.fingerprint()
+        if self.memory.due(fingerprint, policy):
+            await self.probe(config, fingerprint, policy)
+        return await self.report(policy)
+
+    async def probe(self, config: ProviderConfig, fingerprint: str, policy: HealthPolicy) -> None:
+        try:
+            provider = await self.ctx.providers.get(config)
+            try:
+                info = await asyncio.wait_for(provider.probe(), policy.timeout)
+            except TimeoutError:
+                raise RetryableError(
+                    f"{config.endpoint} did not answer the health check within "
+                    f"{policy.timeout:g}s (spec.healthCheck.timeout)",
+                    cause=Cause.UNREACHABLE,
+                ) from None
+            outcome = Outcome(at=time.monotonic(), info=info)
+            self.st.status.capabilities = capability_names(provider.capabilities())
+            self.st.status.reported_capabilities = reported(provider.capabilities())
+        except ProviderError as e:
+            outcome = Outcome(at=time.monotonic(), error=e)
+        self.memory.record(fingerprint, outcome)
+        self.st.status.last_health_check = now()
+
+    async def report(self, policy: HealthPolicy) -> ReconcileResult:
+        last = self.memory.last
+        assert last is not None
+        was = self.st.status.healthy
+        healthy = self.memory.healthy(was, policy)
+        self.st.status.healthy = healthy
+        if last.info is not None and last.info.version:
+            self.st.status.version = last.info.version
+        if last.ok:
+            product = f" ({last.info.product})" if last.info and last.info.product else ""
+            version = last.info.version if last.info else ""
+            message = f"{self.ref}: the endpoint answered; version {version or 'unknown'}{product}"
+            self.st.condition(HEALTHY, True, last.reason, message)
+        else:
+            assert last.error is not None
+            message = f"{self.ref}: {last.error}"
+            if healthy:
+                message = (
+                    f"{message} (failure {self.memory.failures} of "
+                    f"{policy.failure_threshold} before it counts as unhealthy)"
+                )
+            self.st.condition(HEALTHY, healthy, last.reason, message)
+        ready_changed = self.st.condition(
+            READY,
+            healthy,
+            "Ready" if healthy else last.reason,
+            f"{self.ref} is ready for VirtualMachines"
+            if healthy
+            else f"{self.ref} is not usable: {last.error}",
+        )
+        await self.save()
+        if ready_changed and healthy:
+            await self.ctx.events.normal(self.obj, "Healthy", f"{self.ref} passed its health check")
+        elif ready_changed:
+            await self.ctx.events.warning(self.obj, last.reason, f"{self.ref}: {last.error}")
+        if not policy.enabled and last.ok:
+            return ReconcileResult()  # checks are off; a failing Provider is still retried
+        delay = self.memory.next_delay(policy) - (time.monotonic() - last.at)
+        return ReconcileResult(requeue_after=max(0.1, delay))
+
+    async def not_checked(self, reason: str, message: str) -> ReconcileResult:
+        self.st.condition(HEALTHY, ConditionStatus.UNKNOWN, NOT_CHECKED, message)
+        changed = self.st.condition(READY, False, reason, message)
+        await self.save()
+        if changed:
+            await self.ctx.events.warning(self.obj, reason, message)
+        # The Secret's watch requeues it when it appears; this is the safety net.
+        return ReconcileResult(requeue_after=MISSING_SECRET_RECHECK)
+
+    async def finalize(self) -> ReconcileResult:
+        if FINALIZER not in (self.obj["metadata"].get("finalizers") or []):
+            return ReconcileResult()
+        if self.usage is None:
+            return ReconcileResult(requeue_after=USAGE_WAIT)
+        if self.usage.vms > 0:
+            self.st.status.connected_vms = self.usage.vms
+            message = (
+                f"{self.ref} is still used by {self.usage.describe()}; it is deleted once "
+                "they are gone (delete them, or point their spec.providerRef elsewhere)"
+            )
+            changed = self.st.condition(DELETING, True, IN_USE, message)
+            await self.save()
+            if changed:
+                await self.ctx.events.warning(self.obj, "DeletionBlocked", message)
+            return ReconcileResult(requeue_after=DELETE_RECHECK)
+        ref = ObjectKey.parse(self.key)
+        await self.ctx.providers.remove(f"{ref.namespace}/{ref.name}")
+        await set_finalizer(self.ctx.kube, PROVIDERS, self.obj, FINALIZER, False)
+        await self.owner.forget(self.key)
+        return ReconcileResult()
+
+    async def save(self) -> None:
+        try:
+            self.obj = await self.st.write(self.ctx.kube, PROVIDERS, self.obj)
+            self.owner.latest.remember(self.key, self.obj)
+        except ApiError as e:
+            if not e.not_found:
+                raise

@@ -1,0 +1,1 @@
+"""The VMClass controller: validation and usage."""

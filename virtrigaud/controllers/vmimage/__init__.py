@@ -1,0 +1,1 @@
+"""The VMImage controller: is the image there on each Provider its VMs use."""
