@@ -7,7 +7,9 @@ Two real `virtrigaud run` processes (the rendered Deployment's arguments, with t
 session's Ray and Redis) converge VMs on all three simulators, resize one, fail over (the
 leader is killed), follow a shard-count change, run the fleet kinds on vcsim (a VMSet
 scaled 2 -> 1 and deleted, a VMSnapshot taken and reverted to, a schedule firing, a
-VMClone) and delete the VMs, which deletes their VMSnapshots. The API server's
+VMClone) and delete the VMs, which deletes their VMSnapshots, then the Providers; the
+Providers, VMClasses, VMImages and the VMNetworkAttachment report their status. The API
+server's
 decision log must then show no denial for the ServiceAccount, and every (rule, resource,
 verb) the chart grants must have allowed at least one request (but the few in
 RARELY_USED, each with the code that needs it): a grant the run never needed is one too
@@ -284,6 +286,22 @@ async def vm_objects(admin: KubeClient, ns: str, stack: DevStack, libvirt_image:
         )
 
 
+async def dependencies_reported(admin: KubeClient, ns: str) -> bool:
+    """The Providers are Ready and hold their finalizer; the classes, images and the network
+    say whether they are Ready."""
+    kinds = (PROVIDERS, VM_CLASSES, VM_IMAGES, VM_NETWORK_ATTACHMENTS)
+    for res in kinds:
+        for obj in (await admin.list(res, ns))["items"]:
+            ready = condition(obj, "Ready")
+            if ready is None:
+                return False
+            if res is PROVIDERS and not (
+                ready["status"] == "True" and obj["metadata"].get("finalizers")
+            ):
+                return False
+    return True
+
+
 async def fleet_kinds(admin: KubeClient, ns: str, logs: list[Path]) -> None:
     """VMSet, VMSnapshot (single, reverted to, scheduled) and VMClone through their
     controllers, on vcsim (the quickest at each), next to web-vsphere."""
@@ -469,6 +487,7 @@ async def test_the_controller_needs_exactly_the_charts_rbac(
         await until(lambda: _eq(holder(), "a"), 60, "a to lead", logs)
         b = Controller(controller_command(deployment, "b", sa.kubeconfig), logs[1])
         await until(all_ready, 120, "the VMs to be Ready", logs)
+        await until(lambda: dependencies_reported(admin, vm_ns), 30, "their status", logs)
 
         # Resize: a bigger class.
         await admin.patch(
@@ -495,6 +514,15 @@ async def test_the_controller_needs_exactly_the_charts_rbac(
             return not any(found["items"] for found in left)
 
         await until(gone, 60, "the VMs and their VMSnapshots to be deleted", logs)
+
+        # A Provider's finalizer goes once no VM uses it.
+        for t in PROVIDER_TYPES:
+            await admin.delete(PROVIDERS, t, vm_ns)
+
+        async def providers_gone() -> bool:
+            return not (await admin.list(PROVIDERS, vm_ns))["items"]
+
+        await until(providers_gone, 30, "the Providers to be deleted", logs)
     except BaseException:
         # A denial mostly shows as a step that never completes: say which.
         print("denied:", denials(rbac_kube, sa_user))

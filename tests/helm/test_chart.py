@@ -771,6 +771,13 @@ CONTROLLER_CALLS = [
         ("cluster", GROUP, f"{kind}/status", "update", "x")
         for kind in ("vmsnapshots", "vmsets", "vmclones")
     ),
+    # controllers/provider, vmclass, vmimage, vmnetworkattachment: status (PUT); a
+    # Provider's finalizer (patch).
+    ("cluster", GROUP, "providers", "patch", "x"),
+    *(
+        ("cluster", GROUP, f"{kind}/status", "update", "x")
+        for kind in ("providers", "vmclasses", "vmimages", "vmnetworkattachments")
+    ),
     # controllers/vmset/reconciler.py (its VMs), controllers/vmclone/reconciler.py (the
     # target VM), controllers/vmsnapshot/scheduled.py and virtualmachine/delete.py (the
     # VMSnapshots of a schedule, of a deleted VM).
@@ -872,9 +879,10 @@ def test_rbac_grants_no_more_than_the_controller_needs(chart: helm.Chart) -> Non
     for kind in set(ROUTED) - {"virtualmachines", "vmsnapshots"}:
         for verb in ("create", "delete"):
             assert not allows(cluster, GROUP, kind, verb, "x"), (kind, verb)
-    for kind in set(ROUTED) - {"virtualmachines", "vmsnapshots", "vmsets"}:
+    for kind in ("vmclasses", "vmimages", "vmnetworkattachments", "vmclones"):
         assert not allows(cluster, GROUP, kind, "patch", "x"), kind
-    for kind in set(ROUTED) - {"virtualmachines", "vmsnapshots", "vmsets", "vmclones"}:
+    for kind in ("vmmigrations", "vmplacementpolicies"):
+        assert not allows(cluster, GROUP, kind, "patch", "x"), kind
         assert not allows(cluster, GROUP, f"{kind}/status", "update", "x"), kind
     # Secrets: not cluster-wide, and only where asked; the release namespace is not implied.
     assert not allows(cluster, "", "secrets", "get", "creds")

@@ -179,20 +179,23 @@ a Role per namespace of watchNamespaces. */}}
 # VMClone acts on and a clone's target (vmsnapshot/passbase.py read_vm,
 # vmclone/reconciler.py source_vm, target_vm), the VMSnapshot a VM reverts to
 # (virtualmachine/revert.py), and the object of a key it holds no copy of (each kind's
-# reconciler.py reconcile).
+# reconciler.py reconcile; common/dependency.py for VMClasses, VMImages and
+# VMNetworkAttachments).
 - apiGroups: ["infra.virtrigaud.io"]
   resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments, vmsnapshots, vmsets, vmclones]
   verbs: [get]
 # Finalizers, a merge patch guarded by resourceVersion (controllers/common/objects.py), of
-# VMs, VMSnapshots and VMSets; also a VMClone clearing its target VM's cloned-by annotation
+# VMs, VMSnapshots, VMSets and Providers (provider/reconciler.py: held while VMs use it);
+# also a VMClone clearing its target VM's cloned-by annotation
 # (vmclone/reconciler.py finished), a VMSet orphaning its VMs (vmset/reconciler.py
 # finalize), a deleted VM marking the VMSnapshots it keeps (virtualmachine/delete.py).
 - apiGroups: ["infra.virtrigaud.io"]
-  resources: [virtualmachines, vmsnapshots, vmsets]
+  resources: [virtualmachines, vmsnapshots, vmsets, providers]
   verbs: [patch]
-# Status, a PUT of the /status subresource (controllers/common/objects.py write_status).
+# Status, a PUT of the /status subresource (controllers/common/objects.py write_status,
+# through common/status.py for Providers, VMClasses, VMImages and VMNetworkAttachments).
 - apiGroups: ["infra.virtrigaud.io"]
-  resources: [virtualmachines/status, vmsnapshots/status, vmsets/status, vmclones/status]
+  resources: [virtualmachines/status, vmsnapshots/status, vmsets/status, vmclones/status, providers/status, vmclasses/status, vmimages/status, vmnetworkattachments/status]
   verbs: [update]
 # A VMSet creates and deletes its VMs (vmset/reconciler.py apply); a VMClone creates its
 # target VM (vmclone/reconciler.py target_vm).
