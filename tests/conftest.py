@@ -9,19 +9,43 @@ reruns); it is then left running at the end. Tests that use any of these fixture
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from virtrigaud.dev.rayhead import RAY_ENV
+# The code under test is this checkout's, also in the processes the tests start (`virtrigaud
+# run`, Ray workers, provider servers) and whatever an installed .venv points at (a venv
+# shared between checkouts of the same repository points at one of them).
+CHECKOUT = str(Path(__file__).resolve().parents[1])
+if sys.path[:1] != [CHECKOUT]:
+    sys.path.insert(0, CHECKOUT)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [CHECKOUT, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+)
+for _name in [m for m in sys.modules if m == "virtrigaud" or m.startswith("virtrigaud.")]:
+    if not str(getattr(sys.modules[_name], "__file__", "") or "").startswith(CHECKOUT):
+        raise RuntimeError(
+            f"{_name} was imported from {sys.modules[_name].__file__} before the tests' "
+            f"conftest ran; run the tests of {CHECKOUT} with PYTHONPATH={CHECKOUT}"
+        )
+
+from virtrigaud.dev.rayhead import RAY_ENV  # noqa: E402
 
 # Ray reads these at import time; a test that imports Ray before any fixture ran must
 # already see them, or it binds the routed address instead of 127.0.0.1.
 os.environ.update(RAY_ENV)
 
-from virtrigaud.dev.info import KubeInfo, LibvirtInfo, ProxmoxInfo, RayInfo, RedisInfo, VcsimInfo
-from virtrigaud.dev.stack import DevStack
+from virtrigaud.dev.info import (  # noqa: E402
+    KubeInfo,
+    LibvirtInfo,
+    ProxmoxInfo,
+    RayInfo,
+    RedisInfo,
+    VcsimInfo,
+)
+from virtrigaud.dev.stack import DevStack  # noqa: E402
 
 REUSE_ENV = "VIRTRIGAUD_TEST_STATE_DIR"
 STACK_FIXTURES = {

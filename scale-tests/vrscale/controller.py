@@ -29,6 +29,8 @@ class ControllerOptions:
     audit: bool = True
     """Record every reconcile start/end in the Redis audit stream (every scenario does:
     the one-owner check runs wherever keys move)."""
+    audit_url: str | None = None
+    """Where the audit stream lives (default: the stack's Redis)."""
     use_redis: bool = True
     """Per-Provider buckets in Redis (else the Ray actor bucket)."""
     extra_args: list[str] = field(default_factory=list)
@@ -75,8 +77,8 @@ class Controller:
     def env(self) -> dict[str, str]:
         info = self.stack.info()
         env = dict(info.ray.env) if info.ray else {}
-        if self.options.audit and info.redis is not None:
-            env[AUDIT_ENV] = info.redis.url
+        if self.options.audit and (self.options.audit_url or info.redis is not None):
+            env[AUDIT_ENV] = self.options.audit_url or info.redis.url  # type: ignore[union-attr]
         return env
 
     def start(self) -> None:

@@ -44,6 +44,7 @@ class Fleet:
         self.plan: list[tuple[Target, int]] = []
         self.warm: list[tuple[Target, int]] = []
         self._cpu: dict[str, int] = {}
+        self.own_audit_url: str | None = None
 
     def next_change(self, key: str) -> dict[str, Any]:
         """A spec change for key that differs from its current spec (CPU 1 <-> 2)."""
@@ -66,8 +67,8 @@ class Fleet:
         if self.info.kube is None:
             raise RuntimeError("the scenario's stack has no API server")
         await asyncio.to_thread(workload.prepare, self.info)
-        if self.info.redis is not None:
-            await asyncio.to_thread(audit.reset, self.info.redis.url)
+        if self.audit_url is not None:
+            await asyncio.to_thread(audit.reset, self.audit_url)
         self.targets = targets if targets is not None else workload.targets(self.info)
         self.kube = KubeClient.from_kubeconfig(self.info.kube.kubeconfig)
         await fleet.setup(self.kube, self.targets, rate)
@@ -158,7 +159,16 @@ class Fleet:
             "coordinator_processes_scraped": len(coordinators),
         }
 
+    @property
+    def audit_url(self) -> str | None:
+        """Where the reconcile audit lives: a Redis of its own if the scenario started one
+        (auditredis.py), else the stack's."""
+        if self.own_audit_url is not None:
+            return self.own_audit_url
+        return self.info.redis.url if self.info.redis is not None else None
+
     async def start_controller(self, shards: int, **kw: Any) -> Controller:
+        kw.setdefault("audit_url", self.own_audit_url)
         self.controller = await self.ctx.start_controller(ControllerOptions(shards=shards, **kw))
         return self.controller
 
@@ -422,10 +432,10 @@ async def record_counters(ctx: RunContext, fl: Fleet) -> None:
     if fl.controller is None:
         return
     await lost_vm_checks(ctx, fl)
-    if fl.info.redis is None:
+    if fl.audit_url is None:
         return
     try:
-        report = await asyncio.to_thread(audit.check, fl.info.redis.url)
+        report = await asyncio.to_thread(audit.check, fl.audit_url)
     except Exception as e:
         ctx.report.errors.append(f"the reconcile audit could not be read: {type(e).__name__}: {e}")
         return

@@ -119,7 +119,7 @@ async def churn(
     result = ChurnResult()
     if not keys or rate <= 0:
         return result
-    redis_url = fl.info.redis.url if fl.info.redis is not None else None
+    redis_url = fl.audit_url
     server_start = await asyncio.to_thread(waits.server_time, redis_url) if redis_url else None
     interval = 1.0 / rate
     began = time.monotonic()
