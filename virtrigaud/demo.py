@@ -265,8 +265,11 @@ async def watch_vms(kube: KubeClient, tracker: Tracker, stop: asyncio.Event) -> 
                 if stop.is_set():
                     return
         except ApiError as e:
-            if not e.gone:
+            # 410: relist. 429 and 5xx (e.g. "storage is (re)initializing" right after new
+            # CRDs): the server asks to come back; a dead watch would stall the demo.
+            if not (e.gone or e.status == 429 or e.status >= 500):
                 raise
+            await asyncio.sleep(0.5)
         except (TimeoutError, OSError):
             await asyncio.sleep(0.5)
 

@@ -12,7 +12,7 @@ from direct_leader import DirectLeader
 from virtrigaud.fence import CLAIM, Fenced
 from virtrigaud.shards import audit
 from virtrigaud.shards.reconciler import ReconcileResult
-from virtrigaud.shards.runtime import ShardRuntime
+from virtrigaud.shards.runtime import ORPHANED, ShardRuntime
 
 
 class GatedReconciler:
@@ -197,6 +197,29 @@ async def test_a_lapsed_lease_with_ready_work_leaves_the_shard_responsive() -> N
         leader.renew(duration=30)
         await until(lambda: rec.passes > stopped_at + 100)
     finally:
+        await rt.stop(grace=1)
+
+
+async def test_keys_a_lost_shard_left_start_without_waiting_for_a_free_worker() -> None:
+    """Every worker busy: keys accepted as ORPHANED (under way on a shard that died) start
+    at once on extra workers, which go away once they have taken their share."""
+    rec = GatedReconciler()
+    rt = ShardRuntime("shard-t11", rec, workers=2)
+    rt.start()
+    leader = DirectLeader(rt)
+    try:
+        await leader.lead()
+        leader.accept([("ns/busy-0", None), ("ns/busy-1", None)])
+        await until(lambda: rec.running == {"ns/busy-0", "ns/busy-1"})
+        orphaned = [(f"ns/orphan-{i}", None) for i in range(2)]
+        leader.accept([("ns/new", None)])
+        rt.accept(1, rt.incarnation, leader.stamp(), orphaned, ORPHANED)
+        await until(lambda: {k for k, _ in orphaned} <= rec.running, timeout=2)
+        assert "ns/new" not in rec.running, "new work does not ride on the extra workers"
+        rec.gate.set()
+        await until(lambda: not rt._surges and "ns/new" in {k for k, _ in rec.started})
+    finally:
+        rec.gate.set()
         await rt.stop(grace=1)
 
 

@@ -780,11 +780,14 @@ class Coordinator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), timeout=self.config.batch_window)
             self._flush_now.clear()
+            # Sent without waiting for the answers: a shard that stopped answering holds up
+            # only its own messages (until its call times out or it leaves the ring), not
+            # every other shard's. Stamps, not arrival, order what each shard applies.
             outgoing = self._take_buffers()
             if outgoing:
-                await self._send_all(outgoing)
+                self._spawn(self._send_all(outgoing), "flush")
             if self._touched and self.ready:
-                await self._broadcast_touched()
+                self._spawn(self._broadcast_touched(), "touch")
 
     async def _broadcast_touched(self) -> None:
         """Tell every shard which dependencies changed; each looks again at the keys

@@ -3,7 +3,8 @@
 Detached and named (`virtrigaud-shard-<i>` in Ray namespace `virtrigaud`) so it outlives
 the coordinator that created it: a new leader re-attaches with `ray.get_actor`. Ray
 restarts it if its process dies (`max_restarts=-1`); the new incarnation (a fresh id)
-starts with no keys and epoch -1, so it owns nothing until a coordinator hands it keys.
+starts with no keys, no leader and no lease, and refuses messages meant for the old one;
+it owns nothing until a leader retains or resets it and hands it keys.
 Calls are never retried by Ray (`max_task_retries=0`): a call that was in flight when the
 process died fails, which is how the coordinator learns of the death.
 """

@@ -187,6 +187,7 @@ class ShardRuntime:
         self.queue: WorkQueue[str] = WorkQueue(name, owned=self.table.__contains__)
         self._worker_count = workers
         self._workers: list[asyncio.Task[None]] = []
+        self._surges: set[asyncio.Task[None]] = set()
         self._fence_task: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[ReconcileResult]] = {}
         self._active = asyncio.Event()  # set while the lease is valid
@@ -255,9 +256,10 @@ class ShardRuntime:
                 "stop: reconciles still running after the grace period; cancelling them",
                 extra={"shard": self.name, "grace": grace},
             )
-        for task in self._workers:
+        surges = list(self._surges)
+        for task in [*self._workers, *surges]:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.gather(*self._workers, *surges, return_exceptions=True)
         self._workers = []
 
     # -- the fence -------------------------------------------------------------------------
@@ -399,7 +401,22 @@ class ShardRuntime:
         self._stale.inc(self.table.refused - refused)
         self._in.inc(count)
         self._owned_gauge.set(len(self.table))
+        if moved >= ORPHANED and count:
+            self._surge(count)
         return Ack(True, self.token, self.incarnation, count)
+
+    def _surge(self, count: int) -> None:
+        """Keys a lost shard left were under way there and have waited longest: as many
+        extra workers as the shard has take them (they are first in line) without waiting
+        for a running reconcile to end, and go once they have taken their share."""
+        if self._stopping or not self._workers:
+            return
+        extra = min(count, self._worker_count)
+        share = -(-count // extra)
+        for i in range(extra):
+            task = asyncio.create_task(self._work(limit=share), name=f"{self.name}-surge-{i}")
+            self._surges.add(task)
+            task.add_done_callback(self._surges.discard)
 
     def deliver(
         self, token: int, incarnation: str, stamp: int, items: Iterable[tuple[str, JSON]]
@@ -559,12 +576,18 @@ class ShardRuntime:
         SWEPT_KEYS.labels(self.name).inc(queued)
         return queued
 
-    async def _work(self) -> None:
-        while True:
+    async def _work(self, limit: int | None = None) -> None:
+        """Take keys and reconcile them; a surge worker (`limit`) ends after that many, or
+        as soon as nothing is queued."""
+        taken = 0
+        while limit is None or taken < limit:
             await self._active.wait()
+            if limit is not None and not self.queue.depth:
+                return  # nothing queued: get() would keep an extra worker waiting
             key = await self.queue.get()
             if key is None:
                 return
+            taken += 1
             try:
                 if key not in self.table:
                     continue
