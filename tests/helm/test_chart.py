@@ -1753,7 +1753,10 @@ def kubectl_dry_run(kubeconfig: str, manifest: str) -> subprocess.CompletedProce
 def kuberay_crd(kubeconfig: str) -> str:
     """KubeRay's RayCluster CRD, served by the dev stack's API server."""
     if not KUBERAY_CRD.exists():
-        pytest.skip(f"KubeRay's CRD is not here ({KUBERAY_CRD}): ../shared is absent")
+        pytest.skip(
+            f"KubeRay's CRD is not here ({KUBERAY_CRD}): ../shared is absent; runs wherever "
+            "../shared/third-party sits beside the checkout (as in CI)"
+        )
     done = subprocess.run(
         [KUBECTL, "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", str(KUBERAY_CRD)],
         capture_output=True, text=True, timeout=120,
@@ -1842,7 +1845,8 @@ def prometheus_crds(kubeconfig: str) -> str:
     ]
     if not all(p.exists() for p in paths):
         pytest.skip(
-            f"the Prometheus Operator's CRDs are not here ({PROMETHEUS_CRDS}): ../shared is absent"
+            f"the Prometheus Operator's CRDs are not here ({PROMETHEUS_CRDS}): ../shared is "
+            "absent; runs wherever ../shared/third-party sits beside the checkout (as in CI)"
         )
     apply_crds(kubeconfig, paths)
     return kubeconfig

@@ -8,10 +8,10 @@ import abc
 from typing import Any
 
 from virtrigaud.controllers.common.latest import LatestWrites
+from virtrigaud.controllers.common.objects import read_object
 from virtrigaud.controllers.common.resolve import Resolver
 from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
 from virtrigaud.kube.client import ApiError
-from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import Resource
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 
@@ -33,12 +33,8 @@ class DependencyController(abc.ABC):
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
         if obj is None:
-            ref = ObjectKey.parse(key)
-            try:
-                obj = await self.ctx.kube.get(self.resource, ref.name, ref.namespace)
-            except ApiError as e:
-                if not e.not_found:
-                    raise
+            obj = await read_object(self.ctx.kube, self.resource, key)
+            if obj is None:
                 await self.forget(key)
                 return ReconcileResult()
         obj = self.latest.freshest(key, obj)

@@ -18,11 +18,23 @@ from typing import Any
 
 from virtrigaud.fence import CLAIM
 from virtrigaud.kube.client import ApiError, KubeClient
+from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import Resource
 
 JSON = dict[str, Any]
 
 CONFLICT_RETRIES = 5
+
+
+async def read_object(kube: KubeClient, resource: Resource, key: str) -> JSON | None:
+    """The object named by `key` (Kind/namespace/name) as stored now; None if it is gone."""
+    ref = ObjectKey.parse(key)
+    try:
+        return await kube.get(resource, ref.name, ref.namespace)
+    except ApiError as e:
+        if e.not_found:
+            return None
+        raise
 
 
 def _check_claim() -> None:

@@ -23,7 +23,7 @@ from virtrigaud.api.common import ConditionStatus
 from virtrigaud.api.conditions import now
 from virtrigaud.api.provider import FINALIZER, ProviderSpec, ProviderStatus
 from virtrigaud.controllers.common.latest import LatestWrites
-from virtrigaud.controllers.common.objects import set_finalizer
+from virtrigaud.controllers.common.objects import read_object, set_finalizer
 from virtrigaud.controllers.common.resolve import MissingDependency, Resolver
 from virtrigaud.controllers.common.status import StatusDraft
 from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
@@ -77,7 +77,7 @@ class ProviderReconciler:
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
         if obj is None:
-            obj = await self._get(key)
+            obj = await read_object(self.ctx.kube, PROVIDERS, key)
             if obj is None:
                 await self._gone(key)
                 return ReconcileResult()
@@ -89,15 +89,6 @@ class ProviderReconciler:
             usage = self.usage.get(key)
         run = _Pass(self, key, without_usage(obj), usage)
         return await run.execute()
-
-    async def _get(self, key: str) -> JSON | None:
-        ref = ObjectKey.parse(key)
-        try:
-            return await self.ctx.kube.get(PROVIDERS, ref.name, ref.namespace)
-        except ApiError as e:
-            if e.not_found:
-                return None
-            raise
 
     async def _gone(self, key: str) -> None:
         ref = ObjectKey.parse(key)

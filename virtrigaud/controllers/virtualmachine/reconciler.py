@@ -25,6 +25,7 @@ from typing import Any
 from virtrigaud.api.virtualmachine import VirtualMachinePhase
 from virtrigaud.controllers.common.dependents import DependencyIndex
 from virtrigaud.controllers.common.endpoints import EndpointChecks
+from virtrigaud.controllers.common.objects import read_object
 from virtrigaud.controllers.common.resolve import (
     MissingDependency,
     NotGranted,
@@ -38,8 +39,6 @@ from virtrigaud.controllers.virtualmachine.passbase import Blocked, Wait
 from virtrigaud.controllers.virtualmachine.spec import SpecProblem
 from virtrigaud.controllers.virtualmachine.status import DELETING
 from virtrigaud.controllers.virtualmachine.sweep import Sweep
-from virtrigaud.kube.client import ApiError
-from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import (
     VIRTUAL_MACHINES,
 )
@@ -88,7 +87,7 @@ class VMReconciler:
                 return ReconcileResult(requeue_after=requeue_after)
             obj = self.memory.freshest(key, obj)
         else:
-            obj = await self._get(key)
+            obj = await read_object(self.ctx.kube, VIRTUAL_MACHINES, key)
             if obj is None:
                 self.memory.forget(key)
                 self.index.forget(key)
@@ -119,15 +118,6 @@ class VMReconciler:
             result.requeue_after if result else None,
             failed=result is None,
         )
-
-    async def _get(self, key: str) -> JSON | None:
-        ref = ObjectKey.parse(key)
-        try:
-            return await self.ctx.kube.get(VIRTUAL_MACHINES, ref.name, ref.namespace)
-        except ApiError as e:
-            if e.not_found:
-                return None
-            raise
 
 
 class _Pass(ConvergeSteps, DeleteSteps):

@@ -32,11 +32,11 @@ from virtrigaud.api.virtualmachine import FINALIZER as VM_FINALIZER
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.api.vmclone import CloneProgress, CloneType, VMClone, VMCloneStatus
 from virtrigaud.controllers.common import objects
+from virtrigaud.controllers.common.objects import read_object
 from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted, Resolver
 from virtrigaud.controllers.virtualmachine.passbase import CLONED_BY
 from virtrigaud.controllers.virtualmachine.spec import SpecProblem, build_vm_spec, resolve_class
 from virtrigaud.kube.client import ApiError
-from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import VIRTUAL_MACHINES, VM_CLONES
 from virtrigaud.providers.base import (
     DONE,
@@ -97,13 +97,9 @@ class VMCloneReconciler:
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
         if obj is None:
-            ref = ObjectKey.parse(key)
-            try:
-                obj = await self.ctx.kube.get(VM_CLONES, ref.name, ref.namespace)
-            except ApiError as e:
-                if e.not_found:
-                    return ReconcileResult()
-                raise
+            obj = await read_object(self.ctx.kube, VM_CLONES, key)
+            if obj is None:
+                return ReconcileResult()
         if obj["metadata"].get("deletionTimestamp"):
             return ReconcileResult()
         run = _Pass(self.ctx, self.resolver, key, obj)

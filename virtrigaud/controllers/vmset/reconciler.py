@@ -30,9 +30,9 @@ from virtrigaud.api.conditions import get_condition, set_condition
 from virtrigaud.api.corev1 import LabelSelector
 from virtrigaud.api.vmset import VMSet, VMSetStatus
 from virtrigaud.controllers.common import objects
+from virtrigaud.controllers.common.objects import read_object
 from virtrigaud.controllers.vmset.plan import Pace, Replica, count_of, plan
 from virtrigaud.kube.client import ApiError
-from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import VIRTUAL_MACHINES, VM_SETS
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 
@@ -125,13 +125,9 @@ class VMSetReconciler:
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
         if obj is None:
-            ref = ObjectKey.parse(key)
-            try:
-                obj = await self.ctx.kube.get(VM_SETS, ref.name, ref.namespace)
-            except ApiError as e:
-                if e.not_found:
-                    return ReconcileResult()
-                raise
+            obj = await read_object(self.ctx.kube, VM_SETS, key)
+            if obj is None:
+                return ReconcileResult()
         run = _Pass(self.ctx, obj)
         if obj["metadata"].get("deletionTimestamp"):
             return ReconcileResult(requeue_after=await run.finalize())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from virtrigaud.api.vmsnapshot import SnapshotPhase
+from virtrigaud.controllers.common.objects import read_object
 from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted, Resolver
 from virtrigaud.controllers.vmsnapshot.passbase import (
     DELETING,
@@ -25,8 +26,6 @@ from virtrigaud.controllers.vmsnapshot.passbase import (
 )
 from virtrigaud.controllers.vmsnapshot.scheduled import ScheduledSnapshots
 from virtrigaud.controllers.vmsnapshot.single import SingleSnapshot
-from virtrigaud.kube.client import ApiError
-from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import VM_SNAPSHOTS
 from virtrigaud.providers.base import ProviderError, RetryableError
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
@@ -51,13 +50,9 @@ class VMSnapshotReconciler:
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
         if obj is None:
-            ref = ObjectKey.parse(key)
-            try:
-                obj = await self.ctx.kube.get(VM_SNAPSHOTS, ref.name, ref.namespace)
-            except ApiError as e:
-                if e.not_found:
-                    return ReconcileResult()
-                raise
+            obj = await read_object(self.ctx.kube, VM_SNAPSHOTS, key)
+            if obj is None:
+                return ReconcileResult()
         deleting = obj["metadata"].get("deletionTimestamp") is not None
         schedule = (obj.get("spec") or {}).get("schedule") or {}
         if schedule.get("enabled") and not deleting:
