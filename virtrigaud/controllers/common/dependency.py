@@ -5,10 +5,12 @@ runtime has none, and the last usage is remembered for passes that come without 
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 from typing import Any
 
 from virtrigaud.controllers.common.latest import LatestWrites
 from virtrigaud.controllers.common.objects import read_object
+from virtrigaud.controllers.common.perprovider import PerProviderMemory
 from virtrigaud.controllers.common.resolve import Resolver
 from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
 from virtrigaud.kube.client import ApiError
@@ -62,3 +64,20 @@ class DependencyController(abc.ABC):
             if e.not_found:
                 return obj
             raise
+
+
+class PerProviderController(DependencyController):
+    """A dependency checked on each Provider its VMs use (images, networks): what each
+    check found is remembered per Provider, and a changed Provider requeues the objects
+    whose check waits for it."""
+
+    def __init__(self, ctx: ShardContext, **kwargs: Any) -> None:
+        super().__init__(ctx, **kwargs)
+        self.checks = PerProviderMemory()
+
+    async def forget(self, key: str) -> None:
+        await super().forget(key)
+        self.checks.forget(key)
+
+    def dependents(self, changed: Collection[str]) -> set[str]:
+        return self.checks.waiting_for(changed)

@@ -11,7 +11,6 @@ providers cannot import (``Capabilities.image_import`` is False everywhere).
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,8 +18,7 @@ from pydantic import ValidationError
 from virtrigaud.api.common import ConditionStatus
 from virtrigaud.api.conditions import now
 from virtrigaud.api.vmimage import ImageProviderStatus, VMImage, VMImageStatus
-from virtrigaud.controllers.common.dependency import DependencyController
-from virtrigaud.controllers.common.perprovider import PerProviderMemory
+from virtrigaud.controllers.common.dependency import PerProviderController
 from virtrigaud.controllers.common.status import StatusDraft
 from virtrigaud.controllers.common.targets import TargetUnavailable, pooled_provider
 from virtrigaud.controllers.common.usage import Usage
@@ -28,7 +26,7 @@ from virtrigaud.controllers.virtualmachine.spec import SpecProblem, image_spec
 from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import VM_IMAGES
 from virtrigaud.providers.base import NotFoundError, ProviderError
-from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
+from virtrigaud.shards.reconciler import ReconcileResult
 
 JSON = dict[str, Any]
 
@@ -42,19 +40,8 @@ def provider_name(provider_key: str) -> str:
     return f"{ref.namespace}/{ref.name}"
 
 
-class VMImageReconciler(DependencyController):
+class VMImageReconciler(PerProviderController):
     resource = VM_IMAGES
-
-    def __init__(self, ctx: ShardContext, **kwargs: Any) -> None:
-        super().__init__(ctx, **kwargs)
-        self.checks = PerProviderMemory()
-
-    async def forget(self, key: str) -> None:
-        await super().forget(key)
-        self.checks.forget(key)
-
-    def dependents(self, changed: Collection[str]) -> set[str]:
-        return self.checks.waiting_for(changed)
 
     async def run(self, key: str, obj: JSON, usage: Usage | None) -> ReconcileResult:
         draft: StatusDraft[VMImageStatus] = StatusDraft(VMImageStatus, obj)

@@ -7,13 +7,11 @@ without it wait with a condition naming the network and the Provider.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 from virtrigaud.api.common import ConditionStatus
 from virtrigaud.api.vmnetworkattachment import ProviderNetworkStatus, VMNetworkAttachmentStatus
-from virtrigaud.controllers.common.dependency import DependencyController
-from virtrigaud.controllers.common.perprovider import PerProviderMemory
+from virtrigaud.controllers.common.dependency import PerProviderController
 from virtrigaud.controllers.common.status import StatusDraft
 from virtrigaud.controllers.common.targets import TargetUnavailable, pooled_provider
 from virtrigaud.controllers.common.usage import Usage
@@ -21,7 +19,7 @@ from virtrigaud.controllers.virtualmachine.spec import network_name
 from virtrigaud.controllers.vmimage.reconciler import provider_name
 from virtrigaud.kube.resources import VM_NETWORK_ATTACHMENTS
 from virtrigaud.providers.base import ProviderError
-from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
+from virtrigaud.shards.reconciler import ReconcileResult
 
 JSON = dict[str, Any]
 
@@ -29,19 +27,8 @@ READY = "Ready"
 MESSAGE_MAX = 4000
 
 
-class VMNetworkAttachmentReconciler(DependencyController):
+class VMNetworkAttachmentReconciler(PerProviderController):
     resource = VM_NETWORK_ATTACHMENTS
-
-    def __init__(self, ctx: ShardContext, **kwargs: Any) -> None:
-        super().__init__(ctx, **kwargs)
-        self.checks = PerProviderMemory()
-
-    async def forget(self, key: str) -> None:
-        await super().forget(key)
-        self.checks.forget(key)
-
-    def dependents(self, changed: Collection[str]) -> set[str]:
-        return self.checks.waiting_for(changed)
 
     async def run(self, key: str, obj: JSON, usage: Usage | None) -> ReconcileResult:
         draft: StatusDraft[VMNetworkAttachmentStatus] = StatusDraft(VMNetworkAttachmentStatus, obj)
