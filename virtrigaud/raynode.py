@@ -14,7 +14,10 @@ import json
 import random
 import socket
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
+
+from virtrigaud.netports import free_ports
 
 SHARD_RESOURCE = "virtrigaud_shard"
 """The custom resource a node offers once per shard actor it may host."""
@@ -44,13 +47,6 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def free_port() -> int:
-    """A port free on every interface (the kernel picks it from the ephemeral range)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
-
-
 def worker_port_range(count: int = WORKER_PORTS_PER_NODE) -> tuple[int, int]:
     """count consecutive ports, all free now, outside Ray's default range and the
     ephemeral range; random, so two nodes started at once rarely pick the same."""
@@ -73,18 +69,30 @@ class NodePorts:
     max_worker: int
 
     @classmethod
-    def pick(cls) -> NodePorts:
+    def pick(cls, avoid: Collection[int] = ()) -> NodePorts:
+        """Free ports, distinct from each other and from avoid (ports chosen elsewhere)."""
         low, high = worker_port_range()
+        node_manager, object_manager, metrics, listen, grpc, runtime_env = free_ports(6, avoid)
         return cls(
-            node_manager=free_port(),
-            object_manager=free_port(),
-            metrics_export=free_port(),
-            agent_listen=free_port(),
-            agent_grpc=free_port(),
-            runtime_env_agent=free_port(),
+            node_manager=node_manager,
+            object_manager=object_manager,
+            metrics_export=metrics,
+            agent_listen=listen,
+            agent_grpc=grpc,
+            runtime_env_agent=runtime_env,
             min_worker=low,
             max_worker=high,
         )
+
+    def taken(self) -> set[int]:
+        return {
+            self.node_manager,
+            self.object_manager,
+            self.metrics_export,
+            self.agent_listen,
+            self.agent_grpc,
+            self.runtime_env_agent,
+        }
 
     def flags(self) -> list[str]:
         return [
@@ -122,7 +130,9 @@ class NodeSpec:
     """Head only: the Ray Client server (ray://) port; 0 picks a free one."""
 
     def argv(self, ports: NodePorts | None = None) -> list[str]:
-        ports = ports or NodePorts.pick()
+        chosen = {p for p in (self.gcs_port, self.dashboard_port, self.client_server_port) if p}
+        ports = ports or NodePorts.pick(avoid=chosen)
+        client_fallback, dashboard_fallback = free_ports(2, avoid=chosen | ports.taken())
         argv = [
             sys.executable,
             "-m",
@@ -146,7 +156,7 @@ class NodeSpec:
             argv += [
                 "--head",
                 f"--port={self.gcs_port}",
-                f"--ray-client-server-port={self.client_server_port or free_port()}",
+                f"--ray-client-server-port={self.client_server_port or client_fallback}",
             ]
             if self.dashboard_port:
                 argv += [
@@ -155,7 +165,10 @@ class NodeSpec:
                     f"--dashboard-port={self.dashboard_port}",
                 ]
             else:
-                argv += ["--include-dashboard=false", f"--dashboard-port={free_port()}"]
+                argv += [
+                    "--include-dashboard=false",
+                    f"--dashboard-port={dashboard_fallback}",
+                ]
         else:
             argv.append(f"--address={self.address}")
         return argv

@@ -22,11 +22,11 @@ from virtrigaud.dev.process import (
     LOOPBACK,
     ProcessRecord,
     choose_port,
-    free_port,
     rollback,
     spawn,
     wait_until,
 )
+from virtrigaud.netports import free_ports
 
 FIX_LOGS = "read logs/etcd.log and logs/kubelite.log in the state dir"
 
@@ -51,7 +51,7 @@ def start(ctx: StartContext) -> KubeInfo:
     data = home / "etcd"
     # A fresh cluster on every start: tests and demos begin from a known state.
     shutil.rmtree(data, ignore_errors=True)
-    client_port, peer_port = free_port(), free_port()
+    client_port, peer_port = free_ports(2)
     etcd_url = f"http://{LOOPBACK}:{client_port}"
     peer_url = f"http://{LOOPBACK}:{peer_port}"
     began = time.monotonic()

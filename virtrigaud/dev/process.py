@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from virtrigaud.dev.errors import StackError
+from virtrigaud.netports import free_ports
 
 LOOPBACK = "127.0.0.1"
 
@@ -163,9 +164,7 @@ def _signal_session(sid: int, sig: signal.Signals) -> None:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def port_is_free(port: int) -> bool:

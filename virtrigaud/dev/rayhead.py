@@ -36,12 +36,12 @@ from virtrigaud.dev.process import (
     wait_for_line,
     wait_until,
 )
+from virtrigaud.netports import free_ports
 from virtrigaud.raynode import (
     FAST_HEALTH_CHECKS,
     READY_LINE,
     SHARD_RESOURCE,
     NodeSpec,
-    free_port,
 )
 
 RAY_ENV = {
@@ -103,7 +103,7 @@ def _start_single(ctx: StartContext) -> RayInfo:
     _fresh(temp)
     began = time.monotonic()
     records: list[ProcessRecord] = []
-    client_port = free_port()
+    (client_port,) = free_ports(1, avoid={port})
     head = NodeSpec(
         ip=LOOPBACK,
         temp_dir=str(temp),
@@ -145,9 +145,8 @@ def _start_cluster(ctx: StartContext) -> RayInfo:
     opts = ctx.config.ray
     net = loopback_net(ctx.state_dir)
     head_ip = f"{net}{HEAD_HOST}"
-    port = ctx.config.ray_port or free_port()
-    dashboard_port = free_port()
-    client_port = free_port()
+    port = ctx.config.ray_port or free_ports(1)[0]
+    dashboard_port, client_port = free_ports(2, avoid={port})
     base = temp_dir_for(ctx.state_dir)
     began = time.monotonic()
     records: list[ProcessRecord] = []

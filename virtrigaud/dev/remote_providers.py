@@ -16,7 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from virtrigaud.dev.info import LibvirtInfo, PartInfo, ProxmoxInfo, StackInfo, VcsimInfo
-from virtrigaud.dev.process import ProcessRecord, free_port, spawn, stop, wait_for_line
+from virtrigaud.dev.process import ProcessRecord, spawn, stop, wait_for_line
+from virtrigaud.netports import free_ports
 from virtrigaud.providers.remote.certs import CertificateAuthority, write_material
 
 STATE_FILE = "remote-providers.json"
@@ -99,7 +100,7 @@ def start(state_dir: Path, info: StackInfo, timeout: float = 60.0) -> RemoteProv
                 base / "tls",
             )
             args = _serve_args(part, base / "credentials")
-            port, metrics_port = free_port(), free_port()
+            port, metrics_port = free_ports(2)
             argv = [
                 str(bin_dir / "virtrigaud"),
                 "provider",
