@@ -64,6 +64,21 @@ leaves keys it never rendered alone. A `helm upgrade` that changes `shards` is t
 decision and wins. `virtrigaud shards get` shows the count in effect and where it comes
 from.
 
+## Metrics: where every shard is scraped
+
+`metrics.podMonitor.enabled` scrapes every controller pod's coordinator on
+`metrics.port`, and every shard: in embedded mode the leading controller pod serves shard
+i on `metrics.shardPort + i`; with `ray.mode: kuberay` a second PodMonitor,
+`<release>-virtrigaud-shards`, selects the RayCluster's worker pods, each of which serves
+the shards it holds on `metrics.shardPort` .. `metrics.shardPort + ray.shardsPerWorker -
+1` (a shard takes the first free of those ports on its pod, `--shard-metrics-slots`), so
+the targets do not depend on which shards land where, nor on the shard count. Each
+series carries a `shard` label. A spare worker pod's targets are down until it holds
+shards. With `ray.mode: external` the shards serve shard i on `metrics.shardPort + i` on
+whichever node runs it; scraping those nodes is up to whoever runs that Ray cluster.
+`tests/controller/test_shard_metrics_multinode.py` runs the controller on a multi-node
+Ray and scrapes every shard at the ports this PodMonitor lists.
+
 ## What the controller may do (RBAC)
 
 Exactly the calls the code makes (`tests/controller/test_chart_rbac.py` runs the

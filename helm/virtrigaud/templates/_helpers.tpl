@@ -18,6 +18,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: controller
 {{- end -}}
 
+{{/* Selector of the RayCluster's worker pods (kuberay mode), where the shards run. */}}
+{{- define "virtrigaud.rayWorkerSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: ray-worker
+{{- end -}}
+
 {{- define "virtrigaud.redisSelector" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
