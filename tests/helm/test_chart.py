@@ -891,6 +891,12 @@ def test_rbac_grants_no_more_than_the_controller_needs(chart: helm.Chart) -> Non
         allows(role["rules"], "", "secrets", "get", "creds")
         for role in roles_in(rendered, NAMESPACE)
     )
+    # Finalizers of the owners whose VMs carry blockOwnerDeletion, for
+    # OwnerReferencesPermissionEnforcement; only those, and only update.
+    for kind in ROUTED:
+        needed = kind in ("vmsets", "vmclones")
+        assert allows(cluster, GROUP, f"{kind}/finalizers", "update", "x") == needed, kind
+        assert not allows(cluster, GROUP, f"{kind}/finalizers", "patch", "x"), kind
     # Namespace, Lease and ConfigMap by name only.
     assert not allows(cluster, "", "namespaces", "get", "kube-system")
     own = roles_in(rendered, NAMESPACE)[0]["rules"]
