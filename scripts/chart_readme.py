@@ -37,12 +37,28 @@ helm upgrade vr helm/virtrigaud -n virtrigaud-system --reuse-values --set shards
 Helm installs the CRDs in `crds/` with the first `helm install` and never touches them
 again: `helm upgrade` neither updates nor deletes them, and `helm uninstall` leaves them
 (and so every VirtualMachine) in place. Before upgrading to a chart version whose CRDs
-changed, apply them yourself, server-side so that large schemas fit:
+changed, apply this version's CRDs, once per cluster, with the command of the same
+version (the image has it: `kubectl run` it, or use a local install):
 
 ```bash
-kubectl apply --server-side --force-conflicts -f helm/virtrigaud/crds/
+virtrigaud crds apply --dry-run   # server dry run: what would change, nothing written
+virtrigaud crds apply             # server-side apply; waits until every CRD is Established
 helm upgrade vr helm/virtrigaud -n virtrigaud-system --reuse-values
 ```
+
+It prints each CRD as `created`, `configured` or `unchanged`, takes over the fields
+`helm install` wrote (a forced server-side apply, field manager `virtrigaud-crds`), and
+the API server refuses a CRD that drops a version objects are still stored in.
+`kubectl apply --server-side --force-conflicts -f helm/virtrigaud/crds/` does the same
+from the chart. `tests/api/test_crds_apply.py` runs it against the dev API server.
+
+Why not a pre-upgrade hook Job: CRDs are cluster-wide and shared by every release (see
+the next section), so a hook in each release would let the upgrade of an older release
+take fields away from a newer one's VMs; the hook's ServiceAccount would need patch on
+every CustomResourceDefinition of the cluster, a grant a platform team gives to admins,
+not to an application's release; and a failed hook leaves the upgrade half done, while
+GitOps tools that render the chart (Argo CD) run hooks on their own terms. Updating CRDs
+stays an explicit cluster-admin step.
 
 ## Two installations in one cluster
 
@@ -64,6 +80,21 @@ leaves keys it never rendered alone. A `helm upgrade` that changes `shards` is t
 decision and wins. `virtrigaud shards get` shows the count in effect and where it comes
 from.
 
+## Metrics: where every shard is scraped
+
+`metrics.podMonitor.enabled` scrapes every controller pod's coordinator on
+`metrics.port`, and every shard: in embedded mode the leading controller pod serves shard
+i on `metrics.shardPort + i`; with `ray.mode: kuberay` a second PodMonitor,
+`<release>-virtrigaud-shards`, selects the RayCluster's worker pods, each of which serves
+the shards it holds on `metrics.shardPort` .. `metrics.shardPort + ray.shardsPerWorker -
+1` (a shard takes the first free of those ports on its pod, `--shard-metrics-slots`), so
+the targets do not depend on which shards land where, nor on the shard count. Each
+series carries a `shard` label. A spare worker pod's targets are down until it holds
+shards. With `ray.mode: external` the shards serve shard i on `metrics.shardPort + i` on
+whichever node runs it; scraping those nodes is up to whoever runs that Ray cluster.
+`tests/controller/test_shard_metrics_multinode.py` runs the controller on a multi-node
+Ray and scrapes every shard at the ports this PodMonitor lists.
+
 ## What the controller may do (RBAC)
 
 Exactly the calls the code makes (`tests/controller/test_chart_rbac.py` runs the
@@ -74,7 +105,14 @@ and what they reference; patch of VirtualMachines, VMSnapshots, VMSets and Provi
 VMPlacementPolicy (no controller yet); create and delete of
 VirtualMachines (a VMSet's, a VMClone's target) and of VMSnapshots (a schedule's, a
 deleted VM's); create and patch of Events; get of its own Namespace, Lease and ConfigMap by
-name (and create of the Lease). Secrets are read (get; list/watch of metadata, so a changed Secret reaches its
+name (and create of the Lease). One grant serves no request of the controller: update of
+`vmsets/finalizers` and `vmclones/finalizers`. A VMSet's VMs and a VMClone's target VM
+name their owner with `blockOwnerDeletion: true`, and where the
+OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift, hardened clusters)
+the API server refuses such a VM unless its creator may update the owner's finalizers.
+The RBAC test's API server (built from the upstream apiserver libraries) cannot run that
+plugin, which lives only in the kube-apiserver tree, so the test lists this grant as its
+one exception and fails if a request ever uses it. Secrets are read (get; list/watch of metadata, so a changed Secret reaches its
 VMs) only in `rbac.secretNamespaces` (default: `watchNamespaces`, else the release
 namespace); `rbac.secretsInAllNamespaces: true` grants them cluster-wide instead. A VM
 whose Provider Secret the controller may not read waits with reason `ReadForbidden`,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from virtrigaud import API_VERSION, __version__
-from virtrigaud.api.cli import crds_command, field_support_command
+from virtrigaud.api.cli import crds_app, field_support_command
 from virtrigaud.demo import demo_command
 from virtrigaud.dev.cli import dev_app
 from virtrigaud.providers.remote.cli import provider_app
@@ -25,9 +25,7 @@ def version() -> None:
     typer.echo(f"virtrigaud {__version__} ({API_VERSION})")
 
 
-app.command(name="crds", help="Print (or write) the CRDs generated from the API models.")(
-    crds_command
-)
+app.add_typer(crds_app, name="crds")
 app.command(
     name="field-support",
     help="Print (or write) which fields each Provider type honours, as Markdown.",

@@ -149,9 +149,28 @@ def run_command(
         typer.Option(
             "--shard-metrics-port",
             min=0,
-            help="Shard i serves /metrics on this port + i (0: any free port, see the logs).",
+            help="Shard i serves /metrics on this port + i (0: any free port, see the logs); "
+            "with --shard-metrics-slots, on one of this port's slots on its node.",
         ),
     ] = 0,
+    shard_metrics_slots: Annotated[
+        int,
+        typer.Option(
+            "--shard-metrics-slots",
+            min=0,
+            help="On a Ray cluster whose nodes hold up to N shards each: a shard takes the "
+            "first free of --shard-metrics-port .. + N - 1 on its node, so every node serves "
+            "its shards on the same N ports (0: shard i on --shard-metrics-port + i).",
+        ),
+    ] = 0,
+    shard_metrics_address: Annotated[
+        str | None,
+        typer.Option(
+            "--shard-metrics-address",
+            help="Address the shards' /metrics bind (default: --metrics-address; `node`: the "
+            "address of the Ray node each shard runs on).",
+        ),
+    ] = None,
     identity: Annotated[
         str | None, typer.Option("--id", help="Leader election identity (default: host-pid).")
     ] = None,
@@ -225,6 +244,10 @@ def run_command(
     ident = identity or f"{socket.gethostname()}-{os.getpid()}"
     instance = _instance(namespace, instance_name)
     setup_json_logging(log_level, component="coordinator", id=ident)
+    if shard_metrics_slots and not shard_metrics_port:
+        raise typer.BadParameter(
+            "--shard-metrics-slots needs --shard-metrics-port: the slots are ports from it"
+        )
     try:
         timings = LeaseTimings(lease_duration, renew_deadline, retry_period)
         lease_terms = LeaseTerms(duration=shard_lease, heartbeat=heartbeat)
@@ -238,7 +261,8 @@ def run_command(
         resync_period=resync_period,
         sweep_period=sweep_period,
         metrics_port=shard_metrics_port,
-        metrics_address=metrics_address,
+        metrics_slots=shard_metrics_slots,
+        metrics_address=shard_metrics_address or metrics_address,
         reconciler=reconciler or DEFAULT_RECONCILER,
         audit_redis=os.environ.get(AUDIT_ENV) or None,
         redis_prefix=instance.redis.prefix,

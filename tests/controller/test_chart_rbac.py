@@ -12,8 +12,9 @@ Providers, VMClasses, VMImages and the VMNetworkAttachment report their status. 
 server's
 decision log must then show no denial for the ServiceAccount, and every (rule, resource,
 verb) the chart grants must have allowed at least one request (but the few in
-RARELY_USED, each with the code that needs it): a grant the run never needed is one too
-many.
+RARELY_USED, each with the code that needs it, and the finalizers grants of
+ADMISSION_ONLY, which this API server never checks): a grant the run never needed is one
+too many.
 """
 
 from __future__ import annotations
@@ -96,6 +97,20 @@ RARELY_USED = {
     (kind, "get"): "a requeued key the shard holds no object of is read first "
     f"(controllers/{package}/reconciler.py reconcile)"
     for kind, package in (("vmsets", "vmset"), ("vmclones", "vmclone"))
+}
+# Grants no request of the controller uses, each with the API server check that needs it.
+# A VMSet's VMs and a VMClone's target carry ownerReferences with blockOwnerDeletion: true
+# (controllers/vmset/reconciler.py, controllers/vmclone/reconciler.py); kube-apiserver's
+# OwnerReferencesPermissionEnforcement admission then requires their creator to have
+# update on the owner's finalizers. That plugin lives only in the kube-apiserver tree
+# (plugin/pkg/admission/gc), which no package provides for the dev API server (research
+# k8s-apiserver.md), so no request here is authorized against these grants: they are
+# left out of the "every grant used" check, and the test asserts that none was ever
+# checked, so the exception ends the day the API server does check them.
+ADMISSION_ONLY = {
+    (f"{kind}/finalizers", "update"): "OwnerReferencesPermissionEnforcement, when a "
+    f"{kind[:-1]} creates a VM owned with blockOwnerDeletion"
+    for kind in ("vmsets", "vmclones")
 }
 
 
@@ -227,6 +242,7 @@ def unused_grants(roles: list[JSON], decisions: list[Decision]) -> list[str]:
             for verb in rule["verbs"]
             if (template_of(role_id(role)), i, resource, verb) not in used
             and (resource, verb) not in RARELY_USED
+            and (resource, verb) not in ADMISSION_ONLY
         }
     )
 
@@ -537,6 +553,17 @@ async def test_the_controller_needs_exactly_the_charts_rbac(
     mine = [d for d in read_decisions(info.authz_log) if d.user == sa_user]
     assert denials(rbac_kube, sa_user) == []
     assert unused_grants(roles, mine) == []
+    # The exception stays honest: the chart grants it, and nothing ever asked for it.
+    granted = {
+        (resource, verb)
+        for role in roles
+        for rule in role.get("rules") or []
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert set(ADMISSION_ONLY) <= granted
+    checked = {(f"{d.resource}/{d.subresource}", d.verb) for d in mine if d.subresource}
+    assert not checked & set(ADMISSION_ONLY), checked & set(ADMISSION_ONLY)
 
 
 def denials(rbac_kube: DevStack, user: str) -> list[str]:

@@ -891,6 +891,12 @@ def test_rbac_grants_no_more_than_the_controller_needs(chart: helm.Chart) -> Non
         allows(role["rules"], "", "secrets", "get", "creds")
         for role in roles_in(rendered, NAMESPACE)
     )
+    # Finalizers of the owners whose VMs carry blockOwnerDeletion, for
+    # OwnerReferencesPermissionEnforcement; only those, and only update.
+    for kind in ROUTED:
+        needed = kind in ("vmsets", "vmclones")
+        assert allows(cluster, GROUP, f"{kind}/finalizers", "update", "x") == needed, kind
+        assert not allows(cluster, GROUP, f"{kind}/finalizers", "patch", "x"), kind
     # Namespace, Lease and ConfigMap by name only.
     assert not allows(cluster, "", "namespaces", "get", "kube-system")
     own = roles_in(rendered, NAMESPACE)[0]["rules"]
@@ -1023,6 +1029,43 @@ def test_pod_monitor_scrapes_the_coordinator_and_every_embedded_shard(
     assert len(rendered.one("PodMonitor", FULLNAME)["spec"]["podMetricsEndpoints"]) == 1
 
 
+def test_kuberay_pod_monitor_scrapes_each_worker_pods_shard_slots(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With KubeRay a worker pod serves its shards on shardPort .. + shardsPerWorker - 1
+    (--shard-metrics-slots): a second PodMonitor selects the worker pods and lists exactly
+    those ports; tests/controller/test_shard_metrics_multinode.py scrapes them for real."""
+    values = {
+        "ray": {"mode": "kuberay", "shardsPerWorker": 3},
+        "shards": 7,
+        "metrics": {"shardPort": 9100, "podMonitor": {"enabled": True, "interval": "20s"}},
+    }
+    rendered = render(chart, values)
+    params = run_params(rendered, monkeypatch)
+    assert (params["shard_metrics_port"], params["shard_metrics_slots"]) == (9100, 3)
+    assert params["metrics_address"] == "0.0.0.0" and params["shard_metrics_address"] is None
+    monitor = rendered.one("PodMonitor", f"{FULLNAME}-shards")
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"portNumber": 9100 + slot, "path": "/metrics", "interval": "20s"} for slot in range(3)
+    ]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    workers = worker_group(rendered)["template"]["metadata"]["labels"]
+    head = ray_cluster(rendered)["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    controller = rendered.controller["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= workers.items()
+    assert not selector.items() <= head.items() and not selector.items() <= controller.items()
+    # Not the shard count: `virtrigaud shards set` changes it without Helm.
+    assert render(chart, {**values, "shards": 2}).one("PodMonitor", f"{FULLNAME}-shards") == (
+        monitor
+    )
+    # Embedded and external modes have no worker pods of the chart's.
+    for mode in ({}, EXTERNAL):
+        others = render(chart, {**mode, "metrics": {"podMonitor": {"enabled": True}}})
+        assert [m["metadata"]["name"] for m in others.of_kind("PodMonitor")] == [FULLNAME]
+        assert "--shard-metrics-slots" not in " ".join(others.args)
+
+
 def test_alerts_use_metrics_the_code_exports(chart: helm.Chart) -> None:
     exported = set()
     for path in (REPO / "virtrigaud").rglob("*.py"):
@@ -1056,7 +1099,14 @@ def json_loads(text: str) -> Any:
 
 
 def test_network_policies_let_only_the_release_reach_redis_and_ray(chart: helm.Chart) -> None:
-    rendered = render(chart, {**KUBERAY, "networkPolicy": {"enabled": True}})
+    rendered = render(
+        chart,
+        {
+            **KUBERAY,
+            "networkPolicy": {"enabled": True},
+            "metrics": {"podMonitor": {"enabled": True}},
+        },
+    )
     pods = {
         "controller": rendered.controller["spec"]["template"]["metadata"]["labels"],
         "ray-head": ray_cluster(rendered)["spec"]["headGroupSpec"]["template"]["metadata"][
@@ -1114,6 +1164,11 @@ def test_network_policies_let_only_the_release_reach_redis_and_ray(chart: helm.C
         assert not may_reach("ray-worker", source, 12345), source
         assert not may_reach("controller", source, 12345), source
         assert may_reach("controller", source, 8080), source  # metrics: anyone by default
+        # Every shard port the worker PodMonitor scrapes, and no other port of the range.
+        slots = rendered.one("PodMonitor", f"{FULLNAME}-shards")["spec"]["podMetricsEndpoints"]
+        ports = [e["portNumber"] for e in slots]
+        assert all(may_reach("ray-worker", source, p) for p in ports), source
+        assert not may_reach("ray-worker", source, max(ports) + 1), source
     # metricsFrom narrows the scrapes.
     rendered = render(
         chart,
@@ -1868,7 +1923,11 @@ async def test_monitoring_kinds_dry_run_with_their_crds(
         assert f"kind: {kind}" in manifest
         done = kubectl_dry_run(prometheus_crds, manifest)
         assert done.returncode == 0, (kind, done.stderr)
-        assert "created (server dry run)" in done.stdout
+        names = [d["metadata"]["name"] for d in yaml.safe_load_all(manifest) if d]
+        # With KubeRay the shards' PodMonitor too: every object of the file is accepted.
+        assert len(names) == (2 if kind == "PodMonitor" and mode else 1), names
+        for name in names:
+            assert f"{name} created (server dry run)" in done.stdout, done.stdout
 
 
 async def test_the_monitoring_crds_reject_a_malformed_object(

@@ -55,8 +55,9 @@ class ShardConfig:
     workers: int = 4
     resync_period: float = DEFAULT_RESYNC_PERIOD  # per-key safety net behind the sweep
     sweep_period: float = DEFAULT_SWEEP_PERIOD
-    metrics_port: int = 0  # shard i serves on metrics_port + i; 0: any free port (in stats)
-    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 0  # 0: any free port (in stats); else see metrics_port.py
+    metrics_slots: int = 0  # 0: shard i on metrics_port + i; N: first free of N per node
+    metrics_address: str = "127.0.0.1"  # or metrics_port.NODE_ADDRESS
     reconciler: str = DEFAULT_RECONCILER  # "module:factory", factory(ctx) -> Reconciler
     audit_redis: str | None = None
     redis_prefix: str = DEFAULT_REDIS_PREFIX  # this installation's keys (virtrigaud.instance)
@@ -103,12 +104,12 @@ class ShardActor:
 
     async def _build(self) -> ShardRuntime:
         from virtrigaud.kube.events import EventRecorder
-        from virtrigaud.metrics_server import serve_metrics
         from virtrigaud.providers.pool import ProviderPool
         from virtrigaud.ratelimit import ActorBucket, RedisBucket
         from virtrigaud.ratelimit.shared import SharedBucket
         from virtrigaud.shards.audit import AuditRecorder
         from virtrigaud.shards.kube_access import shard_kube_client
+        from virtrigaud.shards.metrics_port import serve_shard_metrics
         from virtrigaud.shards.reconciler import ShardContext
 
         # The event loop shares the GIL with the session pool's SDK threads (pyvmomi and
@@ -154,9 +155,11 @@ class ShardActor:
             audit=audit,
             incarnation=self.incarnation,
         )
-        base = self.config.metrics_port
-        runtime.metrics_port = serve_metrics(
-            base + self.index if base else 0, self.config.metrics_address
+        runtime.metrics_port = await serve_shard_metrics(
+            self.index,
+            self.config.metrics_port,
+            self.config.metrics_slots,
+            self.config.metrics_address,
         )
         runtime.start()
         log.info(

@@ -18,6 +18,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: controller
 {{- end -}}
 
+{{/* Selector of the RayCluster's worker pods (kuberay mode), where the shards run. */}}
+{{- define "virtrigaud.rayWorkerSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: ray-worker
+{{- end -}}
+
 {{- define "virtrigaud.redisSelector" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -209,6 +216,13 @@ a Role per namespace of watchNamespaces. */}}
 - apiGroups: ["infra.virtrigaud.io"]
   resources: [vmsnapshots]
   verbs: [create, delete]
+# No request of the controller uses this: a VMSet's VMs and a VMClone's target VM carry an
+# ownerReference with blockOwnerDeletion: true (vmset/reconciler.py, vmclone/reconciler.py),
+# and where the OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift,
+# hardened clusters) creating such a VM requires update of the owner's finalizers.
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [vmsets/finalizers, vmclones/finalizers]
+  verbs: [update]
 # Events next to the object; a repeated Event is counted by a patch (kube/events.py).
 - apiGroups: [""]
   resources: [events]
