@@ -108,7 +108,12 @@ VIRTUAL_MACHINE = (
     on("spec.resources.cpu"),
     on("spec.resources.memoryMiB"),
     off("spec.resources.gpu", "no GPU passthrough yet"),
-    off("spec.placementRef", "VMPlacementPolicy has no controller yet"),
+    on(
+        "spec.placementRef",
+        VSPHERE,
+        note="vSphere: the policy's host rules choose the host before the create (see "
+        "VMPlacementPolicy); a VM that exists is not moved",
+    ),
     on("spec.snapshot.revertToRef", note="once per VMSnapshot; clear it to allow another"),
     off("spec.lifecycle.preStop", "lifecycle hooks are not built yet"),
     off("spec.lifecycle.postStart", "lifecycle hooks are not built yet"),
@@ -258,7 +263,8 @@ VM_CLONE = (
     on("spec.target.classRef"),
     off(
         "spec.target.placementRef",
-        "copied to the VirtualMachine; VMPlacementPolicy has no controller yet",
+        "copied to the VirtualMachine; the clone is made where its source's Provider puts "
+        "it, and a VM that exists is not moved",
     ),
     on("spec.target.networks"),
     on("spec.target.disks"),
@@ -282,6 +288,24 @@ VM_CLONE = (
     off("spec.metadata", "stored only"),
 )
 
+VM_PLACEMENT_POLICY = (
+    off("spec", "not acted on in this release: stored and validated only"),
+    on(
+        "spec.antiAffinity.hostAntiAffinity",
+        VSPHERE,
+        note="spread over the hosts of the VM's cluster, maxVMsPerHost each (1 when unset); "
+        "scope unset is strict",
+    ),
+    on(
+        "spec.affinity.hostAffinity",
+        VSPHERE,
+        note="all on the host the first VM got, a preferredHosts one first",
+    ),
+    on("spec.hard.hosts", VSPHERE),
+    on("spec.hard.excludedHosts", VSPHERE),
+    on("spec.soft.hosts", VSPHERE, note="preferred when hosts are otherwise equal"),
+)
+
 SUPPORT: Mapping[str, tuple[Support, ...]] = {
     "VirtualMachine": VIRTUAL_MACHINE,
     "Provider": PROVIDER,
@@ -291,7 +315,7 @@ SUPPORT: Mapping[str, tuple[Support, ...]] = {
     "VMClone": VM_CLONE,
     "VMMigration": (off("spec", NO_CONTROLLER),),
     "VMSet": VM_SET,
-    "VMPlacementPolicy": (off("spec", NO_CONTROLLER),),
+    "VMPlacementPolicy": VM_PLACEMENT_POLICY,
     "VMNetworkAttachment": VM_NETWORK_ATTACHMENT,
 }
 

@@ -1,0 +1,144 @@
+"""VMPlacementPolicy on the simulators: hard host anti-affinity spreads VMs over vcsim's
+hosts (read on vcsim, not from our status), a VM more than the hosts allow waits with a
+condition naming the rule's field and the fix, the policy reports its users, where they
+run and who waits; libvirt reports the policy as not acted on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fixtures_vm import API, VMEnv, condition, is_ready
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim
+
+from virtrigaud.controllers.vmplacementpolicy.reconciler import VMPlacementPolicyReconciler
+from virtrigaud.dev.info import VcsimInfo
+from virtrigaud.kube.resources import VM_PLACEMENT_POLICIES
+
+pytest_plugins = ["fixtures_vm"]
+
+JSON = dict[str, Any]
+
+
+async def policy(env: VMEnv, name: str, spec: JSON) -> None:
+    await env.apply(
+        VM_PLACEMENT_POLICIES,
+        {
+            "apiVersion": API,
+            "kind": "VMPlacementPolicy",
+            "metadata": {"name": name, "namespace": env.namespace},
+            "spec": spec,
+        },
+    )
+
+
+@pytest.fixture
+def vcsim_hosts(vm_env: VMEnv) -> Iterator[Any]:
+    """host_of(vm_id): the name of the host vcsim runs the VM on, asked of vcsim itself."""
+    vc = vm_env.stack.info().vcsim
+    assert isinstance(vc, VcsimInfo)
+    si = SmartConnect(
+        host=vc.host,
+        port=vc.port,
+        user=vc.username,
+        pwd=vc.password,
+        disableSslCertValidation=True,
+    )
+
+    def host_of(vm_id: str) -> str:
+        return str(vim.VirtualMachine(vm_id, si._stub).runtime.host.name)
+
+    yield host_of
+    Disconnect(si)
+
+
+def placed_or_waiting(obj: JSON | None) -> bool:
+    placed = condition(obj or {}, "Placed")
+    return placed is not None and placed["status"] == "False"
+
+
+async def test_hard_anti_affinity_spreads_over_vcsim_hosts(vm_env: VMEnv, vcsim_hosts: Any) -> None:
+    await policy(
+        vm_env,
+        "apart",
+        {"antiAffinity": {"hostAntiAffinity": {"enabled": True, "maxVMsPerHost": 1}}},
+    )
+    ref = {"placementRef": {"name": "apart"}}
+    names = ["web-2", "web-0", "web-1"]
+    for name in names:
+        await vm_env.vm(name, "vsphere", extra_spec=ref)
+    # One pass each first: the hosts are chosen before any VM exists, as shards would.
+    for name in names:
+        await vm_env.reconcile_once(name)
+    vms = [(await vm_env.drive(name, is_ready)).obj for name in names]
+    on_vcsim = {vm["metadata"]["name"]: vcsim_hosts(vm["status"]["id"]) for vm in vms if vm}
+    assert sorted(on_vcsim.values()) == ["DC0_C0_H0", "DC0_C0_H1", "DC0_C0_H2"], on_vcsim
+    assert on_vcsim == {"web-0": "DC0_C0_H0", "web-1": "DC0_C0_H1", "web-2": "DC0_C0_H2"}
+    for vm in vms:
+        assert vm is not None
+        assert vm["status"]["provider"]["host"] == on_vcsim[vm["metadata"]["name"]]
+        assert "hostAntiAffinity" in vm["status"]["provider"]["placementRule"]
+        assert condition(vm, "FieldsNotSupported") is None
+    # A fourth VM has no host left: it waits, and says which rule and what to change.
+    await vm_env.vm("web-3", "vsphere", extra_spec=ref)
+    waiting = (await vm_env.drive("web-3", placed_or_waiting)).obj
+    assert waiting is not None
+    placed = condition(waiting, "Placed")
+    assert placed is not None and placed["reason"] == "PlacementUnsatisfiable"
+    assert "maxVMsPerHost" in placed["message"] and "raise" in placed["message"]
+    assert waiting["status"]["phase"] == "Pending" and not waiting["status"].get("id")
+    ready = condition(waiting, "Ready")
+    assert ready is not None and ready["reason"] == "PlacementUnsatisfiable"
+    assert "PlacementUnsatisfiable" in await vm_env.event_reasons("web-3")
+
+    policies = VMPlacementPolicyReconciler(vm_env.ctx)
+    await policies.reconcile(f"VMPlacementPolicy/{vm_env.namespace}/apart", None)
+    stored = await vm_env.kube.get(VM_PLACEMENT_POLICIES, "apart", vm_env.namespace)
+    status = stored["status"]
+    assert [u["name"] for u in status["usedByVMs"]] == ["web-0", "web-1", "web-2", "web-3"]
+    stats = status["placementStats"]
+    assert stats["placementDistribution"] == {"DC0_C0_H0": 1, "DC0_C0_H1": 1, "DC0_C0_H2": 1}
+    assert stats["failedPlacements"] == 1 and stats["constraintViolations"] == 0
+    satisfied = condition(stored, "Satisfied")
+    assert satisfied is not None and satisfied["reason"] == "VMsWaiting", satisfied
+    assert "web-3" in satisfied["message"]
+
+    # Two per host: the waiting VM is placed once the policy allows it.
+    await policy(
+        vm_env,
+        "apart",
+        {"antiAffinity": {"hostAntiAffinity": {"enabled": True, "maxVMsPerHost": 2}}},
+    )
+    vm_env.reconciler.dependents([f"VMPlacementPolicy/{vm_env.namespace}/apart"])
+    fourth = (await vm_env.drive("web-3", is_ready)).obj
+    assert fourth is not None and vcsim_hosts(fourth["status"]["id"]) == "DC0_C0_H0"
+
+
+async def test_libvirt_reports_the_policy_as_not_acted_on(vm_env: VMEnv) -> None:
+    await policy(vm_env, "spread", {"antiAffinity": {"hostAntiAffinity": {"enabled": True}}})
+    await vm_env.vm("lv", "libvirt", extra_spec={"placementRef": {"name": "spread"}})
+    vm = (await vm_env.drive("lv", is_ready)).obj
+    assert vm is not None
+    fields = condition(vm, "FieldsNotSupported")
+    assert fields is not None and "spec.placementRef" in fields["message"]
+    assert condition(vm, "Placed") is None
+
+
+async def test_vsphere_names_the_policy_fields_it_does_not_act_on(vm_env: VMEnv) -> None:
+    await policy(
+        vm_env,
+        "zones",
+        {
+            "antiAffinity": {"hostAntiAffinity": {"enabled": True, "maxVMsPerHost": 5}},
+            "hard": {"zones": ["eu-1"]},
+        },
+    )
+    await vm_env.vm("z", "vsphere", extra_spec={"placementRef": {"name": "zones"}})
+    vm = (await vm_env.drive("z", is_ready)).obj
+    assert vm is not None
+    fields = condition(vm, "FieldsNotSupported")
+    assert fields is not None
+    assert f"VMPlacementPolicy {vm_env.namespace}/zones spec.hard.zones" in fields["message"]
+    assert "hostAntiAffinity" not in fields["message"]
