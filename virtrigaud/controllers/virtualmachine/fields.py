@@ -17,18 +17,12 @@ from virtrigaud.api.ignored_fields import ignored_fields
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.api.vmclass import VMClass
 from virtrigaud.api.vmplacementpolicy import VMPlacementPolicy
+from virtrigaud.controllers.common.fields import DOC, FIELDS_NOT_SUPPORTED, reason_for
 from virtrigaud.controllers.virtualmachine.passbase import PassBase
 
-FIELDS_NOT_SUPPORTED = "FieldsNotSupported"
+__all__ = ["FIELDS_NOT_SUPPORTED", "reason_for", "report_unsupported_fields"]
+
 FIELDS_SUPPORTED = "FieldsSupported"
-DOC = "docs/field-support.md"
-
-_TYPE_WORDS = {"vsphere": "VSphere", "libvirt": "Libvirt", "proxmox": "Proxmox"}
-
-
-def reason_for(provider_type: str) -> str:
-    """NotSupportedByLibvirt, ..."""
-    return f"NotSupportedBy{_TYPE_WORDS.get(provider_type, provider_type.capitalize())}"
 
 
 def unsupported_fields(

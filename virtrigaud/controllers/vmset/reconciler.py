@@ -30,6 +30,7 @@ from virtrigaud.api.conditions import get_condition, set_condition
 from virtrigaud.api.corev1 import LabelSelector
 from virtrigaud.api.vmset import VMSet, VMSetStatus
 from virtrigaud.controllers.common import objects
+from virtrigaud.controllers.common.fields import report_unsupported_fields
 from virtrigaud.controllers.common.objects import read_object
 from virtrigaud.controllers.vmset.plan import Pace, Replica, count_of, plan
 from virtrigaud.kube.client import ApiError
@@ -215,6 +216,15 @@ class _Pass:
             )
             await self.report(False, "SelectorMismatch", message, warn=True)
             return None
+        await report_unsupported_fields(
+            self.status.conditions,
+            self.generation,
+            "VMSet",
+            self.obj.get("spec") or {},
+            None,
+            "the VMSet controller",
+            self.warn,
+        )
         self.obj, _ = await objects.set_finalizer(self.ctx.kube, VM_SETS, self.obj, FINALIZER, True)
         update = template_revision(self.obj)
         vms = await self.owned()
@@ -428,6 +438,9 @@ class _Pass:
         )
         if changed and (before is None or before.reason != reason):
             await self.event("Warning" if warn else "Normal", reason, message)
+
+    async def warn(self, reason: str, message: str) -> None:
+        await self.event("Warning", reason, message)
 
     async def event(self, type_: str, reason: str, message: str) -> None:
         if type_ == "Warning":
