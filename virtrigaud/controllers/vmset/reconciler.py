@@ -109,6 +109,32 @@ def _ready_since(vm: JSON) -> datetime | None:
     return None
 
 
+# Ready reasons of a Pending VM that waits for its hypervisor, not for a user's fix.
+_HYPERVISOR_WAITS = {"WaitingForHypervisor", "Busy", "TaskInProgress"}
+
+
+def _first_waiting(vms: list[JSON]) -> str:
+    """'VirtualMachine ns/x is not Ready: REASON: message' for the first VM (by name) that
+    is Pending or Failed for a reason other than its hypervisor being busy, so a set whose
+    VMs all wait for the same fix (a missing class, a Provider that does not grant the
+    namespace) says so itself; "" when there is none."""
+    for vm in sorted(vms, key=lambda v: str(v["metadata"]["name"])):
+        status = vm.get("status") or {}
+        if status.get("phase") not in ("Pending", "Failed"):
+            continue
+        for cond in status.get("conditions") or []:
+            if cond.get("type") != READY or cond.get("status") != "False":
+                continue
+            reason = str(cond.get("reason") or "")
+            if reason and reason not in _HYPERVISOR_WAITS:
+                meta = vm["metadata"]
+                return (
+                    f"VirtualMachine {meta.get('namespace')}/{meta['name']} is not Ready: "
+                    f"{reason}: {str(cond.get('message') or '')[:300]}"
+                )
+    return ""
+
+
 def _dump(status: VMSetStatus) -> JSON:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
@@ -284,6 +310,9 @@ class _Pass:
             f"{self.status.updated_replicas} at revision {update}; "
             f"{len(creates)} created and {len(deletes)} deleted in this pass"
         )
+        stuck = _first_waiting(vms)
+        if stuck:
+            message += f"; {stuck}"
         reason = "Updating" if any(r.revision != update for r in live) else "Scaling"
         set_condition(
             self.status.conditions,
