@@ -115,6 +115,14 @@ async def test_hard_anti_affinity_spreads_over_vcsim_hosts(vm_env: VMEnv, vcsim_
     fourth = (await vm_env.drive("web-3", is_ready)).obj
     assert fourth is not None and vcsim_hosts(fourth["status"]["id"]) == "DC0_C0_H0"
 
+    # The policy goes: the VMs placed by it stay where they are, and Ready.
+    await vm_env.kube.delete(VM_PLACEMENT_POLICIES, "apart", vm_env.namespace)
+    vm_env.reconciler.dependents([f"VMPlacementPolicy/{vm_env.namespace}/apart"])
+    await vm_env.reconcile_once("web-1")
+    kept = await vm_env.get_vm("web-1")
+    assert kept is not None and is_ready(kept), kept and kept["status"]
+    assert vcsim_hosts(kept["status"]["id"]) == "DC0_C0_H1"
+
 
 async def test_libvirt_reports_the_policy_as_not_acted_on(vm_env: VMEnv) -> None:
     await policy(vm_env, "spread", {"antiAffinity": {"hostAntiAffinity": {"enabled": True}}})

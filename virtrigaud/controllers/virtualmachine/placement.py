@@ -6,9 +6,11 @@ decided in ``placementRule``) and written before the create is sent, so the othe
 the policy, placed by any shard, count it; it becomes ``placement.host`` of the create
 (vSphere relocates a clone there). A strict rule no host can meet leaves the VM Pending
 with a ``Placed=False`` condition naming the rule's field and the fix, and it is looked at
-again with the dependency backoff (and at once when the policy changes). A VM created
-before it had a policy is not moved. Other Provider types, and rules other than the host
-rules, are reported by FieldsNotSupported (controllers/virtualmachine/fields.py).
+again with the dependency backoff (and at once when the policy changes). A VM that exists
+is not moved: not when it got its policy after its create, nor when the policy changes or
+goes (a missing policy holds up only a VM not created yet). Other Provider types, and rules
+other than the host rules, are reported by FieldsNotSupported
+(controllers/virtualmachine/fields.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import dataclasses
 
 from virtrigaud.api.provider import ProviderType
 from virtrigaud.api.vmplacementpolicy import VMPlacementPolicy
+from virtrigaud.controllers.common.resolve import MissingDependency
 from virtrigaud.controllers.virtualmachine.passbase import Blocked, PassBase
 from virtrigaud.controllers.vmplacementpolicy.rules import Unsatisfiable, decide, host_rules
 from virtrigaud.controllers.vmplacementpolicy.users import (
@@ -46,7 +49,14 @@ class PlacementSteps(PassBase):
         if ref is None:
             return None
         ns = self.vm.metadata.namespace or "default"
-        obj = await self.resolver.require(VM_PLACEMENT_POLICIES, ns, ref.name, "spec.placementRef")
+        try:
+            obj = await self.resolver.require(
+                VM_PLACEMENT_POLICIES, ns, ref.name, "spec.placementRef"
+            )
+        except MissingDependency:
+            if self.status.id:
+                return None  # placed already: a VM that exists is not moved, nor held up
+            raise
         return VMPlacementPolicy.from_api(obj)
 
     async def place(

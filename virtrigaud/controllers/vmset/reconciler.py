@@ -3,9 +3,12 @@
 A pass lists the set's VirtualMachines (one label-selected LIST), plans what to create and
 delete (plan.py) and does at most ``BATCH`` of it, concurrently; it never talks to a
 hypervisor (each VirtualMachine is reconciled on its own shard) and never waits for one:
-while the set is not converged it looks again after ``PROGRESS_POLL`` seconds (longer for
-big sets: ``VMS_PER_POLL_SECOND``), and every ``STEADY_POLL`` seconds once it is; so a set
-of 1,000 costs its shard one LIST and a bounded number of writes per pass.
+while the plan holds more creates or deletes than one pass does, the next pass follows at
+once (``BACKLOG_POLL``), so the set's own writes never hold its VMs up; while it only
+waits for its VMs to become available it looks again after ``PROGRESS_POLL`` seconds
+(longer for big sets: ``VMS_PER_POLL_SECOND``), and every ``STEADY_POLL`` seconds once it
+is converged; so a set of 1,000 costs its shard one LIST and a bounded number of writes
+per pass.
 
 Each VirtualMachine carries an ownerReference to the set (controller), the template's
 labels and annotations, and the labels ``vmset.infra.virtrigaud.io/name``, ``/ordinal`` and
@@ -48,8 +51,12 @@ REVISION_LABEL = "vmset.infra.virtrigaud.io/revision"
 ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
 
-BATCH = 100  # creates plus deletes per pass
-CONCURRENCY = 16  # API writes in flight per pass
+BATCH = 250  # creates plus deletes per pass
+CONCURRENCY = 32  # API writes in flight per pass
+# The plan holds more than one pass does: the next pass (one LIST per BATCH writes) comes
+# at once. Measured at 1,000 VMs with 100 per pass and the poll below, the set took 59 s
+# to create its VMs, which took 73 s to be Ready (scale-tests vmset scenario).
+BACKLOG_POLL = 0.05
 PROGRESS_POLL = 1.0  # seconds between passes while a small set is converging
 # A big set lists many VMs per pass: one pass per this many VMs' worth of seconds (a set of
 # 1,000 looks every 5 s), so its LISTs stay a small load on the API server.
@@ -323,6 +330,8 @@ class _Pass:
             observed_generation=self.generation,
         )
         await self.report(False, reason, message)
+        if len(todo.create) + len(todo.delete) > len(creates) + len(deletes):
+            return BACKLOG_POLL
         return max(PROGRESS_POLL, len(vms) / VMS_PER_POLL_SECOND)
 
     async def apply(self, creates: list[tuple[int, str]], deletes: list[str], update: str) -> None:
