@@ -5,6 +5,7 @@ run and who waits; libvirt reports the policy as not acted on."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,9 +14,10 @@ from fixtures_vm import API, VMEnv, condition, is_ready
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
+from virtrigaud.controllers.vmclone.reconciler import VMCloneReconciler
 from virtrigaud.controllers.vmplacementpolicy.reconciler import VMPlacementPolicyReconciler
 from virtrigaud.dev.info import VcsimInfo
-from virtrigaud.kube.resources import VM_PLACEMENT_POLICIES
+from virtrigaud.kube.resources import VM_CLONES, VM_PLACEMENT_POLICIES
 
 pytest_plugins = ["fixtures_vm"]
 
@@ -150,3 +152,34 @@ async def test_vsphere_names_the_policy_fields_it_does_not_act_on(vm_env: VMEnv)
     assert fields is not None
     assert f"VMPlacementPolicy {vm_env.namespace}/zones spec.hard.zones" in fields["message"]
     assert "hostAntiAffinity" not in fields["message"]
+
+
+async def test_a_clone_target_is_moved_to_its_policys_host(vm_env: VMEnv, vcsim_hosts: Any) -> None:
+    await policy(vm_env, "pinned", {"hard": {"hosts": ["DC0_C0_H2"]}})
+    await vm_env.vm("origin", "vsphere")
+    await vm_env.drive("origin", is_ready)
+    await vm_env.apply(
+        VM_CLONES,
+        {
+            "apiVersion": API,
+            "kind": "VMClone",
+            "metadata": {"name": "copy", "namespace": vm_env.namespace},
+            "spec": {
+                "source": {"vmRef": {"name": "origin"}},
+                "target": {"name": "twin", "placementRef": {"name": "pinned"}},
+            },
+        },
+    )
+    clones = VMCloneReconciler(vm_env.ctx)
+    twin: JSON | None = None
+    for _ in range(100):
+        await clones.reconcile(f"VMClone/{vm_env.namespace}/copy", None)
+        if await vm_env.get_vm("twin") is not None:
+            await vm_env.reconcile_once("twin")
+        twin = await vm_env.get_vm("twin")
+        if twin is not None and is_ready(twin):
+            break
+        await asyncio.sleep(0.2)
+    assert twin is not None and is_ready(twin), twin and twin.get("status")
+    assert vcsim_hosts(twin["status"]["id"]) == "DC0_C0_H2"
+    assert twin["status"]["provider"]["host"] == "DC0_C0_H2"

@@ -261,10 +261,11 @@ VM_CLONE = (
     off("spec.target.namespace", "the target is made in the clone's namespace (refused)"),
     on("spec.target.providerRef", note="must name the source's Provider"),
     on("spec.target.classRef"),
-    off(
+    on(
         "spec.target.placementRef",
-        "copied to the VirtualMachine; the clone is made where its source's Provider puts "
-        "it, and a VM that exists is not moved",
+        VSPHERE,
+        note="copied to the VirtualMachine, which is moved to the host its policy chose "
+        "when it adopts the clone",
     ),
     on("spec.target.networks"),
     on("spec.target.disks"),
