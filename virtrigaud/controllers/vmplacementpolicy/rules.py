@@ -6,8 +6,11 @@ lists; a rule whose ``scope`` is unset is strict.
 
 Every shard that places a VM of the policy computes the same answer from the same facts:
 the VMs already placed (their recorded host) and the sorted names of those still waiting,
-which take the free places in name order. So two VMs placed at once by two shards do not
-pick the same last free host, without the shards talking to each other.
+which take the free places in name order. So VMs that exist when each of their shards
+looks get distinct places without the shards talking to each other. Not fully race-free:
+a shard that listed the policy's VMs before another VM of it was created does not count
+that VM, so two VMs created within one pass of each other can take the same last place;
+the policy's own reconcile reports that as a violation (``violations``).
 """
 
 from __future__ import annotations
