@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from fixtures_vm import API, VMEnv, condition, is_ready
+from proxmoxer import ProxmoxAPI
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
 from virtrigaud.controllers.vmclone.reconciler import VMCloneReconciler
 from virtrigaud.controllers.vmplacementpolicy.reconciler import VMPlacementPolicyReconciler
-from virtrigaud.dev.info import VcsimInfo
+from virtrigaud.dev.info import ProxmoxInfo, VcsimInfo
 from virtrigaud.kube.resources import VM_CLONES, VM_PLACEMENT_POLICIES
 
 pytest_plugins = ["fixtures_vm"]
@@ -183,3 +184,42 @@ async def test_a_clone_target_is_moved_to_its_policys_host(vm_env: VMEnv, vcsim_
     assert twin is not None and is_ready(twin), twin and twin.get("status")
     assert vcsim_hosts(twin["status"]["id"]) == "DC0_C0_H2"
     assert twin["status"]["provider"]["host"] == "DC0_C0_H2"
+
+
+def pve_nodes_of(vm_env: VMEnv) -> dict[int, str]:
+    """vmid -> node of every guest, asked of fakepve itself (/cluster/resources)."""
+    pve = vm_env.stack.info().proxmox
+    assert isinstance(pve, ProxmoxInfo)
+    api = ProxmoxAPI(
+        pve.host,
+        port=pve.port,
+        user=pve.user,
+        token_name=pve.token_name,
+        token_value=pve.token_secret,
+        verify_ssl=False,
+    )
+    return {int(r["vmid"]): str(r["node"]) for r in api.cluster.resources.get(type="vm")}
+
+
+async def test_hard_anti_affinity_spreads_over_proxmox_nodes(vm_env: VMEnv) -> None:
+    spread = {"antiAffinity": {"hostAntiAffinity": {"enabled": True}}}
+    await policy(vm_env, "nodes-apart", spread)
+    ref = {"placementRef": {"name": "nodes-apart"}}
+    names = ["db-0", "db-1", "db-2"]
+    for name in names:
+        await vm_env.vm(name, "proxmox", extra_spec=ref)
+    for name in names:
+        await vm_env.reconcile_once(name)
+    vms = [(await vm_env.drive(name, is_ready)).obj for name in names]
+    nodes = pve_nodes_of(vm_env)
+    on_pve = {
+        vm["metadata"]["name"]: nodes[int(vm["status"]["id"].split("/")[1])] for vm in vms if vm
+    }
+    assert len(set(on_pve.values())) == 3, on_pve
+    for vm in vms:
+        assert vm is not None and vm["status"]["provider"]["host"] == on_pve[vm["metadata"]["name"]]
+        assert condition(vm, "FieldsNotSupported") is None
+    await vm_env.vm("db-3", "proxmox", extra_spec=ref)
+    waiting = (await vm_env.drive("db-3", placed_or_waiting)).obj
+    assert waiting is not None and not waiting["status"].get("id")
+    assert "maxVMsPerHost" in (condition(waiting, "Placed") or {}).get("message", "")

@@ -111,8 +111,9 @@ VIRTUAL_MACHINE = (
     on(
         "spec.placementRef",
         VSPHERE,
-        note="vSphere: the policy's host rules choose the host before the create (see "
-        "VMPlacementPolicy); a VM that exists is not moved",
+        PROXMOX,
+        note="the policy's host rules choose the host (Proxmox VE: the node) before the "
+        "create (see VMPlacementPolicy); a VM that exists is not moved",
     ),
     on("spec.snapshot.revertToRef", note="once per VMSnapshot; clear it to allow another"),
     off("spec.lifecycle.preStop", "lifecycle hooks are not built yet"),
@@ -294,17 +295,19 @@ VM_PLACEMENT_POLICY = (
     on(
         "spec.antiAffinity.hostAntiAffinity",
         VSPHERE,
-        note="spread over the hosts of the VM's cluster, maxVMsPerHost each (1 when unset); "
-        "scope unset is strict",
+        PROXMOX,
+        note="spread over the hosts of the VM's cluster (Proxmox VE: the online nodes), "
+        "maxVMsPerHost each (1 when unset); scope unset is strict",
     ),
     on(
         "spec.affinity.hostAffinity",
         VSPHERE,
+        PROXMOX,
         note="all on the host the first VM got, a preferredHosts one first",
     ),
-    on("spec.hard.hosts", VSPHERE),
-    on("spec.hard.excludedHosts", VSPHERE),
-    on("spec.soft.hosts", VSPHERE, note="preferred when hosts are otherwise equal"),
+    on("spec.hard.hosts", VSPHERE, PROXMOX, note="Proxmox VE: node names"),
+    on("spec.hard.excludedHosts", VSPHERE, PROXMOX, note="Proxmox VE: node names"),
+    on("spec.soft.hosts", VSPHERE, PROXMOX, note="preferred when hosts are otherwise equal"),
 )
 
 SUPPORT: Mapping[str, tuple[Support, ...]] = {

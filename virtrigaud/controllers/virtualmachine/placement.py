@@ -1,16 +1,17 @@
 """The VM's place under its VMPlacementPolicy (spec.placementRef), chosen before its create.
 
-The policy's host rules (controllers/vmplacementpolicy/rules.py) are honoured on vSphere:
-the host chosen is recorded in ``status.provider["placementHost"]`` (with the rule that
-decided in ``placementRule``) and written before the create is sent, so the other VMs of
-the policy, placed by any shard, count it; it becomes ``placement.host`` of the create
-(vSphere relocates a clone there). A strict rule no host can meet leaves the VM Pending
-with a ``Placed=False`` condition naming the rule's field and the fix, and it is looked at
-again with the dependency backoff (and at once when the policy changes). A VM that exists
-is not moved: not when it got its policy after its create, nor when the policy changes or
-goes (a missing policy holds up only a VM not created yet). Other Provider types, and rules
-other than the host rules, are reported by FieldsNotSupported
-(controllers/virtualmachine/fields.py).
+The policy's host rules (controllers/vmplacementpolicy/rules.py) are honoured on vSphere
+and Proxmox VE (hosts are its nodes): the host chosen is recorded in
+``status.provider["placementHost"]`` (with the rule that decided in ``placementRule``)
+and written before the create is sent, so the other VMs of the policy, placed by any
+shard, count it; it becomes the create's ``placement.host`` (vSphere relocates a clone
+there) or ``placement.node`` (Proxmox VE clones to that node). A strict rule no host can
+meet leaves the VM Pending with a ``Placed=False`` condition naming the rule's field and
+the fix, and it is looked at again with the dependency backoff (and at once when the
+policy changes). A VM that exists is not moved: not when it got its policy after its
+create, nor when the policy changes or goes (a missing policy holds up only a VM not
+created yet). libvirt, and rules other than the host rules, are reported by
+FieldsNotSupported (controllers/virtualmachine/fields.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from virtrigaud.controllers.vmplacementpolicy.users import (
 from virtrigaud.kube.resources import VM_PLACEMENT_POLICIES
 from virtrigaud.providers.base import Provider, VMInfo, VMSpec
 
+# The placement key a chosen host goes in, per Provider type that honours host rules.
+HOST_KEYS = {ProviderType.VSPHERE.value: "host", ProviderType.PROXMOX.value: "node"}
 PLACEMENT_HOST = CHOSEN_HOST
 PLACEMENT_RULE = "placementRule"
 PLACED = "Placed"
@@ -72,14 +75,15 @@ class PlacementSteps(PassBase):
             self.st.drop_condition(PLACED)
             return spec
         rules = host_rules(policy.spec)
-        if provider_type != ProviderType.VSPHERE.value or not rules.any:
+        key = HOST_KEYS.get(provider_type)
+        if key is None or not rules.any:
             return spec
         chosen = self.status.provider.get(PLACEMENT_HOST)
         if chosen is None:
-            if self.status.id or self.status.last_task_ref or spec.placement.get("host"):
+            if self.status.id or self.status.last_task_ref or spec.placement.get(key):
                 return spec  # created before it had a policy, or pinned by spec.placement.host
             chosen = await self.choose_host(provider, policy, spec)
-        return dataclasses.replace(spec, placement={**spec.placement, "host": chosen})
+        return dataclasses.replace(spec, placement={**spec.placement, key: chosen})
 
     async def choose_host(self, provider: Provider, policy: VMPlacementPolicy, spec: VMSpec) -> str:
         ns = self.vm.metadata.namespace or "default"
