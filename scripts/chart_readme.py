@@ -100,9 +100,9 @@ Ray and scrapes every shard at the ports this PodMonitor lists.
 Exactly the calls the code makes (`tests/controller/test_chart_rbac.py` runs the
 controller against an API server enforcing the rendered rules and fails on any denial and
 on any rule it never used): list/watch of its ten kinds; get of the objects it reconciles
-and what they reference; patch of VirtualMachines, VMSnapshots, VMSets and Providers
-(finalizers, annotations); update of the status of every kind but VMMigration and
-VMPlacementPolicy (no controller yet); create and delete of
+and what they reference (and a list of the VMs of a VMPlacementPolicy's namespace); patch
+of VirtualMachines, VMSnapshots, VMSets and Providers (finalizers, annotations); update of
+the status of every kind but VMMigration (no controller yet); create and delete of
 VirtualMachines (a VMSet's, a VMClone's target) and of VMSnapshots (a schedule's, a
 deleted VM's); create and patch of Events; get of its own Namespace, Lease and ConfigMap by
 name (and create of the Lease). One grant serves no request of the controller: update of

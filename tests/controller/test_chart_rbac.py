@@ -6,10 +6,10 @@ Once with the chart's defaults (every namespace watched: a ClusterRole) and once
 Two real `virtrigaud run` processes (the rendered Deployment's arguments, with the
 session's Ray and Redis) converge VMs on all three simulators, resize one, fail over (the
 leader is killed), follow a shard-count change, run the fleet kinds on vcsim (a VMSet
-scaled 2 -> 1 and deleted, a VMSnapshot taken and reverted to, a schedule firing, a
-VMClone) and delete the VMs, which deletes their VMSnapshots, then the Providers; the
-Providers, VMClasses, VMImages and the VMNetworkAttachment report their status. The API
-server's
+placed by a VMPlacementPolicy, scaled 2 -> 1 and deleted, a VMSnapshot taken and
+reverted to, a schedule firing, a VMClone) and delete the VMs, which deletes their
+VMSnapshots, then the Providers; the Providers, VMClasses, VMImages, the
+VMNetworkAttachment and the VMPlacementPolicy report their status. The API server's
 decision log must then show no denial for the ServiceAccount, and every (rule, resource,
 verb) the chart grants must have allowed at least one request (but the few in
 RARELY_USED, each with the code that needs it, and the finalizers grants of
@@ -62,6 +62,7 @@ from virtrigaud.kube.resources import (
     VM_CLONES,
     VM_IMAGES,
     VM_NETWORK_ATTACHMENTS,
+    VM_PLACEMENT_POLICIES,
     VM_SETS,
     VM_SNAPSHOTS,
     Resource,
@@ -351,9 +352,13 @@ async def fleet_kinds(admin: KubeClient, ns: str, logs: list[Path]) -> None:
     await create(VM_SNAPSHOTS, "every-minute", {"vmRef": {"name": source}, "schedule": schedule})
     clone = {"source": {"vmRef": {"name": source}}, "target": {"name": f"{source}-copy"}}
     await create(VM_CLONES, "copy", clone | {"options": {"type": "FullClone"}})
+    # The set's VMs are spread by a placement policy (two per host at most).
+    anti = {"hostAntiAffinity": {"enabled": True, "maxVMsPerHost": 2}}
+    await create(VM_PLACEMENT_POLICIES, "apart", {"antiAffinity": anti})
     template = {
         "metadata": {"labels": {"app": "pool"}},
-        "spec": {k: v for k, v in vm_spec.items() if k != "snapshot"},
+        "spec": {k: v for k, v in vm_spec.items() if k != "snapshot"}
+        | {"placementRef": {"name": "apart"}},
     }
     await create(
         VM_SETS,
@@ -385,7 +390,13 @@ async def fleet_kinds(admin: KubeClient, ns: str, logs: list[Path]) -> None:
             and target is not None
             and is_ready(target)
             and await set_has(2)
+            and await policy_reports(2)
         )
+
+    async def policy_reports(users: int) -> bool:
+        status = (await get(VM_PLACEMENT_POLICIES, "apart") or {}).get("status") or {}
+        placed = (status.get("placementStats") or {}).get("placementDistribution") or {}
+        return len(status.get("usedByVMs") or []) == users and sum(placed.values()) == users
 
     await until(fleet_ready, 120, "the VMSet, VMSnapshots and VMClone to be Ready", logs)
 

@@ -12,6 +12,7 @@ import pytest
 from fixtures_vm import PROVIDER_TYPES, VMEnv, condition, is_ready, wait_task
 
 from virtrigaud.api.virtualmachine import VirtualMachine
+from virtrigaud.controllers.common.fields import reason_for
 from virtrigaud.controllers.virtualmachine.passbase import CLONED_BY
 from virtrigaud.controllers.virtualmachine.spec import owner_of
 from virtrigaud.controllers.vmclone.reconciler import VMCloneReconciler
@@ -88,7 +89,13 @@ async def source_vm(env: VMEnv, name: str, provider_type: str) -> JSON:
 async def test_full_clone(vm_env: VMEnv, provider_type: str) -> None:
     source = await source_vm(vm_env, "origin", provider_type)
     await clone_of(
-        vm_env, "copy", {"vmRef": {"name": "origin"}}, "twin", type="FullClone", powerOn=True
+        vm_env,
+        "copy",
+        {"vmRef": {"name": "origin"}},
+        "twin",
+        type="FullClone",
+        powerOn=True,
+        timeout="10m",  # accepted, not acted on: reported
     )
     # While the clone's task runs, the target's own reconcile does not create it.
     await VMCloneReconciler(vm_env.ctx).reconcile(f"VMClone/{vm_env.namespace}/copy", None)
@@ -112,7 +119,11 @@ async def test_full_clone(vm_env: VMEnv, provider_type: str) -> None:
     assert twin_id != source_id
     assert (await hv.describe(twin_id)).owner == owner_of(VirtualMachine.from_api(twin))
     assert (await hv.describe(source_id)).owner == owner_of(VirtualMachine.from_api(source))
-    assert "Cloned" in await vm_env.event_reasons("copy")
+    reasons = await vm_env.event_reasons("copy")
+    assert "Cloned" in reasons and reasons.count("FieldsNotSupported") == 1, reasons
+    fields = condition(obj, "FieldsNotSupported")
+    assert fields is not None and "spec.options.timeout" in fields["message"], fields
+    assert fields["reason"] == reason_for(provider_type)
     assert "Adopted" in await vm_env.event_reasons("twin")
 
 

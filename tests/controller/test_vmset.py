@@ -279,3 +279,27 @@ async def test_selector_not_matching_the_template_is_refused(vm_env: VMEnv) -> N
     with pytest.raises(ApiError) as err:
         await fleet.create("libvirt", 1, selector={"matchLabels": {"app": "other"}})
     assert err.value.status == 422 and "spec.selector.matchLabels" in str(err.value)
+
+
+async def test_fields_the_set_does_not_act_on_are_reported_once(vm_env: VMEnv) -> None:
+    fleet = Fleet(vm_env, "named")
+    await fleet.create("libvirt", 0, serviceName="db", revisionHistoryLimit=3)
+    key = f"VMSet/{vm_env.namespace}/named"
+    for _ in range(3):
+        await fleet.sets.reconcile(key, None)
+    obj = await fleet.get()
+    fields = condition(obj or {}, "FieldsNotSupported")
+    assert fields is not None and fields["reason"] == "NotSupported"
+    assert "spec.revisionHistoryLimit, spec.serviceName" in fields["message"]
+    assert "docs/field-support.md" in fields["message"]
+    reasons = await vm_env.event_reasons("named")
+    assert reasons.count("FieldsNotSupported") == 1, reasons
+    # Removed from the spec: the condition goes.
+    await vm_env.kube.patch(
+        VM_SETS,
+        "named",
+        vm_env.namespace,
+        {"spec": {"serviceName": None, "revisionHistoryLimit": None}},
+    )
+    await fleet.sets.reconcile(key, None)
+    assert condition(await fleet.get() or {}, "FieldsNotSupported") is None

@@ -108,7 +108,13 @@ VIRTUAL_MACHINE = (
     on("spec.resources.cpu"),
     on("spec.resources.memoryMiB"),
     off("spec.resources.gpu", "no GPU passthrough yet"),
-    off("spec.placementRef", "VMPlacementPolicy has no controller yet"),
+    on(
+        "spec.placementRef",
+        VSPHERE,
+        PROXMOX,
+        note="the policy's host rules choose the host (Proxmox VE: the node) before the "
+        "create (see VMPlacementPolicy); a VM that exists is not moved",
+    ),
     on("spec.snapshot.revertToRef", note="once per VMSnapshot; clear it to allow another"),
     off("spec.lifecycle.preStop", "lifecycle hooks are not built yet"),
     off("spec.lifecycle.postStart", "lifecycle hooks are not built yet"),
@@ -256,9 +262,11 @@ VM_CLONE = (
     off("spec.target.namespace", "the target is made in the clone's namespace (refused)"),
     on("spec.target.providerRef", note="must name the source's Provider"),
     on("spec.target.classRef"),
-    off(
+    on(
         "spec.target.placementRef",
-        "copied to the VirtualMachine; VMPlacementPolicy has no controller yet",
+        VSPHERE,
+        note="copied to the VirtualMachine, which is moved to the host its policy chose "
+        "when it adopts the clone",
     ),
     on("spec.target.networks"),
     on("spec.target.disks"),
@@ -282,6 +290,26 @@ VM_CLONE = (
     off("spec.metadata", "stored only"),
 )
 
+VM_PLACEMENT_POLICY = (
+    off("spec", "not acted on in this release: stored and validated only"),
+    on(
+        "spec.antiAffinity.hostAntiAffinity",
+        VSPHERE,
+        PROXMOX,
+        note="spread over the hosts of the VM's cluster (Proxmox VE: the online nodes), "
+        "maxVMsPerHost each (1 when unset); scope unset is strict",
+    ),
+    on(
+        "spec.affinity.hostAffinity",
+        VSPHERE,
+        PROXMOX,
+        note="all on the host the first VM got, a preferredHosts one first",
+    ),
+    on("spec.hard.hosts", VSPHERE, PROXMOX, note="Proxmox VE: node names"),
+    on("spec.hard.excludedHosts", VSPHERE, PROXMOX, note="Proxmox VE: node names"),
+    on("spec.soft.hosts", VSPHERE, PROXMOX, note="preferred when hosts are otherwise equal"),
+)
+
 SUPPORT: Mapping[str, tuple[Support, ...]] = {
     "VirtualMachine": VIRTUAL_MACHINE,
     "Provider": PROVIDER,
@@ -291,7 +319,7 @@ SUPPORT: Mapping[str, tuple[Support, ...]] = {
     "VMClone": VM_CLONE,
     "VMMigration": (off("spec", NO_CONTROLLER),),
     "VMSet": VM_SET,
-    "VMPlacementPolicy": (off("spec", NO_CONTROLLER),),
+    "VMPlacementPolicy": VM_PLACEMENT_POLICY,
     "VMNetworkAttachment": VM_NETWORK_ATTACHMENT,
 }
 

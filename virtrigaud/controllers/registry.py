@@ -56,6 +56,12 @@ def _vm_clones(ctx: ShardContext) -> Reconciler:
     return VMCloneReconciler(ctx)
 
 
+def _vm_placement_policies(ctx: ShardContext) -> Reconciler:
+    from virtrigaud.controllers.vmplacementpolicy.reconciler import VMPlacementPolicyReconciler
+
+    return VMPlacementPolicyReconciler(ctx)
+
+
 FACTORIES: dict[str, Factory] = {
     "VirtualMachine": _virtual_machines,
     "Provider": _providers,
@@ -65,6 +71,7 @@ FACTORIES: dict[str, Factory] = {
     "VMSnapshot": _vm_snapshots,
     "VMSet": _vm_sets,
     "VMClone": _vm_clones,
+    "VMPlacementPolicy": _vm_placement_policies,
 }
 
 

@@ -214,6 +214,7 @@ class VMInfo:
     disks: tuple[DiskInfo, ...] = ()
     console_url: str | None = None
     snapshots: tuple[str, ...] = ()
+    host: str | None = None  # the host (node) it runs on, where a provider tells
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,12 @@ class Provider(abc.ABC):
         an unsupported version raises a TerminalError with cause UNSUPPORTED_VERSION."""
         await self.validate()
         return EndpointInfo(version="")
+
+    async def placement_hosts(self, spec: VMSpec) -> list[str]:
+        """The hosts a VM of ``spec`` may be placed on (those of the compute resource its
+        placement resolves to, ignoring ``placement["host"]``), sorted by name; a
+        ``placement["host"]`` given to ``create`` must be one of them."""
+        raise TerminalError(f"{self.type} providers cannot place VMs on chosen hosts")
 
     async def networks(self, names: Collection[str]) -> list[NetworkState]:
         """Whether each named network (vSphere portgroup, libvirt network or bridge,

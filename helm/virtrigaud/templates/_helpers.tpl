@@ -187,9 +187,11 @@ a Role per namespace of watchNamespaces. */}}
 # vmclone/reconciler.py source_vm, target_vm), the VMSnapshot a VM reverts to
 # (virtualmachine/revert.py), and the object of a key it holds no copy of (each kind's
 # reconciler.py reconcile; common/dependency.py for VMClasses, VMImages and
-# VMNetworkAttachments).
+# VMNetworkAttachments), the VMPlacementPolicy a VM names (virtualmachine/placement.py).
+# The VMs that use a VMPlacementPolicy are listed with the leader's list grant
+# (vmplacementpolicy/users.py).
 - apiGroups: ["infra.virtrigaud.io"]
-  resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments, vmsnapshots, vmsets, vmclones]
+  resources: [virtualmachines, providers, vmclasses, vmimages, vmnetworkattachments, vmsnapshots, vmsets, vmclones, vmplacementpolicies]
   verbs: [get]
 # Finalizers, a merge patch guarded by resourceVersion (controllers/common/objects.py), of
 # VMs, VMSnapshots, VMSets and Providers (provider/reconciler.py: held while VMs use it);
@@ -200,9 +202,10 @@ a Role per namespace of watchNamespaces. */}}
   resources: [virtualmachines, vmsnapshots, vmsets, providers]
   verbs: [patch]
 # Status, a PUT of the /status subresource (controllers/common/objects.py write_status,
-# through common/status.py for Providers, VMClasses, VMImages and VMNetworkAttachments).
+# through common/status.py for Providers, VMClasses, VMImages, VMNetworkAttachments and
+# VMPlacementPolicies).
 - apiGroups: ["infra.virtrigaud.io"]
-  resources: [virtualmachines/status, vmsnapshots/status, vmsets/status, vmclones/status, providers/status, vmclasses/status, vmimages/status, vmnetworkattachments/status]
+  resources: [virtualmachines/status, vmsnapshots/status, vmsets/status, vmclones/status, providers/status, vmclasses/status, vmimages/status, vmnetworkattachments/status, vmplacementpolicies/status]
   verbs: [update]
 # A VMSet creates and deletes its VMs (vmset/reconciler.py apply); a VMClone creates its
 # target VM (vmclone/reconciler.py target_vm).

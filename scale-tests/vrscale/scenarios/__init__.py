@@ -17,6 +17,7 @@ NAMES = (
     "idle",
     "smoke",
     "fleet",
+    "vmset",
 )
 
 

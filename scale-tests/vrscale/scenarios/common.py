@@ -45,6 +45,8 @@ class Fleet:
         self.warm: list[tuple[Target, int]] = []
         self._cpu: dict[str, int] = {}
         self.own_audit_url: str | None = None
+        # Simulator -> keys of VMs the run made other than through `plan` (a VMSet's).
+        self.extra_expected: dict[str, list[str]] = {}
 
     def next_change(self, key: str) -> dict[str, Any]:
         """A spec change for key that differs from its current spec (CPU 1 <-> 2)."""
@@ -231,6 +233,8 @@ class Fleet:
         out: dict[str, list[str]] = {}
         for t, i in [*self.warm, *self.plan]:
             out.setdefault(t.sim, []).append(f"{fleet.VM_NAMESPACE}/{fleet.vm_name(t, i)}")
+        for sim, keys in self.extra_expected.items():
+            out.setdefault(sim, []).extend(keys)
         return out
 
     async def converge(self, count: int, timeout: float, label: str = "converge") -> Converged:

@@ -28,6 +28,7 @@ from virtrigaud.controllers.virtualmachine.passbase import (
     Wait,
     task_done_locally,
 )
+from virtrigaud.controllers.virtualmachine.placement import PlacementSteps
 from virtrigaud.controllers.virtualmachine.readiness import check_prepared
 from virtrigaud.controllers.virtualmachine.revert import RevertSteps
 from virtrigaud.controllers.virtualmachine.spec import (
@@ -72,16 +73,18 @@ DEFAULT_GRACEFUL_TIMEOUT = 60.0
 CREATE_STEPS_PER_PASS = 6
 
 
-class ConvergeSteps(RevertSteps):
+class ConvergeSteps(RevertSteps, PlacementSteps):
     async def converge(self) -> None:
         provider, defaults, provider_type = await self.provider()
         vm_class = await resolve_class(self.resolver, self.vm)
         spec = await build_vm_spec(self.resolver, self.vm, vm_class, provider_type, defaults)
         self.memory.dependencies_met(self.key)
-        await report_unsupported_fields(self, provider_type, vm_class)
+        policy = await self.policy()
+        await report_unsupported_fields(self, provider_type, vm_class, policy)
         self.st.drop_condition(DELETING)
         if not self.status.id and not self.status.last_task_ref:
             await check_prepared(self.resolver, self.vm, self.vm_ref())
+        spec = await self.place(provider, provider_type, spec, policy)
 
         recorded = self.recorded_state()
         await self.settle_tasks(provider, spec)
@@ -334,6 +337,7 @@ class ConvergeSteps(RevertSteps):
         self.status.current_resources = VirtualMachineResources(
             cpu=info.cpu, memory_mib=info.memory_mib
         )
+        self.observe_host(info)
 
     # ------------------------------------------------------------------ drift
 

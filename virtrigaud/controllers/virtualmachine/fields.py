@@ -16,29 +16,35 @@ from virtrigaud.api.conditions import get_condition
 from virtrigaud.api.ignored_fields import ignored_fields
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.api.vmclass import VMClass
+from virtrigaud.api.vmplacementpolicy import VMPlacementPolicy
+from virtrigaud.controllers.common.fields import DOC, FIELDS_NOT_SUPPORTED, reason_for
 from virtrigaud.controllers.virtualmachine.passbase import PassBase
 
-FIELDS_NOT_SUPPORTED = "FieldsNotSupported"
+__all__ = ["FIELDS_NOT_SUPPORTED", "reason_for", "report_unsupported_fields"]
+
 FIELDS_SUPPORTED = "FieldsSupported"
-DOC = "docs/field-support.md"
-
-_TYPE_WORDS = {"vsphere": "VSphere", "libvirt": "Libvirt", "proxmox": "Proxmox"}
-
-
-def reason_for(provider_type: str) -> str:
-    """NotSupportedByLibvirt, ..."""
-    return f"NotSupportedBy{_TYPE_WORDS.get(provider_type, provider_type.capitalize())}"
 
 
 def unsupported_fields(
-    vm: VirtualMachine, vm_spec: dict[str, Any], vm_class: VMClass, provider_type: str
+    vm: VirtualMachine,
+    vm_spec: dict[str, Any],
+    vm_class: VMClass,
+    provider_type: str,
+    policy: VMPlacementPolicy | None = None,
 ) -> list[str]:
-    """The VM's ignored field paths, then its VMClass's (prefixed with the class)."""
+    """The VM's ignored field paths, then its VMClass's (prefixed with the class), then
+    its VMPlacementPolicy's when the VM's spec.placementRef itself is acted on."""
     paths = ignored_fields("VirtualMachine", vm_spec, provider_type)
     class_spec = vm_class.model_dump(mode="json", by_alias=True, exclude_none=True)["spec"]
     ref = vm.spec.class_ref
     where = f"VMClass {ref.namespace or vm.metadata.namespace or 'default'}/{ref.name}"
     paths += [f"{where} {p}" for p in ignored_fields("VMClass", class_spec, provider_type)]
+    if policy is not None and "spec.placementRef" not in paths:
+        policy_spec = policy.model_dump(mode="json", by_alias=True, exclude_none=True)["spec"]
+        where = f"VMPlacementPolicy {vm.metadata.namespace or 'default'}/{policy.metadata.name}"
+        paths += [
+            f"{where} {p}" for p in ignored_fields("VMPlacementPolicy", policy_spec, provider_type)
+        ]
     return paths
 
 
@@ -52,9 +58,14 @@ def unsupported_message(vm: VirtualMachine, provider_type: str, paths: list[str]
     )
 
 
-async def report_unsupported_fields(run: PassBase, provider_type: str, vm_class: VMClass) -> None:
+async def report_unsupported_fields(
+    run: PassBase,
+    provider_type: str,
+    vm_class: VMClass,
+    policy: VMPlacementPolicy | None = None,
+) -> None:
     """Set or clear FieldsNotSupported on this pass's status; one Event per change."""
-    paths = unsupported_fields(run.vm, run.obj.get("spec") or {}, vm_class, provider_type)
+    paths = unsupported_fields(run.vm, run.obj.get("spec") or {}, vm_class, provider_type, policy)
     previous = get_condition(run.status.conditions, FIELDS_NOT_SUPPORTED)
     if not paths:
         if previous is not None and run.st.drop_condition(FIELDS_NOT_SUPPORTED):

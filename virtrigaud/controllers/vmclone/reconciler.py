@@ -32,6 +32,7 @@ from virtrigaud.api.virtualmachine import FINALIZER as VM_FINALIZER
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.api.vmclone import CloneProgress, CloneType, VMClone, VMCloneStatus
 from virtrigaud.controllers.common import objects
+from virtrigaud.controllers.common.fields import report_unsupported_fields
 from virtrigaud.controllers.common.objects import read_object
 from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted, Resolver
 from virtrigaud.controllers.virtualmachine.passbase import CLONED_BY
@@ -179,6 +180,15 @@ class _Pass:
                 f"spec.options.type LinkedClone: the {provider.type} Provider cannot make "
                 "linked clones; use FullClone",
             )
+        await report_unsupported_fields(
+            self.status.conditions,
+            self.generation,
+            "VMClone",
+            self.obj.get("spec") or {},
+            provider.type,
+            f"the {provider.type} Provider of {self.ref()}",
+            self.warn,
+        )
         target = await self.target_vm(source)
         self.status.target_ref = LocalObjectReference(name=target["metadata"]["name"])
         self.status.actual_clone_type = self.clone_type()
@@ -357,6 +367,9 @@ class _Pass:
         )
         if changed and warn:
             await self.event("Warning", reason, message)
+
+    async def warn(self, reason: str, message: str) -> None:
+        await self.event("Warning", reason, message)
 
     async def event(self, type_: str, reason: str, message: str) -> None:
         if type_ == "Warning":

@@ -18,8 +18,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from virtrigaud.api.common import parse_duration
-from virtrigaud.api.conditions import remove_condition
-from virtrigaud.api.ignored_fields import ignored_fields
 from virtrigaud.api.vmsnapshot import (
     FINALIZER,
     SnapshotPhase,
@@ -27,8 +25,8 @@ from virtrigaud.api.vmsnapshot import (
     SnapshotRetentionPolicy,
 )
 from virtrigaud.controllers.common import objects
+from virtrigaud.controllers.common.fields import report_unsupported_fields
 from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted
-from virtrigaud.controllers.virtualmachine.fields import FIELDS_NOT_SUPPORTED, reason_for
 from virtrigaud.controllers.vmsnapshot.passbase import (
     CREATING,
     DELETING,
@@ -142,16 +140,19 @@ class SingleSnapshot(SnapshotPassBase):
 
     async def report_unsupported_fields(self, provider_type: str) -> None:
         """FieldsNotSupported names what this snapshot sets that is stored only."""
-        paths = ignored_fields("VMSnapshot", self.obj.get("spec") or {}, provider_type)
-        if not paths:
-            remove_condition(self.status.conditions, FIELDS_NOT_SUPPORTED)
-            return
-        message = (
-            f"the {provider_type} Provider of {self.vm_ref()} does not act on "
-            f"{', '.join(paths)}: stored but without effect (see docs/field-support.md)"
+
+        async def warn(reason: str, message: str) -> None:
+            await self.event("Warning", reason, message)
+
+        await report_unsupported_fields(
+            self.status.conditions,
+            self.generation,
+            "VMSnapshot",
+            self.obj.get("spec") or {},
+            provider_type,
+            f"the {provider_type} Provider of {self.vm_ref()}",
+            warn,
         )
-        if self.condition(FIELDS_NOT_SUPPORTED, True, reason_for(provider_type), message):
-            await self.event("Warning", FIELDS_NOT_SUPPORTED, message)
 
     async def settle(self, provider: Provider, operation: str) -> TaskStatus:
         """The recorded task's end (it is cleared); Wait while it runs."""

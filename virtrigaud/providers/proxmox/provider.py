@@ -161,6 +161,7 @@ class ProxmoxProvider(Provider):
                 f"?console=kvm&novnc=1&vmid={vmid}&node={node}"
             ),
             snapshots=snapshots,
+            host=node,
         )
 
     # ---------------------------------------------------------------- contract
@@ -397,6 +398,12 @@ class ProxmoxProvider(Provider):
             )
         res = found[0]
         return str(res["node"]), int(res["vmid"]), res
+
+    async def placement_hosts(self, spec: VMSpec) -> list[str]:
+        """The online nodes (one call): a clone goes to the chosen one with PVE's
+        ``target``, which real PVE allows only from shared storage."""
+        nodes = await self._call("nodes", lambda p: p.nodes.get())
+        return sorted(str(n["node"]) for n in nodes or [] if n.get("status") == "online")
 
     async def _pick_node(self, spec: VMSpec, fallback: str | None) -> str:
         chosen = self._option(spec, "node") or fallback

@@ -36,6 +36,7 @@ VM_PROPERTIES = [
     "guest.net",
     "guest.toolsRunningStatus",
     "snapshot",
+    "runtime.host",
 ]
 
 LIST_PROPERTIES = [
@@ -79,6 +80,7 @@ class VmRecord:
     ips: tuple[str, ...]
     snapshots: list[Snapshot] = field(default_factory=list)
     current_snapshot: Any = None
+    host_id: str | None = None  # moref of the host it runs on (VM_PROPERTIES reads it)
 
     @property
     def id(self) -> str:
@@ -167,6 +169,7 @@ def record(obj: Any, props: dict[str, Any]) -> VmRecord:
         ips=_ips(props),
         snapshots=_walk_snapshots(snap.rootSnapshotList) if snap else [],
         current_snapshot=snap.currentSnapshot if snap else None,
+        host_id=str(host._moId) if (host := props.get("runtime.host")) is not None else None,
     )
 
 

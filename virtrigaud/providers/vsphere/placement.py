@@ -24,7 +24,7 @@ _TYPES: dict[str, tuple[Any, list[str]]] = {
     "cluster": (vim.ClusterComputeResource, ["name", "resourcePool"]),
     "compute": (vim.ComputeResource, ["name", "resourcePool"]),
     "host": (vim.HostSystem, ["name", "parent"]),
-    "resource_pool": (vim.ResourcePool, ["name"]),
+    "resource_pool": (vim.ResourcePool, ["name", "owner"]),
     "datastore": (vim.Datastore, ["name", "summary.freeSpace", "summary.accessible"]),
     "storage_pod": (vim.StoragePod, ["name", "childEntity"]),
     "network": (vim.Network, ["name"]),
@@ -204,4 +204,18 @@ def nic_backing(index: InventoryIndex, network: str, field: str) -> Any:
         raise MissingName("network", network, field)
     return vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
         deviceName=network, network=item.obj
+    )
+
+
+def hosts_of_pool(index: InventoryIndex, pool: Any) -> list[str]:
+    """The names of the hosts of the cluster (or standalone host) that owns ``pool``,
+    sorted."""
+    item = index.by_ref.get(pool._moId)
+    owner = item.props.get("owner") if item is not None else None
+    if owner is None:
+        return []
+    return sorted(
+        str(h.props["name"])
+        for h in index.items["host"].values()
+        if h.props["parent"]._moId == owner._moId
     )

@@ -10,6 +10,7 @@ shutdown is a reference that ``task_status`` advances (see ``tasks.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -41,7 +42,7 @@ from virtrigaud.providers.base import (
 from virtrigaud.providers.calls import CallGate
 from virtrigaud.providers.inflight import TaskCap
 from virtrigaud.providers.versions import check_version
-from virtrigaud.providers.vsphere import inventory, specs, tasks
+from virtrigaud.providers.vsphere import inventory, placement, specs, tasks
 from virtrigaud.providers.vsphere.inventory import VmRecord
 from virtrigaud.providers.vsphere.placement import (
     INDEX_COST,
@@ -317,7 +318,27 @@ class VSphereProvider(Provider):
 
     async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
         # Snapshots come with the same property read: nothing to save.
-        return (await self._read(vm_id)).info()
+        return await self._info(await self._read(vm_id))
+
+    async def _info(self, vm: VmRecord) -> VMInfo:
+        """vm.info() with its host's name (from the session's inventory index, read again
+        once for a host it does not know)."""
+        info = vm.info()
+        if vm.host_id is None:
+            return info
+        host = (await self._index()).by_ref.get(vm.host_id)
+        if host is None:
+            host = (await self._index(refresh=True)).by_ref.get(vm.host_id)
+        name = str(host.props.get("name")) if host is not None else vm.host_id
+        return dataclasses.replace(info, host=name)
+
+    async def placement_hosts(self, spec: VMSpec) -> list[str]:
+        unpinned = {k: v for k, v in spec.placement.items() if k != "host"}
+
+        def hosts(index: InventoryIndex) -> list[str]:
+            return placement.hosts_of_pool(index, resolve(index, unpinned, self._defaults).pool)
+
+        return await self._with_index(hosts)
 
     async def list_owned(self) -> list[VMInfo]:
         cost = await self._view_cost()
@@ -360,8 +381,8 @@ class VSphereProvider(Provider):
         return "", tasks.task_ref(task)
 
     async def finish_create(self, vm_id: str, spec: VMSpec) -> TaskRef:
-        if self._finished.pop(vm_id, False):
-            return DONE
+        if self._finished.pop(vm_id, False) and "host" not in spec.placement:
+            return DONE  # (a chosen host may still take a relocate: look)
         vm = await self._read_owned(vm_id, spec.owner)
         placement, backings = await self._placement(spec)
         return await self._finish(vm, spec, placement, backings)
@@ -378,7 +399,7 @@ class VSphereProvider(Provider):
         )
         if vm.extra.get(inventory.CREATED_KEY) == spec.owner.uid:
             if delta.config is None:
-                return DONE
+                return await self._relocate(vm, placement)
             config = delta.config
         else:
             config = specs.finish_config(
@@ -392,6 +413,18 @@ class VSphereProvider(Provider):
         ref = tasks.task_ref(task)
         _remember(self._finishing, ref, vm.id)
         return ref
+
+    async def _relocate(self, vm: VmRecord, placement: Placement) -> TaskRef:
+        """DONE when the VM runs on the host its placement names (or none is named), else
+        a RelocateVM_Task there: a clone lands where vCenter puts it (vcsim: on its
+        source's host, whatever RelocateSpec.host says), so a chosen host takes a move."""
+        if placement.host is None or vm.host_id == str(placement.host._moId):
+            return DONE
+        relocate = vim.vm.RelocateSpec(host=placement.host, pool=placement.pool)
+        task = await self._call(
+            "RelocateVM_Task", lambda c: _bind(vm.ref, c).RelocateVM_Task(spec=relocate)
+        )
+        return tasks.task_ref(task)
 
     async def _image_known(self, image: ImageSpec) -> VmRecord | None:
         """The template of image if this session knows it already (no call)."""
