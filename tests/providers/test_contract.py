@@ -31,6 +31,7 @@ from virtrigaud.providers.base import (
     DiskSpec,
     NetworkSpec,
     NotFoundError,
+    Owner,
     OwnershipError,
     PowerOp,
     PowerState,
@@ -221,6 +222,37 @@ async def test_list_owned_is_a_batch(
     assert all(vm.owner is not None for vm in owned)
     assert foreign_name not in {vm.name for vm in owned}
     assert spent <= 3, f"list_owned made {spent} hypervisor calls; it must batch"
+
+
+async def test_list_unowned_finds_the_untagged_vms_in_a_batch(
+    provider: Provider, factory: ModuleType, vms: VMTracker
+) -> None:
+    """The candidates for adoption: every untagged VM, none of ours, in few calls; and the
+    adopted owner (by id) may act on one without a tag."""
+    spec = make_spec(factory, vms)
+    ours = await create_vm(provider, spec)
+    foreign_name = new_owner().hypervisor_name()
+    foreign_id = await factory.make_foreign_vm(provider, foreign_name)
+    vms.foreign_ids.append(foreign_id)
+    before = calls_made(provider)
+    unowned = await provider.list_unowned()
+    spent = calls_made(provider) - before
+    by_id = {vm.id: vm for vm in unowned}
+    assert ours not in by_id
+    assert by_id[foreign_id].name == foreign_name
+    assert by_id[foreign_id].owner is None and by_id[foreign_id].cpu >= 1
+    assert all(vm.owner is None for vm in unowned)
+    assert spent <= 3, f"list_unowned made {spent} hypervisor calls; it must batch"
+    # Only the owner that adopted exactly this VM passes the ownership check.
+    stranger = new_owner()
+    with pytest.raises(OwnershipError):
+        await provider.power(foreign_id, stranger, PowerOp.ON)
+    other = Owner(stranger.namespace, stranger.name, stranger.uid, adopted_id=ours)
+    with pytest.raises(OwnershipError):
+        await provider.power(foreign_id, other, PowerOp.ON)
+    adopter = Owner(stranger.namespace, stranger.name, stranger.uid, adopted_id=foreign_id)
+    await wait_task(provider, await provider.power(foreign_id, adopter, PowerOp.ON))
+    await wait_power(provider, foreign_id, PowerState.ON)
 
 
 async def test_observe_all_agrees_with_describe_in_a_batch(

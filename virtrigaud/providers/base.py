@@ -106,11 +106,17 @@ class OwnershipError(TerminalError):
 
 @dataclass(frozen=True)
 class Owner:
-    """The Kubernetes object a hypervisor VM belongs to."""
+    """The Kubernetes object a hypervisor VM belongs to.
+
+    ``adopted_id``: the hypervisor VM this object adopted (``virtrigaud.io/adopted-vm-id``).
+    Adoption writes nothing on the hypervisor, so that VM carries no ownership tag; it is
+    this object's by its id instead. Not part of equality: the tag is what owners compare.
+    """
 
     namespace: str
     name: str
     uid: str
+    adopted_id: str | None = field(default=None, compare=False)
 
     def tag(self) -> str:
         """The ownership tag written on the hypervisor VM."""
@@ -366,6 +372,12 @@ class Provider(abc.ABC):
         A batch read may leave ``disks`` and ``snapshots`` empty where reading them costs
         per VM (vSphere does); ``describe`` always fills them."""
 
+    async def list_unowned(self) -> list[VMInfo]:
+        """Every VM on the endpoint that carries no VirtRigaud ownership tag (templates
+        left out), in few calls and without changing anything: the candidates for
+        adoption. ``disks`` and ``snapshots`` may be left empty, as in ``list_owned``."""
+        raise TerminalError(f"{self.type} providers cannot list the VMs of an endpoint")
+
     async def observe_all(self, wanted: Collection[str] | None = None) -> dict[str, Observed]:
         """Power state, CPU and memory of every VirtRigaud-owned VM, keyed by VM id, in as few
         calls as the hypervisor allows: the periodic sweep's one look at the endpoint.
@@ -430,7 +442,10 @@ class Provider(abc.ABC):
 
 
 def check_owner(info: VMInfo, owner: Owner) -> None:
-    """Refuse to touch a VM whose ownership tag is not this object's."""
+    """Refuse to touch a VM whose ownership tag is not this object's, unless it is the
+    untagged VM this object adopted (a VM tagged for another object is never adopted)."""
+    if info.owner is None and owner.adopted_id is not None and info.id == owner.adopted_id:
+        return
     if info.owner != owner:
         found = info.owner.tag() if info.owner else "no VirtRigaud ownership tag"
         raise OwnershipError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from virtrigaud.api.virtualmachine import InlineOrSecret, VirtualMachine
+from virtrigaud.api.virtualmachine import ADOPTED_VM_ID, InlineOrSecret, VirtualMachine
 from virtrigaud.api.vmclass import VMClass
 from virtrigaud.api.vmimage import VMImage
 from virtrigaud.controllers.common.resolve import MissingDependency, Resolver, secret_values
@@ -41,7 +41,8 @@ class SpecProblem(Exception):
 
 def owner_of(vm: VirtualMachine) -> Owner:
     meta = vm.metadata
-    return Owner(meta.namespace or "default", meta.name or "", meta.uid or "")
+    adopted = (meta.annotations or {}).get(ADOPTED_VM_ID) or None
+    return Owner(meta.namespace or "default", meta.name or "", meta.uid or "", adopted)
 
 
 def desired_resources(vm: VirtualMachine, vm_class: VMClass) -> Resources:

@@ -295,7 +295,16 @@ class ProxmoxProvider(Provider):
                 out.append(self._resource_info(res, owner))
         return out
 
-    def _resource_info(self, res: dict[str, Any], owner: Owner) -> VMInfo:
+    async def list_unowned(self) -> list[VMInfo]:
+        """One /cluster/resources call: every VM without the VirtRigaud tag (every VM
+        VirtRigaud creates carries it), templates left out."""
+        return [
+            self._resource_info(res, None)
+            for res in await self._vm_resources()
+            if vc.FILTER_TAG not in vc.split_tags(res.get("tags")) and not res.get("template")
+        ]
+
+    def _resource_info(self, res: dict[str, Any], owner: Owner | None) -> VMInfo:
         power = {"running": PowerState.ON, "stopped": PowerState.OFF}.get(
             str(res.get("status")), PowerState.UNKNOWN
         )

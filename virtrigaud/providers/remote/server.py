@@ -340,9 +340,12 @@ class ProviderService:
         raise _unimplemented("GetDiskInfo")
 
     async def list_vms(self, req: pb.ListVMsRequest, md: wire.Metadata) -> _Reply:
-        if wire.md_value(md, wire.MD_LISTING) == "observe":
+        listing = wire.md_value(md, wire.MD_LISTING)
+        if listing == "observe":
             observed = await self.provider.observe_all()
             vms = [wire.observed_message(vm_id, seen) for vm_id, seen in observed.items()]
+        elif listing == "unowned":
+            vms = [wire.vm_message(info) for info in await self.provider.list_unowned()]
         else:
             vms = [wire.vm_message(info) for info in await self.provider.list_owned()]
         return _Reply(pb.ListVMsResponse(vms=vms))

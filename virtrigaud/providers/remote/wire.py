@@ -18,6 +18,7 @@ node in ``VMImage``, placement keys without a Go field) are ignored by Go's deco
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -45,10 +46,12 @@ SERVICE = "provider.v1.Provider"
 
 # Request metadata.
 MD_OWNER = "virtrigaud-owner"
+MD_ADOPTED = "virtrigaud-adopted-id"  # the untagged VM the owner adopted (Owner.adopted_id)
 MD_KNOWN_ABSENT = "virtrigaud-known-absent"
 MD_LOOKUP = "virtrigaud-lookup"  # "owner": Describe finds the VM by owner (find())
 MD_SNAPSHOTS = "virtrigaud-snapshots"  # "0": describe(snapshots=False)
-MD_LISTING = "virtrigaud-listing"  # "observe": ListVMs answers observe_all()
+MD_LISTING = "virtrigaud-listing"  # "observe": ListVMs answers observe_all(); "unowned":
+# list_unowned()
 MD_FINISH = "virtrigaud-finish"  # a VM id: Create answers finish_create of that VM
 # Trailing metadata.
 MD_ERROR_KIND = "virtrigaud-error-kind"
@@ -94,15 +97,18 @@ def md_value(metadata: Metadata | None, key: str) -> str | None:
     return None
 
 
-def owner_metadata(owner: Owner) -> tuple[str, str]:
-    return (MD_OWNER, owner.tag())
+def owner_metadata(owner: Owner) -> tuple[tuple[str, str], ...]:
+    if owner.adopted_id is None:
+        return ((MD_OWNER, owner.tag()),)
+    return ((MD_OWNER, owner.tag()), (MD_ADOPTED, owner.adopted_id))
 
 
 def owner_from(metadata: Metadata | None, tags: Sequence[str] = ()) -> Owner | None:
     """The owning object a request names, in its metadata or (Create, Clone) its tags."""
     owner = Owner.parse(md_value(metadata, MD_OWNER))
     if owner is not None:
-        return owner
+        adopted = md_value(metadata, MD_ADOPTED)
+        return dataclasses.replace(owner, adopted_id=adopted) if adopted else owner
     for tag in tags:
         owner = Owner.parse(tag)
         if owner is not None:

@@ -328,6 +328,15 @@ class VSphereProvider(Provider):
         )
         return [r.info() for r in records if r.owner is not None and not r.template]
 
+    async def list_unowned(self) -> list[VMInfo]:
+        cost = await self._view_cost()
+        records = await self._read_call(
+            "RetrieveVMs",
+            lambda c: inventory.read_vms(c, self._vm_view(c), inventory.LIST_PROPERTIES),
+            cost=cost,
+        )
+        return [r.info() for r in records if r.owner is None and not r.template]
+
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         if spec.image is not None:
             # A source whose clone places are all taken refuses the create (Busy) before
