@@ -177,6 +177,9 @@ class ImageSpec:
 
     template: str
     node: str | None = None
+    # Where to import the image from when ``template`` is missing (a provider whose
+    # capabilities say image_import); vSphere: an OVA's http(s) URL.
+    import_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,9 @@ class PreparedImage:
     id: str
     path: str | None = None
     ready: bool = True
+    # An import in progress (ready False): how far it got, in percent, and what it does.
+    progress: int | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -431,7 +437,11 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def image_prepare(self, image: ImageSpec) -> PreparedImage:
-        """Check (and where supported, import) the image; NotFoundError if it is missing."""
+        """Check (and where supported, import) the image; NotFoundError if it is missing.
+
+        An import is started (or followed) in the background and reported as
+        ``ready=False`` with its progress; a failed import raises once, and the next call
+        starts it again."""
 
     @abc.abstractmethod
     async def task_status(self, task: TaskRef) -> TaskStatus: ...

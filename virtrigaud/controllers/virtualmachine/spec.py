@@ -75,11 +75,34 @@ async def resolve_image(
     return image_spec(image, f"VMImage {ns}/{ref.name}", provider_type)
 
 
+def imported_template_name(image: VMImage) -> str:
+    """The vSphere template an OVA-only VMImage is imported as."""
+    meta = image.metadata
+    return f"virtrigaud-image-{meta.namespace or 'default'}-{meta.name}"
+
+
 def image_spec(image: VMImage, where: str, provider_type: str) -> ImageSpec:
     """The image in a provider's terms, from the VMImage's source for that type."""
     source = image.spec.source
-    if provider_type == "vsphere" and source.vsphere and source.vsphere.template_name:
-        return ImageSpec(template=source.vsphere.template_name)
+    if provider_type == "vsphere" and source.vsphere:
+        ova = source.vsphere.ova_url
+        if source.vsphere.template_name:
+            # The template, imported from the OVA under this name when it is missing.
+            return ImageSpec(template=source.vsphere.template_name, import_url=ova)
+        if ova:
+            return ImageSpec(template=imported_template_name(image), import_url=ova)
+    if (
+        provider_type == "libvirt"
+        and source.libvirt
+        and source.libvirt.url
+        and not (source.libvirt.path)
+    ):
+        raise SpecProblem(
+            "ImageImportNotSupported",
+            f"{where} has only spec.source.libvirt.url, and libvirt Providers cannot import "
+            "images (their capability supportsImageImport is false): put the image into a "
+            "storage pool on the host and set spec.source.libvirt.path (and storagePool)",
+        )
     if provider_type == "libvirt" and source.libvirt and source.libvirt.path:
         path = source.libvirt.path
         if not path.startswith("/") and "/" not in path and source.libvirt.storage_pool:

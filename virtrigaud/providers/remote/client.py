@@ -438,8 +438,13 @@ class RemoteProvider(Provider):
         req = pb.ImagePrepareRequest(image_json=wire._dumps(wire.image_doc(self.type, image)))
         resp, trailers = await self._rpc("ImagePrepare", req, pb.ImagePrepareResponse)
         ready = wire.md_value(trailers, wire.MD_IMAGE_READY) != "0" and not resp.task.id
+        progress = wire.md_value(trailers, wire.MD_IMAGE_PROGRESS)
         return PreparedImage(
-            id=resp.prepared_image_id, path=resp.prepared_image_path or None, ready=ready
+            id=resp.prepared_image_id,
+            path=resp.prepared_image_path or None,
+            ready=ready,
+            progress=int(progress) if progress and progress.isdigit() else None,
+            message=None if ready else "importing on the remote provider runtime",
         )
 
     async def task_status(self, task: TaskRef) -> TaskStatus:

@@ -65,6 +65,7 @@ MD_NEEDS_POWER_CYCLE = "virtrigaud-needs-power-cycle"
 MD_TASK_RESULT = "virtrigaud-task-result"
 MD_TASK_PROGRESS = "virtrigaud-task-progress"
 MD_IMAGE_READY = "virtrigaud-image-ready"
+MD_IMAGE_PROGRESS = "virtrigaud-image-progress"  # percent of an import under way
 MD_CAPABILITIES = "virtrigaud-capabilities"
 
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -150,16 +151,24 @@ def image_doc(provider_type: str, image: ImageSpec | None) -> Any:
         doc["TemplateName"] = image.template
     if image.node:
         doc["Node"] = image.node
+    if image.import_url:
+        doc["URL"] = image.import_url  # imported from here when the template is missing
     return doc
 
 
 def image_from(doc: Any) -> ImageSpec | None:
     if not isinstance(doc, dict):
         return None
-    template = doc.get("TemplateName") or doc.get("Path") or doc.get("URL") or ""
+    named = doc.get("TemplateName") or doc.get("Path") or ""
+    url = doc.get("URL") or ""
+    template = named or url
     if not template:
         return None
-    return ImageSpec(template=str(template), node=doc.get("Node") or None)
+    return ImageSpec(
+        template=str(template),
+        node=doc.get("Node") or None,
+        import_url=str(url) if named and url else None,
+    )
 
 
 def networks_doc(provider_type: str, networks: Sequence[NetworkSpec]) -> list[Any]:
