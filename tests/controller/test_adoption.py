@@ -448,7 +448,7 @@ async def test_an_adopted_vm_that_vanishes_is_not_recreated(
             o is not None
             and any(
                 c["type"] == "Ready" and c["reason"] == "AdoptedVMNotFound"
-                for c in o["status"].get("conditions", [])
+                for c in (o.get("status") or {}).get("conditions", [])
             )
         ),
         timeout=30,
@@ -460,3 +460,55 @@ async def test_an_adopted_vm_that_vanishes_is_not_recreated(
     assert wires[provider_type].mutations() == []
     with pytest.raises(NotFoundError):
         await hv.describe(vm["metadata"]["annotations"][ADOPTED_VM_ID])
+
+
+async def test_adoption_needs_the_providers_consent(
+    vm_env: VMEnv, pre_existing: list[PreExisting]
+) -> None:
+    """A VirtualMachine naming an untagged VM of a Provider that does not allow adoption
+    waits with AdoptionNotAllowed and touches nothing; a bad filter is reported on the
+    Provider and adopts nothing."""
+    m = await make_pre_existing(vm_env, "libvirt", 1)
+    pre_existing.append(m)
+    (vm_id,) = m.ids
+    await vm_env.kube.create(
+        VIRTUAL_MACHINES,
+        {
+            "apiVersion": API,
+            "kind": "VirtualMachine",
+            "metadata": {
+                "name": "grab",
+                "namespace": vm_env.namespace,
+                "annotations": {ADOPTED_VM_ID: vm_id},
+            },
+            "spec": {
+                "providerRef": {"name": "libvirt"},
+                "classRef": {"name": "small"},
+                "importedDisk": {"diskID": vm_id, "source": "manual"},
+                "powerState": "Off",
+            },
+        },
+    )
+    driven = await vm_env.drive(
+        "grab",
+        lambda o: (
+            o is not None
+            and any(
+                c["type"] == "Ready" and c["reason"] == "AdoptionNotAllowed"
+                for c in (o.get("status") or {}).get("conditions", [])
+            )
+        ),
+        timeout=20,
+    )
+    assert driven.obj is not None and not driven.obj["status"].get("id")
+    message = next(c["message"] for c in driven.obj["status"]["conditions"] if c["type"] == "Ready")
+    assert ADOPT_VMS in message and vm_id in message
+
+    annotations = {ADOPT_VMS: "true", ADOPT_FILTER: '{"namePatern": "^x"}'}
+    await vm_env.kube.patch(
+        PROVIDERS, "libvirt", vm_env.namespace, {"metadata": {"annotations": annotations}}
+    )
+    obj = await provider_pass(vm_env, ProviderReconciler(vm_env.ctx), "libvirt")
+    adoption = obj["status"]["adoption"]
+    assert "unknown keys (namePatern)" in adoption["message"], adoption
+    assert await adopted_vms(vm_env, "libvirt") == []
