@@ -6,6 +6,9 @@ the leader delivers with the object) and the ``Ready``/``Healthy`` conditions. T
 pooled session is the one VMs use: a changed Secret changes the config's fingerprint, so
 the pool replaces the session, and the Secret's ``touch`` requeues the Provider at once.
 
+A healthy Provider annotated ``virtrigaud.io/adopt-vms: "true"`` also adopts the
+untagged VMs of its endpoint (adoption.py) and reports it in ``status.adoption``.
+
 Deletion waits while VirtualMachines still name the Provider (their hypervisor VMs would
 be orphaned otherwise): the ``Deleting`` condition says which and how many, and the
 finalizer goes when the usage says none are left.
