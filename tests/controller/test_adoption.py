@@ -366,6 +366,10 @@ async def test_existing_vms_are_adopted_without_a_mutating_call(
             assert status["currentResources"]["cpu"] >= 1
             assert status["phase"] == ("Running" if want == "On" else "Stopped")
 
+        # The periodic sweep finds them in its one batched listing: no VM is due a pass.
+        keys = [f"VirtualMachine/{vm_env.namespace}/{v['metadata']['name']}" for v in ready]
+        assert await vm_env.reconciler.sweep(keys) == set()
+
         # A later listing (a fresh shard) adopts nothing twice.
         again = await adopt(vm_env, name, PRE_EXISTING)
         assert again["status"]["adoption"]["discoveredVMs"] == PRE_EXISTING

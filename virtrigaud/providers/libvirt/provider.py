@@ -477,9 +477,16 @@ class LibvirtProvider(Provider):
         # list_owned. One RPC on drivers that report vCPU and balloon stats (QEMU); the test
         # driver reports only the state, so there a second gate call reads info() of each
         # wanted candidate (one token each; other shards' domains are not read).
+        # Adopted domains (wanted, whatever their names) are looked at too.
+        wanted_ids = set(wanted or ())
+
         def list_all(conn: Any) -> list[tuple[Any, str, dict[str, Any]]]:
             stats = conn.getAllDomainStats(_OBSERVE_STATS, 0)
-            return [(d, d.UUIDString(), s) for d, s in stats if could_be_ours(d.name())]
+            return [
+                (d, d.UUIDString(), s)
+                for d, s in stats
+                if could_be_ours(d.name()) or d.UUIDString() in wanted_ids
+            ]
 
         candidates = await self._pool.call("getAllDomainStats", list_all, repeatable=True)
         observed: dict[str, Observed] = {}

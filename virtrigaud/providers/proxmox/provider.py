@@ -28,6 +28,7 @@ from virtrigaud.providers.base import (
     ImageSpec,
     NetworkState,
     NotFoundError,
+    Observed,
     Owner,
     PowerOp,
     PowerState,
@@ -293,6 +294,19 @@ class ProxmoxProvider(Provider):
             owner = vc.owner_from_description(config.get("description"))
             if owner is not None:
                 out.append(self._resource_info(res, owner))
+        return out
+
+    async def observe_all(self, wanted: Collection[str] | None = None) -> dict[str, Observed]:
+        """One /cluster/resources call: the VirtRigaud-tagged VMs and the wanted untagged
+        ones (adopted); no owner is resolved, the caller looks up the ids it recorded."""
+        wanted_ids = set(wanted or ())
+        out: dict[str, Observed] = {}
+        for res in await self._vm_resources():
+            if res.get("template"):
+                continue
+            info = self._resource_info(res, None)
+            if vc.FILTER_TAG in vc.split_tags(res.get("tags")) or info.id in wanted_ids:
+                out[info.id] = Observed(info.power_state, info.cpu, info.memory_mib)
         return out
 
     async def list_unowned(self) -> list[VMInfo]:

@@ -24,6 +24,7 @@ from virtrigaud.providers.base import (
     ImageSpec,
     NetworkState,
     NotFoundError,
+    Observed,
     Owner,
     PowerOp,
     PreparedImage,
@@ -332,6 +333,23 @@ class VSphereProvider(Provider):
             cost=cost,
         )
         return [r.info() for r in records if r.owner is not None and not r.template]
+
+    async def observe_all(self, wanted: Collection[str] | None = None) -> dict[str, Observed]:
+        # The listing list_owned reads, keeping the wanted untagged VMs (adopted) as well.
+        cost = await self._view_cost()
+        records = await self._read_call(
+            "RetrieveVMs",
+            lambda c: inventory.read_vms(c, self._vm_view(c), inventory.LIST_PROPERTIES),
+            cost=cost,
+        )
+        wanted_ids = set(wanted or ())
+        out: dict[str, Observed] = {}
+        for r in records:
+            if r.template or (r.owner is None and r.id not in wanted_ids):
+                continue
+            info = r.info()
+            out[info.id] = Observed(info.power_state, info.cpu, info.memory_mib)
+        return out
 
     async def list_unowned(self) -> list[VMInfo]:
         cost = await self._view_cost()
