@@ -220,3 +220,30 @@ async def test_a_missing_ova_fails_the_import_with_the_url_named(
         while time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             await hv.image_prepare(spec)
+
+
+async def test_on_missing_fail_reports_the_template_without_importing(
+    vm_env: VMEnv, ova_server: OvaServer
+) -> None:
+    template = f"not-imported-{uuid.uuid4().hex[:6]}"
+    await vm_env.apply(
+        VM_IMAGES,
+        {
+            "apiVersion": API,
+            "kind": "VMImage",
+            "metadata": {"name": "no-import", "namespace": vm_env.namespace},
+            "spec": {
+                "source": {
+                    "vsphere": {"templateName": template, "ovaURL": f"{ova_server.url}/tiny.ova"}
+                },
+                "prepare": {"onMissing": "Fail"},
+            },
+        },
+    )
+    rec = VMImageReconciler(vm_env.ctx)
+    obj = await delivered_run(rec, vm_env, "no-import", ("vsphere",))
+    st = obj["status"]
+    assert st["phase"] == "Failed", st
+    assert template in st["providerStatus"][f"{vm_env.namespace}/vsphere"]["message"]
+    await asyncio.sleep(0.5)
+    assert ova_server.downloads == 0

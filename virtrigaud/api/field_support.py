@@ -162,8 +162,8 @@ VM_IMAGE = (
     off(
         "spec",
         "the VMImage controller checks the image on each Provider its VMs use and imports "
-        "only from spec.source.vsphere.ovaURL; other sources and the prepare options are "
-        "not acted on",
+        "only from spec.source.vsphere.ovaURL; other sources and the other prepare options "
+        "are not acted on",
     ),
     block("spec.source.vsphere", VSPHERE, "vSphere images"),
     on("spec.source.vsphere.templateName", VSPHERE),
@@ -172,6 +172,12 @@ VM_IMAGE = (
         VSPHERE,
         note="imported as a template (ImportVApp and the NFC lease) when the template is "
         "missing; named templateName, else virtrigaud-image-<namespace>-<name>",
+    ),
+    on(
+        "spec.prepare.onMissing",
+        VSPHERE,
+        note="Import (the default) imports the ovaURL; Fail and Wait report the missing "
+        "template without importing",
     ),
     block("spec.source.libvirt", LIBVIRT, "libvirt images"),
     on("spec.source.libvirt.path", LIBVIRT),

@@ -85,11 +85,13 @@ def image_spec(image: VMImage, where: str, provider_type: str) -> ImageSpec:
     """The image in a provider's terms, from the VMImage's source for that type."""
     source = image.spec.source
     if provider_type == "vsphere" and source.vsphere:
-        ova = source.vsphere.ova_url
+        prepare = image.spec.prepare
+        # spec.prepare.onMissing Fail or Wait: a missing template is reported, not imported.
+        ova = source.vsphere.ova_url if prepare is None or prepare.on_missing == "Import" else None
         if source.vsphere.template_name:
             # The template, imported from the OVA under this name when it is missing.
             return ImageSpec(template=source.vsphere.template_name, import_url=ova)
-        if ova:
+        if source.vsphere.ova_url:
             return ImageSpec(template=imported_template_name(image), import_url=ova)
     if (
         provider_type == "libvirt"
