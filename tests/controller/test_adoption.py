@@ -45,7 +45,7 @@ from fixtures_vm import (
 from virtrigaud.api.provider import ADOPT_FILTER, ADOPT_VMS
 from virtrigaud.api.virtualmachine import ADOPTED_LABEL, ADOPTED_VM_ID
 from virtrigaud.controllers.provider import reconciler as provider_reconciler
-from virtrigaud.controllers.provider.adoption import Adopter
+from virtrigaud.controllers.provider.adoption import ADOPTIONS, Adopter
 from virtrigaud.controllers.provider.reconciler import ProviderReconciler
 from virtrigaud.kube.resources import PROVIDERS, SECRETS, VIRTUAL_MACHINES
 from virtrigaud.providers.base import NotFoundError, Owner, PowerOp, PowerState, VMInfo
@@ -348,7 +348,9 @@ async def test_existing_vms_are_adopted_without_a_mutating_call(
     for provider_type, wire in wires.items():
         name = f"{provider_type}-adopt"
         m = made[provider_type]
+        counted = ADOPTIONS.labels(f"{vm_env.namespace}/{name}", "adopted")
         obj = await adopt(vm_env, name, PRE_EXISTING)
+        assert counted._value.get() == PRE_EXISTING
         adoption = obj["status"]["adoption"]
         assert adoption["discoveredVMs"] == PRE_EXISTING, adoption
         assert adoption["failedAdoptions"] == 0, adoption

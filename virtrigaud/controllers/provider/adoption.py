@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from virtrigaud.api.conditions import now
@@ -57,6 +58,14 @@ MAX_CREATES_PER_PASS = 200
 """VirtualMachines one Provider pass creates at most; the rest follow in the next pass."""
 SOON = 1.0
 NAME_LIMIT = 63
+
+
+ADOPTIONS = Counter(
+    "virtrigaud_adoptions_total",
+    "Hypervisor VMs an adopting Provider matched, by outcome: adopted (a VirtualMachine was "
+    "created for it) or failed (see the Provider's status.adoption.message)",
+    ["provider", "outcome"],
+)
 
 
 class FilterInvalid(Exception):
@@ -190,6 +199,11 @@ class Adopter:
                 continue
             created.append(name)
             adopted.add(info.id)
+        provider_ref = f"{self.namespace}/{self.name}"
+        if created:
+            ADOPTIONS.labels(provider_ref, "adopted").inc(len(created))
+        if failed:
+            ADOPTIONS.labels(provider_ref, "failed").inc(len(failed))
         self.memory.more = len(todo) > MAX_CREATES_PER_PASS
         message = (
             f"{len(found)} VMs without a VirtRigaud ownership tag match the filter; "
