@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import replace
 from types import ModuleType
 
@@ -24,11 +25,13 @@ from factories import (
     new_owner,
     wait_task,
 )
+from ova_server import OvaServer
 
 from virtrigaud.providers.base import (
     DONE,
     Capabilities,
     DiskSpec,
+    ImageSpec,
     NetworkSpec,
     NotFoundError,
     Owner,
@@ -459,6 +462,33 @@ async def test_image_prepare(provider: Provider, factory: ModuleType) -> None:
     with pytest.raises(NotFoundError) as err:
         await provider.image_prepare(factory.missing_image())
     assert factory.missing_image().template in str(err.value)
+
+
+async def test_image_import_follows_the_capability(provider: Provider, factory: ModuleType) -> None:
+    """A provider reporting image_import imports an OVA by URL in the background
+    (image_prepare: not ready with progress, then ready); one that does not reports the
+    missing image even when a URL is given, and downloads nothing."""
+    server = OvaServer()
+    try:
+        url = f"{server.url}/tiny.ova"
+        if not provider.capabilities().image_import:
+            with pytest.raises(NotFoundError):
+                await provider.image_prepare(replace(factory.missing_image(), import_url=url))
+            assert server.downloads == 0
+            return
+        spec = ImageSpec(template=f"ct-import-{uuid.uuid4().hex[:6]}", import_url=url)
+        first = await provider.image_prepare(spec)
+        assert first.ready is False and first.progress is not None
+        deadline = time.monotonic() + 30
+        prepared = first
+        while not prepared.ready:
+            assert time.monotonic() < deadline, prepared
+            await asyncio.sleep(0.3)
+            prepared = await provider.image_prepare(spec)
+        assert prepared.path == spec.template and prepared.id
+        assert server.downloads == 1
+    finally:
+        server.close()
 
 
 async def test_create_from_missing_image(
