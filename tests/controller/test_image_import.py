@@ -146,5 +146,13 @@ async def test_on_missing_fail_reports_the_template_without_importing(
     st = obj["status"]
     assert st["phase"] == "Failed", st
     assert template in st["providerStatus"][f"{vm_env.namespace}/vsphere"]["message"]
+    # onMissing Wait: the same, but the image is awaited rather than failed.
+    await vm_env.kube.patch(
+        VM_IMAGES, "no-import", vm_env.namespace, {"spec": {"prepare": {"onMissing": "Wait"}}}
+    )
+    obj = await delivered_run(rec, vm_env, "no-import", ("vsphere",))
+    assert obj["status"]["phase"] == "Pending", obj["status"]
+    ready = condition(obj, "Ready")
+    assert ready is not None and ready["reason"] == "WaitingForImage", ready
     await asyncio.sleep(0.5)
     assert ova_server.downloads == 0

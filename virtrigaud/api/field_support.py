@@ -176,8 +176,8 @@ VM_IMAGE = (
     on(
         "spec.prepare.onMissing",
         VSPHERE,
-        note="Import (the default) imports the ovaURL; Fail and Wait report the missing "
-        "template without importing",
+        note="Import (the default) imports the ovaURL; Fail (phase Failed) and Wait (phase "
+        "Pending, reason WaitingForImage) report the missing template without importing",
     ),
     block("spec.source.libvirt", LIBVIRT, "libvirt images"),
     on("spec.source.libvirt.path", LIBVIRT),

@@ -101,6 +101,14 @@ class VMImageReconciler(PerProviderController):
         else:
             draft.status.import_progress = None
             changed = self._summarize(draft, where, entries, missing, unanswered)
+            prepare = image.spec.prepare
+            if missing and prepare is not None and prepare.on_missing == "Wait":
+                # Not a failure the user must fix: the image is expected to appear.
+                draft.status.phase = "Pending"
+                changed = (
+                    draft.condition(READY, False, "WaitingForImage", draft.status.message or "")
+                    or changed
+                )
         await self.save(obj, draft)
         if changed and missing:
             await self.ctx.events.warning(obj, "ImageNotAvailable", draft.status.message or "")
