@@ -43,7 +43,7 @@ from fixtures_vm import (
 )
 
 from virtrigaud.api.provider import ADOPT_FILTER, ADOPT_VMS
-from virtrigaud.api.virtualmachine import ADOPTED_LABEL, ADOPTED_VM_ID
+from virtrigaud.api.virtualmachine import ADOPTED_LABEL, ADOPTED_VM_ID, ORPHAN_ON_DELETE
 from virtrigaud.controllers.provider import reconciler as provider_reconciler
 from virtrigaud.controllers.provider.adoption import ADOPTIONS, Adopter
 from virtrigaud.controllers.provider.reconciler import ProviderReconciler
@@ -518,3 +518,29 @@ async def test_adoption_needs_the_providers_consent(
     adoption = obj["status"]["adoption"]
     assert "unknown keys (namePatern)" in adoption["message"], adoption
     assert await adopted_vms(vm_env, "libvirt") == []
+
+
+@pytest.mark.parametrize("provider_type", PROVIDER_TYPES)
+async def test_an_adopted_vm_is_deleted_on_the_hypervisor_only_when_the_user_opts_in(
+    vm_env: VMEnv, wires: dict[str, Wire], pre_existing: list[PreExisting], provider_type: str
+) -> None:
+    m = await make_pre_existing(vm_env, provider_type, 1)
+    pre_existing.append(m)
+    name = f"{provider_type}-adopt"
+    await adopting_provider(vm_env, wires[provider_type], name, f"^{m.prefix}")
+    await adopt(vm_env, name, 1)
+    (vm,) = await adopted_vms(vm_env, name)
+    vm_name = vm["metadata"]["name"]
+    await drive_all_ready(vm_env, [vm_name])
+    await vm_env.kube.patch(
+        VIRTUAL_MACHINES,
+        vm_name,
+        vm_env.namespace,
+        {"metadata": {"annotations": {ORPHAN_ON_DELETE: "false"}}},
+    )
+    await vm_env.kube.delete(VIRTUAL_MACHINES, vm_name, vm_env.namespace)
+    await vm_env.drive(vm_name, lambda o: o is None, timeout=30)
+    hv = await vm_env.hypervisor(provider_type)
+    with pytest.raises(NotFoundError):
+        await hv.describe(next(iter(m.ids)))
+    m.ids.clear()
