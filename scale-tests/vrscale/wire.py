@@ -25,16 +25,32 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 READ_CHUNK = 65536
 
 
+BODY_KEPT = 4096  # bytes of each request body kept when requests are recorded
+
+
+@dataclass
+class HttpRequest:
+    """One request as it arrived: its request line and the start of a fixed-length body
+    (enough for a SOAP operation's name); filled while the body streams in."""
+
+    line: str
+    body: bytearray = field(default_factory=bytearray)
+
+
 class HttpRequestFramer:
     """Finds where each HTTP/1.1 request starts in a client's byte stream (keep-alive,
-    Content-Length and chunked bodies); ``feed`` returns how many requests began."""
+    Content-Length and chunked bodies); ``feed`` returns how many requests began. With
+    ``record``, each request is also appended there (``HttpRequest``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: list[HttpRequest] | None = None) -> None:
+        self._record = record
+        self._current: HttpRequest | None = None
         self._buf = b""
         self._body = 0  # bytes of the current fixed-length body still to skip
         self._chunked = False
@@ -47,6 +63,8 @@ class HttpRequestFramer:
         while True:
             if self._body:
                 take = min(self._body, len(self._buf))
+                if self._current is not None and len(self._current.body) < BODY_KEPT:
+                    self._current.body += self._buf[: min(take, BODY_KEPT)]
                 self._buf = self._buf[take:]
                 self._body -= take
                 if self._body:
@@ -64,6 +82,9 @@ class HttpRequestFramer:
             if not head.strip():
                 continue  # stray CRLFs between requests
             started += 1
+            if self._record is not None:
+                self._current = HttpRequest(head.split("\r\n", 1)[0])
+                self._record.append(self._current)
             length, chunked = _body_of(head)
             self._body = length
             self._chunked = chunked
@@ -218,9 +239,13 @@ class _CountingProxy:
 class HttpCountingProxy(_CountingProxy):
     """TLS in, TLS out, each HTTP request counted as its head arrives."""
 
-    def __init__(self, name: str, upstream_host: str, upstream_port: int) -> None:
+    def __init__(
+        self, name: str, upstream_host: str, upstream_port: int, *, record: bool = False
+    ) -> None:
         super().__init__(name)
         self.upstream = (upstream_host, upstream_port)
+        self.requests: list[HttpRequest] | None = [] if record else None
+        """With ``record``: every request, in arrival order per connection."""
         self.port = 0
         self._certs = tempfile.TemporaryDirectory(prefix="vrscale-proxy-")
 
@@ -241,7 +266,7 @@ class HttpCountingProxy(_CountingProxy):
                 self.errors.append(f"{self.name}: cannot reach {self.upstream}: {e}")
                 writer.close()
                 return
-            framer = HttpRequestFramer()
+            framer = HttpRequestFramer(self.requests)
             await self._join((reader, writer), up, framer.feed)
 
         self._server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)

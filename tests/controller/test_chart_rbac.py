@@ -98,6 +98,10 @@ RARELY_USED = {
     (kind, "get"): "a requeued key the shard holds no object of is read first "
     f"(controllers/{package}/reconciler.py reconcile)"
     for kind, package in (("vmsets", "vmset"), ("vmclones", "vmclone"))
+} | {
+    ("vmclasses", "create"): "an adopting Provider creates a VMClass per shape of the VMs "
+    "it adopts (controllers/provider/adoption.py ensure_class; tests/controller/"
+    "test_adoption.py)"
 }
 # Grants no request of the controller uses, each with the API server check that needs it.
 # A VMSet's VMs and a VMClone's target carry ownerReferences with blockOwnerDeletion: true

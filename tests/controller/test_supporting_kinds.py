@@ -63,6 +63,38 @@ async def test_vmclass_reports_its_users(vm_env: VMEnv) -> None:
     assert obj["status"]["usedByVMs"] == 0
 
 
+async def test_vmclass_validation_per_provider(vm_env: VMEnv) -> None:
+    """validationResults: one entry per Provider the class's VMs use, the settings that
+    Provider's type does not act on as warnings; a missing Provider makes its entry invalid."""
+    rec = VMClassReconciler(vm_env.ctx)
+    ns = vm_env.namespace
+    await vm_env.apply(
+        VM_CLASSES,
+        {
+            "apiVersion": API,
+            "kind": "VMClass",
+            "metadata": {"name": "tuned", "namespace": ns},
+            "spec": {"cpu": 2, "memory": "1Gi", "extraConfig": {"numa.nodeAffinity": "0"}},
+        },
+    )
+    before = sum(hypervisor_calls(f"{ns}/{t}") for t in TYPES)
+    obj = await run(rec, vm_env, VM_CLASSES, "tuned", [f"{ns}/a"], (*TYPES, "gone"))
+    st = obj["status"]
+    assert sorted(st["validationResults"]) == sorted(f"{ns}/{t}" for t in (*TYPES, "gone"))
+    for t in TYPES:
+        result = st["validationResults"][f"{ns}/{t}"]
+        assert result["valid"] is True, result
+        assert f"spec.extraConfig is not acted on by {t} Providers" in result["warnings"]
+    gone = st["validationResults"][f"{ns}/gone"]
+    assert gone["valid"] is False and "does not exist" in gone["message"]
+    assert st["supportedProviders"] == sorted(f"{ns}/{t}" for t in TYPES)
+    assert sum(hypervisor_calls(f"{ns}/{t}") for t in TYPES) == before
+    # The same delivery again changes nothing (no status write).
+    rv = obj["metadata"]["resourceVersion"]
+    again = await run(rec, vm_env, VM_CLASSES, "tuned", [f"{ns}/a"], (*TYPES, "gone"))
+    assert again["metadata"]["resourceVersion"] == rv
+
+
 async def image(env: VMEnv, name: str, vsphere: str, libvirt: str, proxmox: int) -> None:
     await env.apply(
         VM_IMAGES,

@@ -786,6 +786,8 @@ CONTROLLER_CALLS = [
         for kind in ("virtualmachines", "vmsnapshots")
         for verb in ("create", "delete")
     ),
+    # controllers/provider/adoption.py: a VMClass per shape of the VMs a Provider adopts.
+    ("cluster", GROUP, "vmclasses", "create", ""),
     # controllers/common/resolve.py, controllers/virtualmachine/spec.py: what a VM names.
     ("cluster", GROUP, "providers", "get", "p"),
     ("cluster", GROUP, "vmclasses", "get", "c"),
@@ -871,13 +873,16 @@ def test_rbac_grants_no_more_than_the_controller_needs(chart: helm.Chart) -> Non
         r for o in [*rendered.of_kind("ClusterRole"), *rendered.of_kind("Role")] for r in o["rules"]
     ]
     # No wildcard anywhere; no update of a whole object, no deletecollection; only VMs and
-    # VMSnapshots are created or deleted; only the kinds with a controller are written.
+    # VMSnapshots are created or deleted (and VMClasses created, by adoption); only the
+    # kinds with a controller are written.
     assert all("*" not in r["verbs"] + r["resources"] + r["apiGroups"] for r in every)
     for kind in ROUTED:
         for verb in ("deletecollection", "update"):
             assert not allows(cluster, GROUP, kind, verb, "x"), (kind, verb)
     for kind in set(ROUTED) - {"virtualmachines", "vmsnapshots"}:
         for verb in ("create", "delete"):
+            if (kind, verb) == ("vmclasses", "create"):
+                continue
             assert not allows(cluster, GROUP, kind, verb, "x"), (kind, verb)
     for kind in ("vmclasses", "vmimages", "vmnetworkattachments", "vmclones"):
         assert not allows(cluster, GROUP, kind, "patch", "x"), kind

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import replace
 from types import ModuleType
 
@@ -24,13 +25,16 @@ from factories import (
     new_owner,
     wait_task,
 )
+from ova_server import OvaServer
 
 from virtrigaud.providers.base import (
     DONE,
     Capabilities,
     DiskSpec,
+    ImageSpec,
     NetworkSpec,
     NotFoundError,
+    Owner,
     OwnershipError,
     PowerOp,
     PowerState,
@@ -221,6 +225,37 @@ async def test_list_owned_is_a_batch(
     assert all(vm.owner is not None for vm in owned)
     assert foreign_name not in {vm.name for vm in owned}
     assert spent <= 3, f"list_owned made {spent} hypervisor calls; it must batch"
+
+
+async def test_list_unowned_finds_the_untagged_vms_in_a_batch(
+    provider: Provider, factory: ModuleType, vms: VMTracker
+) -> None:
+    """The candidates for adoption: every untagged VM, none of ours, in few calls; and the
+    adopted owner (by id) may act on one without a tag."""
+    spec = make_spec(factory, vms)
+    ours = await create_vm(provider, spec)
+    foreign_name = new_owner().hypervisor_name()
+    foreign_id = await factory.make_foreign_vm(provider, foreign_name)
+    vms.foreign_ids.append(foreign_id)
+    before = calls_made(provider)
+    unowned = await provider.list_unowned()
+    spent = calls_made(provider) - before
+    by_id = {vm.id: vm for vm in unowned}
+    assert ours not in by_id
+    assert by_id[foreign_id].name == foreign_name
+    assert by_id[foreign_id].owner is None and by_id[foreign_id].cpu >= 1
+    assert all(vm.owner is None for vm in unowned)
+    assert spent <= 3, f"list_unowned made {spent} hypervisor calls; it must batch"
+    # Only the owner that adopted exactly this VM passes the ownership check.
+    stranger = new_owner()
+    with pytest.raises(OwnershipError):
+        await provider.power(foreign_id, stranger, PowerOp.ON)
+    other = Owner(stranger.namespace, stranger.name, stranger.uid, adopted_id=ours)
+    with pytest.raises(OwnershipError):
+        await provider.power(foreign_id, other, PowerOp.ON)
+    adopter = Owner(stranger.namespace, stranger.name, stranger.uid, adopted_id=foreign_id)
+    await wait_task(provider, await provider.power(foreign_id, adopter, PowerOp.ON))
+    await wait_power(provider, foreign_id, PowerState.ON)
 
 
 async def test_observe_all_agrees_with_describe_in_a_batch(
@@ -427,6 +462,33 @@ async def test_image_prepare(provider: Provider, factory: ModuleType) -> None:
     with pytest.raises(NotFoundError) as err:
         await provider.image_prepare(factory.missing_image())
     assert factory.missing_image().template in str(err.value)
+
+
+async def test_image_import_follows_the_capability(provider: Provider, factory: ModuleType) -> None:
+    """A provider reporting image_import imports an OVA by URL in the background
+    (image_prepare: not ready with progress, then ready); one that does not reports the
+    missing image even when a URL is given, and downloads nothing."""
+    server = OvaServer()
+    try:
+        url = f"{server.url}/tiny.ova"
+        if not provider.capabilities().image_import:
+            with pytest.raises(NotFoundError):
+                await provider.image_prepare(replace(factory.missing_image(), import_url=url))
+            assert server.downloads == 0
+            return
+        spec = ImageSpec(template=f"ct-import-{uuid.uuid4().hex[:6]}", import_url=url)
+        first = await provider.image_prepare(spec)
+        assert first.ready is False and first.progress is not None
+        deadline = time.monotonic() + 30
+        prepared = first
+        while not prepared.ready:
+            assert time.monotonic() < deadline, prepared
+            await asyncio.sleep(0.3)
+            prepared = await provider.image_prepare(spec)
+        assert prepared.path == spec.template and prepared.id
+        assert server.downloads == 1
+    finally:
+        server.close()
 
 
 async def test_create_from_missing_image(

@@ -134,3 +134,15 @@ def test_generated_module_matches_the_proto(tmp_path: Path) -> None:
     assert compiled == checked_in, (
         "virtrigaud/providers/remote/pb/provider_pb2.py is stale: run `make proto`"
     )
+
+
+def test_an_image_with_its_import_url_crosses_the_wire() -> None:
+    from virtrigaud.providers.base import ImageSpec
+    from virtrigaud.providers.remote import wire
+
+    image = ImageSpec(template="tmpl", import_url="https://images.example/tiny.ova")
+    assert wire.image_from(wire.image_doc("vsphere", image)) == image
+    plain = ImageSpec(template="tmpl")
+    assert wire.image_from(wire.image_doc("vsphere", plain)) == plain
+    # A document naming only a URL (as the Go controller sends one) keeps its old meaning.
+    assert wire.image_from({"URL": "https://x/y.ova"}) == ImageSpec(template="https://x/y.ova")

@@ -155,7 +155,11 @@ PROVIDER = (
     on("spec.defaults.storagePool", LIBVIRT, PROXMOX, note="Proxmox VE: the storage"),
     on("spec.rateLimit", note="one token bucket per Provider, shared by all shards"),
     on("spec.allowedNamespaces"),
-    off("spec.healthCheck", "Provider health checks are not built yet"),
+    on(
+        "spec.healthCheck",
+        note="the Provider controller probes the endpoint at interval, within timeout, and "
+        "counts failureThreshold/successThreshold before Healthy changes",
+    ),
     off("spec.connectionPooling", "each shard keeps one session per endpoint"),
     off("spec.runtime", "providers run in-process in the shards: no provider Deployment"),
 )
@@ -163,11 +167,24 @@ PROVIDER = (
 VM_IMAGE = (
     off(
         "spec",
-        "no VMImage controller in this release: images are not downloaded, imported or "
-        "prepared; a VirtualMachine uses the fields marked yes",
+        "the VMImage controller checks the image on each Provider its VMs use and imports "
+        "only from spec.source.vsphere.ovaURL; other sources and the other prepare options "
+        "are not acted on",
     ),
     block("spec.source.vsphere", VSPHERE, "vSphere images"),
     on("spec.source.vsphere.templateName", VSPHERE),
+    on(
+        "spec.source.vsphere.ovaURL",
+        VSPHERE,
+        note="imported as a template (ImportVApp and the NFC lease) when the template is "
+        "missing; named templateName, else virtrigaud-image-<namespace>-<name>",
+    ),
+    on(
+        "spec.prepare.onMissing",
+        VSPHERE,
+        note="Import (the default) imports the ovaURL; Fail (phase Failed) and Wait (phase "
+        "Pending, reason WaitingForImage) report the missing template without importing",
+    ),
     block("spec.source.libvirt", LIBVIRT, "libvirt images"),
     on("spec.source.libvirt.path", LIBVIRT),
     on("spec.source.libvirt.storagePool", LIBVIRT, note="with a volume name in path"),

@@ -38,6 +38,11 @@ from virtrigaud.api.corev1 import (
 
 FINALIZER = "provider.infra.virtrigaud.io/finalizer"
 ALL_NAMESPACES = "*"
+ADOPT_VMS = "virtrigaud.io/adopt-vms"
+"""Annotation ("true"): VMs already on the endpoint may be adopted (see ADOPT_FILTER)."""
+ADOPT_FILTER = "virtrigaud.io/adopt-filter"
+"""Annotation: JSON filter of the VMs to adopt (AdoptionFilter); without it, every VM
+that carries no VirtRigaud ownership tag."""
 
 
 class ProviderType(StrEnum):
@@ -338,6 +343,39 @@ class ProviderResourceUsage(ApiModel):
     """Network traffic."""
 
 
+class AdoptionFilter(ApiModel):
+    """Which VMs a Provider adopts (the JSON of the annotation virtrigaud.io/adopt-filter);
+    every condition given must hold."""
+
+    name_pattern: Annotated[str, Field(max_length=1024)] | None = None
+    """Regular expression searched for in the hypervisor VM's name, e.g. ^prod-."""
+    power_state: Literal["On", "Off"] | None = None
+    """Only VMs in this power state."""
+    min_cpu: Annotated[int, Field(ge=1)] | None = None
+    """Only VMs with at least this many vCPUs."""
+    max_cpu: Annotated[int, Field(ge=1)] | None = None
+    """Only VMs with at most this many vCPUs."""
+    min_memory_mib: Annotated[int, Field(ge=1)] | None = None
+    """Only VMs with at least this much memory (MiB)."""
+    max_memory_mib: Annotated[int, Field(ge=1)] | None = None
+    """Only VMs with at most this much memory (MiB)."""
+
+
+class ProviderAdoptionStatus(ApiModel):
+    """What adoption of the endpoint's existing VMs found and did."""
+
+    last_discovery_time: datetime | None = None
+    """When the endpoint's VMs were last listed for adoption."""
+    discovered_vms: Annotated[int, Field(ge=0)] | None = None
+    """VMs without a VirtRigaud ownership tag that matched the filter at the last listing."""
+    adopted_vms: Annotated[int, Field(ge=0)] | None = None
+    """VirtualMachines that adopted a VM of this Provider (label virtrigaud.io/adopted)."""
+    failed_adoptions: Annotated[int, Field(ge=0)] | None = None
+    """VMs the last listing matched that could not be adopted (see message)."""
+    message: Annotated[str, Field(max_length=4096)] | None = None
+    """What the last adoption pass did, or why it could not."""
+
+
 class ProviderStatus(ApiModel):
     """Observed state of a Provider."""
 
@@ -358,6 +396,8 @@ class ProviderStatus(ApiModel):
     """Capacity and use of the hypervisor."""
     version: ShortText | None = None
     """Hypervisor version."""
+    adoption: ProviderAdoptionStatus | None = None
+    """Adoption of the endpoint's existing VMs (annotation virtrigaud.io/adopt-vms)."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """The metadata.generation this status was computed from."""
     conditions: Conditions = Field(default_factory=list)

@@ -29,7 +29,13 @@ from virtrigaud.api.conditions import Conditions
 FINALIZER = "virtualmachine.infra.virtrigaud.io/finalizer"
 ORPHAN_ON_DELETE = "virtrigaud.io/orphan-on-delete"
 """Annotation: "true" lets a deleted VirtualMachine go without deleting its hypervisor VM,
-which is left alone (a Warning Event and a log line name it)."""
+which is left alone (a Warning Event and a log line name it). An adopted VM
+(ADOPTED_VM_ID) is left alone unless this is "false"."""
+ADOPTED_VM_ID = "virtrigaud.io/adopted-vm-id"
+"""Annotation: the id of an existing hypervisor VM this VirtualMachine adopts (honoured only
+when its Provider allows adoption, ``virtrigaud.io/adopt-vms: "true"``)."""
+ADOPTED_LABEL = "virtrigaud.io/adopted"
+"""Label ("true") on the VirtualMachines that adoption created."""
 
 _IPV4_OCTET = r"(25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)"
 IPV4_PATTERN = rf"^({_IPV4_OCTET}\.){{3}}{_IPV4_OCTET}$"

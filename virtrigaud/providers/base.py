@@ -106,11 +106,17 @@ class OwnershipError(TerminalError):
 
 @dataclass(frozen=True)
 class Owner:
-    """The Kubernetes object a hypervisor VM belongs to."""
+    """The Kubernetes object a hypervisor VM belongs to.
+
+    ``adopted_id``: the hypervisor VM this object adopted (``virtrigaud.io/adopted-vm-id``).
+    Adoption writes nothing on the hypervisor, so that VM carries no ownership tag; it is
+    this object's by its id instead. Not part of equality: the tag is what owners compare.
+    """
 
     namespace: str
     name: str
     uid: str
+    adopted_id: str | None = field(default=None, compare=False)
 
     def tag(self) -> str:
         """The ownership tag written on the hypervisor VM."""
@@ -171,6 +177,9 @@ class ImageSpec:
 
     template: str
     node: str | None = None
+    # Where to import the image from when ``template`` is missing (a provider whose
+    # capabilities say image_import); vSphere: an OVA's http(s) URL.
+    import_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +286,9 @@ class PreparedImage:
     id: str
     path: str | None = None
     ready: bool = True
+    # An import in progress (ready False): how far it got, in percent, and what it does.
+    progress: int | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -373,6 +385,12 @@ class Provider(abc.ABC):
         A batch read may leave ``disks`` and ``snapshots`` empty where reading them costs
         per VM (vSphere does); ``describe`` always fills them."""
 
+    async def list_unowned(self) -> list[VMInfo]:
+        """Every VM on the endpoint that carries no VirtRigaud ownership tag (templates
+        left out), in few calls and without changing anything: the candidates for
+        adoption. ``disks`` and ``snapshots`` may be left empty, as in ``list_owned``."""
+        raise TerminalError(f"{self.type} providers cannot list the VMs of an endpoint")
+
     async def observe_all(self, wanted: Collection[str] | None = None) -> dict[str, Observed]:
         """Power state, CPU and memory of every VirtRigaud-owned VM, keyed by VM id, in as few
         calls as the hypervisor allows: the periodic sweep's one look at the endpoint.
@@ -426,7 +444,11 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def image_prepare(self, image: ImageSpec) -> PreparedImage:
-        """Check (and where supported, import) the image; NotFoundError if it is missing."""
+        """Check (and where supported, import) the image; NotFoundError if it is missing.
+
+        An import is started (or followed) in the background and reported as
+        ``ready=False`` with its progress; a failed import raises once, and the next call
+        starts it again."""
 
     @abc.abstractmethod
     async def task_status(self, task: TaskRef) -> TaskStatus: ...
@@ -437,7 +459,10 @@ class Provider(abc.ABC):
 
 
 def check_owner(info: VMInfo, owner: Owner) -> None:
-    """Refuse to touch a VM whose ownership tag is not this object's."""
+    """Refuse to touch a VM whose ownership tag is not this object's, unless it is the
+    untagged VM this object adopted (a VM tagged for another object is never adopted)."""
+    if info.owner is None and owner.adopted_id is not None and info.id == owner.adopted_id:
+        return
     if info.owner != owner:
         found = info.owner.tag() if info.owner else "no VirtRigaud ownership tag"
         raise OwnershipError(

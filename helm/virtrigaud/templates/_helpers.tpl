@@ -208,10 +208,16 @@ a Role per namespace of watchNamespaces. */}}
   resources: [virtualmachines/status, vmsnapshots/status, vmsets/status, vmclones/status, providers/status, vmclasses/status, vmimages/status, vmnetworkattachments/status, vmplacementpolicies/status]
   verbs: [update]
 # A VMSet creates and deletes its VMs (vmset/reconciler.py apply); a VMClone creates its
-# target VM (vmclone/reconciler.py target_vm).
+# target VM (vmclone/reconciler.py target_vm); an adopting Provider creates the VMs it
+# adopts (provider/adoption.py create_vm).
 - apiGroups: ["infra.virtrigaud.io"]
   resources: [virtualmachines]
   verbs: [create, delete]
+# An adopting Provider creates a VMClass per shape of the VMs it adopts
+# (provider/adoption.py ensure_class).
+- apiGroups: ["infra.virtrigaud.io"]
+  resources: [vmclasses]
+  verbs: [create]
 # A snapshot schedule creates the VMSnapshots of its firings and deletes those beyond
 # maxCount (vmsnapshot/scheduled.py); a deleted VM deletes its VMSnapshots
 # (virtualmachine/delete.py delete_snapshot_objects); a VMSnapshot past its retention or

@@ -37,6 +37,17 @@ async def read_object(kube: KubeClient, resource: Resource, key: str) -> JSON | 
         raise
 
 
+async def create_object(kube: KubeClient, resource: Resource, obj: JSON) -> JSON | None:
+    """Create obj (checking the reconcile's claim first); None when its name is taken."""
+    _check_claim()
+    try:
+        return await kube.create(resource, obj)
+    except ApiError as e:
+        if e.status == 409:
+            return None
+        raise
+
+
 def _check_claim() -> None:
     claim = CLAIM.get()
     if claim is not None:

@@ -38,6 +38,13 @@ class PerProviderMemory:
     ) -> None:
         self._checked[key] = Checked(signature, time.monotonic(), complete, unanswered)
 
+    def look_again_in(self, key: str, seconds: float) -> None:
+        """The next check of key is due in seconds (something is under way, e.g. an
+        image import)."""
+        last = self._checked.get(key)
+        if last is not None:
+            last.at = time.monotonic() + seconds - self.period(last)
+
     def next_look(self, key: str) -> float:
         last = self._checked.get(key)
         if last is None:

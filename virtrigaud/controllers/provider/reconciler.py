@@ -6,6 +6,9 @@ the leader delivers with the object) and the ``Ready``/``Healthy`` conditions. T
 pooled session is the one VMs use: a changed Secret changes the config's fingerprint, so
 the pool replaces the session, and the Secret's ``touch`` requeues the Provider at once.
 
+A healthy Provider annotated ``virtrigaud.io/adopt-vms: "true"`` also adopts the
+untagged VMs of its endpoint (adoption.py) and reports it in ``status.adoption``.
+
 Deletion waits while VirtualMachines still name the Provider (their hypervisor VMs would
 be orphaned otherwise): the ``Deleting`` condition says which and how many, and the
 finalizer goes when the usage says none are left.
@@ -21,12 +24,24 @@ from typing import Any
 
 from virtrigaud.api.common import ConditionStatus
 from virtrigaud.api.conditions import now
-from virtrigaud.api.provider import FINALIZER, ProviderSpec, ProviderStatus
+from virtrigaud.api.provider import (
+    FINALIZER,
+    ProviderAdoptionStatus,
+    ProviderSpec,
+    ProviderStatus,
+)
 from virtrigaud.controllers.common.latest import LatestWrites
 from virtrigaud.controllers.common.objects import read_object, set_finalizer
 from virtrigaud.controllers.common.resolve import MissingDependency, Resolver
 from virtrigaud.controllers.common.status import StatusDraft
 from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
+from virtrigaud.controllers.provider.adoption import (
+    Adopter,
+    AdoptionMemory,
+    FilterInvalid,
+    adoption_requested,
+    signature_of,
+)
 from virtrigaud.controllers.provider.capabilities import capability_names, reported
 from virtrigaud.controllers.provider.health import HealthPolicy, Outcome, ProbeMemory
 from virtrigaud.kube.client import ApiError
@@ -49,6 +64,7 @@ NOT_CHECKED = "NotChecked"
 USAGE_WAIT = 5.0  # a deleting Provider read without usage: look again when it is delivered
 DELETE_RECHECK = 60.0
 MISSING_SECRET_RECHECK = 30.0
+ADOPTION_RETRY = 30.0
 
 
 class ProviderReconciler:
@@ -58,10 +74,12 @@ class ProviderReconciler:
         self.probes: dict[str, ProbeMemory] = {}
         self.usage: dict[str, Usage] = {}
         self.latest = LatestWrites()
+        self.adoptions: dict[str, AdoptionMemory] = {}
 
     async def forget(self, key: str) -> None:
         self.probes.pop(key, None)
         self.usage.pop(key, None)
+        self.adoptions.pop(key, None)
         self.latest.forget(key)
 
     def dependents(self, changed: Collection[str]) -> set[str]:
@@ -130,7 +148,62 @@ class _Pass:
         fingerprint = config.fingerprint()
         if self.memory.due(fingerprint, policy):
             await self.probe(config, fingerprint, policy)
-        return await self.report(policy)
+        adopt_in = await self.adopt(config)
+        result = await self.report(policy)
+        if adopt_in is not None and (
+            result.requeue_after is None or adopt_in < result.requeue_after
+        ):
+            return ReconcileResult(requeue_after=adopt_in)
+        return result
+
+    async def adopt(self, config: ProviderConfig) -> float | None:
+        """Adopt the endpoint's existing VMs when the Provider asks for it and is healthy
+        (adoption.py); seconds until the next adoption pass is due, None when none is."""
+        if not adoption_requested(self.obj):
+            self.owner.adoptions.pop(self.key, None)
+            self.st.status.adoption = None
+            return None
+        last = self.memory.last
+        if last is None or not last.ok:
+            return None  # the health check's condition says why; fixing it requeues
+        memory = self.owner.adoptions.setdefault(self.key, AdoptionMemory())
+        signature = signature_of(self.obj)
+        if not memory.due(signature):
+            return memory.next_in()
+        memory.signature = signature
+        memory.listed_at = time.monotonic()
+        adopter = Adopter(self.ctx.kube, self.obj, memory)
+        previous = self.st.status.adoption or ProviderAdoptionStatus()
+        try:
+            provider = await self.ctx.providers.get(config)
+            status, created = await adopter.run(provider)
+        except FilterInvalid as e:
+            message = f"{self.ref}: {e}"
+            self.st.status.adoption = previous.model_copy(update={"message": message})
+            if previous.message != message:
+                await self.ctx.events.warning(self.obj, "AdoptionFilterInvalid", message)
+            return None  # the annotation's change requeues it
+        except ProviderError as e:
+            message = f"{self.ref}: listing the VMs to adopt failed: {e}"
+            self.st.status.adoption = previous.model_copy(update={"message": message})
+            await self.ctx.events.warning(self.obj, "AdoptionFailed", message)
+            memory.signature = None  # try again at the next pass's delay
+            return ADOPTION_RETRY
+        self.st.status.adoption = status
+        if created:
+            shown = ", ".join(created[:20]) + (" ..." if len(created) > 20 else "")
+            await self.ctx.events.normal(
+                self.obj,
+                "VMsAdopted",
+                f"{self.ref}: adopted {len(created)} existing VMs as VirtualMachines: {shown}",
+            )
+            log.info(
+                "%s: adopted %d existing VMs",
+                self.ref,
+                len(created),
+                extra={"key": self.key, "adopted": len(created)},
+            )
+        return memory.next_in()
 
     async def probe(self, config: ProviderConfig, fingerprint: str, policy: HealthPolicy) -> None:
         try:

@@ -16,10 +16,16 @@ from datetime import UTC, datetime, timedelta
 
 from virtrigaud.api.common import parse_duration
 from virtrigaud.api.conditions import get_condition
-from virtrigaud.api.virtualmachine import FINALIZER, VirtualMachinePhase, VirtualMachineResources
+from virtrigaud.api.virtualmachine import (
+    ADOPTED_VM_ID,
+    FINALIZER,
+    VirtualMachinePhase,
+    VirtualMachineResources,
+)
 from virtrigaud.api.virtualmachine import PowerState as DesiredPower
 from virtrigaud.controllers.virtualmachine.fields import report_unsupported_fields
 from virtrigaud.controllers.virtualmachine.passbase import (
+    ADOPTED_VM_NOT_FOUND,
     CLONED_BY,
     OP_ADOPT,
     OP_CREATE,
@@ -143,6 +149,13 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
                 raise state.error
 
     async def ensure_exists(self, provider: Provider, spec: VMSpec) -> VMInfo | None:
+        adopted_now = False
+        if not self.status.id and self.owner.adopted_id is not None:
+            # An adopted VM exists already: it is looked at, never created (nor recreated).
+            stored, _ = await set_finalizer(self.ctx.kube, self.obj, FINALIZER, True)
+            self.remember(stored)
+            self.status.id = self.owner.adopted_id
+            adopted_now = True
         if not self.status.id:
             # The finalizer is the durable intent to create: it is stored (guarded by
             # resourceVersion) before any create, so a VM that never got it has nothing on
@@ -216,6 +229,13 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
             await self.vanished()
             return None
         check_owner(info, self.owner)
+        if adopted_now:
+            await self.event(
+                "Normal",
+                "Adopted",
+                f"adopted {self.hv_ref()} ({info.name!r}) as it is; nothing was changed on "
+                "the hypervisor",
+            )
         self.observe(info)
         # It exists and its create is over: whatever this pass still does, it is no longer
         # provisioning.
@@ -312,6 +332,18 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
         return found.id
 
     async def vanished(self) -> None:
+        if self.owner.adopted_id is not None:
+            # Not ours to create: what it ran (its disks, its guest) is not known here.
+            vm_id = self.owner.adopted_id
+            self.status.id = None
+            self.status.power_state = None
+            self.status.ips = []
+            raise Blocked(
+                ADOPTED_VM_NOT_FOUND,
+                f"{self.vm_ref()} adopts hypervisor VM {vm_id} (annotation {ADOPTED_VM_ID}), "
+                "which does not exist on its Provider; it is never created in its place: "
+                "correct the annotation, or delete this VirtualMachine",
+            )
         message = f"{self.hv_ref()} no longer exists on the hypervisor; creating it again"
         self.status.id = None
         self.status.last_task_ref = None

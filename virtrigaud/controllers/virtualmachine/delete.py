@@ -160,8 +160,13 @@ class DeleteSteps(PassBase):
         self.gone = True
 
     def orphan_requested(self) -> bool:
+        """An adopted VM is left on the hypervisor unless the user opted in to its deletion
+        (orphan-on-delete "false"); any other VM only with orphan-on-delete "true"."""
         annotations = self.obj["metadata"].get("annotations") or {}
-        return str(annotations.get(ORPHAN_ON_DELETE, "")).lower() == "true"
+        value = str(annotations.get(ORPHAN_ON_DELETE, "")).lower()
+        if self.owner.adopted_id is not None:
+            return value != "false"
+        return value == "true"
 
     def nothing_created(self) -> bool:
         """Status says no create call was ever sent, and records no VM or task since."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from virtrigaud.api.virtualmachine import VirtualMachine, VirtualMachineStatus
+from virtrigaud.api.provider import ADOPT_VMS
+from virtrigaud.api.virtualmachine import ADOPTED_VM_ID, VirtualMachine, VirtualMachineStatus
 from virtrigaud.controllers.common.endpoints import EndpointChecks
 from virtrigaud.controllers.common.resolve import Resolver
 from virtrigaud.controllers.virtualmachine.memory import KeyMemory
@@ -45,6 +46,8 @@ REVERTED_TO = "revertedTo"
 # Annotation of a VirtualMachine whose hypervisor VM a VMClone makes: the clone's name.
 CLONED_BY = "clone.infra.virtrigaud.io/cloned-by"
 PROVIDER_UNHEALTHY = "ProviderUnhealthy"
+ADOPTION_NOT_ALLOWED = "AdoptionNotAllowed"
+ADOPTED_VM_NOT_FOUND = "AdoptedVMNotFound"
 
 
 class Blocked(Exception):
@@ -154,10 +157,27 @@ class PassBase:
         ref = self.vm.spec.provider_ref.model_dump(exclude_none=True)
         provider_obj = await self.resolver.provider(ns, ref)
         self.check_health(provider_obj)
+        self.check_adoption_allowed(provider_obj)
         config = await self.resolver.provider_config(provider_obj)
         provider = await self.ctx.providers.get(config)
         self.pooled = provider
         return provider, dict(config.defaults), config.type
+
+    def check_adoption_allowed(self, provider_obj: JSON) -> None:
+        """Adopting a VM that VirtRigaud did not create hands its control to whoever may
+        edit this VirtualMachine: the Provider's administrator must allow it."""
+        if self.owner.adopted_id is None:
+            return
+        meta = provider_obj["metadata"]
+        if str((meta.get("annotations") or {}).get(ADOPT_VMS, "")).lower() == "true":
+            return
+        raise Blocked(
+            ADOPTION_NOT_ALLOWED,
+            f"{self.vm_ref()} adopts hypervisor VM {self.owner.adopted_id} (annotation "
+            f"{ADOPTED_VM_ID}), but Provider {meta['namespace']}/{meta['name']} does not allow "
+            f'adoption: annotate the Provider {ADOPT_VMS}="true", or remove the annotation '
+            "from the VirtualMachine",
+        )
 
     def check_health(self, provider_obj: JSON) -> None:
         """VMs of a Provider whose health check failed wait instead of calling it: the

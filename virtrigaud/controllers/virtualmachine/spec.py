@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from virtrigaud.api.virtualmachine import InlineOrSecret, VirtualMachine
+from virtrigaud.api.virtualmachine import ADOPTED_VM_ID, InlineOrSecret, VirtualMachine
 from virtrigaud.api.vmclass import VMClass
 from virtrigaud.api.vmimage import VMImage
 from virtrigaud.controllers.common.resolve import MissingDependency, Resolver, secret_values
@@ -41,7 +41,8 @@ class SpecProblem(Exception):
 
 def owner_of(vm: VirtualMachine) -> Owner:
     meta = vm.metadata
-    return Owner(meta.namespace or "default", meta.name or "", meta.uid or "")
+    adopted = (meta.annotations or {}).get(ADOPTED_VM_ID) or None
+    return Owner(meta.namespace or "default", meta.name or "", meta.uid or "", adopted)
 
 
 def desired_resources(vm: VirtualMachine, vm_class: VMClass) -> Resources:
@@ -74,11 +75,36 @@ async def resolve_image(
     return image_spec(image, f"VMImage {ns}/{ref.name}", provider_type)
 
 
+def imported_template_name(image: VMImage) -> str:
+    """The vSphere template an OVA-only VMImage is imported as."""
+    meta = image.metadata
+    return f"virtrigaud-image-{meta.namespace or 'default'}-{meta.name}"
+
+
 def image_spec(image: VMImage, where: str, provider_type: str) -> ImageSpec:
     """The image in a provider's terms, from the VMImage's source for that type."""
     source = image.spec.source
-    if provider_type == "vsphere" and source.vsphere and source.vsphere.template_name:
-        return ImageSpec(template=source.vsphere.template_name)
+    if provider_type == "vsphere" and source.vsphere:
+        prepare = image.spec.prepare
+        # spec.prepare.onMissing Fail or Wait: a missing template is reported, not imported.
+        ova = source.vsphere.ova_url if prepare is None or prepare.on_missing == "Import" else None
+        if source.vsphere.template_name:
+            # The template, imported from the OVA under this name when it is missing.
+            return ImageSpec(template=source.vsphere.template_name, import_url=ova)
+        if source.vsphere.ova_url:
+            return ImageSpec(template=imported_template_name(image), import_url=ova)
+    if (
+        provider_type == "libvirt"
+        and source.libvirt
+        and source.libvirt.url
+        and not (source.libvirt.path)
+    ):
+        raise SpecProblem(
+            "ImageImportNotSupported",
+            f"{where} has only spec.source.libvirt.url, and libvirt Providers cannot import "
+            "images (their capability supportsImageImport is false): put the image into a "
+            "storage pool on the host and set spec.source.libvirt.path (and storagePool)",
+        )
     if provider_type == "libvirt" and source.libvirt and source.libvirt.path:
         path = source.libvirt.path
         if not path.startswith("/") and "/" not in path and source.libvirt.storage_pool:

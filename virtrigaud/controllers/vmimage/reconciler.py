@@ -5,8 +5,12 @@ Status says it per Provider (``providerStatus``, ``availableOn``) with ``phase``
 ``Ready`` condition naming the Providers that lack it; VMs about to be created on such a
 Provider wait with a condition naming the image and the Provider.
 
-Importing a missing image from a URL or a content library is not done here: the
-providers cannot import (``Capabilities.image_import`` is False everywhere).
+A provider that can import (``Capabilities.image_import``: vSphere, from
+``spec.source.vsphere.ovaURL``) starts the import in ``image_prepare`` and answers "not
+ready" with its progress: the phase is ``Importing``, ``importProgress`` and the entry's
+message say how far it got, and the image is looked at again every ``IMPORT_POLL``
+seconds until it is there. Providers that cannot import say so in their entry (a URL-only
+libvirt source names the fix); nothing falls back silently.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pydantic import ValidationError
 
 from virtrigaud.api.common import ConditionStatus
 from virtrigaud.api.conditions import now
-from virtrigaud.api.vmimage import ImageProviderStatus, VMImage, VMImageStatus
+from virtrigaud.api.vmimage import ImageProviderStatus, ImportProgress, VMImage, VMImageStatus
 from virtrigaud.controllers.common.dependency import PerProviderController
 from virtrigaud.controllers.common.status import StatusDraft
 from virtrigaud.controllers.common.targets import TargetUnavailable, pooled_provider
@@ -25,13 +29,14 @@ from virtrigaud.controllers.common.usage import Usage
 from virtrigaud.controllers.virtualmachine.spec import SpecProblem, image_spec
 from virtrigaud.kube.keys import ObjectKey
 from virtrigaud.kube.resources import VM_IMAGES
-from virtrigaud.providers.base import NotFoundError, ProviderError
+from virtrigaud.providers.base import NotFoundError, ProviderError, TerminalError
 from virtrigaud.shards.reconciler import ReconcileResult
 
 JSON = dict[str, Any]
 
 READY = "Ready"
 MESSAGE_MAX = 4000
+IMPORT_POLL = 2.0
 
 
 def provider_name(provider_key: str) -> str:
@@ -45,6 +50,7 @@ class VMImageReconciler(PerProviderController):
 
     async def run(self, key: str, obj: JSON, usage: Usage | None) -> ReconcileResult:
         draft: StatusDraft[VMImageStatus] = StatusDraft(VMImageStatus, obj)
+        previous_phase = draft.status.phase
         meta = obj["metadata"]
         where = f"VMImage {meta.get('namespace')}/{meta['name']}"
         try:
@@ -65,9 +71,12 @@ class VMImageReconciler(PerProviderController):
         previous = draft.status.provider_status
         entries: dict[str, ImageProviderStatus] = {}
         unanswered: dict[str, str] = {}
+        importing: dict[str, int] = {}
         for provider_key in providers:
-            entry, answered = await self._check(image, where, provider_key)
+            entry, answered, progress = await self._check(image, where, provider_key)
             name = provider_name(provider_key)
+            if progress is not None:
+                importing[name] = progress
             if answered:
                 entries[name] = entry
             else:
@@ -86,13 +95,48 @@ class VMImageReconciler(PerProviderController):
             entry.last_updated = old.last_updated if same and old else now()
         draft.status.provider_status = entries
         draft.status.available_on = sorted(n for n, e in entries.items() if e.available)
-        missing = sorted(n for n, e in entries.items() if not e.available)
-        changed = self._summarize(draft, where, entries, missing, unanswered)
+        missing = sorted(n for n, e in entries.items() if not e.available and n not in importing)
+        if importing and not missing:
+            changed = self._importing(draft, where, entries, importing)
+        else:
+            draft.status.import_progress = None
+            changed = self._summarize(draft, where, entries, missing, unanswered)
+            prepare = image.spec.prepare
+            if missing and prepare is not None and prepare.on_missing == "Wait":
+                # Not a failure the user must fix: the image is expected to appear.
+                draft.status.phase = "Pending"
+                changed = (
+                    draft.condition(READY, False, "WaitingForImage", draft.status.message or "")
+                    or changed
+                )
         await self.save(obj, draft)
         if changed and missing:
             await self.ctx.events.warning(obj, "ImageNotAvailable", draft.status.message or "")
-        self.checks.record(key, signature, not missing and not unanswered, set(unanswered))
+        elif changed and importing:
+            await self.ctx.events.normal(obj, "Importing", draft.status.message or "")
+        elif changed and draft.status.ready and previous_phase == "Importing":
+            await self.ctx.events.normal(obj, "Imported", draft.status.message or "")
+        complete = not missing and not unanswered and not importing
+        self.checks.record(key, signature, complete, set(unanswered))
+        if importing:
+            self.checks.look_again_in(key, IMPORT_POLL)
         return ReconcileResult(requeue_after=self.checks.next_look(key))
+
+    def _importing(
+        self,
+        draft: StatusDraft[VMImageStatus],
+        where: str,
+        entries: dict[str, ImageProviderStatus],
+        importing: dict[str, int],
+    ) -> bool:
+        st = draft.status
+        st.phase, st.ready = "Importing", False
+        details = "; ".join(f"Provider {n}: {entries[n].message}" for n in sorted(importing))
+        st.message = f"{where} is being imported: {details}"[:MESSAGE_MAX]
+        progress = st.import_progress or ImportProgress(start_time=now())
+        progress.percentage = min(importing.values())
+        st.import_progress = progress
+        return draft.condition(READY, False, "Importing", st.message)
 
     def _summarize(
         self,
@@ -130,24 +174,31 @@ class VMImageReconciler(PerProviderController):
 
     async def _check(
         self, image: VMImage, where: str, provider_key: str
-    ) -> tuple[ImageProviderStatus, bool]:
-        """The image on one Provider, and whether the Provider answered."""
+    ) -> tuple[ImageProviderStatus, bool, int | None]:
+        """The image on one Provider, whether the Provider answered, and the progress of
+        its import when one is under way."""
         try:
             provider = await pooled_provider(self.ctx, self.resolver, provider_key)
         except TargetUnavailable as e:
-            return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), False
+            return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), False, None
         except ProviderError as e:
-            return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), False
+            return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), False, None
         try:
             spec = image_spec(image, where, provider.type)
         except SpecProblem as e:
-            return ImageProviderStatus(available=False, message=e.message[:MESSAGE_MAX]), True
+            entry = ImageProviderStatus(available=False, message=e.message[:MESSAGE_MAX])
+            return entry, True, None
         try:
             prepared = await provider.image_prepare(spec)
-        except NotFoundError as e:
-            return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), True
+        except (NotFoundError, TerminalError) as e:
+            # An answer: the image is missing, or cannot be imported as the spec asks.
+            return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), True, None
         except ProviderError as e:
-            return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), False
-        return ImageProviderStatus(
-            available=prepared.ready, id=prepared.id, path=prepared.path
-        ), True
+            return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), False, None
+        entry = ImageProviderStatus(
+            available=prepared.ready,
+            id=prepared.id or None,
+            path=prepared.path,
+            message=(prepared.message or "")[:MESSAGE_MAX] or None,
+        )
+        return entry, True, None if prepared.ready else (prepared.progress or 0)

@@ -39,7 +39,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -423,14 +423,21 @@ class LibvirtProvider(Provider):
         return await self._info(dom, rec, state, names)
 
     async def list_owned(self) -> list[VMInfo]:
+        # Domains whose names hypervisor_name() cannot produce are skipped unread.
+        return [i for i in await self._read_domains(could_be_ours) if i.owner is not None]
+
+    async def list_unowned(self) -> list[VMInfo]:
+        # Any name may be a foreign domain's: every domain's XML is read.
+        return [i for i in await self._read_domains(lambda _name: True) if i.owner is None]
+
+    async def _read_domains(self, candidate: Callable[[str], bool]) -> list[VMInfo]:
         # libvirt has no call that returns the metadata of many domains. So: one RPC lists
         # every domain with its state, then one gate call reads the XML of each candidate
         # (one RPC and one rate-limit token per domain, sequentially on one connection:
-        # ~0.2 ms each through libvirtd). Domains whose names hypervisor_name() cannot
-        # produce are skipped unread.
+        # ~0.2 ms each through libvirtd).
         def list_all(conn: Any) -> list[tuple[Any, int]]:
             stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
-            return [(d, int(s.get("state.state", 0))) for d, s in stats if could_be_ours(d.name())]
+            return [(d, int(s.get("state.state", 0))) for d, s in stats if candidate(d.name())]
 
         candidates = await self._pool.call("getAllDomainStats", list_all, repeatable=True)
         if not candidates:
@@ -452,8 +459,6 @@ class LibvirtProvider(Provider):
         infos = []
         for xml, state in xmls:
             rec = parse_domain(xml)
-            if rec.owner is None:
-                continue
             infos.append(
                 VMInfo(
                     id=rec.uuid,
@@ -472,9 +477,16 @@ class LibvirtProvider(Provider):
         # list_owned. One RPC on drivers that report vCPU and balloon stats (QEMU); the test
         # driver reports only the state, so there a second gate call reads info() of each
         # wanted candidate (one token each; other shards' domains are not read).
+        # Adopted domains (wanted, whatever their names) are looked at too.
+        wanted_ids = set(wanted or ())
+
         def list_all(conn: Any) -> list[tuple[Any, str, dict[str, Any]]]:
             stats = conn.getAllDomainStats(_OBSERVE_STATS, 0)
-            return [(d, d.UUIDString(), s) for d, s in stats if could_be_ours(d.name())]
+            return [
+                (d, d.UUIDString(), s)
+                for d, s in stats
+                if could_be_ours(d.name()) or d.UUIDString() in wanted_ids
+            ]
 
         candidates = await self._pool.call("getAllDomainStats", list_all, repeatable=True)
         observed: dict[str, Observed] = {}

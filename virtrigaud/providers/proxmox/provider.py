@@ -28,6 +28,7 @@ from virtrigaud.providers.base import (
     ImageSpec,
     NetworkState,
     NotFoundError,
+    Observed,
     Owner,
     PowerOp,
     PowerState,
@@ -296,7 +297,29 @@ class ProxmoxProvider(Provider):
                 out.append(self._resource_info(res, owner))
         return out
 
-    def _resource_info(self, res: dict[str, Any], owner: Owner) -> VMInfo:
+    async def observe_all(self, wanted: Collection[str] | None = None) -> dict[str, Observed]:
+        """One /cluster/resources call: the VirtRigaud-tagged VMs and the wanted untagged
+        ones (adopted); no owner is resolved, the caller looks up the ids it recorded."""
+        wanted_ids = set(wanted or ())
+        out: dict[str, Observed] = {}
+        for res in await self._vm_resources():
+            if res.get("template"):
+                continue
+            info = self._resource_info(res, None)
+            if vc.FILTER_TAG in vc.split_tags(res.get("tags")) or info.id in wanted_ids:
+                out[info.id] = Observed(info.power_state, info.cpu, info.memory_mib)
+        return out
+
+    async def list_unowned(self) -> list[VMInfo]:
+        """One /cluster/resources call: every VM without the VirtRigaud tag (every VM
+        VirtRigaud creates carries it), templates left out."""
+        return [
+            self._resource_info(res, None)
+            for res in await self._vm_resources()
+            if vc.FILTER_TAG not in vc.split_tags(res.get("tags")) and not res.get("template")
+        ]
+
+    def _resource_info(self, res: dict[str, Any], owner: Owner | None) -> VMInfo:
         power = {"running": PowerState.ON, "stopped": PowerState.OFF}.get(
             str(res.get("status")), PowerState.UNKNOWN
         )

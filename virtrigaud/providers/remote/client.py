@@ -295,7 +295,7 @@ class RemoteProvider(Provider):
         return self._caps
 
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
-        md = [wire.owner_metadata(spec.owner)]
+        md = [*wire.owner_metadata(spec.owner)]
         if known_absent:
             md.append((wire.MD_KNOWN_ABSENT, "1"))
         resp, _ = await self._rpc(
@@ -314,7 +314,7 @@ class RemoteProvider(Provider):
             "Create",
             wire.create_request(self.type, spec),
             pb.CreateResponse,
-            (wire.owner_metadata(spec.owner), (wire.MD_FINISH, vm_id)),
+            (*wire.owner_metadata(spec.owner), (wire.MD_FINISH, vm_id)),
         )
         if resp.id and vm_id and resp.id != vm_id:
             raise RetryableError(
@@ -324,7 +324,7 @@ class RemoteProvider(Provider):
         return str(resp.task.id) or DONE
 
     async def find(self, owner: Owner) -> VMInfo | None:
-        md = (wire.owner_metadata(owner), (wire.MD_LOOKUP, "owner"))
+        md = (*wire.owner_metadata(owner), (wire.MD_LOOKUP, "owner"))
         resp, _ = await self._rpc("Describe", pb.DescribeRequest(id=""), pb.DescribeResponse, md)
         if not resp.exists:
             return None
@@ -350,6 +350,15 @@ class RemoteProvider(Provider):
         except (ValueError, TypeError) as e:
             raise self._garbage("ListVMs", e) from e
 
+    async def list_unowned(self) -> list[VMInfo]:
+        resp, _ = await self._rpc(
+            "ListVMs", pb.ListVMsRequest(), pb.ListVMsResponse, ((wire.MD_LISTING, "unowned"),)
+        )
+        try:
+            return [wire.info_from_message(vm) for vm in resp.vms]
+        except (ValueError, TypeError) as e:
+            raise self._garbage("ListVMs", e) from e
+
     async def observe_all(self, wanted: Collection[str] | None = None) -> dict[str, Observed]:
         resp, _ = await self._rpc(
             "ListVMs", pb.ListVMsRequest(), pb.ListVMsResponse, ((wire.MD_LISTING, "observe"),)
@@ -364,13 +373,13 @@ class RemoteProvider(Provider):
             op=wire.POWER_OPS[op],  # type: ignore[arg-type]
             graceful_timeout_seconds=max(1, math.ceil(graceful_timeout)),
         )
-        resp, _ = await self._rpc("Power", req, pb.TaskResponse, (wire.owner_metadata(owner),))
+        resp, _ = await self._rpc("Power", req, pb.TaskResponse, wire.owner_metadata(owner))
         return str(resp.task.id)
 
     async def reconfigure(self, vm_id: str, owner: Owner, desired: Resources) -> ReconfigureResult:
         req = pb.ReconfigureRequest(id=vm_id, desired_json=wire.reconfigure_json(desired))
         resp, trailers = await self._rpc(
-            "Reconfigure", req, pb.TaskResponse, (wire.owner_metadata(owner),)
+            "Reconfigure", req, pb.TaskResponse, wire.owner_metadata(owner)
         )
         pending = wire.md_value(trailers, wire.MD_PENDING) or ""
         return ReconfigureResult(
@@ -381,7 +390,7 @@ class RemoteProvider(Provider):
 
     async def delete(self, vm_id: str, owner: Owner) -> TaskRef:
         resp, _ = await self._rpc(
-            "Delete", pb.DeleteRequest(id=vm_id), pb.TaskResponse, (wire.owner_metadata(owner),)
+            "Delete", pb.DeleteRequest(id=vm_id), pb.TaskResponse, wire.owner_metadata(owner)
         )
         return str(resp.task.id)
 
@@ -392,21 +401,21 @@ class RemoteProvider(Provider):
             vm_id=vm_id, name_hint=name, include_memory=include_memory, description=description
         )
         resp, _ = await self._rpc(
-            "SnapshotCreate", req, pb.SnapshotCreateResponse, (wire.owner_metadata(owner),)
+            "SnapshotCreate", req, pb.SnapshotCreateResponse, wire.owner_metadata(owner)
         )
         return resp.snapshot_id, resp.task.id
 
     async def snapshot_delete(self, vm_id: str, owner: Owner, snapshot_id: str) -> TaskRef:
         req = pb.SnapshotDeleteRequest(vm_id=vm_id, snapshot_id=snapshot_id)
         resp, _ = await self._rpc(
-            "SnapshotDelete", req, pb.TaskResponse, (wire.owner_metadata(owner),)
+            "SnapshotDelete", req, pb.TaskResponse, wire.owner_metadata(owner)
         )
         return str(resp.task.id)
 
     async def snapshot_revert(self, vm_id: str, owner: Owner, snapshot_id: str) -> TaskRef:
         req = pb.SnapshotRevertRequest(vm_id=vm_id, snapshot_id=snapshot_id)
         resp, _ = await self._rpc(
-            "SnapshotRevert", req, pb.TaskResponse, (wire.owner_metadata(owner),)
+            "SnapshotRevert", req, pb.TaskResponse, wire.owner_metadata(owner)
         )
         return str(resp.task.id)
 
@@ -422,17 +431,20 @@ class RemoteProvider(Provider):
             placement_json=wire._dumps(doc["Placement"]),
             customize_json=wire._dumps(doc),
         )
-        resp, _ = await self._rpc(
-            "Clone", req, pb.CloneResponse, (wire.owner_metadata(spec.owner),)
-        )
+        resp, _ = await self._rpc("Clone", req, pb.CloneResponse, wire.owner_metadata(spec.owner))
         return resp.target_vm_id or None, resp.task.id
 
     async def image_prepare(self, image: ImageSpec) -> PreparedImage:
         req = pb.ImagePrepareRequest(image_json=wire._dumps(wire.image_doc(self.type, image)))
         resp, trailers = await self._rpc("ImagePrepare", req, pb.ImagePrepareResponse)
         ready = wire.md_value(trailers, wire.MD_IMAGE_READY) != "0" and not resp.task.id
+        progress = wire.md_value(trailers, wire.MD_IMAGE_PROGRESS)
         return PreparedImage(
-            id=resp.prepared_image_id, path=resp.prepared_image_path or None, ready=ready
+            id=resp.prepared_image_id,
+            path=resp.prepared_image_path or None,
+            ready=ready,
+            progress=int(progress) if progress and progress.isdigit() else None,
+            message=None if ready else "importing on the remote provider runtime",
         )
 
     async def task_status(self, task: TaskRef) -> TaskStatus:

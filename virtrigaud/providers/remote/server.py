@@ -323,11 +323,21 @@ class ProviderService:
         if image is None:
             raise TerminalError("image_json names no template, path or URL", field="image_json")
         prepared = await self.provider.image_prepare(image)
+        trailers = [(wire.MD_IMAGE_READY, "1" if prepared.ready else "0")]
+        if not prepared.ready:
+            trailers.append((wire.MD_IMAGE_PROGRESS, str(prepared.progress or 0)))
         return _Reply(
             pb.ImagePrepareResponse(
                 prepared_image_id=prepared.id, prepared_image_path=prepared.path or ""
             ),
-            [(wire.MD_IMAGE_READY, "1" if prepared.ready else "0")],
+            [
+                (wire.MD_IMAGE_READY, "1" if prepared.ready else "0"),
+                *(
+                    [(wire.MD_IMAGE_PROGRESS, str(prepared.progress or 0))]
+                    if not prepared.ready
+                    else []
+                ),
+            ],
         )
 
     async def export_disk(self, req: pb.ExportDiskRequest, md: wire.Metadata) -> _Reply:
@@ -340,9 +350,12 @@ class ProviderService:
         raise _unimplemented("GetDiskInfo")
 
     async def list_vms(self, req: pb.ListVMsRequest, md: wire.Metadata) -> _Reply:
-        if wire.md_value(md, wire.MD_LISTING) == "observe":
+        listing = wire.md_value(md, wire.MD_LISTING)
+        if listing == "observe":
             observed = await self.provider.observe_all()
             vms = [wire.observed_message(vm_id, seen) for vm_id, seen in observed.items()]
+        elif listing == "unowned":
+            vms = [wire.vm_message(info) for info in await self.provider.list_unowned()]
         else:
             vms = [wire.vm_message(info) for info in await self.provider.list_owned()]
         return _Reply(pb.ListVMsResponse(vms=vms))

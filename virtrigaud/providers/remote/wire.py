@@ -18,6 +18,7 @@ node in ``VMImage``, placement keys without a Go field) are ignored by Go's deco
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -45,10 +46,12 @@ SERVICE = "provider.v1.Provider"
 
 # Request metadata.
 MD_OWNER = "virtrigaud-owner"
+MD_ADOPTED = "virtrigaud-adopted-id"  # the untagged VM the owner adopted (Owner.adopted_id)
 MD_KNOWN_ABSENT = "virtrigaud-known-absent"
 MD_LOOKUP = "virtrigaud-lookup"  # "owner": Describe finds the VM by owner (find())
 MD_SNAPSHOTS = "virtrigaud-snapshots"  # "0": describe(snapshots=False)
-MD_LISTING = "virtrigaud-listing"  # "observe": ListVMs answers observe_all()
+MD_LISTING = "virtrigaud-listing"  # "observe": ListVMs answers observe_all(); "unowned":
+# list_unowned()
 MD_FINISH = "virtrigaud-finish"  # a VM id: Create answers finish_create of that VM
 # Trailing metadata.
 MD_ERROR_KIND = "virtrigaud-error-kind"
@@ -62,6 +65,7 @@ MD_NEEDS_POWER_CYCLE = "virtrigaud-needs-power-cycle"
 MD_TASK_RESULT = "virtrigaud-task-result"
 MD_TASK_PROGRESS = "virtrigaud-task-progress"
 MD_IMAGE_READY = "virtrigaud-image-ready"
+MD_IMAGE_PROGRESS = "virtrigaud-image-progress"  # percent of an import under way
 MD_CAPABILITIES = "virtrigaud-capabilities"
 
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -94,15 +98,18 @@ def md_value(metadata: Metadata | None, key: str) -> str | None:
     return None
 
 
-def owner_metadata(owner: Owner) -> tuple[str, str]:
-    return (MD_OWNER, owner.tag())
+def owner_metadata(owner: Owner) -> tuple[tuple[str, str], ...]:
+    if owner.adopted_id is None:
+        return ((MD_OWNER, owner.tag()),)
+    return ((MD_OWNER, owner.tag()), (MD_ADOPTED, owner.adopted_id))
 
 
 def owner_from(metadata: Metadata | None, tags: Sequence[str] = ()) -> Owner | None:
     """The owning object a request names, in its metadata or (Create, Clone) its tags."""
     owner = Owner.parse(md_value(metadata, MD_OWNER))
     if owner is not None:
-        return owner
+        adopted = md_value(metadata, MD_ADOPTED)
+        return dataclasses.replace(owner, adopted_id=adopted) if adopted else owner
     for tag in tags:
         owner = Owner.parse(tag)
         if owner is not None:
@@ -144,16 +151,24 @@ def image_doc(provider_type: str, image: ImageSpec | None) -> Any:
         doc["TemplateName"] = image.template
     if image.node:
         doc["Node"] = image.node
+    if image.import_url:
+        doc["URL"] = image.import_url  # imported from here when the template is missing
     return doc
 
 
 def image_from(doc: Any) -> ImageSpec | None:
     if not isinstance(doc, dict):
         return None
-    template = doc.get("TemplateName") or doc.get("Path") or doc.get("URL") or ""
+    named = doc.get("TemplateName") or doc.get("Path") or ""
+    url = doc.get("URL") or ""
+    template = named or url
     if not template:
         return None
-    return ImageSpec(template=str(template), node=doc.get("Node") or None)
+    return ImageSpec(
+        template=str(template),
+        node=doc.get("Node") or None,
+        import_url=str(url) if named and url else None,
+    )
 
 
 def networks_doc(provider_type: str, networks: Sequence[NetworkSpec]) -> list[Any]:

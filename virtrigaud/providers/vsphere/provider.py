@@ -10,6 +10,7 @@ shutdown is a reference that ``task_status`` advances (see ``tasks.py``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -24,6 +25,7 @@ from virtrigaud.providers.base import (
     ImageSpec,
     NetworkState,
     NotFoundError,
+    Observed,
     Owner,
     PowerOp,
     PreparedImage,
@@ -44,6 +46,7 @@ from virtrigaud.providers.inflight import TaskCap
 from virtrigaud.providers.versions import check_version
 from virtrigaud.providers.vsphere import inventory, placement, specs, tasks
 from virtrigaud.providers.vsphere.inventory import VmRecord
+from virtrigaud.providers.vsphere.ovf_import import ImportJob, run_import
 from virtrigaud.providers.vsphere.placement import (
     INDEX_COST,
     InventoryIndex,
@@ -136,6 +139,9 @@ class VSphereProvider(Provider):
         # seen to finish: their next finish_create is DONE without reading the VM again.
         self._finishing: dict[TaskRef, str] = {}
         self._finished: dict[str, bool] = {}
+        self._insecure = insecure
+        # OVA imports in flight, by template name (ovf_import.py).
+        self._imports: dict[str, ImportJob] = {}
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -307,7 +313,7 @@ class VSphereProvider(Provider):
             snapshots=True,
             memory_snapshots=True,
             linked_clones=True,
-            image_import=False,  # templates must already exist; no OVF/content library import
+            image_import=True,  # an OVA by URL (ImportVApp + NFC); no content library
             async_tasks=True,
             graceful_shutdown=True,
         )
@@ -348,6 +354,32 @@ class VSphereProvider(Provider):
             cost=cost,
         )
         return [r.info() for r in records if r.owner is not None and not r.template]
+
+    async def observe_all(self, wanted: Collection[str] | None = None) -> dict[str, Observed]:
+        # The listing list_owned reads, keeping the wanted untagged VMs (adopted) as well.
+        cost = await self._view_cost()
+        records = await self._read_call(
+            "RetrieveVMs",
+            lambda c: inventory.read_vms(c, self._vm_view(c), inventory.LIST_PROPERTIES),
+            cost=cost,
+        )
+        wanted_ids = set(wanted or ())
+        out: dict[str, Observed] = {}
+        for r in records:
+            if r.template or (r.owner is None and r.id not in wanted_ids):
+                continue
+            info = r.info()
+            out[info.id] = Observed(info.power_state, info.cpu, info.memory_mib)
+        return out
+
+    async def list_unowned(self) -> list[VMInfo]:
+        cost = await self._view_cost()
+        records = await self._read_call(
+            "RetrieveVMs",
+            lambda c: inventory.read_vms(c, self._vm_view(c), inventory.LIST_PROPERTIES),
+            cost=cost,
+        )
+        return [r.info() for r in records if r.owner is None and not r.template]
 
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         if spec.image is not None:
@@ -631,8 +663,52 @@ class VSphereProvider(Provider):
         return vm_id or None, task
 
     async def image_prepare(self, image: ImageSpec) -> PreparedImage:
-        source = await self._image(image, refresh=True)
+        try:
+            source = await self._image(image, refresh=True)
+        except NotFoundError:
+            if image.import_url is None:
+                raise
+            return self._follow_import(image.template, image.import_url)
+        self._imports.pop(image.template, None)
         return PreparedImage(id=source.id, path=source.name, ready=True)
+
+    def _follow_import(self, name: str, url: str) -> PreparedImage:
+        """Start importing the OVA as template name, or say how far the running import got;
+        a finished one that failed raises its error once (the next call starts again)."""
+        job = self._imports.get(name)
+        if job is not None and job.task is not None and job.task.done():
+            del self._imports[name]
+            error = job.error
+            if error is None and not job.task.cancelled():
+                # Done, yet the template was not found by name: look again next time.
+                error = RetryableError(
+                    f"the import of {url} as template {name!r} ended but vCenter "
+                    f"{self.endpoint} does not list it yet"
+                )
+            raise error or RetryableError(f"the import of {url} was cancelled")
+        if job is None or job.url != url:
+            job = ImportJob(name, url)
+            job.task = asyncio.create_task(self._import(job), name=f"ova-import:{name}")
+            self._imports[name] = job
+        return PreparedImage(
+            id="", path=name, ready=False, progress=job.percent, message=job.describe()
+        )
+
+    async def _import(self, job: ImportJob) -> None:
+        try:
+            placement = await self._default_placement()
+            await run_import(
+                job,
+                endpoint=self.endpoint,
+                insecure=self._insecure,
+                placement=placement,
+                read=self._read_call,
+                write=self._call,
+            )
+        except ProviderError as e:
+            job.error = e
+        except Exception as e:
+            job.error = RetryableError(f"importing {job.url} as template {job.name!r}: {e}")
 
     async def task_status(self, task: TaskRef) -> TaskStatus:
         if task.startswith(DONE):
@@ -690,6 +766,9 @@ class VSphereProvider(Provider):
         return TaskStatus(done=False)
 
     async def close(self) -> None:
+        for job in self._imports.values():
+            if job.task is not None:
+                job.task.cancel()  # the lease is aborted; the next shard starts again
         try:
             await self.session.close()
         finally:
