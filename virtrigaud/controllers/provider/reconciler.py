@@ -29,12 +29,19 @@ from virtrigaud.controllers.common.status import StatusDraft
 from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
 from virtrigaud.controllers.provider.capabilities import capability_names, reported
 from virtrigaud.controllers.provider.health import HealthPolicy, Outcome, ProbeMemory
+from virtrigaud.controllers.provider.runtime import (
+    CIRCUIT_CLOSED,
+    CLOSED,
+    circuit_message,
+    runtime_status,
+)
 from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.keys import ObjectKey, kind_of, object_key
 from virtrigaud.kube.resources import PROVIDERS, SECRETS
 from virtrigaud.leader.routing import secret_of_provider
 from virtrigaud.providers.base import Cause, ProviderError, RetryableError
 from virtrigaud.providers.registry import ProviderConfig
+from virtrigaud.providers.remote.client import RemoteProvider
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 
 log = logging.getLogger(__name__)
@@ -107,6 +114,7 @@ class _Pass:
         self.memory = owner.probes.setdefault(key, ProbeMemory())
         meta = obj["metadata"]
         self.ref = f"Provider {meta.get('namespace')}/{meta['name']}"
+        self.pool_key = f"{meta.get('namespace')}/{meta['name']}"
 
     async def execute(self) -> ReconcileResult:
         if self.obj["metadata"].get("deletionTimestamp"):
@@ -138,8 +146,13 @@ class _Pass:
             try:
                 info = await asyncio.wait_for(provider.probe(), policy.timeout)
             except TimeoutError:
+                target = (
+                    f"the provider server at {config.remote.address}"
+                    if config.remote is not None
+                    else config.endpoint
+                )
                 raise RetryableError(
-                    f"{config.endpoint} did not answer the health check within "
+                    f"{target} did not answer the health check within "
                     f"{policy.timeout:g}s (spec.healthCheck.timeout)",
                     cause=Cause.UNREACHABLE,
                 ) from None
@@ -181,6 +194,7 @@ class _Pass:
             if healthy
             else f"{self.ref} is not usable: {last.error}",
         )
+        self.report_runtime(last.ok, last.error)
         await self.save()
         if ready_changed and healthy:
             await self.ctx.events.normal(self.obj, "Healthy", f"{self.ref} passed its health check")
@@ -191,9 +205,35 @@ class _Pass:
         delay = self.memory.next_delay(policy) - (time.monotonic() - last.at)
         return ReconcileResult(requeue_after=max(0.1, delay))
 
+    def report_runtime(self, ok: bool, error: ProviderError | None) -> None:
+        """status.runtime and the CircuitClosed condition of a remote Provider (cleared for
+        an in-process one)."""
+        runtime = runtime_status(self.obj, self.ctx.providers.peek(self.pool_key), ok, error)
+        self.st.status.runtime = runtime
+        if runtime is None:
+            self.st.drop_condition(CIRCUIT_CLOSED)
+            return
+        if runtime.circuit is None:
+            self.st.condition(
+                CIRCUIT_CLOSED,
+                ConditionStatus.UNKNOWN,
+                NOT_CHECKED,
+                f"{self.ref}: no call reached the remote provider yet",
+            )
+            return
+        circuit = self.ctx.providers.peek(self.pool_key)
+        assert isinstance(circuit, RemoteProvider)
+        self.st.condition(
+            CIRCUIT_CLOSED,
+            runtime.circuit == CLOSED,
+            runtime.circuit,
+            circuit_message(self.ref, circuit),
+        )
+
     async def not_checked(self, reason: str, message: str) -> ReconcileResult:
         self.st.condition(HEALTHY, ConditionStatus.UNKNOWN, NOT_CHECKED, message)
         changed = self.st.condition(READY, False, reason, message)
+        self.report_runtime(False, None)
         await self.save()
         if changed:
             await self.ctx.events.warning(self.obj, reason, message)
