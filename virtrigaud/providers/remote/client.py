@@ -297,6 +297,12 @@ class RemoteProvider(Provider):
             )
         await self.refresh_capabilities()
 
+    async def ensure_ready(self) -> None:
+        """Capabilities come from the server: asked once per session, before first use (a
+        shard whose Provider is probed elsewhere never runs validate())."""
+        if self._caps is None:
+            await self.refresh_capabilities()
+
     def capabilities(self) -> Capabilities:
         if self._caps is None:
             raise RetryableError(
