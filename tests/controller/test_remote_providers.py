@@ -137,6 +137,8 @@ async def test_a_vm_converges_through_a_remote_provider(
     closed = condition(obj, "CircuitClosed")
     assert closed is not None and (closed["status"], closed["reason"]) == ("True", "Closed")
     assert isinstance(vm_env.ctx.providers.peek(key), RemoteProvider)
+    # A rotated TLS Secret brings the Provider back at once, like its credentials Secret.
+    assert rec.dependents([f"Secret/{ns}/{TLS_SECRET}"]) == {f"Provider/{ns}/{name}"}
     # The VM's shard is usually not its Provider's: its session never ran a health check.
     await vm_env.ctx.providers.remove(key)
 

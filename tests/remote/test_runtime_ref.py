@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from virtrigaud.controllers.common.resolve import provider_config
+from virtrigaud.leader.routing import secrets_of_provider
 from virtrigaud.providers.base import TerminalError
 from virtrigaud.providers.registry import ProviderConfig, RemoteRuntime
 from virtrigaud.providers.remote.runtime import ENDPOINT_ANNOTATION, runtime_of
@@ -92,3 +93,12 @@ def test_tls_material_is_part_of_the_fingerprint() -> None:
     a = ProviderConfig(**{**base.__dict__, "remote": RemoteRuntime("h:1", tls={"ca.crt": "A"})})
     b = ProviderConfig(**{**base.__dict__, "remote": RemoteRuntime("h:1", tls={"ca.crt": "B"})})
     assert a.fingerprint() != b.fingerprint()  # a rotated Secret makes the pool rebuild
+
+
+def test_the_tls_secret_is_a_secret_the_provider_names() -> None:
+    runtime = {"mode": "Remote", "service": {"tls": {"secretRef": {"name": "prov-tls"}}}}
+    obj = provider(runtime)
+    obj["spec"]["credentialSecretRef"] = {"name": "creds"}
+    # The leader watches both, so a rotated client certificate reaches the shards at once.
+    assert secrets_of_provider(obj) == [("ns", "creds"), ("ns", "prov-tls")]
+    assert secrets_of_provider(provider(None)) == []

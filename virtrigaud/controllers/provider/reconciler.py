@@ -38,7 +38,7 @@ from virtrigaud.controllers.provider.runtime import (
 from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.keys import ObjectKey, kind_of, object_key
 from virtrigaud.kube.resources import PROVIDERS, SECRETS
-from virtrigaud.leader.routing import secret_of_provider
+from virtrigaud.leader.routing import secrets_of_provider
 from virtrigaud.providers.base import Cause, ProviderError, RetryableError
 from virtrigaud.providers.registry import ProviderConfig
 from virtrigaud.providers.remote.client import RemoteProvider
@@ -72,14 +72,15 @@ class ProviderReconciler:
         self.latest.forget(key)
 
     def dependents(self, changed: Collection[str]) -> set[str]:
-        """Providers whose credentials Secret changed: probed again now, with a fresh read."""
+        """Providers whose credentials or TLS Secret changed: probed again now, with a fresh
+        read."""
         due: set[str] = set()
         for key in changed:
             if kind_of(key) != SECRETS.kind:
                 continue
             ref = ObjectKey.parse(key)
             self.resolver.invalidate(SECRETS, ref.namespace, ref.name)
-            due |= {k for k, m in self.probes.items() if m.secret == key}
+            due |= {k for k, m in self.probes.items() if key in m.secrets}
         return due
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
@@ -126,8 +127,9 @@ class _Pass:
             self.st.status.connected_vms = self.usage.vms
         spec = ProviderSpec.model_validate(self.obj.get("spec") or {})
         policy = HealthPolicy.of(spec.health_check)
-        secret = secret_of_provider(self.obj)
-        self.memory.secret = object_key(SECRETS.kind, *secret) if secret else None
+        self.memory.secrets = frozenset(
+            object_key(SECRETS.kind, *ref) for ref in secrets_of_provider(self.obj)
+        )
         try:
             config = await self.owner.resolver.provider_config(self.obj)
         except MissingDependency as e:
