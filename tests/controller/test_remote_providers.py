@@ -329,9 +329,11 @@ async def test_down_slow_or_garbage_looks_like_an_unreachable_hypervisor(
         await garbage.stop(0)
         await slow.stop(0)
         for name in cases:
-            await vm_env.kube.delete(VIRTUAL_MACHINES, f"vm-{name}", ns)
-            await vm_env.drive(f"vm-{name}", lambda o: o is None)
-            await delete_provider(rec, vm_env, name)
+            if await vm_env.get_vm(f"vm-{name}") is not None:
+                await vm_env.kube.delete(VIRTUAL_MACHINES, f"vm-{name}", ns)
+                await vm_env.drive(f"vm-{name}", lambda o: o is None)
+            if await get_provider(vm_env, name) is not None:
+                await delete_provider(rec, vm_env, name)
 
 
 @pytest.mark.parametrize(

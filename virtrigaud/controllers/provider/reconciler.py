@@ -144,9 +144,11 @@ class _Pass:
 
     async def probe(self, config: ProviderConfig, fingerprint: str, policy: HealthPolicy) -> None:
         try:
-            provider = await self.ctx.providers.get(config)
             try:
-                info = await asyncio.wait_for(provider.probe(), policy.timeout)
+                # The timeout covers getting the session too: a remote one asks its server.
+                async with asyncio.timeout(policy.timeout):
+                    provider = await self.ctx.providers.get(config)
+                    info = await provider.probe()
             except TimeoutError:
                 target = (
                     f"the provider server at {config.remote.address}"
