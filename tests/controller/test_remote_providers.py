@@ -193,7 +193,9 @@ async def test_breaker_opens_while_the_server_is_down_and_closes_when_it_is_back
     assert served.address in opened["message"] and "fail at once" in opened["message"]
     assert circuit_gauge(key) == 2
 
-    # A VM of the Provider waits, saying why, and calls nothing.
+    # A VM of the Provider waits, saying why, and calls nothing. (The leader touches the
+    # Provider when its health changes: the shards drop their cached copy.)
+    assert vm_env.reconciler.dependents([f"Provider/{key}"]) == {f"VirtualMachine/{ns}/before"}
     calls = remote_calls(key, "Create")
     await vm_env.vm("waits", "libvirt", provider_ref={"name": name})
     for _ in range(2):
@@ -215,6 +217,7 @@ async def test_breaker_opens_while_the_server_is_down_and_closes_when_it_is_back
         20,
     )
     print(f"server back -> circuit closed and Provider Ready in {took:.1f} s")
+    vm_env.reconciler.dependents([f"Provider/{key}"])
     assert circuit_gauge(key) == 0
     closed = condition(obj, "CircuitClosed")
     assert closed is not None and closed["status"] == "True"

@@ -183,7 +183,7 @@ class _Pass:
             self.st.condition(HEALTHY, True, last.reason, message)
         else:
             assert last.error is not None
-            message = f"{self.ref}: {last.error}"
+            message = f"{self.ref}: {self.detail(last.error)}"
             if healthy:
                 message = (
                     f"{message} (failure {self.memory.failures} of "
@@ -196,18 +196,25 @@ class _Pass:
             "Ready" if healthy else last.reason,
             f"{self.ref} is ready for VirtualMachines"
             if healthy
-            else f"{self.ref} is not usable: {last.error}",
+            else f"{self.ref} is not usable: {self.detail(last.error)}",
         )
         self.report_runtime(last.ok, last.error)
         await self.save()
         if ready_changed and healthy:
             await self.ctx.events.normal(self.obj, "Healthy", f"{self.ref} passed its health check")
         elif ready_changed:
-            await self.ctx.events.warning(self.obj, last.reason, f"{self.ref}: {last.error}")
+            await self.ctx.events.warning(
+                self.obj, last.reason, f"{self.ref}: {self.detail(last.error)}"
+            )
         if not policy.enabled and last.ok:
             return ReconcileResult()  # checks are off; a failing Provider is still retried
         delay = self.memory.next_delay(policy) - (time.monotonic() - last.at)
         return ReconcileResult(requeue_after=max(0.1, delay))
+
+    def detail(self, error: ProviderError | None) -> str:
+        """The error's words without a second mention of this Provider (a remote provider's
+        errors name the Provider: the VMs that see them need it)."""
+        return str(error).removeprefix(f"{self.ref}: ")
 
     def report_runtime(self, ok: bool, error: ProviderError | None) -> None:
         """status.runtime and the CircuitClosed condition of a remote Provider (cleared for

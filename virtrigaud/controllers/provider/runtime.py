@@ -60,7 +60,7 @@ def runtime_status(
     elif error is None:
         phase, message = "Pending", "waiting for what the Provider names (see Ready)"
     else:
-        phase, message = "Failed", str(error)
+        phase, message = "Failed", str(error).removeprefix(f"{where}: ")
     return ProviderRuntimeStatus(
         mode=REMOTE, endpoint=endpoint, phase=phase, message=message[:4096], circuit=circuit
     )
