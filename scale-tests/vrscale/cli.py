@@ -66,7 +66,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--remote-providers",
         action="store_true",
-        help="raw: reach each simulator through a provider.v1 server with mTLS",
+        help="reach each simulator through a provider.v1 server with mTLS: raw drives the "
+        "servers directly, the scenarios with a controller (converge, ...) through Providers "
+        "whose spec.runtime selects them",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

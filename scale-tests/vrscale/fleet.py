@@ -4,21 +4,26 @@ VirtualMachines themselves (created, changed and deleted in bulk)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from virtrigaud import API_VERSION
+from virtrigaud.dev.remote_providers import RemoteProvidersInfo
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import (
     NAMESPACES,
     PROVIDERS,
+    SECRETS,
     VIRTUAL_MACHINES,
     VM_CLASSES,
     VM_IMAGES,
 )
 from virtrigaud.providers.calls import RateLimit
+from virtrigaud.providers.remote.runtime import ENDPOINT_ANNOTATION
 from vrscale.workload import UNLIMITED, VM_CPU, VM_MEMORY_MIB, Target
 
 VM_NAMESPACE = "vrscale"
@@ -41,12 +46,43 @@ def provider_name(target: Target) -> str:
     return f"vr-{target.provider_type}"
 
 
-def provider_object(target: Target, rate: RateLimit = UNLIMITED) -> JSON:
+REMOTE_TLS_SECRET = "vr-remote-provider-tls"
+"""The controller's client certificate for the remote provider servers (tls.crt, tls.key,
+ca.crt), in PROVIDER_NAMESPACE."""
+
+
+def remote_runtime() -> JSON:
+    """spec.runtime of a Provider served by a remote provider server (mTLS)."""
+    return {
+        "mode": "Remote",
+        "image": "virtrigaud:dev",
+        "service": {"tls": {"secretRef": {"name": REMOTE_TLS_SECRET}}},
+    }
+
+
+def tls_secret_object(client_tls_dir: Path) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": REMOTE_TLS_SECRET, "namespace": PROVIDER_NAMESPACE},
+        "type": "kubernetes.io/tls",
+        "data": {
+            name: base64.b64encode((client_tls_dir / name).read_bytes()).decode()
+            for name in ("tls.crt", "tls.key", "ca.crt")
+        },
+    }
+
+
+def provider_object(
+    target: Target, rate: RateLimit = UNLIMITED, remote_address: str | None = None
+) -> JSON:
+    """The Provider of a simulator; with remote_address, one whose spec selects the remote
+    provider server there."""
     defaults = {_DEFAULT_KEYS.get(k, k): v for k, v in target.defaults.items()}
     # The Provider CRD has no 'storage' default; Proxmox reads its storage from storagePool.
     if "storage" in defaults:
         defaults.setdefault("storagePool", defaults.pop("storage"))
-    return {
+    obj: JSON = {
         "apiVersion": API_VERSION,
         "kind": "Provider",
         "metadata": {"name": provider_name(target), "namespace": PROVIDER_NAMESPACE},
@@ -60,6 +96,10 @@ def provider_object(target: Target, rate: RateLimit = UNLIMITED) -> JSON:
             "allowedNamespaces": [VM_NAMESPACE],
         },
     }
+    if remote_address is not None:
+        obj["metadata"]["annotations"] = {ENDPOINT_ANNOTATION: remote_address}
+        obj["spec"]["runtime"] = remote_runtime()
+    return obj
 
 
 def class_object() -> JSON:
@@ -139,16 +179,24 @@ def spread(targets: Sequence[Target], count: int) -> list[tuple[Target, int]]:
 
 
 async def setup(
-    kube: KubeClient, targets: Sequence[Target], rate: RateLimit = UNLIMITED
+    kube: KubeClient,
+    targets: Sequence[Target],
+    rate: RateLimit = UNLIMITED,
+    remote: RemoteProvidersInfo | None = None,
 ) -> list[str]:
-    """Namespace, Providers, class, image (server-side apply: re-running is fine)."""
+    """Namespace, Providers, class, image (server-side apply: re-running is fine). With
+    remote, each Provider's spec selects the simulator's remote provider server."""
     try:
         await kube.create(NAMESPACES, {"metadata": {"name": VM_NAMESPACE}})
     except ApiError as e:
         if not e.conflict:
             raise
+    if remote is not None:
+        secret = tls_secret_object(Path(remote.client_tls_dir))
+        await kube.apply(SECRETS, secret, field_manager=FIELD_MANAGER)
     for t in targets:
-        await kube.apply(PROVIDERS, provider_object(t, rate), field_manager=FIELD_MANAGER)
+        address = remote.servers[t.provider_type].address if remote is not None else None
+        await kube.apply(PROVIDERS, provider_object(t, rate, address), field_manager=FIELD_MANAGER)
     await kube.apply(VM_CLASSES, class_object(), field_manager=FIELD_MANAGER)
     await kube.apply(VM_IMAGES, image_object(targets), field_manager=FIELD_MANAGER)
     for t in targets:

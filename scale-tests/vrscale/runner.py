@@ -49,8 +49,9 @@ class Options:
     """Extra arguments for every `virtrigaud run` the scenario starts."""
     keep_stack: bool = False
     remote_providers: bool = False
-    """raw: drive each simulator through a provider.v1 server with mTLS (the dev stack's
-    remote providers) instead of an in-process provider."""
+    """Reach each simulator through a provider.v1 server with mTLS (the dev stack's remote
+    providers) instead of an in-process provider: raw drives them directly, a controller
+    through Providers whose spec.runtime selects them."""
     alone: bool = False
     """raw: also measure each simulator on its own (per-concurrency sweep)."""
     raw_levels: tuple[int, ...] = rawmix.LEVELS

@@ -294,7 +294,10 @@ def test_go_compatible_field_names() -> None:
     provider = schema_of(by_kind()["Provider"])
     assert "connectedVMs" in resolve(provider, ".status")["properties"]
     runtime = resolve(provider, ".spec.runtime")
-    assert "not acted on" in runtime["description"]
+    assert "provider.v1 server" in runtime["description"]
+    assert {"endpoint", "phase", "circuit"} <= set(
+        resolve(provider, ".status.runtime")["properties"]
+    )
     assert {"image", "service", "affinity", "env"} <= set(runtime["properties"])
 
 

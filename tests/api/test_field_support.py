@@ -155,12 +155,18 @@ def test_provider_runtime_and_kinds_without_a_controller() -> None:
             "type": "libvirt",
             "endpoint": "qemu:///system",
             "credentialSecretRef": {"name": "c", "namespace": "elsewhere"},
-            "runtime": {"image": "provider-libvirt:v1"},
+            "runtime": {
+                "image": "provider-libvirt:v1",
+                "replicas": 2,
+                "service": {"port": 9500, "tls": {"secretRef": {"name": "t"}}},
+            },
         },
     )
+    # The remote mode, its address and TLS are acted on; the pod settings are not.
     assert ignored_fields("Provider", provider, "libvirt") == [
         "spec.credentialSecretRef.namespace",
-        "spec.runtime",
+        "spec.runtime.image",
+        "spec.runtime.replicas",
     ]
     migration = stored(
         "VMMigration",

@@ -39,9 +39,14 @@ WIDER_TYPES = {
     ("string", "int-or-string"),  # quantities: 100Gi or 107374182400
 }
 STATUS_EXEMPT = {
-    # The original's remote provider Deployment, and its VM adoption controller; neither
-    # exists here (providers run in-process, VMs are not adopted), so no field reports them.
-    "Provider": ("status.runtime", "status.adoption"),
+    # The original's VM adoption controller does not exist here (VMs are not adopted), and
+    # no provider Deployment is managed, so no field reports its replicas.
+    "Provider": (
+        "status.adoption",
+        "status.runtime.serviceRef",
+        "status.runtime.readyReplicas",
+        "status.runtime.availableReplicas",
+    ),
 }
 
 

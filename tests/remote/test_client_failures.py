@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from virtrigaud.providers.base import (
+    Cause,
     DiskSpec,
     Owner,
     PowerOp,
@@ -131,6 +132,7 @@ async def test_server_down_is_retryable_like_an_unreachable_hypervisor() -> None
             await provider.validate()
         assert address in str(err.value) and "unreachable" in str(err.value)
         assert err.value.reason == "ProviderRetryable"
+        assert err.value.cause is Cause.UNREACHABLE
         with pytest.raises(RetryableError):
             await provider.describe("vm-1")
     finally:
@@ -144,6 +146,7 @@ async def test_slow_server_hits_the_deadline(slow: MisbehavingServer) -> None:
         with pytest.raises(RetryableError) as err:
             await provider.describe("vm-1")
         assert "did not answer Describe within 0.3 s" in str(err.value)
+        assert err.value.cause is Cause.UNREACHABLE
         # Idempotent: sent again after UNAVAILABLE only, never after a deadline.
         assert slow.calls == {"Describe": 1}
         assert asyncio.get_running_loop().time() - started < 2
@@ -162,6 +165,8 @@ async def test_garbage_answers_are_retryable() -> None:
         with pytest.raises(RetryableError) as err:
             await provider.describe("vm-1")
         assert "not a provider.v1 DescribeResponse" in str(err.value)
+        # The same health reason as an unreachable hypervisor.
+        assert err.value.cause is Cause.UNREACHABLE
     finally:
         await provider.close()
         await server.stop()
@@ -178,6 +183,7 @@ async def test_well_formed_but_unreadable_answers_are_retryable() -> None:
         with pytest.raises(RetryableError) as err:
             await provider.describe("vm-1")
         assert "cannot read" in str(err.value)
+        assert err.value.cause is Cause.UNREACHABLE
     finally:
         await provider.close()
         await server.stop()
@@ -232,6 +238,7 @@ async def test_circuit_opens_fails_fast_and_closes_again() -> None:
         with pytest.raises(RetryableError) as err:
             await provider.validate()
         assert "circuit is open" in str(err.value) and err.value.retry_after is not None
+        assert address in str(err.value) and err.value.cause is Cause.UNREACHABLE
 
         # The server comes up on that port; after the reset timeout one probe closes it.
         async def ok(request: bytes, context: grpc.aio.ServicerContext) -> bytes:

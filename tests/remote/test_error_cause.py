@@ -25,3 +25,5 @@ def test_transport_failures_have_a_cause() -> None:
     assert transport_cause(grpc.StatusCode.UNAVAILABLE, "SSL handshake failed") is Cause.TLS
     assert transport_cause(grpc.StatusCode.UNAUTHENTICATED, "") is Cause.AUTHENTICATION
     assert transport_cause(grpc.StatusCode.INTERNAL, "boom") is None
+    garbage = "Exception deserializing response!"
+    assert transport_cause(grpc.StatusCode.INTERNAL, garbage) is Cause.UNREACHABLE

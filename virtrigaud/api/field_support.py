@@ -161,7 +161,19 @@ PROVIDER = (
         "counts failureThreshold/successThreshold before Healthy changes",
     ),
     off("spec.connectionPooling", "each shard keeps one session per endpoint"),
-    off("spec.runtime", "providers run in-process in the shards: no provider Deployment"),
+    off(
+        "spec.runtime",
+        "no provider Deployment or Service is managed: run `virtrigaud provider serve` (or the "
+        "Go VirtRigaud's provider image) yourself",
+    ),
+    on("spec.runtime.mode", note="Remote: the shards call a provider.v1 server over gRPC"),
+    on("spec.runtime.service.port", note="the port of the Service the server is reached at"),
+    on("spec.runtime.service.tls.enabled", note="false: plaintext, on purpose only"),
+    on("spec.runtime.service.tls.secretRef", note="the controller's client certificate and CA"),
+    off(
+        "spec.runtime.service.tls.insecureSkipVerify",
+        "refused: the provider server's certificate is always verified",
+    ),
 )
 
 VM_IMAGE = (

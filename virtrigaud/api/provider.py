@@ -122,35 +122,42 @@ class CredentialSecretRef(ApiModel):
 
 
 class ProviderTLS(ApiModel):
-    """TLS between the controller and a remote provider runtime (Go VirtRigaud only)."""
+    """mTLS between the controller and a remote provider server."""
 
     enabled: bool = True
-    """Whether the runtime's gRPC service uses TLS."""
+    """Whether the provider server speaks TLS; false is plaintext, on purpose only (shown in
+    status.runtime.message)."""
     secret_ref: KubeLocalObjectReference | None = None
-    """Secret with tls.crt, tls.key and ca.crt."""
+    """Secret in the Provider's namespace with the controller's client certificate: tls.crt,
+    tls.key and ca.crt (the CA that signed the provider server's certificate)."""
     insecure_skip_verify: bool = False
-    """Skip verifying the runtime's certificate."""
+    """Not supported: the provider server's certificate is always verified (true is refused
+    with a condition naming this field)."""
 
 
 class ProviderService(ApiModel):
-    """The Service in front of a remote provider runtime (Go VirtRigaud only)."""
+    """Where the remote provider server listens."""
 
     port: Annotated[int, Field(ge=1024, le=65535)] = 9443
-    """gRPC port of the runtime (1024-65535)."""
+    """gRPC port of the provider server's Service (1024-65535)."""
     tls: ProviderTLS | None = None
-    """TLS settings of the runtime's gRPC service."""
+    """TLS settings; required (a missing block is an error, never a plaintext fallback)."""
 
 
 class ProviderRuntime(ApiModel):
-    """How the Go VirtRigaud runs a provider: a separate Deployment reached over gRPC.
+    """The provider runs remotely: a provider.v1 server (``virtrigaud provider serve`` or
+    the Go VirtRigaud's provider image) that the shards call over gRPC with mTLS.
 
-    Accepted so its manifests apply unchanged, but not acted on: this controller runs
-    providers in-process in its shards, so there is no provider image, Deployment or
-    Service to configure.
+    The server is reached at the Service the Go VirtRigaud names
+    ``virtrigaud-provider-<namespace>-<name>`` in the Provider's namespace on
+    ``service.port``, or at the ``host:port`` in the Provider's annotation
+    ``provider.virtrigaud.io/endpoint``; the address in use is ``status.runtime.endpoint``.
+    This controller does not run the server for you: image, replicas, resources and the
+    other pod settings are accepted but not acted on.
     """
 
     mode: Literal["Remote"] = "Remote"
-    """Runtime mode; the Go VirtRigaud knows only Remote."""
+    """Runtime mode; Remote is the only one."""
     image: Annotated[
         str,
         Field(
@@ -197,8 +204,8 @@ class ProviderRuntime(ApiModel):
 class ProviderSpec(ApiModel):
     """Desired state of a Provider.
 
-    Providers run in-process in the controller shards; the Go VirtRigaud's `runtime` block
-    (image, replicas, service, TLS) is accepted but has no effect here.
+    Providers run in-process in the controller shards unless `runtime` says Remote: then
+    the shards call a provider.v1 server over gRPC with mTLS.
     """
 
     model_config = ConfigDict(
@@ -249,8 +256,8 @@ class ProviderSpec(ApiModel):
     connection_pooling: ConnectionPooling | None = None
     """Hypervisor session pooling."""
     runtime: ProviderRuntime | None = None
-    """The Go VirtRigaud's remote provider runtime; accepted, not acted on (providers run
-    in-process here)."""
+    """Run the provider remotely (a provider.v1 server reached over gRPC with mTLS) instead
+    of in-process in the shards."""
 
 
 class ReportedCapabilities(ApiModel):
@@ -376,6 +383,23 @@ class ProviderAdoptionStatus(ApiModel):
     """What the last adoption pass did, or why it could not."""
 
 
+class ProviderRuntimeStatus(ApiModel):
+    """How a remote Provider is reached, and how that goes."""
+
+    mode: Literal["Remote"] | None = None
+    """Runtime mode (Remote)."""
+    endpoint: Annotated[str, Field(max_length=1024)] | None = None
+    """host:port of the provider server the shards call."""
+    phase: Literal["Pending", "Starting", "Running", "Stopping", "Failed"] | None = None
+    """Running while the provider server answers; Failed when it does not or the spec
+    cannot work (status.runtime.message says which)."""
+    message: Annotated[str, Field(max_length=4096)] | None = None
+    """What the phase means here (TLS, plaintext on purpose, the last failure)."""
+    circuit: Literal["Closed", "HalfOpen", "Open"] | None = None
+    """The circuit breaker in front of the provider server, as this Provider's shard sees
+    it: Open while calls fail fast after consecutive transport failures."""
+
+
 class ProviderStatus(ApiModel):
     """Observed state of a Provider."""
 
@@ -400,8 +424,10 @@ class ProviderStatus(ApiModel):
     """Adoption of the endpoint's existing VMs (annotation virtrigaud.io/adopt-vms)."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """The metadata.generation this status was computed from."""
+    runtime: ProviderRuntimeStatus | None = None
+    """A remote Provider's provider server: address, phase, circuit breaker."""
     conditions: Conditions = Field(default_factory=list)
-    """Ready, Healthy."""
+    """Ready, Healthy; CircuitClosed for a remote Provider."""
 
 
 class Provider(KubeObject):

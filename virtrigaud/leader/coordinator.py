@@ -63,7 +63,7 @@ from virtrigaud.leader.routing import (
     DEPENDENCIES,
     Route,
     routes_for,
-    secret_of_provider,
+    secrets_of_provider,
     touch_signature,
 )
 from virtrigaud.leader.shard_count import CONFIG_MAP, read_shard_count
@@ -815,7 +815,7 @@ class Coordinator:
         Secret reaches the shards like a changed Provider (only metadata is kept)."""
         for refs in self._secret_refs.values():
             refs.discard(provider)
-        if obj is not None and (ref := secret_of_provider(obj)) is not None:
+        for ref in secrets_of_provider(obj) if obj is not None else []:
             self._secret_refs.setdefault(f"Secret/{ref[0]}/{ref[1]}", set()).add(provider)
         self._secret_refs = {k: v for k, v in self._secret_refs.items() if v}
         wanted = {key.split("/", 2)[1] for key in self._secret_refs}

@@ -126,6 +126,20 @@ def touch_signature(kind: str, obj: JSON) -> str:
     return json.dumps(read, sort_keys=True, default=str)
 
 
+def secrets_of_provider(obj: JSON) -> list[tuple[str, str]]:
+    """(namespace, name) of every Secret a Provider names: its credentials and, for a
+    remote Provider, the TLS Secret of spec.runtime.service.tls.secretRef."""
+    out = []
+    credentials = secret_of_provider(obj)
+    if credentials is not None:
+        out.append(credentials)
+    runtime = (obj.get("spec") or {}).get("runtime") or {}
+    tls = ((runtime.get("service") or {}).get("tls") or {}).get("secretRef") or {}
+    if tls.get("name"):
+        out.append((str((obj.get("metadata") or {}).get("namespace") or ""), str(tls["name"])))
+    return out
+
+
 def secret_of_provider(obj: JSON) -> tuple[str, str] | None:
     """(namespace, name) of the credentials Secret a Provider names, if any."""
     spec = obj.get("spec") or {}

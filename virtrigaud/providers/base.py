@@ -322,6 +322,12 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def capabilities(self) -> Capabilities: ...
 
+    async def ensure_ready(self) -> None:
+        """What must be known before ``capabilities()`` can answer; the session pool awaits
+        it before handing the provider out. In-process providers know at once; a remote
+        one asks its server (once per session), raising like ``validate`` when it cannot."""
+        return None
+
     async def probe(self) -> EndpointInfo:
         """One cheap look at the endpoint (the Provider health check): log in or reuse the
         session, check it answers, and say which version it runs. Raises like

@@ -50,6 +50,11 @@ class ProviderPool:
 
     async def get(self, config: ProviderConfig) -> Provider:
         """The pooled provider for config.key, built or replaced as config requires."""
+        provider = await self._pooled(config)
+        await provider.ensure_ready()
+        return provider
+
+    async def _pooled(self, config: ProviderConfig) -> Provider:
         fingerprint = config.fingerprint()
         entry = self._entries.get(config.key)
         if entry is not None and entry.fingerprint == fingerprint:

@@ -47,6 +47,9 @@ class RemoteRuntime:
     tls_dir: str | None = None
     insecure: bool = False
     server_name: str | None = None
+    circuit_reset: float | None = None
+    """Seconds an open circuit breaker waits before it lets a call try the server again
+    (the Provider's spec.healthCheck.interval); None: the client's default."""
 
     def fingerprint_doc(self) -> dict[str, object]:
         return {
@@ -55,6 +58,7 @@ class RemoteRuntime:
             "tls_dir": self.tls_dir,
             "insecure": self.insecure,
             "server_name": self.server_name,
+            "circuit_reset": self.circuit_reset,
         }
 
 

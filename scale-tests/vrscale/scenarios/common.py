@@ -8,8 +8,10 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from virtrigaud.dev import remote_providers
 from virtrigaud.dev.info import SIMULATORS
 from virtrigaud.kube.client import KubeClient
 from virtrigaud.leader.shard_count import write_shard_count
@@ -47,6 +49,7 @@ class Fleet:
         self.own_audit_url: str | None = None
         # Simulator -> keys of VMs the run made other than through `plan` (a VMSet's).
         self.extra_expected: dict[str, list[str]] = {}
+        self.remote: remote_providers.RemoteProvidersInfo | None = None
 
     def next_change(self, key: str) -> dict[str, Any]:
         """A spec change for key that differs from its current spec (CPU 1 <-> 2)."""
@@ -73,7 +76,12 @@ class Fleet:
             await asyncio.to_thread(audit.reset, self.audit_url)
         self.targets = targets if targets is not None else workload.targets(self.info)
         self.kube = KubeClient.from_kubeconfig(self.info.kube.kubeconfig)
-        await fleet.setup(self.kube, self.targets, rate)
+        if self.ctx.opts.remote_providers:
+            # The Providers' spec selects a provider.v1 server per simulator (mTLS, loopback).
+            self.remote = await asyncio.to_thread(
+                remote_providers.start, Path(self.info.state_dir), self.info
+            )
+        await fleet.setup(self.kube, self.targets, rate, self.remote)
         self.watcher = FleetWatcher(self.kube, fleet.VM_NAMESPACE, fleet.SIM_LABEL)
         await self.watcher.start()
 
@@ -83,6 +91,9 @@ class Fleet:
         await self.scraper.close()
         if self.kube is not None:
             await self.kube.close()
+        if self.remote is not None:
+            await asyncio.to_thread(remote_providers.stop_all, Path(self.info.state_dir))
+            self.remote = None
 
     # -- processes ----------------------------------------------------------------------
 

@@ -24,13 +24,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from virtrigaud.api.common import parse_duration
 from virtrigaud.api.provider import ALL_NAMESPACES
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.keys import object_key
 from virtrigaud.kube.resources import PROVIDERS, SECRETS, Resource
+from virtrigaud.providers.base import Cause, TerminalError
 from virtrigaud.providers.calls import RateLimit
 from virtrigaud.providers.registry import ProviderConfig, RemoteRuntime
-from virtrigaud.providers.remote.runtime import runtime_of
+from virtrigaud.providers.remote.runtime import RuntimeRef, runtime_of
+from virtrigaud.providers.remote.tls import SecretSource, TLSConfigError
 
 JSON = dict[str, Any]
 
@@ -195,22 +198,7 @@ class Resolver:
         spec = provider.get("spec", {})
         runtime = runtime_of(provider)
         if runtime is not None:
-            tls: dict[str, str] = {}
-            if runtime.tls_secret:
-                tls_secret = await self.require(
-                    SECRETS,
-                    meta["namespace"],
-                    runtime.tls_secret,
-                    f"Provider {meta['namespace']}/{meta['name']} "
-                    "spec.runtime.service.tls.secretRef",
-                )
-                tls = secret_values(tls_secret)
-            remote = RemoteRuntime(
-                address=runtime.address,
-                tls=tls,
-                insecure=runtime.insecure,
-            )
-            return replace(provider_config(provider, {}), remote=remote, credentials={})
+            return await self._remote_config(provider, runtime)
         secret_name = spec.get("credentialSecretRef", {}).get("name", "")
         secret = await self.require(
             SECRETS,
@@ -219,6 +207,31 @@ class Resolver:
             f"Provider {meta['namespace']}/{meta['name']} spec.credentialSecretRef",
         )
         return provider_config(provider, secret)
+
+    async def _remote_config(self, provider: JSON, runtime: RuntimeRef) -> ProviderConfig:
+        meta = provider["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        tls: dict[str, str] = {}
+        if runtime.tls_secret:
+            field = "spec.runtime.service.tls.secretRef"
+            tls_secret = await self.require(
+                SECRETS, meta["namespace"], runtime.tls_secret, f"Provider {key} {field}"
+            )
+            tls = secret_values(tls_secret)
+            try:
+                SecretSource(tls, name=f"Secret {meta['namespace']}/{runtime.tls_secret}").load()
+            except TLSConfigError as e:
+                raise TerminalError(
+                    f"Provider {key}: {e} (named by {field})", field=field, cause=Cause.INVALID_SPEC
+                ) from e
+        check = (provider.get("spec") or {}).get("healthCheck") or {}
+        remote = RemoteRuntime(
+            address=runtime.address,
+            tls=tls,
+            insecure=runtime.insecure,
+            circuit_reset=parse_duration(check.get("interval") or "30s").total_seconds(),
+        )
+        return replace(provider_config(provider, {}), remote=remote, credentials={})
 
 
 def _snake(name: str) -> str:

@@ -71,7 +71,7 @@ class ProbeMemory:
     last: Outcome | None = None
     failures: int = 0
     successes: int = 0
-    secret: str | None = None  # the Secret key the last pass read
+    secrets: frozenset[str] = frozenset()  # the Secret keys the last pass read
 
     def due(self, fingerprint: str, policy: HealthPolicy, now: float | None = None) -> bool:
         """Whether this pass must probe (config changed, or the interval passed)."""

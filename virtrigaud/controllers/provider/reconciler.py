@@ -44,12 +44,19 @@ from virtrigaud.controllers.provider.adoption import (
 )
 from virtrigaud.controllers.provider.capabilities import capability_names, reported
 from virtrigaud.controllers.provider.health import HealthPolicy, Outcome, ProbeMemory
+from virtrigaud.controllers.provider.runtime import (
+    CIRCUIT_CLOSED,
+    CLOSED,
+    circuit_message,
+    runtime_status,
+)
 from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.keys import ObjectKey, kind_of, object_key
 from virtrigaud.kube.resources import PROVIDERS, SECRETS
-from virtrigaud.leader.routing import secret_of_provider
+from virtrigaud.leader.routing import secrets_of_provider
 from virtrigaud.providers.base import Cause, ProviderError, RetryableError
 from virtrigaud.providers.registry import ProviderConfig
+from virtrigaud.providers.remote.client import RemoteProvider
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 
 log = logging.getLogger(__name__)
@@ -83,14 +90,15 @@ class ProviderReconciler:
         self.latest.forget(key)
 
     def dependents(self, changed: Collection[str]) -> set[str]:
-        """Providers whose credentials Secret changed: probed again now, with a fresh read."""
+        """Providers whose credentials or TLS Secret changed: probed again now, with a fresh
+        read."""
         due: set[str] = set()
         for key in changed:
             if kind_of(key) != SECRETS.kind:
                 continue
             ref = ObjectKey.parse(key)
             self.resolver.invalidate(SECRETS, ref.namespace, ref.name)
-            due |= {k for k, m in self.probes.items() if m.secret == key}
+            due |= {k for k, m in self.probes.items() if key in m.secrets}
         return due
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
@@ -125,6 +133,7 @@ class _Pass:
         self.memory = owner.probes.setdefault(key, ProbeMemory())
         meta = obj["metadata"]
         self.ref = f"Provider {meta.get('namespace')}/{meta['name']}"
+        self.pool_key = f"{meta.get('namespace')}/{meta['name']}"
 
     async def execute(self) -> ReconcileResult:
         if self.obj["metadata"].get("deletionTimestamp"):
@@ -136,8 +145,9 @@ class _Pass:
             self.st.status.connected_vms = self.usage.vms
         spec = ProviderSpec.model_validate(self.obj.get("spec") or {})
         policy = HealthPolicy.of(spec.health_check)
-        secret = secret_of_provider(self.obj)
-        self.memory.secret = object_key(SECRETS.kind, *secret) if secret else None
+        self.memory.secrets = frozenset(
+            object_key(SECRETS.kind, *ref) for ref in secrets_of_provider(self.obj)
+        )
         try:
             config = await self.owner.resolver.provider_config(self.obj)
         except MissingDependency as e:
@@ -207,12 +217,19 @@ class _Pass:
 
     async def probe(self, config: ProviderConfig, fingerprint: str, policy: HealthPolicy) -> None:
         try:
-            provider = await self.ctx.providers.get(config)
             try:
-                info = await asyncio.wait_for(provider.probe(), policy.timeout)
+                # The timeout covers getting the session too: a remote one asks its server.
+                async with asyncio.timeout(policy.timeout):
+                    provider = await self.ctx.providers.get(config)
+                    info = await provider.probe()
             except TimeoutError:
+                target = (
+                    f"the provider server at {config.remote.address}"
+                    if config.remote is not None
+                    else config.endpoint
+                )
                 raise RetryableError(
-                    f"{config.endpoint} did not answer the health check within "
+                    f"{target} did not answer the health check within "
                     f"{policy.timeout:g}s (spec.healthCheck.timeout)",
                     cause=Cause.UNREACHABLE,
                 ) from None
@@ -239,7 +256,7 @@ class _Pass:
             self.st.condition(HEALTHY, True, last.reason, message)
         else:
             assert last.error is not None
-            message = f"{self.ref}: {last.error}"
+            message = f"{self.ref}: {self.detail(last.error)}"
             if healthy:
                 message = (
                     f"{message} (failure {self.memory.failures} of "
@@ -252,21 +269,55 @@ class _Pass:
             "Ready" if healthy else last.reason,
             f"{self.ref} is ready for VirtualMachines"
             if healthy
-            else f"{self.ref} is not usable: {last.error}",
+            else f"{self.ref} is not usable: {self.detail(last.error)}",
         )
+        self.report_runtime(last.ok, last.error)
         await self.save()
         if ready_changed and healthy:
             await self.ctx.events.normal(self.obj, "Healthy", f"{self.ref} passed its health check")
         elif ready_changed:
-            await self.ctx.events.warning(self.obj, last.reason, f"{self.ref}: {last.error}")
+            await self.ctx.events.warning(
+                self.obj, last.reason, f"{self.ref}: {self.detail(last.error)}"
+            )
         if not policy.enabled and last.ok:
             return ReconcileResult()  # checks are off; a failing Provider is still retried
         delay = self.memory.next_delay(policy) - (time.monotonic() - last.at)
         return ReconcileResult(requeue_after=max(0.1, delay))
 
+    def detail(self, error: ProviderError | None) -> str:
+        """The error's words without a second mention of this Provider (a remote provider's
+        errors name the Provider: the VMs that see them need it)."""
+        return str(error).removeprefix(f"{self.ref}: ")
+
+    def report_runtime(self, ok: bool, error: ProviderError | None) -> None:
+        """status.runtime and the CircuitClosed condition of a remote Provider (cleared for
+        an in-process one)."""
+        runtime = runtime_status(self.obj, self.ctx.providers.peek(self.pool_key), ok, error)
+        self.st.status.runtime = runtime
+        if runtime is None:
+            self.st.drop_condition(CIRCUIT_CLOSED)
+            return
+        if runtime.circuit is None:
+            self.st.condition(
+                CIRCUIT_CLOSED,
+                ConditionStatus.UNKNOWN,
+                NOT_CHECKED,
+                f"{self.ref}: no call reached the remote provider yet",
+            )
+            return
+        circuit = self.ctx.providers.peek(self.pool_key)
+        assert isinstance(circuit, RemoteProvider)
+        self.st.condition(
+            CIRCUIT_CLOSED,
+            runtime.circuit == CLOSED,
+            runtime.circuit,
+            circuit_message(self.ref, circuit),
+        )
+
     async def not_checked(self, reason: str, message: str) -> ReconcileResult:
         self.st.condition(HEALTHY, ConditionStatus.UNKNOWN, NOT_CHECKED, message)
         changed = self.st.condition(READY, False, reason, message)
+        self.report_runtime(False, None)
         await self.save()
         if changed:
             await self.ctx.events.warning(self.obj, reason, message)

@@ -36,6 +36,8 @@ def create_remote_provider(
     config: ProviderConfig, limiter: TokenLimiter, settings: RemoteSettings | None = None
 ) -> Provider:
     gate = new_gate(config, limiter, _not_mapped)
+    if settings is None and config.remote is not None and config.remote.circuit_reset:
+        settings = RemoteSettings(reset_timeout=config.remote.circuit_reset)
     return RemoteProvider(config.type, config.key, endpoint_of(config), gate, settings)
 
 

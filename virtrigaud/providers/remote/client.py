@@ -28,6 +28,7 @@ import grpc
 from virtrigaud.providers.base import (
     DONE,
     Capabilities,
+    Cause,
     ImageSpec,
     NotFoundError,
     Observed,
@@ -187,7 +188,15 @@ class RemoteProvider(Provider):
         timeout = self.settings.deadlines.get(method, 60.0)
         labels = (self.type, self.key, method)
         for attempt in range(attempts):
-            self.breaker.before_call()
+            try:
+                self.breaker.before_call()
+            except RetryableError as e:
+                # Failing fast says the same as an unreachable hypervisor would.
+                raise RetryableError(
+                    f"{self._where()}: {e.message}",
+                    retry_after=e.retry_after,
+                    cause=Cause.UNREACHABLE,
+                ) from None
             await self.gate.pay(1, method=method, mutating=method not in IDEMPOTENT)
             callable_ = self._channel().unary_unary(
                 f"/{wire.SERVICE}/{method}",
@@ -264,7 +273,8 @@ class RemoteProvider(Provider):
     def _garbage(self, method: str, error: Exception) -> RetryableError:
         self.breaker.on_failure(f"{method}: unreadable answer")
         return RetryableError(
-            f"{self._where()} answered {method} with something VirtRigaud cannot read: {error}"
+            f"{self._where()} answered {method} with something VirtRigaud cannot read: {error}",
+            cause=Cause.UNREACHABLE,
         )
 
     async def refresh_capabilities(self) -> Capabilities:
@@ -286,6 +296,12 @@ class RemoteProvider(Provider):
                 f"{self._where()}: validation failed: {resp.message}"
             )
         await self.refresh_capabilities()
+
+    async def ensure_ready(self) -> None:
+        """Capabilities come from the server: asked once per session, before first use (a
+        shard whose Provider is probed elsewhere never runs validate())."""
+        if self._caps is None:
+            await self.refresh_capabilities()
 
     def capabilities(self) -> Capabilities:
         if self._caps is None:

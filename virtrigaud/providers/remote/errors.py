@@ -121,4 +121,7 @@ def transport_cause(code: grpc.StatusCode, details: str) -> Cause | None:
         return Cause.TLS if any(m in text for m in _TLS_MARKERS) else Cause.UNREACHABLE
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return Cause.AUTHENTICATION
+    if code == grpc.StatusCode.INTERNAL and "deserializ" in details.lower():
+        # A server answering garbage is as useless as one that does not answer.
+        return Cause.UNREACHABLE
     return None

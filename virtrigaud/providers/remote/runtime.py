@@ -2,20 +2,32 @@
 
 Field names follow the Go project's ProviderRuntimeSpec: ``spec.runtime.mode: Remote``,
 ``spec.runtime.service.{port, tls: {enabled, secretRef: {name}, insecureSkipVerify}}``.
-The address is what the Provider controller publishes once the Service exists:
-``status.runtime.endpoint`` (host:port). A remote Provider without a ``tls`` block is an
-error, never a plaintext connection; ``tls.enabled: false`` is the explicit insecure flag.
+
+The provider server is reached at the Service the Go project names
+``virtrigaud-provider-<namespace>-<name>`` in the Provider's namespace, on
+``service.port``, unless the annotation ``provider.virtrigaud.io/endpoint`` gives a
+``host:port`` (a server outside the cluster, or on loopback in the dev stack). Both the
+shards and the Provider controller compute the address from the object itself, so a VM
+never waits for a status write; the Provider controller publishes it as
+``status.runtime.endpoint``.
+
+A remote Provider without a ``tls`` block is an error, never a plaintext connection;
+``tls.enabled: false`` is the explicit insecure flag. Each error names the field and the fix.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from virtrigaud.providers.base import Cause, RetryableError, TerminalError
+from virtrigaud.providers.base import Cause, TerminalError
 
 JSON = dict[str, Any]
 REMOTE = "Remote"
+ENDPOINT_ANNOTATION = "provider.virtrigaud.io/endpoint"
+DEFAULT_PORT = 9443
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,36 @@ class RuntimeRef:
     insecure: bool
 
 
+def service_name(namespace: str, name: str) -> str:
+    """The Service in front of a Provider's remote provider server (the Go project's name)."""
+    return f"virtrigaud-provider-{namespace}-{name}"
+
+
+def _invalid(message: str, field: str) -> TerminalError:
+    return TerminalError(message, field=field, cause=Cause.INVALID_SPEC)
+
+
+def endpoint_of(provider: JSON, key: str) -> str:
+    """host:port of the provider server: the annotation's, else the Service's DNS name."""
+    meta = provider.get("metadata") or {}
+    annotated = (meta.get("annotations") or {}).get(ENDPOINT_ANNOTATION)
+    if annotated is not None:
+        match = _HOST_PORT.match(annotated.strip())
+        if match is None or not 0 < int(match.group(2)) < 65536:
+            raise _invalid(
+                f"Provider {key}: annotation {ENDPOINT_ANNOTATION}={annotated!r} is not a "
+                "host:port (e.g. 10.0.0.7:9443 or provider.example.com:9443); correct or "
+                "remove it (without it the Service "
+                f"{service_name(meta.get('namespace', ''), meta.get('name', ''))} is used)",
+                f"metadata.annotations[{ENDPOINT_ANNOTATION}]",
+            )
+        return str(annotated).strip()
+    runtime = (provider.get("spec") or {}).get("runtime") or {}
+    port = int((runtime.get("service") or {}).get("port") or DEFAULT_PORT)
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    return f"{service_name(namespace, name)}.{namespace}.svc:{port}"
+
+
 def runtime_of(provider: JSON) -> RuntimeRef | None:
     """None for an in-process Provider; a RuntimeRef, or a clear error, for a remote one."""
     spec = provider.get("spec") or {}
@@ -38,28 +80,31 @@ def runtime_of(provider: JSON) -> RuntimeRef | None:
     key = f"{meta.get('namespace')}/{meta.get('name')}"
     tls = (runtime.get("service") or {}).get("tls")
     if tls is None:
-        raise TerminalError(
+        raise _invalid(
             f"Provider {key} runs remotely but spec.runtime.service.tls is missing; set "
             "tls.secretRef to a Secret with tls.crt, tls.key and ca.crt (or tls.enabled: false "
             "to run plaintext on purpose)",
-            field="spec.runtime.service.tls",
-            cause=Cause.INVALID_SPEC,
+            "spec.runtime.service.tls",
         )
     insecure = tls.get("enabled") is False
+    if tls.get("insecureSkipVerify") and not insecure:
+        raise _invalid(
+            f"Provider {key}: spec.runtime.service.tls.insecureSkipVerify is not supported "
+            "(the provider server's certificate is always verified); remove it and put the CA "
+            "that signed the server's certificate in the TLS Secret's ca.crt",
+            "spec.runtime.service.tls.insecureSkipVerify",
+        )
     secret = (tls.get("secretRef") or {}).get("name")
     if not insecure and not secret:
-        raise TerminalError(
+        raise _invalid(
             f"Provider {key}: spec.runtime.service.tls.secretRef.name is empty; name the TLS "
             "Secret (tls.crt, tls.key, ca.crt)",
-            field="spec.runtime.service.tls.secretRef",
-            cause=Cause.INVALID_SPEC,
+            "spec.runtime.service.tls.secretRef",
         )
-    endpoint = ((provider.get("status") or {}).get("runtime") or {}).get("endpoint")
-    if not endpoint:
-        raise RetryableError(
-            f"Provider {key} runs remotely but has no status.runtime.endpoint yet; it appears "
-            "once the remote provider's Service exists",
-            field="status.runtime.endpoint",
-        )
-    # The server certificate must name the host of the endpoint (the Service's DNS name).
-    return RuntimeRef(address=endpoint, tls_secret=None if insecure else secret, insecure=insecure)
+    # The server certificate must name the host of the address (the Service's DNS name,
+    # or the annotation's host).
+    return RuntimeRef(
+        address=endpoint_of(provider, key),
+        tls_secret=None if insecure else secret,
+        insecure=insecure,
+    )
