@@ -12,6 +12,7 @@ finished, and only then is the VM ``Created``.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from virtrigaud.api.common import parse_duration
@@ -48,6 +49,7 @@ from virtrigaud.controllers.virtualmachine.status import (
 from virtrigaud.providers.base import (
     DONE,
     Busy,
+    DiskInfo,
     NotFoundError,
     PowerOp,
     PowerState,
@@ -73,6 +75,10 @@ CREATE_STEPS_PER_PASS = 6
 
 
 class ConvergeSteps(RevertSteps):
+    created_now = False
+    """This pass finished the VM's create (its last step ended): nothing else has touched
+    the new VM yet."""
+
     async def converge(self) -> None:
         provider, defaults, provider_type = await self.provider()
         vm_class = await resolve_class(self.resolver, self.vm)
@@ -99,9 +105,10 @@ class ConvergeSteps(RevertSteps):
         await self.reconfigure(provider, info, desired)
         powered = await self.ensure_power(provider, info)
         if powered is not info:
-            # A power change can land a pending reconfigure (or show one did not take):
-            # look again, as the next pass would.
-            await self.reconfigure(provider, powered, desired)
+            # A power change can land a pending CPU or memory change (or show one did not
+            # take): look again, as the next pass would. Disks do not change with power
+            # (the look after a power change leaves them out); they were checked above.
+            await self.reconfigure(provider, powered, replace(desired, disks=()))
         await self.converged(powered)
         self.endpoints.confirm(provider)
 
@@ -207,11 +214,17 @@ class ConvergeSteps(RevertSteps):
         known_id = self.status.id
         if not known_id:  # a create that ended names its VM (finish_create below)
             raise RetryableError(f"{self.vm_ref()}: no hypervisor VM id after its create")
-        try:
-            info = await provider.describe(known_id, snapshots=False)
-        except NotFoundError:
-            await self.vanished()
-            return None
+        if self.created_now and self.vm.spec.power_state == DesiredPower.ON:
+            # The create this pass finished says what a look would: the VM exists, is off
+            # and has the spec's hardware. The power-on comes next and is followed by one
+            # real look, which the hardware is checked against again.
+            info = created_info(known_id, spec)
+        else:
+            try:
+                info = await provider.describe(known_id, snapshots=False)
+            except NotFoundError:
+                await self.vanished()
+                return None
         check_owner(info, self.owner)
         self.observe(info)
         # It exists and its create is over: whatever this pass still does, it is no longer
@@ -284,6 +297,7 @@ class ConvergeSteps(RevertSteps):
             if task_done_locally(step):
                 self.clear_task()
                 await self.task_finished(operation)
+                self.created_now = operation == OP_CREATE
                 return
             await self.audit(OP_CREATE)
             self.record_task(operation, step)
@@ -446,7 +460,7 @@ class ConvergeSteps(RevertSteps):
             op = PowerOp.OFF_GRACEFUL if desired == DesiredPower.OFF_GRACEFUL else PowerOp.OFF
         if op is None:
             return info
-        task = await provider.power(info.id, self.owner, op, self.graceful_timeout())
+        task = await provider.power(info.id, self.owner, op, self.graceful_timeout(), known=info)
         await self.audit(f"{OP_POWER}{op.value}")
         operation = f"{OP_POWER}{op.value}"
         if not task_done_locally(task):
@@ -462,7 +476,8 @@ class ConvergeSteps(RevertSteps):
             if state.error is not None:
                 raise state.error
         await self.task_finished(operation)
-        return await provider.describe(info.id, snapshots=False)
+        # One look after the power change: what status reports (power state, addresses).
+        return await provider.describe(info.id, snapshots=False, disks=False)
 
     async def brief_wait(self, provider: Provider, task: TaskRef) -> TaskStatus | None:
         """The task's end state if it ends within the inline budget, else None."""
@@ -497,3 +512,16 @@ class ConvergeSteps(RevertSteps):
                     "DriftCorrected",
                     f"{self.hv_ref()} had drifted from its spec ({drift}); corrected",
                 )
+
+
+def created_info(vm_id: str, spec: VMSpec) -> VMInfo:
+    """What a create that just finished left: the VM, off, with the spec's hardware."""
+    return VMInfo(
+        id=vm_id,
+        name=spec.name,
+        power_state=PowerState.OFF,
+        cpu=spec.cpu,
+        memory_mib=spec.memory_mib,
+        owner=spec.owner,
+        disks=tuple(DiskInfo(d.name, float(d.size_gib)) for d in spec.disks),
+    )

@@ -49,6 +49,7 @@ from virtrigaud.providers.base import (
     DONE,
     Capabilities,
     Cause,
+    DiskInfo,
     DiskSpec,
     EndpointInfo,
     ImageSpec,
@@ -57,6 +58,7 @@ from virtrigaud.providers.base import (
     NotFoundError,
     Observed,
     Owner,
+    OwnershipError,
     PowerOp,
     PowerState,
     PreparedImage,
@@ -71,6 +73,7 @@ from virtrigaud.providers.base import (
     VMInfo,
     VMSpec,
     check_owner,
+    known_power,
 )
 from virtrigaud.providers.calls import RateLimit, TokenLimiter
 from virtrigaud.providers.libvirt.connection import MAX_CLIENT_REQUESTS, ConnectionPool
@@ -288,13 +291,22 @@ class LibvirtProvider(Provider):
         )
 
     async def _info(
-        self, dom: Any, rec: DomainRecord, state: int, snapshots: tuple[str, ...]
+        self,
+        dom: Any,
+        rec: DomainRecord,
+        state: int,
+        snapshots: tuple[str, ...],
+        *,
+        disks: bool = True,
     ) -> VMInfo:
+        """The VMInfo of a domain read; ``disks=False`` leaves out the disk sizes (a call
+        of their own: a pool lookup and two RPCs per disk)."""
         active = power_state(state) is PowerState.ON
+        sizes = self._volumes.sizes(rec) if disks else _no_disks()
         if active and rec.interfaces:
-            disks, ips = await asyncio.gather(self._volumes.sizes(rec), self._ips(dom))
+            disk_infos, ips = await asyncio.gather(sizes, self._ips(dom))
         else:
-            disks, ips = await self._volumes.sizes(rec), ()
+            disk_infos, ips = await sizes, ()
         return VMInfo(
             id=rec.uuid,
             name=rec.name,
@@ -303,7 +315,7 @@ class LibvirtProvider(Provider):
             memory_mib=rec.memory_kib // 1024,
             owner=rec.owner,
             ips=ips,
-            disks=disks,
+            disks=disk_infos,
             snapshots=snapshots,
         )
 
@@ -418,9 +430,9 @@ class LibvirtProvider(Provider):
             return None
         return await self._info(dom, parse_domain(xml), state, tuple(names))
 
-    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
+    async def describe(self, vm_id: str, *, snapshots: bool = True, disks: bool = True) -> VMInfo:
         dom, rec, state, names = await self._lookup_record(vm_id, snapshots=snapshots)
-        return await self._info(dom, rec, state, names)
+        return await self._info(dom, rec, state, names, disks=disks)
 
     async def list_owned(self) -> list[VMInfo]:
         # libvirt has no call that returns the metadata of many domains. So: one RPC lists
@@ -569,25 +581,37 @@ class LibvirtProvider(Provider):
             return await self._pool.call(
                 "defineXML", lambda c: c.defineXML(xml).UUIDString(), cost=2
             )
-        except (TerminalError, NotFoundError):
-            # The spec cannot be defined: do not leave the volumes made for it behind.
-            await self._volumes.delete(created)
+        except ProviderError as e:
+            # A domain holding the name (create may have skipped its lookup): a foreign
+            # one is refused by ownership, ours (defined meanwhile) is the answer.
+            try:
+                theirs = await self._existing(spec.name, spec.owner)
+            except OwnershipError:
+                await self._volumes.delete(created)
+                raise
+            if theirs is not None:
+                return theirs
+            if isinstance(e, TerminalError | NotFoundError):
+                # The spec cannot be defined: do not leave the volumes made for it behind.
+                await self._volumes.delete(created)
             raise
 
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         check_disk_names(spec.disks)
-        # One lookup by name even when known_absent (one cheap RPC): ours is returned, a
-        # foreign domain holding the name is refused. A domain defined in between makes
-        # defineXML fail, it is never replaced.
-        existing = await self._existing(spec.name, spec.owner)
-        if existing is not None:
-            return existing, f"{DONE}{existing}"
+        # A lookup by name (three RPCs) finds ours, or refuses a foreign domain holding the
+        # name. With known_absent it is left to a failed define: defineXML never replaces
+        # a domain of the same name, so a foreign one is found (and refused) only then.
+        if not known_absent:
+            existing = await self._existing(spec.name, spec.owner)
+            if existing is not None:
+                return existing, f"{DONE}{existing}"
         pool = self._pool_for(spec)
         volumes: list[ManagedVolume] = []
         created: list[ManagedVolume] = []
         disks = list(spec.disks)
         if spec.image is not None:
-            src, src_capacity, _, _ = await self._volumes.image(spec.image)
+            src = await self._volumes.image_source(spec.image)
+            src_capacity = src.capacity
             root = disks.pop(0) if disks else DiskSpec(name="root", size_gib=0)
             capacity = max(src_capacity, root.size_gib * GIB)
             mv = ManagedVolume(root.name, pool, volume_name(spec.name, root.name), target_dev(0))
@@ -618,8 +642,24 @@ class LibvirtProvider(Provider):
         return DONE  # create defined the whole domain: nothing is left
 
     async def power(
-        self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
+        self,
+        vm_id: str,
+        owner: Owner,
+        op: PowerOp,
+        graceful_timeout: float = 60.0,
+        *,
+        known: VMInfo | None = None,
     ) -> TaskRef:
+        seen = known_power(known, vm_id, op)
+        if seen is not None:
+            # The caller's look of this pass: only the handle is looked up (a racing change
+            # is caught by _start and _destroy, which accept the state they wanted).
+            check_owner(seen, owner)
+            if seen.power_state == (PowerState.ON if op is PowerOp.ON else PowerState.OFF):
+                return DONE
+            dom = await self._handle(vm_id)
+            await (self._start(dom) if op is PowerOp.ON else self._destroy(dom))
+            return DONE
         dom, _, state = await self._inspect(vm_id, owner)
         is_on = power_state(state) is PowerState.ON
         if op is PowerOp.ON:
@@ -641,6 +681,16 @@ class LibvirtProvider(Provider):
             else:  # a reboot of a VM that is off ends with the VM on
                 await self._start(dom)
         return DONE
+
+    async def _handle(self, vm_id: str) -> Any:
+        """The domain's handle (one RPC)."""
+        self._check_vm_id(vm_id)
+        try:
+            return await self._pool.call(
+                "lookupByUUID", lambda c: c.lookupByUUIDString(vm_id), repeatable=True
+            )
+        except NotFoundError as e:
+            raise self._vm_not_found(vm_id, e) from e
 
     async def _state(self, dom: Any) -> int:
         return int(
@@ -938,3 +988,7 @@ class LibvirtProvider(Provider):
             await self._pool.close()
         finally:
             self._endpoint.cleanup()
+
+
+async def _no_disks() -> tuple[DiskInfo, ...]:
+    return ()

@@ -57,9 +57,19 @@ class TaskState:
     progress: int | None
     error: Any
     result: Any
+    description_id: str = ""  # e.g. VirtualMachine.powerOn
 
 
-TASK_PROPERTIES = ["info.state", "info.progress", "info.error", "info.result"]
+POWER_TASKS = frozenset({"VirtualMachine.powerOn", "VirtualMachine.powerOff"})
+
+
+TASK_PROPERTIES = [
+    "info.state",
+    "info.progress",
+    "info.error",
+    "info.result",
+    "info.descriptionId",
+]
 
 
 def read_task(conn: Connection, task_id: str) -> TaskState:
@@ -74,4 +84,5 @@ def read_task(conn: Connection, task_id: str) -> TaskState:
         props.get("info.progress"),
         props.get("info.error"),
         props.get("info.result"),
+        str(props.get("info.descriptionId") or ""),
     )
