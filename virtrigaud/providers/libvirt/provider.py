@@ -39,9 +39,10 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -92,11 +93,16 @@ from virtrigaud.providers.libvirt.domain_xml import (
     volume_xml,
 )
 from virtrigaud.providers.libvirt.endpoint import Endpoint
-from virtrigaud.providers.libvirt.errors import error_code
+from virtrigaud.providers.libvirt.errors import error_code, is_connection_error
 from virtrigaud.providers.libvirt.storage import UNSUPPORTED, Volumes
 from virtrigaud.providers.versions import check_version, libvirt_version
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+HANDLES_KEPT = 2048
+"""Domain handles remembered per provider (the most recently used)."""
 
 
 _ON_STATES = frozenset(
@@ -206,6 +212,9 @@ class LibvirtProvider(Provider):
         )
         self.storage_pool = defaults.get("storage_pool") or DEFAULT_STORAGE_POOL
         self._volumes = Volumes(self._pool, self.storage_pool)
+        # Domain handles by id (from a define or a lookup), so the calls that follow one
+        # skip the lookup RPC; one whose connection went away is looked up again.
+        self._handles: OrderedDict[str, Any] = OrderedDict()
         self.network = defaults.get("network") or None
         self._domain_type = domain_type
         self._vcpu_headroom = vcpu_headroom
@@ -238,18 +247,48 @@ class LibvirtProvider(Provider):
         """The domain handle, its parsed XML, its state and (optionally) snapshot names."""
         self._check_vm_id(vm_id)
 
-        def read(conn: Any) -> tuple[Any, str, int, list[str]]:
-            dom = conn.lookupByUUIDString(vm_id)
+        def read_from(dom: Any) -> tuple[Any, str, int, list[str]]:
             names = dom.snapshotListNames(0) if snapshots else []
             return dom, dom.XMLDesc(0), dom.state()[0], names
 
+        cost = 3 if snapshots else 2
         try:
-            dom, xml, state, names = await self._pool.call(
-                "describe", read, cost=4 if snapshots else 3, repeatable=True
-            )
+            known = self._handles.get(vm_id)
+            found = None
+            if known is not None:
+                found = await self._on_handle("describe", known, read_from, cost=cost)
+            if found is None:
+                found = await self._pool.call(
+                    "describe",
+                    lambda c: read_from(c.lookupByUUIDString(vm_id)),
+                    cost=cost + 1,
+                    repeatable=True,
+                )
         except NotFoundError as e:
+            self._handles.pop(vm_id, None)
             raise self._vm_not_found(vm_id, e) from e
+        dom, xml, state, names = found
+        self._remember_handle(vm_id, dom)
         return dom, parse_domain(xml), state, tuple(names)
+
+    async def _on_handle(
+        self, method: str, dom: Any, fn: Callable[[Any], T], *, cost: int
+    ) -> T | None:
+        """fn(dom) on the remembered handle's connection; None when that connection is gone
+        (the caller looks the domain up again)."""
+        try:
+            return await self._pool.call(method, lambda _c: fn(dom), cost=cost, pin=dom)
+        except RetryableError as e:
+            if not is_connection_error(e.__cause__) and e.__cause__ is not None:
+                raise
+            self._handles.pop(dom.UUIDString(), None)
+            return None
+
+    def _remember_handle(self, vm_id: str, dom: Any) -> None:
+        self._handles[vm_id] = dom
+        self._handles.move_to_end(vm_id)
+        while len(self._handles) > HANDLES_KEPT:
+            self._handles.popitem(last=False)
 
     async def _inspect(self, vm_id: str, owner: Owner) -> tuple[Any, DomainRecord, int]:
         """The domain, checked to carry owner's tag, before any change to it."""
@@ -578,9 +617,10 @@ class LibvirtProvider(Provider):
             max_memory_mib=spec.memory_mib,
         )
         try:
-            return await self._pool.call(
-                "defineXML", lambda c: c.defineXML(xml).UUIDString(), cost=2
-            )
+            dom = await self._pool.call("defineXML", lambda c: c.defineXML(xml), cost=1)
+            vm_id = str(dom.UUIDString())  # kept by the handle: no RPC
+            self._remember_handle(vm_id, dom)
+            return vm_id
         except ProviderError as e:
             # A domain holding the name (create may have skipped its lookup): a foreign
             # one is refused by ownership, ours (defined meanwhile) is the answer.
@@ -615,7 +655,7 @@ class LibvirtProvider(Provider):
             root = disks.pop(0) if disks else DiskSpec(name="root", size_gib=0)
             capacity = max(src_capacity, root.size_gib * GIB)
             mv = ManagedVolume(root.name, pool, volume_name(spec.name, root.name), target_dev(0))
-            made, _ = await self._volumes.ensure(
+            made = await self._volumes.ensure(
                 pool, volume_xml(mv.name, capacity), mv.name, "spec.disks[0]", clone_from=src
             )
             volumes.append(mv)
@@ -626,7 +666,7 @@ class LibvirtProvider(Provider):
             mv = ManagedVolume(
                 disk.name, pool, volume_name(spec.name, disk.name), target_dev(offset + i)
             )
-            made, _ = await self._volumes.ensure(
+            made = await self._volumes.ensure(
                 pool,
                 volume_xml(mv.name, disk.size_gib * GIB),
                 mv.name,
@@ -683,14 +723,19 @@ class LibvirtProvider(Provider):
         return DONE
 
     async def _handle(self, vm_id: str) -> Any:
-        """The domain's handle (one RPC)."""
+        """The domain's handle: remembered, or looked up (one RPC)."""
         self._check_vm_id(vm_id)
+        known = self._handles.get(vm_id)
+        if known is not None and self._pool.usable(known):
+            return known
         try:
-            return await self._pool.call(
+            dom = await self._pool.call(
                 "lookupByUUID", lambda c: c.lookupByUUIDString(vm_id), repeatable=True
             )
         except NotFoundError as e:
             raise self._vm_not_found(vm_id, e) from e
+        self._remember_handle(vm_id, dom)
+        return dom
 
     async def _state(self, dom: Any) -> int:
         return int(
@@ -819,6 +864,7 @@ class LibvirtProvider(Provider):
 
     async def delete(self, vm_id: str, owner: Owner) -> TaskRef:
         dom, rec, state = await self._inspect(vm_id, owner)
+        self._handles.pop(vm_id, None)
         if power_state(state) is PowerState.ON:
             await self._destroy(dom)
         # Volumes first: if this fails the domain still exists and a retry finds them.
@@ -939,9 +985,9 @@ class LibvirtProvider(Provider):
             mv = ManagedVolume(disk_name, pool, volume_name(spec.name, disk_name), target_dev(i))
             if linked:
                 xml = volume_xml(mv.name, capacity, backing_path=path, backing_format=d.format)
-                made, _ = await self._volumes.ensure(pool, xml, mv.name, "spec.source")
+                made = await self._volumes.ensure(pool, xml, mv.name, "spec.source")
             else:
-                made, _ = await self._volumes.ensure(
+                made = await self._volumes.ensure(
                     pool, volume_xml(mv.name, capacity), mv.name, "spec.source", clone_from=vol
                 )
             volumes.append(mv)
@@ -957,7 +1003,7 @@ class LibvirtProvider(Provider):
                 volume_name(spec.name, disk.name),
                 target_dev(len(volumes)),
             )
-            made, _ = await self._volumes.ensure(
+            made = await self._volumes.ensure(
                 mv.pool, volume_xml(mv.name, disk.size_gib * GIB), mv.name, "spec.disks"
             )
             volumes.append(mv)

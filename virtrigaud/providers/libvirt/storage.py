@@ -59,11 +59,14 @@ class ImageSource:
     template: str
     capacity: int
 
-    def lookup(self, conn: Any) -> Any:
+    def lookup(self, conn: Any, pools: dict[str, Any]) -> Any:
+        """The volume handle (pools: storage pools this call looked up already, by name)."""
         if self.template.startswith("/"):
             return conn.storageVolLookupByPath(self.template)
         pool, _, name = self.template.partition("/")
-        return conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
+        if pool not in pools:
+            pools[pool] = conn.storagePoolLookupByName(pool)
+        return pools[pool].storageVolLookupByName(name)
 
 
 class Volumes:
@@ -110,32 +113,37 @@ class Volumes:
 
     async def ensure(
         self, pool: str, xml: str, name: str, field: str, clone_from: Any = None
-    ) -> tuple[bool, str]:
-        """Create the volume (or clone it from clone_from); an existing one with the
-        same name is reused (a create that failed halfway is being retried).
-        Returns (created, path)."""
+    ) -> bool:
+        """Create the volume (or clone it from clone_from: a volume handle, or an
+        ImageSource looked up inside the same call); an existing one with the same name is
+        reused (a create that failed halfway is being retried). True when it was created."""
 
         source = clone_from.template if isinstance(clone_from, ImageSource) else None
 
-        def create(conn: Any) -> tuple[bool, str]:
+        def create(conn: Any) -> bool:
             p = conn.storagePoolLookupByName(pool)
-            src = clone_from.lookup(conn) if isinstance(clone_from, ImageSource) else clone_from
+            src = clone_from
+            if isinstance(clone_from, ImageSource):
+                src = clone_from.lookup(conn, {pool: p})
             try:
-                vol = p.createXMLFrom(xml, src, 0) if src else p.createXML(xml, 0)
-                return True, str(vol.path())
+                if src:
+                    p.createXMLFrom(xml, src, 0)
+                else:
+                    p.createXML(xml, 0)
+                return True
             except libvirt.libvirtError as e:
                 if error_code(e) not in _VOLUME_EXISTS:
                     raise
                 try:
-                    vol = p.storageVolLookupByName(name)
+                    p.storageVolLookupByName(name)
                 except libvirt.libvirtError:
                     raise e from None
-                return False, str(vol.path())
+                return False
 
         handle = clone_from if clone_from is not None and source is None else None
         try:
             return await self._pool.call(
-                "createVolume", create, cost=4 if source else 3, pin=handle
+                "createVolume", create, cost=3 if source or handle else 2, pin=handle
             )
         except NotFoundError as e:
             if source is not None:
