@@ -137,6 +137,8 @@ class VSphereProvider(Provider):
         # seen to finish: their next finish_create is DONE without reading the VM again.
         self._finishing: dict[TaskRef, str] = {}
         self._finished: dict[str, bool] = {}
+        # Task reads asked for together share one call.
+        self._task_reads = tasks.TaskReads(self._read_tasks)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -629,7 +631,7 @@ class VSphereProvider(Provider):
         if seen is not None:
             return seen
         try:
-            state = await self._read_call("TaskInfo", lambda c: tasks.read_task(c, parsed))
+            state = await self._task_reads.read(parsed)
         except NotFoundError as e:
             self.clones.ended(task)
             raise NotFoundError(
@@ -657,6 +659,9 @@ class VSphereProvider(Provider):
                 return TaskStatus(done=True, progress=100)
             return TaskStatus(done=True, error=self._task_error(state.error, f"task {parsed}"))
         return TaskStatus(done=False, progress=state.progress)
+
+    async def _read_tasks(self, task_ids: list[str]) -> dict[str, tasks.TaskState]:
+        return await self._read_call("TaskInfo", lambda c: tasks.read_tasks(c, task_ids))
 
     async def _shutdown_status(self, ref: tasks.ShutdownRef) -> TaskStatus:
         """Done once the VM is off. Past the deadline the hard power-off starts (once per
