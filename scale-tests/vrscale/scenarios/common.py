@@ -255,7 +255,10 @@ class Fleet:
         provider type and method (shards' counters), Redis round trips of the rate limiter,
         CPU seconds of the controller's processes (coordinator, shards, Ray, Redis), and
         the requests that arrived at each simulator (counting proxies, when present)."""
-        shards = await self.scraper.scrape(self.shard_pids())
+        shards = await self.scraper.scrape(
+            self.shard_pids(),
+            names=[metrics.HYPERVISOR_CALLS, "virtrigaud_ratelimit_decisions_total"],
+        )
         every = [s for samples in shards.values() for s in samples]
         calls: dict[str, float] = {}
         for name, labels, value in every:
@@ -462,8 +465,13 @@ def converge_figures(fl: Fleet, c: Converged) -> dict[str, Any]:
         lat = [s.first_ready - s.created for s in mine if s.first_ready and s.created]
         done_s = max(times) if times and len(times) == len(mine) else None
         rate = len(mine) / done_s if done_s else None
+        phases: Counter[str] = Counter()
+        for st in mine:
+            phases.update(st.write_phases)
         per_sim[t.sim] = {
             "vms": len(mine),
+            "writes_per_vm": _r(sum(st.writes for st in mine) / len(mine)) if mine else None,
+            "writes_by_phase_left": dict(phases),
             "ready": len(times),
             "all_ready_s": _r(done_s),
             "vms_per_s": _r(rate),

@@ -70,6 +70,12 @@ SOON = 0.5
 # slept before each look).
 INLINE_TASK_POLLS = (0.05, 0.25)
 DEFAULT_GRACEFUL_TIMEOUT = 60.0
+# The power state a power operation ends in (a reboot ends where it started).
+POWER_AFTER = {
+    PowerOp.ON: PowerState.ON,
+    PowerOp.OFF: PowerState.OFF,
+    PowerOp.OFF_GRACEFUL: PowerState.OFF,
+}
 # Create steps one pass runs at most before it requeues (each may look at a task briefly).
 CREATE_STEPS_PER_PASS = 6
 
@@ -464,11 +470,22 @@ class ConvergeSteps(RevertSteps):
         await self.audit(f"{OP_POWER}{op.value}")
         operation = f"{OP_POWER}{op.value}"
         if not task_done_locally(task):
+            wanted = POWER_AFTER.get(op)
+            polls: tuple[float, ...] = INLINE_TASK_POLLS
+            if wanted is not None:
+                # The look status needs after the change doubles as the first look at its
+                # task: a VM seen in the wanted state needs no task read at all.
+                await asyncio.sleep(INLINE_TASK_POLLS[0])
+                seen = await provider.describe(info.id, snapshots=False, disks=False)
+                if seen.power_state == wanted:
+                    await self.task_finished(operation)
+                    return seen
+                polls = INLINE_TASK_POLLS[1:]
             # Power tasks usually end within a second: look a couple of times before
             # recording the task and requeueing, which costs a status write and a pass.
             # Safe to lose: a pass that dies here finds the power state by describe and
             # asks again only if it still differs.
-            state = await self.brief_wait(provider, task)
+            state = await self.brief_wait(provider, task, polls)
             if state is None:
                 await self.start_task(operation, task)
                 self.st.condition(READY, False, "PowerChanging", f"{op.value} {self.hv_ref()}")
@@ -479,9 +496,11 @@ class ConvergeSteps(RevertSteps):
         # One look after the power change: what status reports (power state, addresses).
         return await provider.describe(info.id, snapshots=False, disks=False)
 
-    async def brief_wait(self, provider: Provider, task: TaskRef) -> TaskStatus | None:
+    async def brief_wait(
+        self, provider: Provider, task: TaskRef, polls: tuple[float, ...] = INLINE_TASK_POLLS
+    ) -> TaskStatus | None:
         """The task's end state if it ends within the inline budget, else None."""
-        for delay in INLINE_TASK_POLLS:
+        for delay in polls:
             await asyncio.sleep(delay)
             state = await provider.task_status(task)
             if state.done:
