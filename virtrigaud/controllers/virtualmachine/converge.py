@@ -1,7 +1,8 @@
 """The converge steps of a VM pass: settle tasks in flight, create (or adopt), observe,
 reconfigure, power, report Ready.
 
-No step waits for a hypervisor task beyond two brief looks (``INLINE_TASK_POLLS``): a task
+No step waits for a hypervisor task beyond a few brief looks (``INLINE_TASK_POLLS``, at most
+0.8 s for a create's first task: ``CREATE_TASK_POLLS``): a task
 still running is recorded in ``status.lastTaskRef`` with its operation and the pass ends
 with a requeue, so a handover or failover never waits on a reconcile and whichever shard
 owns the key next resumes it. A create is a chain of tasks (the clone, then each step
@@ -69,6 +70,9 @@ SOON = 0.5
 # Inline looks at a power task before it is recorded and the pass requeued (seconds
 # slept before each look).
 INLINE_TASK_POLLS = (0.05, 0.25)
+# Looks at a create's first task (a clone often takes longer than a power change): one
+# more before it is recorded, which costs a status write and another pass.
+CREATE_TASK_POLLS = (0.05, 0.25, 0.5)
 DEFAULT_GRACEFUL_TIMEOUT = 60.0
 # The power state a power operation ends in (a reboot ends where it started).
 POWER_AFTER = {
@@ -273,7 +277,7 @@ class ConvergeSteps(RevertSteps):
         the VM. Raises Wait with the task recorded when it takes longer."""
         state = TaskStatus(done=True)
         if not task_done_locally(task):
-            found = await self.brief_wait(provider, task)
+            found = await self.brief_wait(provider, task, CREATE_TASK_POLLS)
             if found is None:
                 # status.id and the task must be stored before anything waits on them.
                 raise await self.wait_for_task()
