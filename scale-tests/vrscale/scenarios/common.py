@@ -267,12 +267,16 @@ class Fleet:
                 key = f"{d.get('provider_type', '')}/{d.get('method', '')}"
                 calls[key] = calls.get(key, 0.0) + value
         trips = metrics.by_label(every, "virtrigaud_ratelimit_decisions_total", "source")
-        cpu = await asyncio.to_thread(self.ctx.sampler.cpu_seconds, CONTROLLER_ROLES)
+        cpu = {
+            role: await asyncio.to_thread(self.ctx.sampler.cpu_seconds, (role,))
+            for role in CONTROLLER_ROLES
+        }
         return CostReading(
             t=time.monotonic(),
             calls=calls,
             redis_round_trips=trips.get("redis", 0.0),
-            controller_cpu_s=cpu,
+            controller_cpu_s=sum(cpu.values()),
+            cpu_by_role=cpu,
             arrivals={sim: len(p.arrivals) for sim, p in self.proxies.items()},
         )
 
@@ -355,6 +359,7 @@ class CostReading:
     """provider type/method -> calls so far (shards' counters)."""
     redis_round_trips: float
     controller_cpu_s: float
+    cpu_by_role: dict[str, float]
     arrivals: dict[str, int]
     """sim -> requests arrived so far at its counting proxy."""
 
@@ -384,6 +389,10 @@ def cost_figures(c: Converged) -> dict[str, Any]:
         "redis_round_trips_per_call": _r(trips / made) if made else None,
         "controller_cpu_s": _r(cpu_s),
         "controller_cpu_ms_per_vm": _r(1000 * cpu_s / n) if n else None,
+        "controller_cpu_ms_per_vm_by_role": {
+            role: _r(1000 * (v - before.cpu_by_role.get(role, 0.0)) / n) if n else None
+            for role, v in after.cpu_by_role.items()
+        },
     }
     if after.arrivals:
         arrived = {s: after.arrivals[s] - before.arrivals.get(s, 0) for s in after.arrivals}

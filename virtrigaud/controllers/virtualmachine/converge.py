@@ -213,6 +213,7 @@ class ConvergeSteps(RevertSteps):
                     # Nothing was started, so the next pass need not look for a VM.
                     self.memory.nothing_created(self.key)
                     raise
+                self.memory.create_started(self.key)
                 await self.audit(OP_CREATE)
                 self.status.id = vm_id or None
                 self.record_task(OP_CREATE, task)
