@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,8 @@ _VOLUME_EXISTS = frozenset({libvirt.VIR_ERR_STORAGE_VOL_EXIST, libvirt.VIR_ERR_O
 _MISSING = (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL)
 
 
+HANDLES_KEPT = 64
+"""Pool and image handles kept per Volumes (a few per connection)."""
 IMAGE_TTL_SECONDS = 60.0
 """How long an image's capacity is taken as known before it is read again."""
 
@@ -74,6 +77,7 @@ class Volumes:
         self._pool = pool
         self.default_pool = default_pool
         self._sources: dict[str, tuple[float, ImageSource]] = {}
+        self._on_conn: dict[tuple[Any, str], Any] = {}
 
     @property
     def where(self) -> str:
@@ -121,10 +125,13 @@ class Volumes:
         source = clone_from.template if isinstance(clone_from, ImageSource) else None
 
         def create(conn: Any) -> bool:
-            p = conn.storagePoolLookupByName(pool)
+            p = self._kept(conn, f"pool:{pool}", lambda: conn.storagePoolLookupByName(pool))
             src = clone_from
             if isinstance(clone_from, ImageSource):
-                src = clone_from.lookup(conn, {pool: p})
+                image = clone_from
+                src = self._kept(
+                    conn, f"image:{image.template}", lambda: image.lookup(conn, {pool: p})
+                )
             try:
                 if src:
                     p.createXMLFrom(xml, src, 0)
@@ -133,6 +140,9 @@ class Volumes:
                 return True
             except libvirt.libvirtError as e:
                 if error_code(e) not in _VOLUME_EXISTS:
+                    # The pool or image may have been removed or redefined: look them up
+                    # again next time.
+                    self._forget_kept(conn)
                     raise
                 try:
                     p.storageVolLookupByName(name)
@@ -169,6 +179,22 @@ class Volumes:
                         raise
 
         await self._pool.call("deleteVolumes", delete, cost=3 * len(volumes), repeatable=True)
+
+    def _kept(self, conn: Any, name: str, look_up: Callable[[], Any]) -> Any:
+        """A pool or image volume handle of this connection, looked up once (one RPC) and
+        kept while the connection lives: a create on it needs only its own call."""
+        key = (conn, name)
+        found = self._on_conn.get(key)
+        if found is None:
+            found = look_up()
+            if len(self._on_conn) >= HANDLES_KEPT:
+                self._on_conn.clear()
+            self._on_conn[key] = found
+        return found
+
+    def _forget_kept(self, conn: Any) -> None:
+        for key in [k for k in self._on_conn if k[0] is conn]:
+            self._on_conn.pop(key, None)
 
     async def image_source(self, image: ImageSpec) -> ImageSource:
         """The image to clone from, read at most once per IMAGE_TTL_SECONDS (a create then
