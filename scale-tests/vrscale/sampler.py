@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import psutil
@@ -53,6 +53,9 @@ class ProcessSampler:
         self.errors: list[str] = []
         self.aliases: dict[str, str] = {}
         """Label -> better label (a shard process's pid label -> its shard name)."""
+        self._cpu_s: dict[int, tuple[str, float]] = {}
+        """pid -> (role, user + system CPU seconds at its last reading); a process that
+        ended keeps its last reading, so a sum over a window loses at most one interval."""
 
     def rename(self, label: str, new: str) -> None:
         with self._lock:
@@ -122,8 +125,11 @@ class ProcessSampler:
                 with proc.oneshot():
                     rss = proc.memory_info().rss / MB
                     cpu = proc.cpu_percent(None)
+                    times = proc.cpu_times()
             except psutil.Error:
                 continue
+            with self._lock:
+                self._cpu_s[w.pid] = (w.role, times.user + times.system)
             role, r, c, pids = totals.get(w.label, (w.role, 0.0, 0.0, set()))
             pids.add(w.pid)
             totals[w.label] = (role, r + rss, c + cpu, pids)
@@ -138,6 +144,24 @@ class ProcessSampler:
         live = {w.pid for w in watched}
         for pid in [p for p in self._procs if p not in live]:
             del self._procs[pid]
+
+    def cpu_seconds(self, roles: Collection[str]) -> float:
+        """CPU seconds (user + system, from /proc through psutil) used so far by every
+        process of these roles seen by the sampler, read afresh for the live ones: the
+        difference of two readings is what those processes spent in between."""
+        with self._lock:
+            readings = dict(self._cpu_s)
+        total = 0.0
+        for pid, (role, last) in readings.items():
+            if role not in roles:
+                continue
+            proc = self._procs.get(pid)
+            if proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    last = times.user + times.system
+            total += last
+        return total
 
     def stats(self) -> list[ProcessStats]:
         out = []

@@ -67,6 +67,10 @@ class VMState:
     """generation -> first time seen Ready with observedGeneration >= generation."""
     seen: dict[int, list[Seen]] = field(default_factory=dict)
     """observedGeneration -> each distinct status seen at it (churn: applied or not)."""
+    writes: int = 0
+    """Writes seen (MODIFIED events)."""
+    write_phases: dict[str, int] = field(default_factory=dict)
+    """status.phase each write left -> how many (where the writes of a converge go)."""
 
 
 class FleetWatcher:
@@ -154,6 +158,9 @@ class FleetWatcher:
         st.ready = is_ready(obj) and st.observed_generation >= st.generation
         if write:
             self.write_times.append(now)
+            st.writes += 1
+            if st.phase:
+                st.write_phases[st.phase] = st.write_phases.get(st.phase, 0) + 1
         if st.observed_generation:
             cpu = (status.get("currentResources") or {}).get("cpu")
             reconf = condition(obj, "Reconfiguring")

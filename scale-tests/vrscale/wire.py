@@ -25,8 +25,11 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from vrscale.workload import Target
 
 READ_CHUNK = 65536
 
@@ -314,3 +317,31 @@ class LibvirtCountingProxy(_CountingProxy):
     async def close(self) -> None:
         await super().close()
         self.socket_path.unlink(missing_ok=True)
+
+
+Proxy = HttpCountingProxy | LibvirtCountingProxy
+
+
+def _with_port(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+
+
+async def proxied(targets: list[Target], state_dir: Path) -> tuple[list[Target], dict[str, Proxy]]:
+    """Each target behind a counting proxy: the targets to use, and the proxies by sim."""
+    out: list[Target] = []
+    proxies: dict[str, Proxy] = {}
+    for t in targets:
+        proxy: Proxy
+        if t.provider_type == "libvirt":
+            socket = t.endpoint.split("socket=", 1)[1].split("&", 1)[0]
+            proxy = LibvirtCountingProxy(t.sim, socket, state_dir / "lv-proxy.sock")
+            await proxy.start()
+            out.append(replace(t, endpoint=proxy.uri, credentials={"uri": proxy.uri}))
+        else:
+            up = urlsplit(t.endpoint)
+            proxy = HttpCountingProxy(t.sim, up.hostname or "127.0.0.1", up.port or 443)
+            await proxy.start()
+            out.append(replace(t, endpoint=_with_port(t.endpoint, proxy.port)))
+        proxies[t.sim] = proxy
+    return out, proxies

@@ -185,7 +185,8 @@ async def test_clones_beyond_the_template_cap_wait_as_requeues(
     vm_env: VMEnv, slow_pve: PrivatePve
 ) -> None:
     """Three VMs of one template at once: PVE clones a template one VM at a time, so two
-    wait (Busy: a condition and a requeue, no error, no retry backoff) and all converge."""
+    wait (Busy: a requeue, no error, no retry backoff; nothing written while the wait is
+    short, a condition once it lasts) and all converge."""
     slow_pve.pve.ceph_slow(100.0)  # 1 s per clone
     names = [f"busy-{i}" for i in range(3)]
     for name in names:
@@ -200,8 +201,20 @@ async def test_clones_beyond_the_template_cap_wait_as_requeues(
 
     sampler = asyncio.create_task(sample())
     try:
+        before = {n: await vm_env.get_vm(n) for n in names}
         results = await asyncio.gather(*(vm_env.reconcile_once(n) for n in names))
-        objs = [await vm_env.get_vm(n) for n in names]
+        # A short wait writes nothing: two VMs are as they were (no status, no Event).
+        quiet = [
+            n
+            for n in names
+            if (await vm_env.get_vm(n) or {}).get("status") == (before[n] or {}).get("status")
+        ]
+        assert len(quiet) == 2, quiet
+        assert all(r.requeue_after is not None for r in results)
+        # Past the quiet period the wait is written (once).
+        vm_env.reconciler.memory.busy_quiet = 0.0
+        results = await asyncio.gather(*(vm_env.reconcile_once(n) for n in quiet))
+        objs = [await vm_env.get_vm(n) for n in quiet]
         waiting = [
             o
             for o in objs

@@ -515,17 +515,30 @@ async def test_rate_limit_tokens_follow_rpcs(libvirt_uri: str) -> None:
         rate=RateLimit(qps=10_000, burst=10_000),
         defaults={"storage_pool": lvf.POOL},
     )
+    other = LibvirtProvider(
+        libvirt_uri,
+        provider_key="test/cost",
+        limiter=limiter,
+        rate=RateLimit(qps=10_000, burst=10_000),
+        defaults={"storage_pool": lvf.POOL},
+    )
     owner = new_owner("lv")
     vm_id, _ = await provider.create(spec_for(owner))
     try:
         before = limiter.tokens
         await provider.describe(vm_id)
-        # describe = lookup + XMLDesc + state + snapshot names, then pool lookup, volume
-        # lookup and volume info for the one disk.
+        # describe = XMLDesc + state + snapshot names on the handle the define gave (no
+        # lookup), then pool lookup, volume lookup and volume info for the one disk.
+        assert limiter.tokens - before == 3 + 3
+        await other.validate()  # its connection open
+        before = limiter.tokens
+        await other.describe(vm_id)
+        # A provider that has no handle for it looks the domain up first.
         assert limiter.tokens - before == 4 + 3
     finally:
         await provider.delete(vm_id, owner)
         await provider.close()
+        await other.close()
 
 
 async def test_registry_builds_the_libvirt_provider(libvirt_uri: str) -> None:

@@ -23,10 +23,12 @@ from virtrigaud.dev.info import VcsimInfo
 from virtrigaud.providers.base import (
     DiskSpec,
     NetworkSpec,
+    NotFoundError,
     PowerOp,
     PowerState,
     Provider,
     Resources,
+    TaskStatus,
     TerminalError,
     VMSpec,
 )
@@ -446,3 +448,26 @@ async def test_every_call_pays_a_token(config: ProviderConfig) -> None:
         assert time.monotonic() - start >= 0.65
     finally:
         await slow.close()
+
+
+async def test_task_reads_asked_together_share_calls(
+    vprovider: VSphereProvider, vvms: VMTracker
+) -> None:
+    """Eight power-on tasks looked at at once cost fewer TaskInfo calls than tasks (the
+    reads asked for while one call is out go in the next); a task vCenter does not know in
+    such a batch fails only its own read."""
+    specs = [spec_for(vvms) for _ in range(8)]
+    vm_ids = [await create_to_end(vprovider, s) for s in specs]  # 4 clones per source at once
+    started = await asyncio.gather(
+        *(vprovider.power(v, s.owner, PowerOp.ON) for v, s in zip(vm_ids, specs, strict=True))
+    )
+    reads = calls(vprovider, "TaskInfo")
+    states = await asyncio.gather(*(vprovider.task_status(t) for t in started))
+    assert all(s.error is None for s in states)
+    assert calls(vprovider, "TaskInfo") - reads <= 2
+    unknown = vtasks.TASK_PREFIX + "task-999999"
+    mixed = await asyncio.gather(
+        *(vprovider.task_status(t) for t in [*started[:3], unknown]), return_exceptions=True
+    )
+    assert all(isinstance(s, TaskStatus) and s.error is None for s in mixed[:3]), mixed
+    assert isinstance(mixed[3], NotFoundError)

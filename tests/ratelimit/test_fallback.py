@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from virtrigaud.ratelimit import BackendUnavailable, Decision, RedisBucket
+from virtrigaud.ratelimit.shared import LEASE_SECONDS
 from virtrigaud.ratelimit.shared import log as limiter_log
 
 
@@ -63,10 +64,13 @@ class CountingRedisBucket(RedisBucket):
         cost: int,
         want: int,
         fence_key: str | None,
+        lease_s: float = LEASE_SECONDS,
     ) -> Decision:
         self.remote_calls += 1
         try:
-            return await super()._remote_take(bucket_key, qps, burst, cost, want, fence_key)
+            return await super()._remote_take(
+                bucket_key, qps, burst, cost, want, fence_key, lease_s
+            )
         except BackendUnavailable:
             self.failed_calls += 1
             raise

@@ -209,3 +209,26 @@ async def test_busy_shards_lease_tokens_and_still_hold_the_budget_exactly(redis_
     # a few are stamped late and bunch. (That lent tokens count against the capacity is
     # checked without timing noise in test_lent_tokens_count_against_the_capacity_...)
     assert max_grants_over(grants, qps, burst) <= 4.0
+
+
+async def test_callers_waiting_together_share_one_round_trip(redis_url: str) -> None:
+    """Twenty calls at once from a process with no pace yet: the first asks for its own
+    token, the nineteen that queued behind it are served by one lease sized by their demand
+    (two Redis round trips instead of twenty)."""
+    key = fresh_key()
+    limiter = RedisBucket.from_url(redis_url, shard_count=1)
+
+    def round_trips() -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "virtrigaud_ratelimit_decisions_total", {"bucket": key, "source": "redis"}
+            )
+            or 0.0
+        )
+
+    try:
+        waits = await asyncio.gather(*(limiter.acquire(key, 400.0, 80) for _ in range(20)))
+    finally:
+        await limiter.aclose()
+    assert len(waits) == 20
+    assert round_trips() == 2

@@ -1,6 +1,6 @@
 """The scale suite's pure arithmetic: target verdicts, percentiles, histogram quantiles,
 the replay of Redis bucket writes into grants and 1 s windows, metric filtering and means,
-and profile summaries."""
+profile summaries, and a converge's cost per VM with its targets."""
 
 from __future__ import annotations
 
@@ -127,3 +127,54 @@ def test_profile_summary_counts_inclusive_once_per_stack_and_self_at_the_leaf(
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     assert summarize(empty) is None
+
+
+def test_converge_cost_is_the_difference_of_two_readings_and_checked_per_vm() -> None:
+    """Requests at the simulators, shard calls per type and method, Redis round trips per
+    call and controller CPU per VM come from the readings before and after; 8.5 requests
+    and 2.1 writes per VM miss their targets, 0.05 round trips and 19 core-ms meet them;
+    below 1,000 VMs the figures have no verdict."""
+    from vrscale.machine import describe_machine
+    from vrscale.metrics import CallSeries
+    from vrscale.report import Report
+    from vrscale.scenarios.common import Converged, CostReading, check_cost, cost_figures
+
+    before = CostReading(
+        t=0.0,
+        calls={"vsphere/TaskInfo": 10.0},
+        redis_round_trips=5.0,
+        controller_cpu_s=1.0,
+        cpu_by_role={"shard": 1.0},
+        arrivals={"vcsim": 100, "libvirt": 0},
+    )
+    after = CostReading(
+        t=30.0,
+        calls={"vsphere/TaskInfo": 2010.0, "libvirt/create": 1000.0},
+        redis_round_trips=155.0,
+        controller_cpu_s=20.0,
+        cpu_by_role={"shard": 20.0},
+        arrivals={"vcsim": 4100, "libvirt": 4500},
+    )
+    keys = [f"k{i}" for i in range(1000)]
+    c = Converged(keys, 0.0, 30.0, True, [], None, CallSeries(), 2100, cost=(before, after))
+    cost = cost_figures(c)
+    assert cost["simulator_requests"] == {"vcsim": 4000, "libvirt": 4500}
+    assert cost["simulator_requests_per_vm"] == 8.5
+    assert cost["shard_calls_by_type_and_method"] == {
+        "vsphere": {"TaskInfo": 2000.0},
+        "libvirt": {"create": 1000.0},
+    }
+    assert cost["redis_round_trips_per_call"] == 0.05
+    assert cost["controller_cpu_ms_per_vm"] == 19.0
+    report = Report(scenario="t", started_at=0.0, machine=describe_machine())
+    check_cost(report, cost, {"vm_writes_per_vm": 2.1}, 1000)
+    verdicts = {t.name: t.passed for t in report.targets}
+    assert verdicts == {
+        "hypervisor_calls_per_vm": False,
+        "vm_writes_per_vm": False,
+        "redis_round_trips_per_call": True,
+        "controller_cpu_per_vm": True,
+    }
+    small = Report(scenario="t", started_at=0.0, machine=describe_machine())
+    check_cost(small, cost, {"vm_writes_per_vm": 2.1}, 150)
+    assert all(t.passed is None for t in small.targets)

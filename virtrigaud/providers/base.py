@@ -379,10 +379,11 @@ class Provider(abc.ABC):
         """The VM this owner's hypervisor name maps to, if it exists (any owner tag)."""
 
     @abc.abstractmethod
-    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
-        """Current state; NotFoundError when the VM is gone. ``snapshots=False``: the
-        caller does not need ``VMInfo.snapshots``, so a provider for which listing them is
-        a call of its own may leave them out."""
+    async def describe(self, vm_id: str, *, snapshots: bool = True, disks: bool = True) -> VMInfo:
+        """Current state; NotFoundError when the VM is gone. ``snapshots=False`` /
+        ``disks=False``: the caller does not need ``VMInfo.snapshots`` / ``VMInfo.disks``,
+        so a provider for which reading them costs calls of their own may leave them
+        out."""
 
     @abc.abstractmethod
     async def list_owned(self) -> list[VMInfo]:
@@ -411,11 +412,23 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def power(
-        self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
+        self,
+        vm_id: str,
+        owner: Owner,
+        op: PowerOp,
+        graceful_timeout: float = 60.0,
+        *,
+        known: VMInfo | None = None,
     ) -> TaskRef:
         """Start a power change. OFF_GRACEFUL returns a task that ``task_status`` advances:
         done once the VM is off; past ``graceful_timeout`` task_status starts the hard
-        power-off and reports not done until the VM is off (it never waits)."""
+        power-off and reports not done until the VM is off (it never waits).
+
+        ``known``: what the caller's own look at the VM in this pass found (a describe, or
+        what a create that just finished implies). For ON and OFF a provider may take the
+        owner and power state from it instead of reading the VM again; a state that
+        changed meanwhile is harmless (starting a VM that is on, or stopping one that is
+        off, is answered as done)."""
 
     @abc.abstractmethod
     async def reconfigure(
@@ -476,3 +489,16 @@ def check_owner(info: VMInfo, owner: Owner) -> None:
             f"{owner.namespace}/{owner.name} (uid {owner.uid}); VirtRigaud will not modify it. "
             "Rename the VirtualMachine or remove the foreign VM."
         )
+
+
+def known_power(known: VMInfo | None, vm_id: str, op: PowerOp) -> VMInfo | None:
+    """The look ``power`` may act on instead of reading the VM (``known``, the caller's look
+    at vm_id in this pass), when op is ON or OFF and it shows the VM plainly on or off."""
+    if (
+        known is not None
+        and known.id == vm_id
+        and known.power_state is not PowerState.UNKNOWN
+        and op in (PowerOp.ON, PowerOp.OFF)
+    ):
+        return known
+    return None

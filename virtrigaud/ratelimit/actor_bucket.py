@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from virtrigaud.ratelimit.bucket import Decision, LocalBuckets
-from virtrigaud.ratelimit.shared import BackendUnavailable, SharedBucket
+from virtrigaud.ratelimit.shared import LEASE_SECONDS, BackendUnavailable, SharedBucket
 
 DEFAULT_ACTOR_NAME = "virtrigaud-ratelimit"
 DEFAULT_NAMESPACE = "virtrigaud"
@@ -120,6 +120,7 @@ class ActorBucket(SharedBucket):
         cost: int,
         want: int,
         fence_key: str | None,
+        lease_s: float = LEASE_SECONDS,
     ) -> Decision:
         # No leases and no fence here (without Redis a stale shard is stopped by its own
         # lease alone): one call per token.

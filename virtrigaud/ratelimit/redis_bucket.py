@@ -73,7 +73,6 @@ return {granted, tostring(tokens), retry_us}
 TOKEN_BUCKET_SHA = hashlib.sha1(TOKEN_BUCKET_LUA.encode()).hexdigest()
 
 DEFAULT_PREFIX = RedisKeys().ratelimit
-LEASE_US = int(LEASE_SECONDS * 1_000_000)
 
 
 class RedisBucket(SharedBucket):
@@ -142,10 +141,12 @@ class RedisBucket(SharedBucket):
         cost: int,
         want: int,
         fence_key: str | None,
+        lease_s: float = LEASE_SECONDS,
     ) -> Decision:
         bucket = self._prefix + bucket_key
         keys = (bucket, bucket + ":lent", fence_key or "")
-        args = (repr(float(qps)), repr(float(burst)), cost, max(cost, want), LEASE_US)
+        lease_us = int(lease_s * 1_000_000)
+        args = (repr(float(qps)), repr(float(burst)), cost, max(cost, want), lease_us)
         try:
             try:
                 reply = await self._client.evalsha(TOKEN_BUCKET_SHA, 3, *keys, *args)

@@ -7,10 +7,13 @@ a local bucket with 1/shard_count of the budget (rate and burst, burst at least 
 never to unlimited — and probes the backend again at most once per `probe_interval`.
 
 Leases: a process that calls a Provider often asks the backend for a few tokens more than
-the call costs; the backend lends them for LEASE_SECONDS (Redis counts lent tokens against
-the capacity until they expire, so the budget holds exactly) and the process spends them
-without another round trip. The lease follows the process's own recent pace, so a quiet
-process borrows nothing it would waste.
+the call costs; the backend lends them for LEASE_SECONDS, or LONG_LEASE_SECONDS where the
+budget has room (Redis counts lent tokens against the capacity until they expire, so the
+budget holds exactly) and the process spends them without another round trip. A process
+has one round trip per bucket in flight: callers that find no lent token wait for it, and
+it asks for what they need together (the demand waiting at its gate) or what the
+process's recent pace will spend within the lease, whichever is more; a quiet process
+borrows nothing it would waste.
 
 Fencing: a shard sets `fence_key`; once its leader gives the shard incarnation up, the
 backend refuses it every token (virtrigaud.fence), so whatever the shard still runs cannot
@@ -37,7 +40,10 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 0.2
 """How long lent tokens stay spendable: short, so a lease never outlives the pace that
 justified it and unspent tokens return to the bucket soon."""
-MAX_LEASE = 16
+LONG_LEASE_SECONDS = 1.0
+"""The lease of a process whose pace over this long still fits in its even share of the
+burst: the budget has room for it, so it asks a fifth as often."""
+MAX_LEASE = 32
 
 
 class Limiter(Protocol):
@@ -109,6 +115,9 @@ class SharedBucket(ABC):
         self.fence_key: str | None = None
         self._stock: dict[str, _Lease] = {}
         self._pace: dict[str, _Pace] = {}
+        # One round trip per bucket at a time, and the tokens its waiting callers need.
+        self._gates: dict[str, asyncio.Lock] = {}
+        self._demand: dict[str, int] = {}
 
     @property
     def shard_count(self) -> int:
@@ -137,15 +146,22 @@ class SharedBucket(ABC):
         cost: int,
         want: int,
         fence_key: str | None,
+        lease_s: float = LEASE_SECONDS,
     ) -> Decision:
-        """One decision by the backend (`want` > cost asks for a lease of the rest);
-        raises BackendUnavailable when it cannot."""
+        """One decision by the backend (`want` > cost asks for a lease of the rest, lent
+        for `lease_s`); raises BackendUnavailable when it cannot."""
 
     async def aclose(self) -> None:
         return None
 
     async def try_acquire(
-        self, bucket_key: str, qps: float, burst: int, cost: int = 1, want: int = 0
+        self,
+        bucket_key: str,
+        qps: float,
+        burst: int,
+        cost: int = 1,
+        want: int = 0,
+        lease_s: float = LEASE_SECONDS,
     ) -> Decision:
         check_params(bucket_key, qps, burst, cost)
         now = self._now()
@@ -155,7 +171,7 @@ class SharedBucket(ABC):
                 self._next_probe = now + self._probe_interval
             try:
                 decision = await self._remote_take(
-                    bucket_key, qps, burst, cost, max(cost, want), self.fence_key
+                    bucket_key, qps, burst, cost, max(cost, want), self.fence_key, lease_s
                 )
             except BackendUnavailable as exc:
                 self._enter_fallback(exc)
@@ -175,16 +191,39 @@ class SharedBucket(ABC):
         start = self._now()
         pace = self._pace.setdefault(bucket_key, _Pace(start))
         pace.note(start, cost)
-        stock = self._stock.get(bucket_key)
-        if stock is not None and stock.tokens >= cost and stock.expires > start:
-            stock.tokens -= cost
-            metrics.LEASED.labels(bucket_key).inc(cost)
+        if self._spend_lent(bucket_key, cost, start):
             metrics.WAIT_SECONDS.labels(bucket_key).observe(0.0)
             return 0.0
+        gate = self._gates.setdefault(bucket_key, asyncio.Lock())
+        self._demand[bucket_key] = self._demand.get(bucket_key, 0) + cost
+        try:
+            async with gate:
+                # The round trip this caller waited for may have brought enough for it.
+                if not self._spend_lent(bucket_key, cost, self._now()):
+                    await self._take_remote(bucket_key, qps, burst, cost, pace)
+        finally:
+            self._demand[bucket_key] -= cost
+        waited = self._now() - start
+        metrics.WAIT_SECONDS.labels(bucket_key).observe(waited)
+        return waited
+
+    def _spend_lent(self, bucket_key: str, cost: int, now: float) -> bool:
+        stock = self._stock.get(bucket_key)
+        if stock is not None and stock.tokens >= cost and stock.expires > now:
+            stock.tokens -= cost
+            metrics.LEASED.labels(bucket_key).inc(cost)
+            return True
+        return False
+
+    async def _take_remote(
+        self, bucket_key: str, qps: float, burst: int, cost: int, pace: _Pace
+    ) -> None:
+        """Ask the backend until cost tokens are granted (with a lease for the rest of
+        the demand): the process's only round trip for this bucket meanwhile."""
         while True:
             asked = self._now()
-            want = self._lease_size(pace, burst, cost)
-            decision = await self.try_acquire(bucket_key, qps, burst, cost, want)
+            want, lease_s = self._lease_plan(pace, burst, cost, self._demand[bucket_key])
+            decision = await self.try_acquire(bucket_key, qps, burst, cost, want, lease_s)
             if decision.fenced:
                 metrics.FENCED.labels(bucket_key).inc()
                 log.warning(
@@ -201,21 +240,24 @@ class SharedBucket(ABC):
                 if extra > 0:
                     # Measured from before the request: the backend's lease runs from when
                     # it decided, which is later.
-                    self._stock[bucket_key] = _Lease(extra, asked + LEASE_SECONDS)
-                waited = self._now() - start
-                metrics.WAIT_SECONDS.labels(bucket_key).observe(waited)
-                return waited
+                    self._stock[bucket_key] = _Lease(extra, asked + lease_s)
+                return
             # Jitter spreads callers that were refused together, so they do not all
             # return at the same instant and collide again.
             delay = decision.retry_after * (1.0 + 0.1 * self._rng.random())
             await asyncio.sleep(delay + 0.001 * self._rng.random())
 
-    def _lease_size(self, pace: _Pace, burst: int, cost: int) -> int:
-        """What to ask for: the calls this process is likely to make within a lease, at
-        most MAX_LEASE and an even share of the burst; never less than the cost."""
-        expected = int(pace.rate() * LEASE_SECONDS)
+    def _lease_plan(self, pace: _Pace, burst: int, cost: int, demand: int) -> tuple[int, float]:
+        """What to ask for, and for how long: the tokens the callers waiting here need
+        (demand, this one's cost included) or what this process's pace spends within the
+        lease, whichever is more, at most MAX_LEASE and an even share of the burst; never
+        less than the cost. The lease is long where a long lease's worth of the pace fits
+        in that share (the budget has room), else short."""
         share = max(1, int(burst) // (2 * self._shard_count))
-        return max(cost, min(expected, share, MAX_LEASE))
+        rate = pace.rate()
+        lease_s = LONG_LEASE_SECONDS if rate * LONG_LEASE_SECONDS <= share else LEASE_SECONDS
+        expected = max(int(rate * lease_s), demand)
+        return max(cost, min(expected, share, MAX_LEASE)), lease_s
 
     def _count(self, bucket_key: str, decision: Decision) -> Decision:
         metrics.DECISIONS.labels(bucket_key, decision.source).inc()

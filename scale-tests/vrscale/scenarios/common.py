@@ -19,9 +19,11 @@ from virtrigaud.providers.calls import RateLimit
 from virtrigaud.shards import audit
 from vrscale import fleet, inventory, metrics, plots, shard_probe, workload
 from vrscale.controller import Controller, ControllerOptions
+from vrscale.report import Report
 from vrscale.runner import RunContext
 from vrscale.stats import cumulative, percentile, summary
 from vrscale.watcher import FleetWatcher
+from vrscale.wire import Proxy, proxied
 from vrscale.workload import UNLIMITED, Target
 
 CONTROLLER_NAMESPACE = "virtrigaud-system"
@@ -50,6 +52,9 @@ class Fleet:
         # Simulator -> keys of VMs the run made other than through `plan` (a VMSet's).
         self.extra_expected: dict[str, list[str]] = {}
         self.remote: remote_providers.RemoteProvidersInfo | None = None
+        self.proxies: dict[str, Proxy] = {}
+        """Counting proxies in front of the simulators, by sim (``open(count_at_simulators=
+        True)``): the hypervisor requests as they arrive."""
 
     def next_change(self, key: str) -> dict[str, Any]:
         """A spec change for key that differs from its current spec (CPU 1 <-> 2)."""
@@ -67,14 +72,23 @@ class Fleet:
         assert self.watcher is not None, "Fleet.open() first"
         return self.watcher
 
-    async def open(self, rate: RateLimit = UNLIMITED, targets: list[Target] | None = None) -> None:
-        """Providers for targets (default: the stack's three simulators), and the watch."""
+    async def open(
+        self,
+        rate: RateLimit = UNLIMITED,
+        targets: list[Target] | None = None,
+        *,
+        count_at_simulators: bool = False,
+    ) -> None:
+        """Providers for targets (default: the stack's three simulators), and the watch;
+        with count_at_simulators, each target behind a counting proxy (``self.proxies``)."""
         if self.info.kube is None:
             raise RuntimeError("the scenario's stack has no API server")
         await asyncio.to_thread(workload.prepare, self.info)
         if self.audit_url is not None:
             await asyncio.to_thread(audit.reset, self.audit_url)
         self.targets = targets if targets is not None else workload.targets(self.info)
+        if count_at_simulators:
+            self.targets, self.proxies = await proxied(self.targets, Path(self.info.state_dir))
         self.kube = KubeClient.from_kubeconfig(self.info.kube.kubeconfig)
         if self.ctx.opts.remote_providers:
             # The Providers' spec selects a provider.v1 server per simulator (mTLS, loopback).
@@ -89,6 +103,8 @@ class Fleet:
         if self.watcher is not None:
             await self.watcher.stop()
         await self.scraper.close()
+        for proxy in self.proxies.values():
+            await proxy.close()
         if self.kube is not None:
             await self.kube.close()
         if self.remote is not None:
@@ -248,6 +264,36 @@ class Fleet:
             out.setdefault(sim, []).extend(keys)
         return out
 
+    async def cost_reading(self) -> CostReading:
+        """The counters a converge's cost is the difference of: hypervisor calls per
+        provider type and method (shards' counters), Redis round trips of the rate limiter,
+        CPU seconds of the controller's processes (coordinator, shards, Ray, Redis), and
+        the requests that arrived at each simulator (counting proxies, when present)."""
+        shards = await self.scraper.scrape(
+            self.shard_pids(),
+            names=[metrics.HYPERVISOR_CALLS, "virtrigaud_ratelimit_decisions_total"],
+        )
+        every = [s for samples in shards.values() for s in samples]
+        calls: dict[str, float] = {}
+        for name, labels, value in every:
+            if name == metrics.HYPERVISOR_CALLS:
+                d = dict(labels)
+                key = f"{d.get('provider_type', '')}/{d.get('method', '')}"
+                calls[key] = calls.get(key, 0.0) + value
+        trips = metrics.by_label(every, "virtrigaud_ratelimit_decisions_total", "source")
+        cpu = {
+            role: await asyncio.to_thread(self.ctx.sampler.cpu_seconds, (role,))
+            for role in CONTROLLER_ROLES
+        }
+        return CostReading(
+            t=time.monotonic(),
+            calls=calls,
+            redis_round_trips=trips.get("redis", 0.0),
+            controller_cpu_s=sum(cpu.values()),
+            cpu_by_role=cpu,
+            arrivals={sim: len(p.arrivals) for sim, p in self.proxies.items()},
+        )
+
     async def converge(self, count: int, timeout: float, label: str = "converge") -> Converged:
         """Create count VMs at once (spread over the simulators) and wait until all are
         Ready; the clock starts when the first create is sent."""
@@ -259,6 +305,7 @@ class Fleet:
         ready_phase = self.ctx.progress.phase(f"{label}: VMs Ready", total=count)
         calls = metrics.CallSampler(self.scraper, self.shard_pids, interval=1.0)
         await calls.start()
+        cost_before = await self.cost_reading()
         writes_before = len(self.w.write_times)
         t0 = time.monotonic()
 
@@ -283,6 +330,7 @@ class Fleet:
         )
         created = await creating
         end = time.monotonic()
+        cost_after = await self.cost_reading()
         await calls.stop()
         ready_phase.done(f"{ready_now()} Ready" + ("" if ok else " (timed out)"))
         for key, t in created.done.items():
@@ -296,6 +344,7 @@ class Fleet:
             create_done_s=(max(created.done.values()) - t0) if created.done else None,
             calls=calls.series,
             writes=len(self.w.write_times) - writes_before,
+            cost=(cost_before, cost_after),
         )
 
 
@@ -309,7 +358,109 @@ class Converged:
     create_done_s: float | None
     calls: metrics.CallSeries
     writes: int
+    cost: tuple[CostReading, CostReading] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+CONTROLLER_ROLES = ("coordinator", "shard", "ray-base", "redis")
+"""The processes whose CPU is the controller's cost: coordinator, shards, Ray, Redis."""
+
+
+@dataclass
+class CostReading:
+    t: float
+    calls: dict[str, float]
+    """provider type/method -> calls so far (shards' counters)."""
+    redis_round_trips: float
+    controller_cpu_s: float
+    cpu_by_role: dict[str, float]
+    arrivals: dict[str, int]
+    """sim -> requests arrived so far at its counting proxy."""
+
+
+def cost_figures(c: Converged) -> dict[str, Any]:
+    """What a converge cost per VM: hypervisor requests counted at the simulators (when
+    proxied) and by the shards per provider type and method, Redis round trips per call,
+    controller CPU (core-ms) per VM."""
+    if c.cost is None:
+        return {}
+    before, after = c.cost
+    n = len(c.keys)
+    calls = {k: v - before.calls.get(k, 0.0) for k, v in after.calls.items()}
+    calls = {k: v for k, v in calls.items() if v}
+    by_type: dict[str, dict[str, float]] = {}
+    for key, v in sorted(calls.items()):
+        ptype, _, method = key.partition("/")
+        by_type.setdefault(ptype, {})[method] = v
+    made = sum(calls.values())
+    trips = after.redis_round_trips - before.redis_round_trips
+    cpu_s = after.controller_cpu_s - before.controller_cpu_s
+    out: dict[str, Any] = {
+        "shard_calls": made,
+        "shard_calls_per_vm": _r(made / n) if n else None,
+        "shard_calls_by_type_and_method": by_type,
+        "redis_round_trips": trips,
+        "redis_round_trips_per_call": _r(trips / made) if made else None,
+        "controller_cpu_s": _r(cpu_s),
+        "controller_cpu_ms_per_vm": _r(1000 * cpu_s / n) if n else None,
+        "controller_cpu_ms_per_vm_by_role": {
+            role: _r(1000 * (v - before.cpu_by_role.get(role, 0.0)) / n) if n else None
+            for role, v in after.cpu_by_role.items()
+        },
+    }
+    if after.arrivals:
+        arrived = {s: after.arrivals[s] - before.arrivals.get(s, 0) for s in after.arrivals}
+        out["simulator_requests"] = arrived
+        out["simulator_requests_per_vm"] = _r(sum(arrived.values()) / n) if n else None
+    return out
+
+
+COST_TARGETS_FROM_VMS = 1000
+"""Below this many VMs the fixed costs (warm-up, first connections) weigh on the per-VM
+figures, so the cost targets are reported but not applied."""
+
+
+def check_cost(r: Report, cost: dict[str, Any], conv: dict[str, Any], vms: int) -> None:
+    """The per-VM cost targets of a create-and-power-on converge."""
+    applies = vms >= COST_TARGETS_FROM_VMS
+    at_simulators = cost.get("simulator_requests_per_vm")
+    r.check(
+        "hypervisor_calls_per_vm",
+        "hypervisor requests per VM created and powered on, counted at the simulators",
+        at_simulators if at_simulators is not None else cost.get("shard_calls_per_vm"),
+        "<=",
+        8.0,
+        "requests/VM",
+        applies=applies,
+        note="" if at_simulators is not None else "no counting proxies: the shards' counters",
+    )
+    r.check(
+        "vm_writes_per_vm",
+        "VirtualMachine writes per VM converged (seen on the watch)",
+        conv.get("vm_writes_per_vm"),
+        "<=",
+        2.0,
+        "writes/VM",
+        applies=applies,
+    )
+    r.check(
+        "redis_round_trips_per_call",
+        "rate-limit Redis round trips per hypervisor call while converging",
+        cost.get("redis_round_trips_per_call"),
+        "<",
+        0.2,
+        "round trips/call",
+        applies=applies,
+    )
+    r.check(
+        "controller_cpu_per_vm",
+        "CPU of coordinator, shards, Ray and Redis per VM converged (from /proc)",
+        cost.get("controller_cpu_ms_per_vm"),
+        "<=",
+        20.0,
+        "core-ms/VM",
+        applies=applies,
+    )
 
 
 def converge_figures(fl: Fleet, c: Converged) -> dict[str, Any]:
@@ -337,8 +488,13 @@ def converge_figures(fl: Fleet, c: Converged) -> dict[str, Any]:
         lat = [s.first_ready - s.created for s in mine if s.first_ready and s.created]
         done_s = max(times) if times and len(times) == len(mine) else None
         rate = len(mine) / done_s if done_s else None
+        phases: Counter[str] = Counter()
+        for st in mine:
+            phases.update(st.write_phases)
         per_sim[t.sim] = {
             "vms": len(mine),
+            "writes_per_vm": _r(sum(st.writes for st in mine) / len(mine)) if mine else None,
+            "writes_by_phase_left": dict(phases),
             "ready": len(times),
             "all_ready_s": _r(done_s),
             "vms_per_s": _r(rate),

@@ -9,7 +9,14 @@ from typing import Any
 from vrscale import rawmix
 from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios import raw
-from vrscale.scenarios.common import Fleet, converge_figures, on_fleet, plot_converge
+from vrscale.scenarios.common import (
+    Fleet,
+    check_cost,
+    converge_figures,
+    cost_figures,
+    on_fleet,
+    plot_converge,
+)
 
 COORDINATOR_RSS_MB = 200.0
 SHARD_RSS_MB = 300.0
@@ -104,7 +111,9 @@ async def measure(ctx: RunContext, fl: Fleet, mix: dict[str, Any]) -> dict[str, 
     fig = converge_figures(fl, c)
     fig["efficiency"] = rawmix.efficiency(fig, mix)
     fig["shard_names"] = await fl.shard_names()
+    fig["cost"] = cost_figures(c)
     check_targets(ctx, fig, ctx.vms)
+    check_cost(ctx.report, fig["cost"], fig, ctx.vms)
     plot_converge(ctx, fl, c, "converge")
     return fig
 

@@ -15,10 +15,8 @@ import asyncio
 import bisect
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from virtrigaud.providers.calls import RateLimit
 from vrscale import fleet, plots, workload
@@ -26,35 +24,7 @@ from vrscale.grants import Grant, GrantMonitor, window_stats
 from vrscale.runner import RunContext, Scenario
 from vrscale.scenarios.common import Fleet, record_counters
 from vrscale.stats import rate_series
-from vrscale.wire import HttpCountingProxy, LibvirtCountingProxy
-from vrscale.workload import Target
-
-Proxy = HttpCountingProxy | LibvirtCountingProxy
-
-
-def _with_port(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
-
-
-async def proxied(targets: list[Target], state_dir: Path) -> tuple[list[Target], dict[str, Proxy]]:
-    """Each target behind a counting proxy: the targets to use, and the proxies by sim."""
-    out: list[Target] = []
-    proxies: dict[str, Proxy] = {}
-    for t in targets:
-        proxy: Proxy
-        if t.provider_type == "libvirt":
-            socket = t.endpoint.split("socket=", 1)[1].split("&", 1)[0]
-            proxy = LibvirtCountingProxy(t.sim, socket, state_dir / "lv-proxy.sock")
-            await proxy.start()
-            out.append(replace(t, endpoint=proxy.uri, credentials={"uri": proxy.uri}))
-        else:
-            up = urlsplit(t.endpoint)
-            proxy = HttpCountingProxy(t.sim, up.hostname or "127.0.0.1", up.port or 443)
-            await proxy.start()
-            out.append(replace(t, endpoint=_with_port(t.endpoint, proxy.port)))
-        proxies[t.sim] = proxy
-    return out, proxies
+from vrscale.wire import LibvirtCountingProxy, Proxy, proxied
 
 
 def wire_figures(

@@ -12,7 +12,14 @@ from virtrigaud.kube.resources import PROVIDERS, VM_CLASSES, VM_IMAGES
 from vrscale import fleet
 from vrscale.report import Report
 from vrscale.runner import RunContext, Scenario
-from vrscale.scenarios.common import Fleet, converge_figures, plot_converge, record_counters
+from vrscale.scenarios.common import (
+    Fleet,
+    check_cost,
+    converge_figures,
+    cost_figures,
+    plot_converge,
+    record_counters,
+)
 from vrscale.scenarios.load import (
     churn,
     churn_figures,
@@ -77,12 +84,15 @@ async def body(ctx: RunContext) -> None:
     fl = Fleet(ctx)
     r = ctx.report
     try:
-        await fl.open()
+        await fl.open(count_at_simulators=True)
         await fl.start_controller(ctx.shards)
         r.figures["warm_up_s"] = round(await fl.warm_up(), 3)
         c = await fl.converge(ctx.vms, CONVERGE_TIMEOUT_S)
         conv = converge_figures(fl, c)
         r.figures["converge"] = conv
+        cost = cost_figures(c)
+        r.figures["converge_cost"] = cost
+        check_cost(r, cost, conv, ctx.vms)
         plot_converge(ctx, fl, c, "smoke")
         r.check(
             "all_vms_ready",

@@ -1,7 +1,8 @@
 """The converge steps of a VM pass: settle tasks in flight, create (or adopt), observe,
 reconfigure, power, report Ready.
 
-No step waits for a hypervisor task beyond two brief looks (``INLINE_TASK_POLLS``): a task
+No step waits for a hypervisor task beyond a few brief looks (``INLINE_TASK_POLLS``, at most
+0.8 s for a create's first task: ``CREATE_TASK_POLLS``): a task
 still running is recorded in ``status.lastTaskRef`` with its operation and the pass ends
 with a requeue, so a handover or failover never waits on a reconcile and whichever shard
 owns the key next resumes it. A create is a chain of tasks (the clone, then each step
@@ -12,6 +13,7 @@ finished, and only then is the VM ``Created``.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from virtrigaud.api.common import parse_duration
@@ -55,6 +57,7 @@ from virtrigaud.controllers.virtualmachine.status import (
 from virtrigaud.providers.base import (
     DONE,
     Busy,
+    DiskInfo,
     NotFoundError,
     PowerOp,
     PowerState,
@@ -74,12 +77,25 @@ SOON = 0.5
 # Inline looks at a power task before it is recorded and the pass requeued (seconds
 # slept before each look).
 INLINE_TASK_POLLS = (0.05, 0.25)
+# Looks at a create's first task (a clone often takes longer than a power change): one
+# more before it is recorded, which costs a status write and another pass.
+CREATE_TASK_POLLS = (0.05, 0.25, 0.5)
 DEFAULT_GRACEFUL_TIMEOUT = 60.0
+# The power state a power operation ends in (a reboot ends where it started).
+POWER_AFTER = {
+    PowerOp.ON: PowerState.ON,
+    PowerOp.OFF: PowerState.OFF,
+    PowerOp.OFF_GRACEFUL: PowerState.OFF,
+}
 # Create steps one pass runs at most before it requeues (each may look at a task briefly).
 CREATE_STEPS_PER_PASS = 6
 
 
 class ConvergeSteps(RevertSteps, PlacementSteps):
+    created_now = False
+    """This pass finished the VM's create (its last step ended): nothing else has touched
+    the new VM yet."""
+
     async def converge(self) -> None:
         provider, defaults, provider_type = await self.provider()
         vm_class = await resolve_class(self.resolver, self.vm)
@@ -108,9 +124,10 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
         await self.reconfigure(provider, info, desired)
         powered = await self.ensure_power(provider, info)
         if powered is not info:
-            # A power change can land a pending reconfigure (or show one did not take):
-            # look again, as the next pass would.
-            await self.reconfigure(provider, powered, desired)
+            # A power change can land a pending CPU or memory change (or show one did not
+            # take): look again, as the next pass would. Disks do not change with power
+            # (the look after a power change leaves them out); they were checked above.
+            await self.reconfigure(provider, powered, replace(desired, disks=()))
         await self.converged(powered)
         self.endpoints.confirm(provider)
 
@@ -212,6 +229,7 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
                     # Nothing was started, so the next pass need not look for a VM.
                     self.memory.nothing_created(self.key)
                     raise
+                self.memory.create_started(self.key)
                 await self.audit(OP_CREATE)
                 self.status.id = vm_id or None
                 self.record_task(OP_CREATE, task)
@@ -223,11 +241,17 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
         known_id = self.status.id
         if not known_id:  # a create that ended names its VM (finish_create below)
             raise RetryableError(f"{self.vm_ref()}: no hypervisor VM id after its create")
-        try:
-            info = await provider.describe(known_id, snapshots=False)
-        except NotFoundError:
-            await self.vanished()
-            return None
+        if self.created_now and self.vm.spec.power_state == DesiredPower.ON:
+            # The create this pass finished says what a look would: the VM exists, is off
+            # and has the spec's hardware. The power-on comes next and is followed by one
+            # real look, which the hardware is checked against again.
+            info = created_info(known_id, spec)
+        else:
+            try:
+                info = await provider.describe(known_id, snapshots=False)
+            except NotFoundError:
+                await self.vanished()
+                return None
         check_owner(info, self.owner)
         if adopted_now:
             await self.event(
@@ -277,7 +301,7 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
         the VM. Raises Wait with the task recorded when it takes longer."""
         state = TaskStatus(done=True)
         if not task_done_locally(task):
-            found = await self.brief_wait(provider, task)
+            found = await self.brief_wait(provider, task, CREATE_TASK_POLLS)
             if found is None:
                 # status.id and the task must be stored before anything waits on them.
                 raise await self.wait_for_task()
@@ -307,6 +331,7 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
             if task_done_locally(step):
                 self.clear_task()
                 await self.task_finished(operation)
+                self.created_now = operation == OP_CREATE
                 return
             await self.audit(OP_CREATE)
             self.record_task(operation, step)
@@ -482,15 +507,26 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
             op = PowerOp.OFF_GRACEFUL if desired == DesiredPower.OFF_GRACEFUL else PowerOp.OFF
         if op is None:
             return info
-        task = await provider.power(info.id, self.owner, op, self.graceful_timeout())
+        task = await provider.power(info.id, self.owner, op, self.graceful_timeout(), known=info)
         await self.audit(f"{OP_POWER}{op.value}")
         operation = f"{OP_POWER}{op.value}"
         if not task_done_locally(task):
+            wanted = POWER_AFTER.get(op)
+            polls: tuple[float, ...] = INLINE_TASK_POLLS
+            if wanted is not None:
+                # The look status needs after the change doubles as the first look at its
+                # task: a VM seen in the wanted state needs no task read at all.
+                await asyncio.sleep(INLINE_TASK_POLLS[0])
+                seen = await provider.describe(info.id, snapshots=False, disks=False)
+                if seen.power_state == wanted:
+                    await self.task_finished(operation)
+                    return seen
+                polls = INLINE_TASK_POLLS[1:]
             # Power tasks usually end within a second: look a couple of times before
             # recording the task and requeueing, which costs a status write and a pass.
             # Safe to lose: a pass that dies here finds the power state by describe and
             # asks again only if it still differs.
-            state = await self.brief_wait(provider, task)
+            state = await self.brief_wait(provider, task, polls)
             if state is None:
                 await self.start_task(operation, task)
                 self.st.condition(READY, False, "PowerChanging", f"{op.value} {self.hv_ref()}")
@@ -498,11 +534,14 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
             if state.error is not None:
                 raise state.error
         await self.task_finished(operation)
-        return await provider.describe(info.id, snapshots=False)
+        # One look after the power change: what status reports (power state, addresses).
+        return await provider.describe(info.id, snapshots=False, disks=False)
 
-    async def brief_wait(self, provider: Provider, task: TaskRef) -> TaskStatus | None:
+    async def brief_wait(
+        self, provider: Provider, task: TaskRef, polls: tuple[float, ...] = INLINE_TASK_POLLS
+    ) -> TaskStatus | None:
         """The task's end state if it ends within the inline budget, else None."""
-        for delay in INLINE_TASK_POLLS:
+        for delay in polls:
             await asyncio.sleep(delay)
             state = await provider.task_status(task)
             if state.done:
@@ -533,3 +572,16 @@ class ConvergeSteps(RevertSteps, PlacementSteps):
                     "DriftCorrected",
                     f"{self.hv_ref()} had drifted from its spec ({drift}); corrected",
                 )
+
+
+def created_info(vm_id: str, spec: VMSpec) -> VMInfo:
+    """What a create that just finished left: the VM, off, with the spec's hardware."""
+    return VMInfo(
+        id=vm_id,
+        name=spec.name,
+        power_state=PowerState.OFF,
+        cpu=spec.cpu,
+        memory_mib=spec.memory_mib,
+        owner=spec.owner,
+        disks=tuple(DiskInfo(d.name, float(d.size_gib)) for d in spec.disks),
+    )

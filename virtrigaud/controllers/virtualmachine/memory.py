@@ -29,6 +29,11 @@ RETRY_MAX = 120.0
 # once per change; the log says it again only this often, with how many were skipped).
 FAILURE_LOG_INTERVAL = 60.0
 OWN_WRITES_KEPT = 8
+# A create the hypervisor refuses as busy (a template's clone cap) for less than this
+# writes nothing: such waits are short and common when many VMs of one template are
+# created at once, and each written one cost a status write and an Event. A longer wait
+# is written once, as before.
+BUSY_QUIET_SECONDS = 5.0
 
 
 def backoff(first: float, cap: float, attempt: int) -> float:
@@ -44,7 +49,10 @@ def _rv(obj: JSON) -> int | None:
 
 
 class KeyMemory:
-    def __init__(self) -> None:
+    def __init__(self, busy_quiet: float = BUSY_QUIET_SECONDS) -> None:
+        self.busy_quiet = busy_quiet
+        # key -> when its create was first refused as busy (monotonic), until one starts.
+        self._busy_since: dict[str, float] = {}
         self._latest: dict[str, JSON] = {}
         # resourceVersions this process wrote per key whose watch echo has not come back.
         self._own_writes: dict[str, list[str]] = {}
@@ -70,6 +78,7 @@ class KeyMemory:
             self._retries,
             self._logged,
             self._drift,
+            self._busy_since,
         ):
             table.pop(key, None)
         self._absent.discard(key)
@@ -155,6 +164,15 @@ class KeyMemory:
         """A create of key was refused before anything started (Busy): this process knows no
         VM of it exists, so the next attempt needs no lookup by owner first."""
         self._absent.add(key)
+
+    def busy_quietly(self, key: str) -> bool:
+        """Whether this refusal of key's create as busy is still within the quiet period
+        (the first refusal starts it)."""
+        now = time.monotonic()
+        return now - self._busy_since.setdefault(key, now) < self.busy_quiet
+
+    def create_started(self, key: str) -> None:
+        self._busy_since.pop(key, None)
 
     def known_absent(self, key: str) -> bool:
         """Whether the last create of key was refused before anything started (once)."""

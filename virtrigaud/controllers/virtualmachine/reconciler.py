@@ -193,9 +193,13 @@ class _Pass(ConvergeSteps, DeleteSteps):
 
     async def hypervisor_busy(self, e: Busy, deleting: bool) -> ReconcileResult:
         """Not a failure: the provider started nothing because the hypervisor is busy with
-        tasks of this kind. The condition says so (written once: the message does not
-        change between tries) and the key is requeued after the provider's delay, without
+        tasks of this kind. Once a create has waited longer than the memory's quiet period
+        (or for a delete at once), the condition says so (written once: the message does
+        not change between tries); the key is requeued after the provider's delay, without
         the error backoff."""
+        if not deleting and self.memory.busy_quietly(self.key):
+            # A short wait (a clone of the template is running): nothing to tell yet.
+            return ReconcileResult(requeue_after=e.retry_after)
         message = f"{self.vm_ref()} waits for the hypervisor: {e.message}"
         if deleting:
             changed = self.st.condition(DELETING, True, e.reason, message)

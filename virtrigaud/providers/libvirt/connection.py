@@ -188,6 +188,12 @@ class ConnectionPool:
         finally:
             channel.in_flight -= 1
 
+    def usable(self, obj: Any) -> bool:
+        """Whether a handle from an earlier call can still be used (its connection is one
+        of the pool's and not known to be broken)."""
+        conn = obj.connect()  # a Python attribute of the object, not an RPC
+        return any(c.conn is conn and not c.broken for c in self.channels)
+
     def _least_busy(self) -> Channel:
         return min(self.channels, key=lambda c: c.in_flight)
 

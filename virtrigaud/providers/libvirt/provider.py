@@ -39,9 +39,10 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -49,6 +50,7 @@ from virtrigaud.providers.base import (
     DONE,
     Capabilities,
     Cause,
+    DiskInfo,
     DiskSpec,
     EndpointInfo,
     ImageSpec,
@@ -57,6 +59,7 @@ from virtrigaud.providers.base import (
     NotFoundError,
     Observed,
     Owner,
+    OwnershipError,
     PowerOp,
     PowerState,
     PreparedImage,
@@ -71,6 +74,7 @@ from virtrigaud.providers.base import (
     VMInfo,
     VMSpec,
     check_owner,
+    known_power,
 )
 from virtrigaud.providers.calls import RateLimit, TokenLimiter
 from virtrigaud.providers.libvirt.connection import MAX_CLIENT_REQUESTS, ConnectionPool
@@ -89,11 +93,16 @@ from virtrigaud.providers.libvirt.domain_xml import (
     volume_xml,
 )
 from virtrigaud.providers.libvirt.endpoint import Endpoint
-from virtrigaud.providers.libvirt.errors import error_code
+from virtrigaud.providers.libvirt.errors import error_code, is_connection_error
 from virtrigaud.providers.libvirt.storage import UNSUPPORTED, Volumes
 from virtrigaud.providers.versions import check_version, libvirt_version
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+HANDLES_KEPT = 2048
+"""Domain handles remembered per provider (the most recently used)."""
 
 
 _ON_STATES = frozenset(
@@ -203,6 +212,9 @@ class LibvirtProvider(Provider):
         )
         self.storage_pool = defaults.get("storage_pool") or DEFAULT_STORAGE_POOL
         self._volumes = Volumes(self._pool, self.storage_pool)
+        # Domain handles by id (from a define or a lookup), so the calls that follow one
+        # skip the lookup RPC; one whose connection went away is looked up again.
+        self._handles: OrderedDict[str, Any] = OrderedDict()
         self.network = defaults.get("network") or None
         self._domain_type = domain_type
         self._vcpu_headroom = vcpu_headroom
@@ -235,18 +247,48 @@ class LibvirtProvider(Provider):
         """The domain handle, its parsed XML, its state and (optionally) snapshot names."""
         self._check_vm_id(vm_id)
 
-        def read(conn: Any) -> tuple[Any, str, int, list[str]]:
-            dom = conn.lookupByUUIDString(vm_id)
+        def read_from(dom: Any) -> tuple[Any, str, int, list[str]]:
             names = dom.snapshotListNames(0) if snapshots else []
             return dom, dom.XMLDesc(0), dom.state()[0], names
 
+        cost = 3 if snapshots else 2
         try:
-            dom, xml, state, names = await self._pool.call(
-                "describe", read, cost=4 if snapshots else 3, repeatable=True
-            )
+            known = self._handles.get(vm_id)
+            found = None
+            if known is not None:
+                found = await self._on_handle("describe", known, read_from, cost=cost)
+            if found is None:
+                found = await self._pool.call(
+                    "describe",
+                    lambda c: read_from(c.lookupByUUIDString(vm_id)),
+                    cost=cost + 1,
+                    repeatable=True,
+                )
         except NotFoundError as e:
+            self._handles.pop(vm_id, None)
             raise self._vm_not_found(vm_id, e) from e
+        dom, xml, state, names = found
+        self._remember_handle(vm_id, dom)
         return dom, parse_domain(xml), state, tuple(names)
+
+    async def _on_handle(
+        self, method: str, dom: Any, fn: Callable[[Any], T], *, cost: int
+    ) -> T | None:
+        """fn(dom) on the remembered handle's connection; None when that connection is gone
+        (the caller looks the domain up again)."""
+        try:
+            return await self._pool.call(method, lambda _c: fn(dom), cost=cost, pin=dom)
+        except RetryableError as e:
+            if not is_connection_error(e.__cause__) and e.__cause__ is not None:
+                raise
+            self._handles.pop(dom.UUIDString(), None)
+            return None
+
+    def _remember_handle(self, vm_id: str, dom: Any) -> None:
+        self._handles[vm_id] = dom
+        self._handles.move_to_end(vm_id)
+        while len(self._handles) > HANDLES_KEPT:
+            self._handles.popitem(last=False)
 
     async def _inspect(self, vm_id: str, owner: Owner) -> tuple[Any, DomainRecord, int]:
         """The domain, checked to carry owner's tag, before any change to it."""
@@ -288,13 +330,22 @@ class LibvirtProvider(Provider):
         )
 
     async def _info(
-        self, dom: Any, rec: DomainRecord, state: int, snapshots: tuple[str, ...]
+        self,
+        dom: Any,
+        rec: DomainRecord,
+        state: int,
+        snapshots: tuple[str, ...],
+        *,
+        disks: bool = True,
     ) -> VMInfo:
+        """The VMInfo of a domain read; ``disks=False`` leaves out the disk sizes (a call
+        of their own: a pool lookup and two RPCs per disk)."""
         active = power_state(state) is PowerState.ON
+        sizes = self._volumes.sizes(rec) if disks else _no_disks()
         if active and rec.interfaces:
-            disks, ips = await asyncio.gather(self._volumes.sizes(rec), self._ips(dom))
+            disk_infos, ips = await asyncio.gather(sizes, self._ips(dom))
         else:
-            disks, ips = await self._volumes.sizes(rec), ()
+            disk_infos, ips = await sizes, ()
         return VMInfo(
             id=rec.uuid,
             name=rec.name,
@@ -303,7 +354,7 @@ class LibvirtProvider(Provider):
             memory_mib=rec.memory_kib // 1024,
             owner=rec.owner,
             ips=ips,
-            disks=disks,
+            disks=disk_infos,
             snapshots=snapshots,
         )
 
@@ -418,9 +469,9 @@ class LibvirtProvider(Provider):
             return None
         return await self._info(dom, parse_domain(xml), state, tuple(names))
 
-    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
+    async def describe(self, vm_id: str, *, snapshots: bool = True, disks: bool = True) -> VMInfo:
         dom, rec, state, names = await self._lookup_record(vm_id, snapshots=snapshots)
-        return await self._info(dom, rec, state, names)
+        return await self._info(dom, rec, state, names, disks=disks)
 
     async def list_owned(self) -> list[VMInfo]:
         # Domains whose names hypervisor_name() cannot produce are skipped unread.
@@ -578,32 +629,45 @@ class LibvirtProvider(Provider):
             max_memory_mib=spec.memory_mib,
         )
         try:
-            return await self._pool.call(
-                "defineXML", lambda c: c.defineXML(xml).UUIDString(), cost=2
-            )
-        except (TerminalError, NotFoundError):
-            # The spec cannot be defined: do not leave the volumes made for it behind.
-            await self._volumes.delete(created)
+            dom = await self._pool.call("defineXML", lambda c: c.defineXML(xml), cost=1)
+            vm_id = str(dom.UUIDString())  # kept by the handle: no RPC
+            self._remember_handle(vm_id, dom)
+            return vm_id
+        except ProviderError as e:
+            # A domain holding the name (create may have skipped its lookup): a foreign
+            # one is refused by ownership, ours (defined meanwhile) is the answer.
+            try:
+                theirs = await self._existing(spec.name, spec.owner)
+            except OwnershipError:
+                await self._volumes.delete(created)
+                raise
+            if theirs is not None:
+                return theirs
+            if isinstance(e, TerminalError | NotFoundError):
+                # The spec cannot be defined: do not leave the volumes made for it behind.
+                await self._volumes.delete(created)
             raise
 
     async def create(self, spec: VMSpec, *, known_absent: bool = False) -> tuple[str, TaskRef]:
         check_disk_names(spec.disks)
-        # One lookup by name even when known_absent (one cheap RPC): ours is returned, a
-        # foreign domain holding the name is refused. A domain defined in between makes
-        # defineXML fail, it is never replaced.
-        existing = await self._existing(spec.name, spec.owner)
-        if existing is not None:
-            return existing, f"{DONE}{existing}"
+        # A lookup by name (three RPCs) finds ours, or refuses a foreign domain holding the
+        # name. With known_absent it is left to a failed define: defineXML never replaces
+        # a domain of the same name, so a foreign one is found (and refused) only then.
+        if not known_absent:
+            existing = await self._existing(spec.name, spec.owner)
+            if existing is not None:
+                return existing, f"{DONE}{existing}"
         pool = self._pool_for(spec)
         volumes: list[ManagedVolume] = []
         created: list[ManagedVolume] = []
         disks = list(spec.disks)
         if spec.image is not None:
-            src, src_capacity, _, _ = await self._volumes.image(spec.image)
+            src = await self._volumes.image_source(spec.image)
+            src_capacity = src.capacity
             root = disks.pop(0) if disks else DiskSpec(name="root", size_gib=0)
             capacity = max(src_capacity, root.size_gib * GIB)
             mv = ManagedVolume(root.name, pool, volume_name(spec.name, root.name), target_dev(0))
-            made, _ = await self._volumes.ensure(
+            made = await self._volumes.ensure(
                 pool, volume_xml(mv.name, capacity), mv.name, "spec.disks[0]", clone_from=src
             )
             volumes.append(mv)
@@ -614,7 +678,7 @@ class LibvirtProvider(Provider):
             mv = ManagedVolume(
                 disk.name, pool, volume_name(spec.name, disk.name), target_dev(offset + i)
             )
-            made, _ = await self._volumes.ensure(
+            made = await self._volumes.ensure(
                 pool,
                 volume_xml(mv.name, disk.size_gib * GIB),
                 mv.name,
@@ -630,8 +694,24 @@ class LibvirtProvider(Provider):
         return DONE  # create defined the whole domain: nothing is left
 
     async def power(
-        self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
+        self,
+        vm_id: str,
+        owner: Owner,
+        op: PowerOp,
+        graceful_timeout: float = 60.0,
+        *,
+        known: VMInfo | None = None,
     ) -> TaskRef:
+        seen = known_power(known, vm_id, op)
+        if seen is not None:
+            # The caller's look of this pass: only the handle is looked up (a racing change
+            # is caught by _start and _destroy, which accept the state they wanted).
+            check_owner(seen, owner)
+            if seen.power_state == (PowerState.ON if op is PowerOp.ON else PowerState.OFF):
+                return DONE
+            dom = await self._handle(vm_id)
+            await (self._start(dom) if op is PowerOp.ON else self._destroy(dom))
+            return DONE
         dom, _, state = await self._inspect(vm_id, owner)
         is_on = power_state(state) is PowerState.ON
         if op is PowerOp.ON:
@@ -653,6 +733,21 @@ class LibvirtProvider(Provider):
             else:  # a reboot of a VM that is off ends with the VM on
                 await self._start(dom)
         return DONE
+
+    async def _handle(self, vm_id: str) -> Any:
+        """The domain's handle: remembered, or looked up (one RPC)."""
+        self._check_vm_id(vm_id)
+        known = self._handles.get(vm_id)
+        if known is not None and self._pool.usable(known):
+            return known
+        try:
+            dom = await self._pool.call(
+                "lookupByUUID", lambda c: c.lookupByUUIDString(vm_id), repeatable=True
+            )
+        except NotFoundError as e:
+            raise self._vm_not_found(vm_id, e) from e
+        self._remember_handle(vm_id, dom)
+        return dom
 
     async def _state(self, dom: Any) -> int:
         return int(
@@ -781,6 +876,7 @@ class LibvirtProvider(Provider):
 
     async def delete(self, vm_id: str, owner: Owner) -> TaskRef:
         dom, rec, state = await self._inspect(vm_id, owner)
+        self._handles.pop(vm_id, None)
         if power_state(state) is PowerState.ON:
             await self._destroy(dom)
         # Volumes first: if this fails the domain still exists and a retry finds them.
@@ -901,9 +997,9 @@ class LibvirtProvider(Provider):
             mv = ManagedVolume(disk_name, pool, volume_name(spec.name, disk_name), target_dev(i))
             if linked:
                 xml = volume_xml(mv.name, capacity, backing_path=path, backing_format=d.format)
-                made, _ = await self._volumes.ensure(pool, xml, mv.name, "spec.source")
+                made = await self._volumes.ensure(pool, xml, mv.name, "spec.source")
             else:
-                made, _ = await self._volumes.ensure(
+                made = await self._volumes.ensure(
                     pool, volume_xml(mv.name, capacity), mv.name, "spec.source", clone_from=vol
                 )
             volumes.append(mv)
@@ -919,7 +1015,7 @@ class LibvirtProvider(Provider):
                 volume_name(spec.name, disk.name),
                 target_dev(len(volumes)),
             )
-            made, _ = await self._volumes.ensure(
+            made = await self._volumes.ensure(
                 mv.pool, volume_xml(mv.name, disk.size_gib * GIB), mv.name, "spec.disks"
             )
             volumes.append(mv)
@@ -950,3 +1046,7 @@ class LibvirtProvider(Provider):
             await self._pool.close()
         finally:
             self._endpoint.cleanup()
+
+
+async def _no_disks() -> tuple[DiskInfo, ...]:
+    return ()

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import libvirt
@@ -45,10 +48,36 @@ _VOLUME_EXISTS = frozenset({libvirt.VIR_ERR_STORAGE_VOL_EXIST, libvirt.VIR_ERR_O
 _MISSING = (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL)
 
 
+HANDLES_KEPT = 64
+"""Pool and image handles kept per Volumes (a few per connection)."""
+IMAGE_TTL_SECONDS = 60.0
+"""How long an image's capacity is taken as known before it is read again."""
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where an image's volume is, looked up again inside each call that clones it (one RPC,
+    on whichever connection runs the call), and its capacity when it was last read."""
+
+    template: str
+    capacity: int
+
+    def lookup(self, conn: Any, pools: dict[str, Any]) -> Any:
+        """The volume handle (pools: storage pools this call looked up already, by name)."""
+        if self.template.startswith("/"):
+            return conn.storageVolLookupByPath(self.template)
+        pool, _, name = self.template.partition("/")
+        if pool not in pools:
+            pools[pool] = conn.storagePoolLookupByName(pool)
+        return pools[pool].storageVolLookupByName(name)
+
+
 class Volumes:
     def __init__(self, pool: ConnectionPool, default_pool: str) -> None:
         self._pool = pool
         self.default_pool = default_pool
+        self._sources: dict[str, tuple[float, ImageSource]] = {}
+        self._on_conn: dict[tuple[Any, str], Any] = {}
 
     @property
     def where(self) -> str:
@@ -88,30 +117,47 @@ class Volumes:
 
     async def ensure(
         self, pool: str, xml: str, name: str, field: str, clone_from: Any = None
-    ) -> tuple[bool, str]:
-        """Create the volume (or clone it from clone_from); an existing one with the
-        same name is reused (a create that failed halfway is being retried).
-        Returns (created, path)."""
+    ) -> bool:
+        """Create the volume (or clone it from clone_from: a volume handle, or an
+        ImageSource looked up inside the same call); an existing one with the same name is
+        reused (a create that failed halfway is being retried). True when it was created."""
 
-        def create(conn: Any) -> tuple[bool, str]:
-            p = conn.storagePoolLookupByName(pool)
+        source = clone_from.template if isinstance(clone_from, ImageSource) else None
+
+        def create(conn: Any) -> bool:
+            p = self._kept(conn, f"pool:{pool}", lambda: conn.storagePoolLookupByName(pool))
+            src = clone_from
+            if isinstance(clone_from, ImageSource):
+                image = clone_from
+                src = self._kept(
+                    conn, f"image:{image.template}", lambda: image.lookup(conn, {pool: p})
+                )
             try:
-                vol = p.createXMLFrom(xml, clone_from, 0) if clone_from else p.createXML(xml, 0)
-                return True, str(vol.path())
+                if src:
+                    p.createXMLFrom(xml, src, 0)
+                else:
+                    p.createXML(xml, 0)
+                return True
             except libvirt.libvirtError as e:
                 if error_code(e) not in _VOLUME_EXISTS:
+                    # The pool or image may have been removed or redefined: look them up
+                    # again next time.
+                    self._forget_kept(conn)
                     raise
                 try:
-                    vol = p.storageVolLookupByName(name)
+                    p.storageVolLookupByName(name)
                 except libvirt.libvirtError:
                     raise e from None
-                return False, str(vol.path())
+                return False
 
+        handle = clone_from if clone_from is not None and source is None else None
         try:
             return await self._pool.call(
-                "createVolume", create, cost=3, pin=clone_from if clone_from else None
+                "createVolume", create, cost=3 if source or handle else 2, pin=handle
             )
         except NotFoundError as e:
+            if source is not None:
+                self._sources.pop(source, None)  # the image moved or went: read it again
             if error_code(e.__cause__) != libvirt.VIR_ERR_NO_STORAGE_POOL:
                 raise
             raise TerminalError(
@@ -133,6 +179,34 @@ class Volumes:
                         raise
 
         await self._pool.call("deleteVolumes", delete, cost=3 * len(volumes), repeatable=True)
+
+    def _kept(self, conn: Any, name: str, look_up: Callable[[], Any]) -> Any:
+        """A pool or image volume handle of this connection, looked up once (one RPC) and
+        kept while the connection lives: a create on it needs only its own call."""
+        key = (conn, name)
+        found = self._on_conn.get(key)
+        if found is None:
+            found = look_up()
+            if len(self._on_conn) >= HANDLES_KEPT:
+                self._on_conn.clear()
+            self._on_conn[key] = found
+        return found
+
+    def _forget_kept(self, conn: Any) -> None:
+        for key in [k for k in self._on_conn if k[0] is conn]:
+            self._on_conn.pop(key, None)
+
+    async def image_source(self, image: ImageSpec) -> ImageSource:
+        """The image to clone from, read at most once per IMAGE_TTL_SECONDS (a create then
+        pays one lookup inside its clone instead of four RPCs of its own)."""
+        now = time.monotonic()
+        known = self._sources.get(image.template)
+        if known is not None and now - known[0] < IMAGE_TTL_SECONDS:
+            return known[1]
+        _, capacity, _, _ = await self.image(image)
+        found = ImageSource(image.template, capacity)
+        self._sources[image.template] = (now, found)
+        return found
 
     async def image(self, image: ImageSpec) -> tuple[Any, int, str, str]:
         """The image's volume handle, capacity in bytes, key and path."""

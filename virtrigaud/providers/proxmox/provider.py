@@ -44,6 +44,7 @@ from virtrigaud.providers.base import (
     VMInfo,
     VMSpec,
     check_owner,
+    known_power,
 )
 from virtrigaud.providers.calls import CallGate
 from virtrigaud.providers.inflight import Slot, TaskCap
@@ -235,7 +236,8 @@ class ProxmoxProvider(Provider):
         res = (mine or matches)[0]
         return await self.describe(vc.vm_id(str(res["node"]), int(res["vmid"])))
 
-    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
+    async def describe(self, vm_id: str, *, snapshots: bool = True, disks: bool = True) -> VMInfo:
+        # Disks come with the config read: nothing to save.
         node, vmid = vc.parse_vm_id(vm_id)
         config, status, snaps = await asyncio.gather(
             self._config(node, vmid),
@@ -612,12 +614,27 @@ class ProxmoxProvider(Provider):
     # ------------------------------------------------------------------- power
 
     async def power(
-        self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
+        self,
+        vm_id: str,
+        owner: Owner,
+        op: PowerOp,
+        graceful_timeout: float = 60.0,
+        *,
+        known: VMInfo | None = None,
     ) -> TaskRef:
         node, vmid = vc.parse_vm_id(vm_id)
-        config, status = await asyncio.gather(self._config(node, vmid), self._status(node, vmid))
-        check_owner(self._info(node, vmid, config, status, ()), owner)
-        running = status.get("status") == "running"
+        seen = known_power(known, vm_id, op)
+        if seen is not None:
+            # The caller's look of this pass: no read of our own (a start that races
+            # another start ends "already running", which task_status counts as done).
+            check_owner(seen, owner)
+            running = seen.power_state == PowerState.ON
+        else:
+            config, status = await asyncio.gather(
+                self._config(node, vmid), self._status(node, vmid)
+            )
+            check_owner(self._info(node, vmid, config, status, ()), owner)
+            running = status.get("status") == "running"
         timeout = max(int(graceful_timeout), 1)
 
         def vm(p: Any) -> Any:

@@ -349,7 +349,8 @@ class RemoteProvider(Provider):
         except (ValueError, TypeError) as e:
             raise self._garbage("Describe", e) from e
 
-    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
+    async def describe(self, vm_id: str, *, snapshots: bool = True, disks: bool = True) -> VMInfo:
+        # provider.v1 has no way to leave disks out: the server reads them either way.
         md = () if snapshots else ((wire.MD_SNAPSHOTS, "0"),)
         resp, _ = await self._rpc("Describe", pb.DescribeRequest(id=vm_id), pb.DescribeResponse, md)
         if not resp.exists:
@@ -382,8 +383,15 @@ class RemoteProvider(Provider):
         return {vm.id: wire.observed_from_message(vm) for vm in resp.vms}
 
     async def power(
-        self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
+        self,
+        vm_id: str,
+        owner: Owner,
+        op: PowerOp,
+        graceful_timeout: float = 60.0,
+        *,
+        known: VMInfo | None = None,
     ) -> TaskRef:
+        # provider.v1 carries no look of the caller's: the server reads the VM itself.
         req = pb.PowerRequest(
             id=vm_id,
             op=wire.POWER_OPS[op],  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from virtrigaud.providers.base import (
     Observed,
     Owner,
     PowerOp,
+    PowerState,
     PreparedImage,
     Provider,
     ProviderError,
@@ -40,6 +41,7 @@ from virtrigaud.providers.base import (
     VMInfo,
     VMSpec,
     check_owner,
+    known_power,
 )
 from virtrigaud.providers.calls import CallGate
 from virtrigaud.providers.inflight import TaskCap
@@ -142,6 +144,8 @@ class VSphereProvider(Provider):
         self._insecure = insecure
         # OVA imports in flight, by template name (ovf_import.py).
         self._imports: dict[str, ImportJob] = {}
+        # Task reads asked for together share one call.
+        self._task_reads = tasks.TaskReads(self._read_tasks)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -322,8 +326,8 @@ class VSphereProvider(Provider):
         vm = await self._lookup(owner)
         return vm.info() if vm else None
 
-    async def describe(self, vm_id: str, *, snapshots: bool = True) -> VMInfo:
-        # Snapshots come with the same property read: nothing to save.
+    async def describe(self, vm_id: str, *, snapshots: bool = True, disks: bool = True) -> VMInfo:
+        # Snapshots and disks come with the same property read: nothing to save.
         return await self._info(await self._read(vm_id))
 
     async def _info(self, vm: VmRecord) -> VMInfo:
@@ -533,23 +537,39 @@ class VSphereProvider(Provider):
         )
 
     async def power(
-        self, vm_id: str, owner: Owner, op: PowerOp, graceful_timeout: float = 60.0
+        self,
+        vm_id: str,
+        owner: Owner,
+        op: PowerOp,
+        graceful_timeout: float = 60.0,
+        *,
+        known: VMInfo | None = None,
     ) -> TaskRef:
+        seen = known_power(known, vm_id, op)
+        if seen is not None:
+            # The caller's look of this pass: no read of our own (a racing change ends in
+            # InvalidPowerState, which is what was wanted).
+            check_owner(seen, owner)
+            on = op == PowerOp.ON
+            if seen.power_state == (PowerState.ON if on else PowerState.OFF):
+                return DONE
+            method = "PowerOnVM_Task" if on else "PowerOffVM_Task"
+            return await self._task_op(vim.VirtualMachine(vm_id), method, already_ok=True)
         vm = await self._read_owned(vm_id, owner)
         on = vm.power == "poweredOn"
         if op == PowerOp.ON:
-            return DONE if on else await self._task_op(vm, "PowerOnVM_Task", already_ok=True)
+            return DONE if on else await self._task_op(vm.ref, "PowerOnVM_Task", already_ok=True)
         if op == PowerOp.OFF:
             if vm.power == "poweredOff":
                 return DONE
-            return await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
+            return await self._task_op(vm.ref, "PowerOffVM_Task", already_ok=True)
         if op == PowerOp.REBOOT:
             if not on:
-                return await self._task_op(vm, "PowerOnVM_Task", already_ok=True)
+                return await self._task_op(vm.ref, "PowerOnVM_Task", already_ok=True)
             if vm.tools_running:
                 await self._call("RebootGuest", lambda c: _bind(vm.ref, c).RebootGuest())
                 return DONE
-            return await self._task_op(vm, "ResetVM_Task", already_ok=False)
+            return await self._task_op(vm.ref, "ResetVM_Task", already_ok=False)
         # OFF_GRACEFUL
         if vm.power == "poweredOff":
             return DONE
@@ -561,13 +581,13 @@ class VSphereProvider(Provider):
             # No running VMware Tools: the guest cannot be asked to shut down, so waiting for
             # the timeout would only delay the hard power-off it ends in.
             log.info("guest shutdown of %s refused (%s); powering off", vm.name, e.message)
-            return await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
+            return await self._task_op(vm.ref, "PowerOffVM_Task", already_ok=True)
         return tasks.shutdown_ref(vm.id, time.time() + graceful_timeout)
 
-    async def _task_op(self, vm: VmRecord, method: str, *, already_ok: bool) -> TaskRef:
+    async def _task_op(self, ref: Any, method: str, *, already_ok: bool) -> TaskRef:
         """Start a power task; InvalidPowerState means a racing change got there first."""
         try:
-            task = await self._call(method, lambda c: getattr(_bind(vm.ref, c), method)())
+            task = await self._call(method, lambda c: getattr(_bind(ref, c), method)())
         except RetryableError as e:
             if already_ok and isinstance(e.__cause__, vim.fault.InvalidPowerState):
                 return DONE
@@ -593,7 +613,7 @@ class VSphereProvider(Provider):
         if vm.power != "poweredOff":
             # vCenter destroys only a VM that is off: power it off; the destroy is the next
             # delete (DONE: it went off meanwhile).
-            off = await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
+            off = await self._task_op(vm.ref, "PowerOffVM_Task", already_ok=True)
             if off != DONE:
                 return off
         task = await self._call("Destroy_Task", lambda c: _bind(vm.ref, c).Destroy_Task())
@@ -720,7 +740,7 @@ class VSphereProvider(Provider):
         if seen is not None:
             return seen
         try:
-            state = await self._read_call("TaskInfo", lambda c: tasks.read_task(c, parsed))
+            state = await self._task_reads.read(parsed)
         except NotFoundError as e:
             self.clones.ended(task)
             raise NotFoundError(
@@ -740,8 +760,17 @@ class VSphereProvider(Provider):
                 result=str(result._moId) if hasattr(result, "_moId") else None,
             )
         if state.state == "error":
+            if state.description_id in tasks.POWER_TASKS and isinstance(
+                state.error, vim.fault.InvalidPowerState
+            ):
+                # A power-on of a VM that is on (or off of one that is off): a racing
+                # change, or a look of the caller's that was stale, got there first.
+                return TaskStatus(done=True, progress=100)
             return TaskStatus(done=True, error=self._task_error(state.error, f"task {parsed}"))
         return TaskStatus(done=False, progress=state.progress)
+
+    async def _read_tasks(self, task_ids: list[str]) -> dict[str, tasks.TaskState]:
+        return await self._read_call("TaskInfo", lambda c: tasks.read_tasks(c, task_ids))
 
     async def _shutdown_status(self, ref: tasks.ShutdownRef) -> TaskStatus:
         """Done once the VM is off. Past the deadline the hard power-off starts (once per
@@ -759,7 +788,7 @@ class VSphereProvider(Provider):
         if time.time() < ref.deadline:
             return TaskStatus(done=False)
         log.info("guest shutdown of %s timed out; powering off", vm.name)
-        off = await self._task_op(vm, "PowerOffVM_Task", already_ok=True)
+        off = await self._task_op(vm.ref, "PowerOffVM_Task", already_ok=True)
         if off != DONE:
             self._hard_offs[ref.vm_id] = off
         # Not done until a later look sees the VM off (or the power-off task end).
