@@ -1042,6 +1042,10 @@ class LibvirtProvider(Provider):
         return TaskStatus(done=True, progress=100, result=task[len(DONE) :] or None)
 
     async def close(self) -> None:
+        # Handles hold their connection open past its close: dropped first, so the
+        # connections really close here, on the pool's threads.
+        self._handles.clear()
+        self._volumes.forget_all()
         try:
             await self._pool.close()
         finally:

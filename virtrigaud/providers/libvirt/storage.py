@@ -192,6 +192,13 @@ class Volumes:
             self._on_conn[key] = found
         return found
 
+    def forget_all(self) -> None:
+        """Drop every kept handle: a handle holds its connection open past the connection's
+        close, and freeing it later (from the garbage collector, on whatever thread) closes
+        that connection there."""
+        self._on_conn.clear()
+        self._sources.clear()
+
     def _forget_kept(self, conn: Any) -> None:
         for key in [k for k in self._on_conn if k[0] is conn]:
             self._on_conn.pop(key, None)
