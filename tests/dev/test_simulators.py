@@ -14,7 +14,7 @@ import pytest
 import redis
 from proxmoxer import ProxmoxAPI
 from pyVim.connect import Disconnect, SmartConnect
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from virtrigaud.dev.info import ProxmoxInfo, RayInfo, VcsimInfo
 from virtrigaud.kube.client import KubeClient
@@ -37,8 +37,9 @@ def test_pyvmomi_logs_in_to_vcsim_and_lists_vms(vcsim_info: VcsimInfo) -> None:
         view = content.viewManager.CreateContainerView(
             content.rootFolder, [vim.VirtualMachine], True
         )
-        # Other tests of the session add VMs of their own; count the model's.
-        names = sorted(vm.name for vm in view.view if vm.name.startswith("DC"))
+        # Other tests of the session add (and delete, meanwhile) VMs of their own; count
+        # the model's.
+        names = sorted(n for n in map(_name_if_present, view.view) if n.startswith("DC"))
         view.Destroy()
     finally:
         Disconnect(si)  # type: ignore[no-untyped-call]
@@ -46,6 +47,13 @@ def test_pyvmomi_logs_in_to_vcsim_and_lists_vms(vcsim_info: VcsimInfo) -> None:
     per_dc = inv.clusters * inv.pools * inv.vms_per_pool + inv.standalone_hosts * inv.vms_per_pool
     assert len(names) == inv.datacenters * per_dc
     assert all(n.startswith("DC0_") for n in names)
+
+
+def _name_if_present(vm: vim.VirtualMachine) -> str:
+    try:
+        return str(vm.name)
+    except vmodl.fault.ManagedObjectNotFound:
+        return ""  # deleted between the view's listing and this read
 
 
 def test_vcsim_refuses_a_wrong_password(vcsim_info: VcsimInfo) -> None:
