@@ -191,8 +191,12 @@ class VMImageReconciler(PerProviderController):
         try:
             prepared = await provider.image_prepare(spec)
         except (NotFoundError, TerminalError) as e:
-            # An answer: the image is missing, or cannot be imported as the spec asks.
-            return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), True, None
+            # An answer: the image is missing, or cannot be imported as the spec asks; but
+            # a refusal of the endpoint itself (credentials, TLS, version) says nothing
+            # about the image, and is looked at again once the Provider is fixed.
+            answered = e.cause is None
+            entry = ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX])
+            return entry, answered, None
         except ProviderError as e:
             return ImageProviderStatus(available=False, message=str(e)[:MESSAGE_MAX]), False, None
         entry = ImageProviderStatus(
