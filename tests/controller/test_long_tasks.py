@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator
 
@@ -19,10 +20,12 @@ from runtime_support import leading, make_coordinator, wait_for
 from slow_pve import NODE, TEMPLATE_ID, TOKEN_ID, SlowClonePve
 
 from virtrigaud.kube.client import ApiError, KubeClient
+from virtrigaud.kube.keys import object_key
 from virtrigaud.kube.resources import PROVIDERS, SECRETS, VIRTUAL_MACHINES, VM_CLASSES, VM_IMAGES
+from virtrigaud.leader.ring import RingState
 from virtrigaud.leader.shard_count import write_shard_count
 from virtrigaud.shards import audit
-from virtrigaud.shards.actor import DEFAULT_RECONCILER
+from virtrigaud.shards.actor import DEFAULT_RECONCILER, shard_name
 
 API = "infra.virtrigaud.io/v1beta1"
 TEMPLATES = 2
@@ -70,7 +73,7 @@ async def _objects(kube: KubeClient, ns: str, pve: SlowClonePve) -> list[str]:
     for res, kind, name, spec in objects:
         meta = {"name": name, "namespace": ns}
         await kube.create(res, {"apiVersion": API, "kind": kind, "metadata": meta, "spec": spec})
-    names = [f"vm-{i}" for i in range(VMS)]
+    names = _names_one_of_which_moves(ns)
     for i, name in enumerate(names):
         spec = {
             "providerRef": {"name": "pve"},
@@ -84,6 +87,25 @@ async def _objects(kube: KubeClient, ns: str, pve: SlowClonePve) -> list[str]:
             {"apiVersion": API, "kind": "VirtualMachine", "metadata": meta, "spec": spec},
         )
     return names
+
+
+def _names_one_of_which_moves(ns: str) -> list[str]:
+    """VM names of which at least one belongs on the third shard once it joins, so the
+    handover below moves a VM mid-clone (with arbitrary names none moves in about one run
+    in 25: the namespace is random)."""
+    others = [
+        object_key(PROVIDERS.kind, ns, "pve"),
+        object_key(VM_CLASSES.kind, ns, "small"),
+        *(object_key(VM_IMAGES.kind, ns, f"slow-{i}") for i in range(TEMPLATES)),
+    ]
+    names = [f"vm-{i}" for i in range(VMS)]
+    for spare in itertools.count(VMS):
+        vms = [object_key(VIRTUAL_MACHINES.kind, ns, n) for n in names]
+        three = RingState([shard_name(i) for i in range(3)], [*others, *vms])
+        if any(three.owner(k) == shard_name(2) for k in vms):
+            return names
+        names[-1] = f"vm-{spare}"
+    raise AssertionError("unreachable")
 
 
 @pytest.mark.timeout(300)
