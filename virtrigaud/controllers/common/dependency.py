@@ -12,7 +12,7 @@ from virtrigaud.controllers.common.latest import LatestWrites
 from virtrigaud.controllers.common.objects import read_object
 from virtrigaud.controllers.common.perprovider import PerProviderMemory
 from virtrigaud.controllers.common.resolve import Resolver
-from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
+from virtrigaud.controllers.common.usage import Usage, take_usage
 from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.resources import Resource
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
@@ -40,12 +40,8 @@ class DependencyController(abc.ABC):
                 await self.forget(key)
                 return ReconcileResult()
         obj = self.latest.freshest(key, obj)
-        usage = usage_of(obj)
-        if usage is not None:
-            self.usage[key] = usage
-        else:
-            usage = self.usage.get(key)
-        return await self.run(key, without_usage(obj), usage)
+        bare, usage = take_usage(self.usage, key, obj)
+        return await self.run(key, bare, usage)
 
     @abc.abstractmethod
     async def run(self, key: str, obj: JSON, usage: Usage | None) -> ReconcileResult: ...

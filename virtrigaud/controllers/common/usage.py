@@ -47,3 +47,14 @@ def without_usage(obj: JSON) -> JSON:
     if USAGE_FIELD not in obj:
         return obj
     return {k: v for k, v in obj.items() if k != USAGE_FIELD}
+
+
+def take_usage(remembered: dict[str, Usage], key: str, obj: JSON) -> tuple[JSON, Usage | None]:
+    """obj without its usage field, and the usage it came with; a pass that came without
+    one (a GET) gets the last usage remembered for key."""
+    usage = usage_of(obj)
+    if usage is not None:
+        remembered[key] = usage
+    else:
+        usage = remembered.get(key)
+    return without_usage(obj), usage

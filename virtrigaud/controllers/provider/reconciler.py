@@ -34,7 +34,7 @@ from virtrigaud.controllers.common.latest import LatestWrites
 from virtrigaud.controllers.common.objects import read_object, set_finalizer
 from virtrigaud.controllers.common.resolve import MissingDependency, Resolver
 from virtrigaud.controllers.common.status import StatusDraft
-from virtrigaud.controllers.common.usage import Usage, usage_of, without_usage
+from virtrigaud.controllers.common.usage import Usage, take_usage
 from virtrigaud.controllers.provider.adoption import (
     Adopter,
     AdoptionMemory,
@@ -108,12 +108,8 @@ class ProviderReconciler:
                 await self._gone(key)
                 return ReconcileResult()
         obj = self.latest.freshest(key, obj)
-        usage = usage_of(obj)
-        if usage is not None:
-            self.usage[key] = usage
-        else:
-            usage = self.usage.get(key)
-        run = _Pass(self, key, without_usage(obj), usage)
+        bare, usage = take_usage(self.usage, key, obj)
+        run = _Pass(self, key, bare, usage)
         return await run.execute()
 
     async def _gone(self, key: str) -> None:
