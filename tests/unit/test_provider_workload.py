@@ -78,6 +78,9 @@ def test_deployment_runs_provider_serve_with_both_secrets_mounted() -> None:
     assert flags["--tls-dir"] == "/etc/virtrigaud/tls"
     assert flags["--credentials-dir"] == "/etc/virtrigaud/credentials"
     assert "--insecure" not in args
+    # The same certificate serves both ends: only one naming the Service may call.
+    sans = [args[i + 1] for i, a in enumerate(args) if a == "--allowed-san"]
+    assert sans == ["virtrigaud-provider-hv-pve.hv.svc", "virtrigaud-provider-hv-pve.hv.svc.*"]
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "pve-tls"
     assert volumes["credentials"]["secret"]["secretName"] == "pve-creds"
@@ -103,6 +106,7 @@ def test_the_args_are_what_provider_serve_accepts() -> None:
     args = container(build(provider()).deployment)["args"]
     params = serve.make_context("serve", args[2:]).params
     assert params["type_"] == "proxmox"
+    assert len(params["allowed_san"]) == 2
     assert params["health_port"] == 8081
     assert sorted(params["default"]) == ["node=pve1", "storage_pool=local-lvm"]
 
@@ -140,6 +144,7 @@ def test_pod_settings_come_from_the_spec() -> None:
 def test_plaintext_on_purpose_mounts_no_tls_and_says_insecure() -> None:
     dep = build(provider(service={"tls": {"enabled": False}})).deployment
     assert "--insecure" in container(dep)["args"]
+    assert "--allowed-san" not in container(dep)["args"]
     assert "tls" not in {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
 
 

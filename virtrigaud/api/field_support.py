@@ -195,7 +195,11 @@ PROVIDER = (
         note="the gRPC port of the Service the server is reached at (and of a managed server)",
     ),
     on("spec.runtime.service.tls.enabled", note="false: plaintext, on purpose only"),
-    on("spec.runtime.service.tls.secretRef", note="the controller's client certificate and CA"),
+    on(
+        "spec.runtime.service.tls.secretRef",
+        note="the controller's client certificate and CA; a managed server mounts the same "
+        "Secret (its certificate names the Service) and admits only certificates naming it",
+    ),
     off(
         "spec.runtime.service.tls.insecureSkipVerify",
         "refused: the provider server's certificate is always verified",

@@ -6,7 +6,9 @@ fix). Names and labels follow the Go VirtRigaud: both objects are called
 ``app.kubernetes.io/name: virtrigaud-provider`` and ``app.kubernetes.io/instance:
 <provider>``. The container runs ``virtrigaud provider serve`` (the image's entrypoint is
 ``virtrigaud``) with the credentials Secret at /etc/virtrigaud/credentials and the TLS
-Secret at /etc/virtrigaud/tls; gRPC listens on spec.runtime.service.port, the plaintext
+Secret at /etc/virtrigaud/tls (the certificate the shards present too: it names the
+Service, and the server admits only client certificates naming it); gRPC listens on
+spec.runtime.service.port, the plaintext
 health-only gRPC port (what the kubelet's grpc probes call: they cannot speak mTLS) on
 8081, metrics on 8080.
 
@@ -150,7 +152,14 @@ def _serve_args(provider: JSON, port: int, tls_enabled: bool) -> list[str]:
         "--metrics-address",
         "0.0.0.0",
     ]
-    args += ["--tls-dir", TLS_DIR] if tls_enabled else ["--insecure"]
+    if tls_enabled:
+        # One Secret serves both ends, as in the Go VirtRigaud: its certificate must name
+        # the Service (the shards check the server's name), so the controller's client
+        # certificate names it too, and only a certificate naming it may call.
+        service = f"{service_name(meta['namespace'], meta['name'])}.{meta['namespace']}.svc"
+        args += ["--tls-dir", TLS_DIR, "--allowed-san", service, "--allowed-san", f"{service}.*"]
+    else:
+        args.append("--insecure")
     if spec.get("insecureSkipVerify"):
         args.append("--insecure-skip-verify")
     for field, value in sorted((spec.get("defaults") or {}).items()):
