@@ -52,10 +52,10 @@ ca.crt), in PROVIDER_NAMESPACE."""
 
 
 def remote_runtime() -> JSON:
-    """spec.runtime of a Provider served by a remote provider server (mTLS)."""
+    """spec.runtime of a Provider served by a remote provider server (mTLS) that the
+    scale run starts itself (no image: the controller manages no Deployment)."""
     return {
         "mode": "Remote",
-        "image": "virtrigaud:dev",
         "service": {"tls": {"secretRef": {"name": REMOTE_TLS_SECRET}}},
     }
 

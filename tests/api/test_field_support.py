@@ -158,15 +158,16 @@ def test_provider_runtime_and_kinds_without_a_controller() -> None:
             "runtime": {
                 "image": "provider-libvirt:v1",
                 "replicas": 2,
+                "logLevel": "debug",
                 "service": {"port": 9500, "tls": {"secretRef": {"name": "t"}}},
             },
         },
     )
-    # The remote mode, its address and TLS are acted on; the pod settings are not.
+    # The remote mode, its address, TLS and the managed pods' settings are acted on; the
+    # log settings the provider server has no flag for are not.
     assert ignored_fields("Provider", provider, "libvirt") == [
         "spec.credentialSecretRef.namespace",
-        "spec.runtime.image",
-        "spec.runtime.replicas",
+        "spec.runtime.logLevel",
     ]
     migration = stored(
         "VMMigration",

@@ -111,9 +111,9 @@ class RemoteServers:
 
 
 def remote_runtime(tls: JSON | None = None) -> JSON:
+    """spec.runtime of a server run here (no image: the controller manages no Deployment)."""
     return {
         "mode": "Remote",
-        "image": "ghcr.io/projectbeskar/virtrigaud/provider:v0.2.0",
         "service": {"port": 9443, "tls": tls or {"secretRef": {"name": TLS_SECRET}}},
     }
 

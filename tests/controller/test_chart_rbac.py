@@ -7,8 +7,9 @@ Two real `virtrigaud run` processes (the rendered Deployment's arguments, with t
 session's Ray and Redis) converge VMs on all three simulators, resize one, fail over (the
 leader is killed), follow a shard-count change, run the fleet kinds on vcsim (a VMSet
 placed by a VMPlacementPolicy, scaled 2 -> 1 and deleted, a VMSnapshot taken and
-reverted to, a schedule firing, a VMClone) and delete the VMs, which deletes their
-VMSnapshots, then the Providers; the Providers, VMClasses, VMImages, the
+reverted to, a schedule firing, a VMClone), run a remote Provider's server (its
+Deployment and Service created, updated with the spec, deleted with it) and delete the
+VMs, which deletes their VMSnapshots, then the Providers; the Providers, VMClasses, VMImages, the
 VMNetworkAttachment and the VMPlacementPolicy report their status. The API server's
 decision log must then show no denial for the ServiceAccount, and every (rule, resource,
 verb) the chart grants must have allowed at least one request (but the few in
@@ -53,10 +54,12 @@ from virtrigaud.instance import Instance
 from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.resources import (
     CONFIG_MAPS,
+    DEPLOYMENTS,
     LEASES,
     NAMESPACES,
     PROVIDERS,
     SECRETS,
+    SERVICES,
     VIRTUAL_MACHINES,
     VM_CLASSES,
     VM_CLONES,
@@ -114,8 +117,8 @@ RARELY_USED = {
 # checked, so the exception ends the day the API server does check them.
 ADMISSION_ONLY = {
     (f"{kind}/finalizers", "update"): "OwnerReferencesPermissionEnforcement, when a "
-    f"{kind[:-1]} creates a VM owned with blockOwnerDeletion"
-    for kind in ("vmsets", "vmclones")
+    f"{kind[:-1]} creates an object it owns with blockOwnerDeletion"
+    for kind in ("vmsets", "vmclones", "providers")
 }
 
 
@@ -451,6 +454,51 @@ async def fleet_kinds(admin: KubeClient, ns: str, logs: list[Path]) -> None:
     await admin.delete(VIRTUAL_MACHINES, f"{source}-copy", ns)
 
 
+async def managed_runtime(admin: KubeClient, ns: str, stack: DevStack, logs: list[Path]) -> None:
+    """A remote Provider with spec.runtime.image: the controller creates its Deployment and
+    Service, replaces both when the port changes, and deletes both with the Provider."""
+    spec, _ = provider_spec("libvirt", stack)
+    spec |= {
+        "credentialSecretRef": {"name": "libvirt-credentials"},
+        "runtime": {
+            "mode": "Remote",
+            "image": "virtrigaud:dev",
+            "service": {"port": 9443, "tls": {"enabled": False}},
+        },
+        "healthCheck": {"interval": "30s", "timeout": "2s"},
+    }
+    meta = {"name": "served", "namespace": ns}
+    await admin.create(
+        PROVIDERS, {"apiVersion": API, "kind": "Provider", "metadata": meta, "spec": spec}
+    )
+    name = f"virtrigaud-provider-{ns}-served"
+
+    async def read(res: Resource) -> JSON | None:
+        try:
+            return await admin.get(res, name, ns)
+        except ApiError as e:
+            if e.not_found:
+                return None
+            raise
+
+    async def serving_on(port: int) -> bool:
+        dep, svc = await read(DEPLOYMENTS), await read(SERVICES)
+        if dep is None or svc is None:
+            return False
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        return svc["spec"]["ports"][0]["port"] == port and f"0.0.0.0:{port}" in container["args"]
+
+    await until(lambda: serving_on(9443), 30, "the provider server's Deployment and Service", logs)
+    await admin.patch(PROVIDERS, "served", ns, {"spec": {"runtime": {"service": {"port": 9555}}}})
+    await until(lambda: serving_on(9555), 30, "the provider server on the new port", logs)
+    await admin.delete(PROVIDERS, "served", ns)
+
+    async def removed() -> bool:
+        return await read(DEPLOYMENTS) is None and await read(SERVICES) is None
+
+    await until(removed, 30, "the provider server's Deployment and Service to be deleted", logs)
+
+
 @pytest.mark.parametrize("scope", ["cluster", "watchNamespaces"])
 async def test_the_controller_needs_exactly_the_charts_rbac(
     scope: str,
@@ -536,6 +584,7 @@ async def test_the_controller_needs_exactly_the_charts_rbac(
         await until(all_ready, 60, "a second power change", logs)
 
         await fleet_kinds(admin, vm_ns, logs)
+        await managed_runtime(admin, vm_ns, dev_stack, logs)
 
         for n in names:
             await admin.delete(VIRTUAL_MACHINES, n, vm_ns)

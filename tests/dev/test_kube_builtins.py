@@ -2,7 +2,10 @@
 
 Secrets fold stringData into data; Events take the field selectors kubectl uses, so
 `kubectl describe` lists a VirtualMachine's Events; `kubectl get` prints the server-side
-table columns kube-apiserver gives Events, Secrets, ConfigMaps, Leases and Namespaces.
+table columns kube-apiserver gives Events, Secrets, ConfigMaps, Leases, Namespaces,
+Deployments and Services. A Deployment has a status subresource and a generation that
+counts spec changes (nothing runs it: there is no controller-manager); a Service gets
+kube-apiserver's defaults for type, protocol and targetPort (no cluster IP).
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from virtrigaud.kube.client import ApiError, KubeClient
 from virtrigaud.kube.events import EventRecorder
 from virtrigaud.kube.resources import (
     CONFIG_MAPS,
+    DEPLOYMENTS,
     EVENTS,
     LEASES,
     NAMESPACES,
     SECRETS,
+    SERVICES,
     VIRTUAL_MACHINES,
 )
 
@@ -322,3 +327,119 @@ async def test_kubectl_get_prints_upstream_columns_for_the_other_built_ins(
     header_line, row = kubectl(kubeconfig, "get", "namespace", ns).splitlines()
     assert header_line.split() == ["NAME", "STATUS", "AGE"]
     assert row.split()[:2] == [ns, "Active"]
+
+
+# --- Deployments and Services ----------------------------------------------------------------
+
+
+def deployment(name: str, replicas: int = 2) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "provider", "image": "example/p:1"}]},
+            },
+        },
+    }
+
+
+async def test_deployment_generation_counts_spec_changes_and_status_is_a_subresource(
+    kube: KubeClient, ns: str
+) -> None:
+    name = unique("deploy")
+    body = deployment(name)
+    body["status"] = {"replicas": 9}  # a client cannot set status on create
+    created = await kube.create(DEPLOYMENTS, body, ns)
+    assert created["metadata"]["generation"] == 1
+    assert not created.get("status")
+    # Labels are no spec change; replicas are.
+    labelled = await kube.patch(DEPLOYMENTS, name, ns, {"metadata": {"labels": {"x": "y"}}})
+    assert labelled["metadata"]["generation"] == 1
+    scaled = await kube.patch(
+        DEPLOYMENTS, name, ns, {"spec": {"replicas": 3}, "status": {"replicas": 5}}
+    )
+    assert scaled["metadata"]["generation"] == 2
+    assert not scaled.get("status")  # status through the main resource is ignored
+    status = {"observedGeneration": 2, "replicas": 3, "readyReplicas": 3, "availableReplicas": 3}
+    reported = await kube.patch(
+        DEPLOYMENTS,
+        name,
+        ns,
+        {"spec": {"replicas": 1}, "status": status},
+        subresource="status",
+    )
+    assert reported["status"] == status
+    assert reported["spec"]["replicas"] == 3  # spec through /status is ignored
+    assert reported["metadata"]["generation"] == 2
+    stored = await kube.get(DEPLOYMENTS, name, ns)
+    assert stored["status"] == status and stored["spec"]["replicas"] == 3
+    # An update of the spec keeps the status the controller wrote.
+    replaced = await kube.replace(DEPLOYMENTS, dict(stored, spec=deployment(name, 4)["spec"]))
+    assert replaced["status"] == status and replaced["metadata"]["generation"] == 3
+    await kube.delete(DEPLOYMENTS, name, ns)
+    with pytest.raises(ApiError) as err:
+        await kube.get(DEPLOYMENTS, name, ns)
+    assert err.value.not_found
+
+
+async def test_service_gets_the_defaults_a_client_reads_back(kube: KubeClient, ns: str) -> None:
+    name = unique("svc")
+    created = await kube.create(
+        SERVICES,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": "p"}, "ports": [{"name": "grpc", "port": 9443}]},
+        },
+        ns,
+    )
+    assert created["spec"]["type"] == "ClusterIP"
+    assert created["spec"]["ports"] == [
+        {"name": "grpc", "port": 9443, "targetPort": 9443, "protocol": "TCP"}
+    ]
+
+
+COUNTS = {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}
+
+
+async def test_kubectl_get_deploy_and_svc_print_their_columns(
+    kube: KubeClient, kubeconfig: str, ns: str
+) -> None:
+    name = unique("p")
+    await kube.create(DEPLOYMENTS, deployment(name), ns)
+    await kube.patch(
+        DEPLOYMENTS,
+        name,
+        ns,
+        {"status": COUNTS},
+        subresource="status",
+    )
+    await kube.create(
+        SERVICES,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"app": name},
+                "ports": [{"name": "grpc", "port": 9443}, {"name": "metrics", "port": 8080}],
+            },
+        },
+        ns,
+    )
+    header, row = kubectl(kubeconfig, "get", "deploy", name, "-n", ns).splitlines()
+    assert header.split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert row.split()[:4] == [name, "1/2", "2", "1"]
+    header, row = kubectl(kubeconfig, "get", "deploy", name, "-n", ns, "-o", "wide").splitlines()
+    assert header.split()[-3:] == ["CONTAINERS", "IMAGES", "SELECTOR"]
+    assert row.split()[-3:] == ["provider", "example/p:1", f"app={name}"]
+    header, row = kubectl(kubeconfig, "get", "svc", name, "-n", ns).splitlines()
+    assert header.split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert row.split()[:5] == [name, "ClusterIP", "<none>", "<none>", "9443/TCP,8080/TCP"]

@@ -793,6 +793,12 @@ CONTROLLER_CALLS = [
     ("cluster", GROUP, "vmclasses", "get", "c"),
     ("cluster", GROUP, "vmimages", "get", "i"),
     ("cluster", GROUP, "vmnetworkattachments", "get", "n"),
+    # controllers/provider/managed.py: a managed remote Provider's Deployment and Service.
+    *(
+        ("cluster", group, resource, verb, "" if verb == "create" else "x")
+        for group, resource in (("apps", "deployments"), ("", "services"))
+        for verb in ("get", "create", "update", "delete")
+    ),
     # kube/events.py: Events next to the object, a repeat counted by patch.
     ("cluster", "", "events", "create", ""),
     ("cluster", "", "events", "patch", "e"),
@@ -899,9 +905,16 @@ def test_rbac_grants_no_more_than_the_controller_needs(chart: helm.Chart) -> Non
     # Finalizers of the owners whose VMs carry blockOwnerDeletion, for
     # OwnerReferencesPermissionEnforcement; only those, and only update.
     for kind in ROUTED:
-        needed = kind in ("vmsets", "vmclones")
+        needed = kind in ("vmsets", "vmclones", "providers")
         assert allows(cluster, GROUP, f"{kind}/finalizers", "update", "x") == needed, kind
         assert not allows(cluster, GROUP, f"{kind}/finalizers", "patch", "x"), kind
+    # A managed provider server's Deployment and Service: no list, watch or patch, and no
+    # other kind of workload.
+    for group, resource in (("apps", "deployments"), ("", "services")):
+        for verb in ("list", "watch", "patch", "deletecollection"):
+            assert not allows(cluster, group, resource, verb, "x"), (resource, verb)
+    for group, resource in (("apps", "statefulsets"), ("apps", "daemonsets"), ("", "pods")):
+        assert not allows(cluster, group, resource, "create"), resource
     # Namespace, Lease and ConfigMap by name only.
     assert not allows(cluster, "", "namespaces", "get", "kube-system")
     own = roles_in(rendered, NAMESPACE)[0]["rules"]

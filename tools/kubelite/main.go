@@ -3,8 +3,10 @@
 // It is the upstream k8s.io/apiextensions-apiserver (real CRD serving: structural
 // schemas, CEL, defaulting, status subresource, server-side apply, watch cache) plus the
 // few built-in kinds an operator touches (Namespace, ConfigMap, Secret, Event,
-// ServiceAccount, coordination.k8s.io Lease, rbac.authorization.k8s.io roles and
-// bindings) on the generic registry, all stored in etcd (registry.go, tables.go).
+// ServiceAccount, Service, apps/v1 Deployment, coordination.k8s.io Lease,
+// rbac.authorization.k8s.io roles and bindings) on the generic registry, all stored in
+// etcd (registry.go, tables.go). Nothing runs a Deployment or routes a Service: there is
+// no controller-manager, scheduler or kubelet.
 // By default every request is allowed; --token-auth-file with --authorization-mode=RBAC
 // turns on static-token authentication and RBAC (rbac.go). There is no webhook
 // admission: it is for tests and demos on loopback only.
@@ -22,6 +24,7 @@ import (
 
 	"github.com/spf13/pflag"
 	noopoteltrace "go.opentelemetry.io/otel/trace/noop"
+	appsv1 "k8s.io/api/apps/v1"
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -166,7 +169,7 @@ func main() {
 
 	etcd := *o.RecommendedOptions.Etcd
 	etcd.StorageConfig.Prefix = "/registry"
-	etcd.StorageConfig.Codec = codecs.LegacyCodec(corev1.SchemeGroupVersion, coordv1.SchemeGroupVersion, rbacv1.SchemeGroupVersion)
+	etcd.StorageConfig.Codec = codecs.LegacyCodec(corev1.SchemeGroupVersion, appsv1.SchemeGroupVersion, coordv1.SchemeGroupVersion, rbacv1.SchemeGroupVersion)
 	getter := etcd.CreateRESTOptionsGetter(&genericoptions.SimpleStorageFactory{StorageConfig: etcd.StorageConfig}, serverConfig.ResourceTransformers)
 	pc := runtime.NewParameterCodec(scheme)
 
@@ -183,6 +186,7 @@ func main() {
 	}
 	core := install(coreKinds)
 	nsl.namespaces = core["namespaces"].(shortNamedStore).Store
+	install(appsKinds)
 	install(coordinationKinds)
 	rbacStores := install(rbacKinds)
 	if rbac != nil {

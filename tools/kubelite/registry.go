@@ -2,16 +2,19 @@ package main
 
 // The built-in kinds kubelite serves on the generic registry, each described once: its
 // storage, the server-side behaviour kube-apiserver gives it (Secret stringData folding,
-// a Namespace's phase), the field selectors it accepts and its kubectl table.
+// a Namespace's phase, a Deployment's generation and status subresource), the field
+// selectors it accepts and its kubectl table.
 
 import (
 	"context"
 	"fmt"
 	"sort"
 
+	appsv1 "k8s.io/api/apps/v1"
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
 	"k8s.io/apimachinery/pkg/api/validation/path"
@@ -21,11 +24,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/registry/generic"
 	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	"k8s.io/apiserver/pkg/registry/rest"
 	"k8s.io/apiserver/pkg/storage/names"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 )
 
 var (
@@ -51,6 +56,20 @@ type kind struct {
 	// pkg/registry/<group>/<kind>/strategy.go ToSelectableFields defines them.
 	fields func(runtime.Object) fields.Set
 	table  rest.TableConvertor
+	// status, when set, gives the kind a status subresource (<resource>/status).
+	status *statusSubresource
+}
+
+// statusSubresource is what upstream's strategies do for a kind with a status: the main
+// resource keeps the stored status (a write there cannot change it), the status
+// subresource keeps everything else, and metadata.generation counts spec changes.
+type statusSubresource struct {
+	// clear empties the status of a new object.
+	clear func(obj runtime.Object)
+	// keepStatus copies old's status into obj; keepSpec copies old's spec into obj.
+	keepStatus, keepSpec func(obj, old runtime.Object)
+	// spec returns the part of the object whose changes bump metadata.generation.
+	spec func(obj runtime.Object) interface{}
 }
 
 var coreKinds = []kind{
@@ -82,9 +101,32 @@ var coreKinds = []kind{
 		table:  eventTable,
 	},
 	{
+		gv: corev1.SchemeGroupVersion, resource: "services", singular: "service", namespaced: true, short: []string{"svc"},
+		newObj: func() runtime.Object { return &corev1.Service{} }, newList: func() runtime.Object { return &corev1.ServiceList{} },
+		normalize: normalizeService,
+		table:     serviceTable,
+	},
+	{
 		gv: corev1.SchemeGroupVersion, resource: "serviceaccounts", singular: "serviceaccount", namespaced: true, short: []string{"sa"},
 		newObj: func() runtime.Object { return &corev1.ServiceAccount{} }, newList: func() runtime.Object { return &corev1.ServiceAccountList{} },
 		table: serviceAccountTable,
+	},
+}
+
+// Deployments are stored and served (spec, status subresource, generation) but nothing
+// runs them: kubelite has no controller-manager, so their status changes only when a
+// client writes deployments/status.
+var appsKinds = []kind{
+	{
+		gv: appsv1.SchemeGroupVersion, resource: "deployments", singular: "deployment", namespaced: true, short: []string{"deploy"},
+		newObj: func() runtime.Object { return &appsv1.Deployment{} }, newList: func() runtime.Object { return &appsv1.DeploymentList{} },
+		status: &statusSubresource{
+			clear:      func(obj runtime.Object) { obj.(*appsv1.Deployment).Status = appsv1.DeploymentStatus{} },
+			keepStatus: func(obj, old runtime.Object) { obj.(*appsv1.Deployment).Status = old.(*appsv1.Deployment).Status },
+			keepSpec:   func(obj, old runtime.Object) { obj.(*appsv1.Deployment).Spec = old.(*appsv1.Deployment).Spec },
+			spec:       func(obj runtime.Object) interface{} { return obj.(*appsv1.Deployment).Spec },
+		},
+		table: deploymentTable,
 	},
 }
 
@@ -122,7 +164,7 @@ var rbacKinds = []kind{
 // The built-in types are registered as their own internal version: there is no
 // conversion to do, and the generic store only needs a scheme that knows them.
 func init() {
-	for _, group := range [][]kind{coreKinds, coordinationKinds, rbacKinds} {
+	for _, group := range [][]kind{coreKinds, appsKinds, coordinationKinds, rbacKinds} {
 		gv := group[0].gv
 		internal := schema.GroupVersion{Group: gv.Group, Version: runtime.APIVersionInternal}
 		for _, k := range group {
@@ -214,6 +256,9 @@ func (k kind) newStore(getter generic.RESTOptionsGetter) shortNamedStore {
 		DeleteStrategy:            st,
 		TableConvertor:            k.table,
 	}
+	if k.status != nil {
+		s.ResetFieldsStrategy = st
+	}
 	must(s.CompleteWithOptions(&generic.StoreOptions{RESTOptions: getter, AttrFunc: k.attrs}))
 	return shortNamedStore{s, k.short}
 }
@@ -221,9 +266,39 @@ func (k kind) newStore(getter generic.RESTOptionsGetter) shortNamedStore {
 func storageMap(getter generic.RESTOptionsGetter, kinds []kind) map[string]rest.Storage {
 	out := map[string]rest.Storage{}
 	for _, k := range kinds {
-		out[k.resource] = k.newStore(getter)
+		store := k.newStore(getter)
+		out[k.resource] = store
+		if k.status != nil {
+			status := *store.Store
+			status.CreateStrategy = nil
+			status.DeleteStrategy = nil
+			st := statusStrategy{kindStrategy{scheme, names.SimpleNameGenerator, k}}
+			status.UpdateStrategy = st
+			status.ResetFieldsStrategy = st
+			out[k.resource+"/status"] = &statusREST{&status}
+		}
 	}
 	return out
+}
+
+// statusREST serves <resource>/status: get, update and patch of the status alone.
+type statusREST struct{ store *genericregistry.Store }
+
+func (r *statusREST) New() runtime.Object { return r.store.New() }
+func (r *statusREST) Destroy()            {}
+func (r *statusREST) Get(ctx context.Context, name string, options *metav1.GetOptions) (runtime.Object, error) {
+	return r.store.Get(ctx, name, options)
+}
+func (r *statusREST) Update(ctx context.Context, name string, objInfo rest.UpdatedObjectInfo, createValidation rest.ValidateObjectFunc,
+	updateValidation rest.ValidateObjectUpdateFunc, _ bool, options *metav1.UpdateOptions) (runtime.Object, bool, error) {
+	// The status subresource never creates an object.
+	return r.store.Update(ctx, name, objInfo, createValidation, updateValidation, false, options)
+}
+func (r *statusREST) ConvertToTable(ctx context.Context, object runtime.Object, tableOptions runtime.Object) (*metav1.Table, error) {
+	return r.store.ConvertToTable(ctx, object, tableOptions)
+}
+func (r *statusREST) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set {
+	return r.store.GetResetFields()
 }
 
 // kindStrategy validates object metadata only; the built-ins served here carry no
@@ -237,6 +312,11 @@ type kindStrategy struct {
 
 func (s kindStrategy) NamespaceScoped() bool { return s.kind.namespaced }
 func (s kindStrategy) PrepareForCreate(_ context.Context, obj runtime.Object) {
+	if s.kind.status != nil {
+		s.kind.status.clear(obj)
+		m, _ := meta.Accessor(obj)
+		m.SetGeneration(1)
+	}
 	if s.kind.onCreate != nil {
 		s.kind.onCreate(obj)
 	}
@@ -244,9 +324,47 @@ func (s kindStrategy) PrepareForCreate(_ context.Context, obj runtime.Object) {
 		s.kind.normalize(obj)
 	}
 }
-func (s kindStrategy) PrepareForUpdate(_ context.Context, obj, _ runtime.Object) {
+func (s kindStrategy) PrepareForUpdate(_ context.Context, obj, old runtime.Object) {
+	if st := s.kind.status; st != nil {
+		st.keepStatus(obj, old)
+		// The generic store has already set the stored generation; a spec change adds one.
+		if !equality.Semantic.DeepEqual(st.spec(obj), st.spec(old)) {
+			m, _ := meta.Accessor(obj)
+			m.SetGeneration(m.GetGeneration() + 1)
+		}
+	}
 	if s.kind.normalize != nil {
 		s.kind.normalize(obj)
+	}
+}
+
+// GetResetFields: server-side apply to the main resource does not own status fields,
+// and apply to the status subresource owns nothing else (upstream's reset fields).
+func (s kindStrategy) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set {
+	if s.kind.status == nil {
+		return nil
+	}
+	return map[fieldpath.APIVersion]*fieldpath.Set{
+		fieldpath.APIVersion(s.kind.gv.String()): fieldpath.NewSet(fieldpath.MakePathOrDie("status")),
+	}
+}
+
+// statusStrategy is the strategy of <resource>/status: only the status changes.
+type statusStrategy struct{ kindStrategy }
+
+func (s statusStrategy) PrepareForUpdate(_ context.Context, obj, old runtime.Object) {
+	s.kind.status.keepSpec(obj, old)
+	m, _ := meta.Accessor(obj)
+	om, _ := meta.Accessor(old)
+	m.SetLabels(om.GetLabels())
+	m.SetAnnotations(om.GetAnnotations())
+}
+func (s statusStrategy) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set {
+	return map[fieldpath.APIVersion]*fieldpath.Set{
+		fieldpath.APIVersion(s.kind.gv.String()): fieldpath.NewSet(
+			fieldpath.MakePathOrDie("spec"), fieldpath.MakePathOrDie("metadata", "labels"),
+			fieldpath.MakePathOrDie("metadata", "annotations"),
+		),
 	}
 }
 func (s kindStrategy) Validate(_ context.Context, obj runtime.Object) field.ErrorList {
@@ -306,5 +424,30 @@ func eventFields(obj runtime.Object) fields.Set {
 		"reportingComponent":             e.ReportingController,
 		"source":                         source,
 		"type":                           e.Type,
+	}
+}
+
+// normalizeService does what kube-apiserver's Service defaulting does to the fields a
+// client reads back: type ClusterIP, protocol TCP and a targetPort equal to the port.
+// No cluster IP is allocated (nothing routes to it here).
+func normalizeService(obj runtime.Object) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return
+	}
+	if svc.Spec.Type == "" {
+		svc.Spec.Type = corev1.ServiceTypeClusterIP
+	}
+	if svc.Spec.SessionAffinity == "" {
+		svc.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	}
+	for i := range svc.Spec.Ports {
+		p := &svc.Spec.Ports[i]
+		if p.Protocol == "" {
+			p.Protocol = corev1.ProtocolTCP
+		}
+		if p.TargetPort == (intstr.IntOrString{}) {
+			p.TargetPort = intstr.FromInt32(p.Port)
+		}
 	}
 }

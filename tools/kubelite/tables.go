@@ -10,11 +10,13 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 )
@@ -223,5 +225,81 @@ var roleBindingTable = tableConvertor{
 			name, fmt.Sprintf("%s/%s", ref.Kind, ref.Name), age(obj),
 			strings.Join(users, ", "), strings.Join(groups, ", "), strings.Join(sas, ", "),
 		}
+	},
+}
+
+// deploymentTable: kubectl get deploy (the wide columns have Priority 1).
+var deploymentTable = tableConvertor{
+	columns: []metav1.TableColumnDefinition{
+		nameCol,
+		{Name: "Ready", Type: "string", Description: "Number of the pod with ready state"},
+		{Name: "Up-to-date", Type: "string", Description: appsv1.DeploymentStatus{}.SwaggerDoc()["updatedReplicas"]},
+		{Name: "Available", Type: "string", Description: appsv1.DeploymentStatus{}.SwaggerDoc()["availableReplicas"]},
+		ageCol,
+		{Name: "Containers", Type: "string", Priority: 1, Description: "Names of each container in the template."},
+		{Name: "Images", Type: "string", Priority: 1, Description: "Images referenced by each container in the template."},
+		{Name: "Selector", Type: "string", Priority: 1, Description: appsv1.DeploymentSpec{}.SwaggerDoc()["selector"]},
+	},
+	cells: func(obj runtime.Object) []interface{} {
+		d := obj.(*appsv1.Deployment)
+		desired := int32(1)
+		if d.Spec.Replicas != nil {
+			desired = *d.Spec.Replicas
+		}
+		var containers, images []string
+		for _, c := range d.Spec.Template.Spec.Containers {
+			containers = append(containers, c.Name)
+			images = append(images, c.Image)
+		}
+		selector := "<none>"
+		if s, err := metav1.LabelSelectorAsSelector(d.Spec.Selector); err == nil && d.Spec.Selector != nil {
+			selector = s.String()
+		}
+		return []interface{}{
+			d.Name, fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, desired),
+			int64(d.Status.UpdatedReplicas), int64(d.Status.AvailableReplicas), age(obj),
+			strings.Join(containers, ","), strings.Join(images, ","), selector,
+		}
+	},
+}
+
+// serviceTable: kubectl get svc. No cluster IP is allocated here, so it reads <none>.
+var serviceTable = tableConvertor{
+	columns: []metav1.TableColumnDefinition{
+		nameCol,
+		{Name: "Type", Type: "string", Description: corev1.ServiceSpec{}.SwaggerDoc()["type"]},
+		{Name: "Cluster-IP", Type: "string", Description: corev1.ServiceSpec{}.SwaggerDoc()["clusterIP"]},
+		{Name: "External-IP", Type: "string", Description: corev1.ServiceSpec{}.SwaggerDoc()["externalIPs"]},
+		{Name: "Port(s)", Type: "string", Description: corev1.ServiceSpec{}.SwaggerDoc()["ports"]},
+		ageCol,
+		{Name: "Selector", Type: "string", Priority: 1, Description: corev1.ServiceSpec{}.SwaggerDoc()["selector"]},
+	},
+	cells: func(obj runtime.Object) []interface{} {
+		svc := obj.(*corev1.Service)
+		clusterIP := svc.Spec.ClusterIP
+		if clusterIP == "" {
+			clusterIP = "<none>"
+		}
+		external := "<none>"
+		if len(svc.Spec.ExternalIPs) > 0 {
+			external = strings.Join(svc.Spec.ExternalIPs, ",")
+		}
+		var ports []string
+		for _, p := range svc.Spec.Ports {
+			port := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
+			if p.NodePort != 0 {
+				port = fmt.Sprintf("%d:%d/%s", p.Port, p.NodePort, p.Protocol)
+			}
+			ports = append(ports, port)
+		}
+		shown := "<none>"
+		if len(ports) > 0 {
+			shown = strings.Join(ports, ",")
+		}
+		selector := "<none>"
+		if len(svc.Spec.Selector) > 0 {
+			selector = labels.SelectorFromSet(svc.Spec.Selector).String()
+		}
+		return []interface{}{svc.Name, string(svc.Spec.Type), clusterIP, external, shown, age(obj), selector}
 	},
 }

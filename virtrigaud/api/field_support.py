@@ -161,15 +161,45 @@ PROVIDER = (
         "counts failureThreshold/successThreshold before Healthy changes",
     ),
     off("spec.connectionPooling", "each shard keeps one session per endpoint"),
-    off(
-        "spec.runtime",
-        "no provider Deployment or Service is managed: run `virtrigaud provider serve` (or the "
-        "Go VirtRigaud's provider image) yourself",
-    ),
     on("spec.runtime.mode", note="Remote: the shards call a provider.v1 server over gRPC"),
-    on("spec.runtime.service.port", note="the port of the Service the server is reached at"),
+    on(
+        "spec.runtime.image",
+        note="set: the controller runs the server (a Deployment and a Service it owns); unset: "
+        "the server runs elsewhere and nothing is managed",
+    ),
+    on("spec.runtime.imagePullPolicy", note="of the managed Deployment's container"),
+    on("spec.runtime.imagePullSecrets", note="of the managed Deployment's pods"),
+    on("spec.runtime.replicas", note="of the managed Deployment"),
+    on("spec.runtime.resources", note="of the managed container (default 100m/128Mi to 1/512Mi)"),
+    on("spec.runtime.nodeSelector", note="of the managed Deployment's pods"),
+    on("spec.runtime.tolerations", note="of the managed Deployment's pods"),
+    on("spec.runtime.affinity", note="of the managed Deployment's pods"),
+    on(
+        "spec.runtime.securityContext",
+        note="of the managed container (default: non-root, "
+        "read-only root filesystem, no capabilities)",
+    ),
+    on("spec.runtime.env", note="of the managed container"),
+    on(
+        "spec.runtime.livenessProbe",
+        note="of the managed container (default: grpc on the plaintext health port 8081)",
+    ),
+    on(
+        "spec.runtime.readinessProbe",
+        note="of the managed container (default: grpc on the plaintext health port 8081)",
+    ),
+    off("spec.runtime.logLevel", "`virtrigaud provider serve` logs at info"),
+    off("spec.runtime.logFormat", "`virtrigaud provider serve` logs text"),
+    on(
+        "spec.runtime.service.port",
+        note="the gRPC port of the Service the server is reached at (and of a managed server)",
+    ),
     on("spec.runtime.service.tls.enabled", note="false: plaintext, on purpose only"),
-    on("spec.runtime.service.tls.secretRef", note="the controller's client certificate and CA"),
+    on(
+        "spec.runtime.service.tls.secretRef",
+        note="the controller's client certificate and CA; a managed server mounts the same "
+        "Secret (its certificate names the Service) and admits only certificates naming it",
+    ),
     off(
         "spec.runtime.service.tls.insecureSkipVerify",
         "refused: the provider server's certificate is always verified",

@@ -152,21 +152,30 @@ class ProviderRuntime(ApiModel):
     ``virtrigaud-provider-<namespace>-<name>`` in the Provider's namespace on
     ``service.port``, or at the ``host:port`` in the Provider's annotation
     ``provider.virtrigaud.io/endpoint``; the address in use is ``status.runtime.endpoint``.
-    This controller does not run the server for you: image, replicas, resources and the
-    other pod settings are accepted but not acted on.
+    With an ``image``, the Provider controller runs the server: a Deployment
+    (``virtrigaud provider serve``, the credentials and TLS Secrets mounted) and that
+    Service, owned by the Provider; their readiness is ``status.runtime`` and the
+    ``RuntimeReady`` condition. Without one, the server runs elsewhere and nothing is
+    managed.
     """
 
     mode: Literal["Remote"] = "Remote"
     """Runtime mode; Remote is the only one."""
-    image: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=1024,
-            pattern=r"^[a-zA-Z0-9._/-]+(:[a-zA-Z0-9._-]+)?(@[a-zA-Z0-9]+:[a-fA-F0-9]{64})?$",
-        ),
-    ]
-    """Provider container image: image:tag, image@digest or image:tag@digest."""
+    image: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=1024,
+                pattern=r"^[a-zA-Z0-9._/-]+(:[a-zA-Z0-9._-]+)?(@[a-zA-Z0-9]+:[a-fA-F0-9]{64})?$",
+            ),
+        ]
+        | None
+    ) = None
+    """Image of the provider server the controller runs (VirtRigaud's image, whose
+    entrypoint is ``virtrigaud``): image:tag, image@digest or image:tag@digest. Without
+    it, the server runs elsewhere (the annotation provider.virtrigaud.io/endpoint, or
+    your own workload behind the Service) and no Deployment or Service is managed."""
     image_pull_policy: Literal["Always", "Never", "IfNotPresent"] = "IfNotPresent"
     """When the kubelet pulls the image."""
     image_pull_secrets: Annotated[list[KubeLocalObjectReference], Field(max_length=10)] = Field(
@@ -398,6 +407,19 @@ class ProviderRuntimeStatus(ApiModel):
     circuit: Literal["Closed", "HalfOpen", "Open"] | None = None
     """The circuit breaker in front of the provider server, as this Provider's shard sees
     it: Open while calls fail fast after consecutive transport failures."""
+    managed: bool | None = None
+    """Whether the controller runs the provider server (a Deployment and a Service, when
+    spec.runtime.image is set); false when it runs elsewhere."""
+    deployment_ref: KubeLocalObjectReference | None = None
+    """The Deployment running the provider server (managed runtimes)."""
+    service_ref: KubeLocalObjectReference | None = None
+    """The Service in front of the provider server (managed runtimes)."""
+    replicas: Annotated[int, Field(ge=0)] | None = None
+    """Provider pods the Deployment wants."""
+    ready_replicas: Annotated[int, Field(ge=0)] | None = None
+    """Provider pods that are ready, as the Deployment's status says."""
+    available_replicas: Annotated[int, Field(ge=0)] | None = None
+    """Provider pods available (ready for minReadySeconds), as the Deployment's status says."""
 
 
 class ProviderStatus(ApiModel):
@@ -427,7 +449,8 @@ class ProviderStatus(ApiModel):
     runtime: ProviderRuntimeStatus | None = None
     """A remote Provider's provider server: address, phase, circuit breaker."""
     conditions: Conditions = Field(default_factory=list)
-    """Ready, Healthy; CircuitClosed for a remote Provider."""
+    """Ready, Healthy; CircuitClosed for a remote Provider; RuntimeReady when the
+    controller runs its provider server."""
 
 
 class Provider(KubeObject):

@@ -221,6 +221,7 @@ OPENAPI_PACKAGES = (
     "k8s.io/apimachinery/pkg/api/resource",
     "k8s.io/apimachinery/pkg/util/intstr",
     "k8s.io/api/core/v1",
+    "k8s.io/api/apps/v1",
     "k8s.io/api/coordination/v1",
     "k8s.io/api/rbac/v1",
     "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1",

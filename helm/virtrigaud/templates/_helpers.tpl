@@ -227,11 +227,22 @@ a Role per namespace of watchNamespaces. */}}
   verbs: [create, delete]
 # No request of the controller uses this: a VMSet's VMs and a VMClone's target VM carry an
 # ownerReference with blockOwnerDeletion: true (vmset/reconciler.py, vmclone/reconciler.py),
-# and where the OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift,
-# hardened clusters) creating such a VM requires update of the owner's finalizers.
+# as do a managed remote Provider's Deployment and Service (provider/workload.py), and
+# where the OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift,
+# hardened clusters) creating such an object requires update of the owner's finalizers.
 - apiGroups: ["infra.virtrigaud.io"]
-  resources: [vmsets/finalizers, vmclones/finalizers]
+  resources: [vmsets/finalizers, vmclones/finalizers, providers/finalizers]
   verbs: [update]
+# A remote Provider with spec.runtime.image runs its provider server in a Deployment behind
+# a Service, both in its namespace (provider/managed.py): read once per pass, created,
+# replaced when the spec changes or they were edited or deleted by hand, deleted with the
+# Provider (no list or watch: the Provider's passes look again).
+- apiGroups: ["apps"]
+  resources: [deployments]
+  verbs: [get, create, update, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, update, delete]
 # Events next to the object; a repeated Event is counted by a patch (kube/events.py).
 - apiGroups: [""]
   resources: [events]

@@ -54,6 +54,11 @@ def _check_claim() -> None:
         claim.check()
 
 
+def check_claim() -> None:
+    """Raise if this reconcile may no longer write for its key (call before any write)."""
+    _check_claim()
+
+
 def _same_raw(obj: JSON, status: JSON) -> bool:
     return (obj.get("status") or {}) == status
 

@@ -6,6 +6,10 @@ the leader delivers with the object) and the ``Ready``/``Healthy`` conditions. T
 pooled session is the one VMs use: a changed Secret changes the config's fingerprint, so
 the pool replaces the session, and the Secret's ``touch`` requeues the Provider at once.
 
+A remote Provider with ``spec.runtime.image`` also gets its provider server run: a
+Deployment and a Service kept in line with the spec (managed.py), their readiness in
+``status.runtime`` and the ``RuntimeReady`` condition; they go with the Provider.
+
 A healthy Provider annotated ``virtrigaud.io/adopt-vms: "true"`` also adopts the
 untagged VMs of its endpoint (adoption.py) and reports it in ``status.adoption``.
 
@@ -44,12 +48,21 @@ from virtrigaud.controllers.provider.adoption import (
 )
 from virtrigaud.controllers.provider.capabilities import capability_names, reported
 from virtrigaud.controllers.provider.health import HealthPolicy, Outcome, ProbeMemory
+from virtrigaud.controllers.provider.managed import (
+    AVAILABLE,
+    PROGRESSING,
+    RECHECK,
+    RUNTIME_READY,
+    ManagedRuntimes,
+    RuntimeState,
+)
 from virtrigaud.controllers.provider.runtime import (
     CIRCUIT_CLOSED,
     CLOSED,
     circuit_message,
     runtime_status,
 )
+from virtrigaud.controllers.provider.workload import image_of
 from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.keys import ObjectKey, kind_of, object_key
 from virtrigaud.kube.resources import PROVIDERS, SECRETS
@@ -82,8 +95,10 @@ class ProviderReconciler:
         self.usage: dict[str, Usage] = {}
         self.latest = LatestWrites()
         self.adoptions: dict[str, AdoptionMemory] = {}
+        self.runtimes = ManagedRuntimes(ctx.kube)
 
     async def forget(self, key: str) -> None:
+        self.runtimes.forget(key)
         self.probes.pop(key, None)
         self.usage.pop(key, None)
         self.adoptions.pop(key, None)
@@ -130,6 +145,8 @@ class _Pass:
         meta = obj["metadata"]
         self.ref = f"Provider {meta.get('namespace')}/{meta['name']}"
         self.pool_key = f"{meta.get('namespace')}/{meta['name']}"
+        self.managed: RuntimeState | None = None
+        self.runtime_changed = False
 
     async def execute(self) -> ReconcileResult:
         if self.obj["metadata"].get("deletionTimestamp"):
@@ -137,6 +154,35 @@ class _Pass:
         if FINALIZER not in (self.obj["metadata"].get("finalizers") or []):
             self.obj, _ = await set_finalizer(self.ctx.kube, PROVIDERS, self.obj, FINALIZER, True)
             self.owner.latest.remember(self.key, self.obj)
+        await self.run_server()
+        result = await self.check()
+        waiting = self.managed is not None and self.managed.reason == PROGRESSING
+        # No watch on the Deployment: look at its rollout again soon (a spec that cannot
+        # run waits for its change, which the Provider's watch delivers).
+        if waiting and (result.requeue_after is None or result.requeue_after > RECHECK):
+            return ReconcileResult(requeue_after=RECHECK)
+        return result
+
+    async def run_server(self) -> None:
+        """Keep the Deployment and Service of a managed runtime in line (managed.py); remove
+        them once the spec no longer asks for them."""
+        self.managed = await self.owner.runtimes.converge(self.key, self.obj)
+        if self.managed is None:
+            if self.ran_server():
+                deleted = await self.owner.runtimes.remove(self.key, self.obj)
+                if deleted:
+                    await self.ctx.events.normal(
+                        self.obj,
+                        "RuntimeRemoved",
+                        f"{self.ref}: deleted {' and '.join(deleted)}: spec.runtime.image is "
+                        "no longer set, the provider server runs elsewhere",
+                    )
+            return
+        for reason, message in self.managed.changes:
+            await self.ctx.events.normal(self.obj, reason, message)
+            log.info(message, extra={"key": self.key, "reason": reason})
+
+    async def check(self) -> ReconcileResult:
         if self.usage is not None:
             self.st.status.connected_vms = self.usage.vms
         spec = ProviderSpec.model_validate(self.obj.get("spec") or {})
@@ -288,8 +334,11 @@ class _Pass:
     def report_runtime(self, ok: bool, error: ProviderError | None) -> None:
         """status.runtime and the CircuitClosed condition of a remote Provider (cleared for
         an in-process one)."""
-        runtime = runtime_status(self.obj, self.ctx.providers.peek(self.pool_key), ok, error)
+        runtime = runtime_status(
+            self.obj, self.ctx.providers.peek(self.pool_key), ok, error, self.managed
+        )
         self.st.status.runtime = runtime
+        self.report_managed()
         if runtime is None:
             self.st.drop_condition(CIRCUIT_CLOSED)
             return
@@ -308,6 +357,22 @@ class _Pass:
             runtime.circuit == CLOSED,
             runtime.circuit,
             circuit_message(self.ref, circuit),
+        )
+
+    def ran_server(self) -> bool:
+        """The status says this Provider's server was run by the controller."""
+        was = self.st.status.runtime
+        return was is not None and was.deployment_ref is not None
+
+    def report_managed(self) -> None:
+        """The RuntimeReady condition of a managed runtime (dropped for any other); its
+        changes are announced by save()."""
+        managed = self.managed
+        if managed is None:
+            self.st.drop_condition(RUNTIME_READY)
+            return
+        self.runtime_changed = self.st.condition(
+            RUNTIME_READY, managed.ready, managed.reason, managed.message
         )
 
     async def not_checked(self, reason: str, message: str) -> ReconcileResult:
@@ -338,6 +403,15 @@ class _Pass:
             return ReconcileResult(requeue_after=DELETE_RECHECK)
         ref = ObjectKey.parse(self.key)
         await self.ctx.providers.remove(f"{ref.namespace}/{ref.name}")
+        # The garbage collector would follow the ownerReferences; a cluster without one
+        # (the dev stack) would keep them.
+        deleted = (
+            await self.owner.runtimes.remove(self.key, self.obj)
+            if self.ran_server() or image_of(self.obj) is not None
+            else []
+        )
+        if deleted:
+            log.info("%s: deleted %s", self.ref, " and ".join(deleted), extra={"key": self.key})
         await set_finalizer(self.ctx.kube, PROVIDERS, self.obj, FINALIZER, False)
         await self.owner.forget(self.key)
         return ReconcileResult()
@@ -349,3 +423,10 @@ class _Pass:
         except ApiError as e:
             if not e.not_found:
                 raise
+        managed = self.managed
+        if managed is not None and self.runtime_changed:
+            self.runtime_changed = False
+            if managed.ready:
+                await self.ctx.events.normal(self.obj, AVAILABLE, managed.message)
+            elif managed.reason != PROGRESSING:
+                await self.ctx.events.warning(self.obj, managed.reason, managed.message)

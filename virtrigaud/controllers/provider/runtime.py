@@ -1,5 +1,7 @@
 """What a remote Provider's status says about its provider server: ``status.runtime``
-(address, phase, message, the circuit breaker's state) and the ``CircuitClosed`` condition.
+(address, phase, message, the circuit breaker's state; for a server the controller runs,
+its Deployment's and Service's names and replica counts) and the ``CircuitClosed``
+condition.
 
 The breaker is the one in front of the server in this Provider's shard (each shard process
 has its own; every shard's state is the metric ``virtrigaud_remote_provider_circuit_state``).
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from virtrigaud.api.corev1 import KubeLocalObjectReference
 from virtrigaud.api.provider import ProviderRuntimeStatus
+from virtrigaud.controllers.provider.managed import PROGRESSING, RuntimeState
 from virtrigaud.providers.base import Provider, ProviderError
 from virtrigaud.providers.remote.breaker import CLOSED, OPEN
 from virtrigaud.providers.remote.client import RemoteProvider
@@ -36,9 +40,14 @@ def _describe_tls(obj: JSON) -> str:
 
 
 def runtime_status(
-    obj: JSON, pooled: Provider | None, ok: bool, error: ProviderError | None
+    obj: JSON,
+    pooled: Provider | None,
+    ok: bool,
+    error: ProviderError | None,
+    managed: RuntimeState | None = None,
 ) -> ProviderRuntimeStatus | None:
-    """status.runtime for a remote Provider after this pass; None for an in-process one."""
+    """status.runtime for a remote Provider after this pass (managed: what the pass found of
+    the Deployment and Service it runs the server in); None for an in-process one."""
     runtime = (obj.get("spec") or {}).get("runtime") or {}
     if runtime.get("mode") != REMOTE:
         return None
@@ -61,9 +70,23 @@ def runtime_status(
         phase, message = "Pending", "waiting for what the Provider names (see Ready)"
     else:
         phase, message = "Failed", str(error).removeprefix(f"{where}: ")
-    return ProviderRuntimeStatus(
-        mode=REMOTE, endpoint=endpoint, phase=phase, message=message[:4096], circuit=circuit
+    status = ProviderRuntimeStatus(
+        mode=REMOTE, endpoint=endpoint, phase=phase, circuit=circuit, managed=managed is not None
     )
+    if managed is None:
+        message += "; not managed: no spec.runtime.image, the provider server runs elsewhere"
+    else:
+        ref = KubeLocalObjectReference(name=managed.name)
+        status.deployment_ref = status.service_ref = ref
+        status.replicas = managed.replicas
+        status.ready_replicas = managed.ready_replicas
+        status.available_replicas = managed.available_replicas
+        if not managed.ready and not ok:
+            # The server cannot answer before its pods run: Starting, not Failed, meanwhile.
+            status.phase = "Starting" if managed.reason == PROGRESSING else "Failed"
+        message = f"{message}; {managed.message.removeprefix(f'{where}: ')}"
+    status.message = message[:4096]
+    return status
 
 
 def circuit_message(ref: str, provider: RemoteProvider) -> str:

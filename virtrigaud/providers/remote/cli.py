@@ -104,6 +104,13 @@ def serve_command(
         int | None, typer.Option(help="Serve Prometheus /metrics on this port.")
     ] = None,
     metrics_address: Annotated[str, typer.Option(help="Address for /metrics.")] = "127.0.0.1",
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve grpc.health.v1 alone, PLAINTEXT, on this port (same host as "
+            "--listen), for the kubelet's grpc probes."
+        ),
+    ] = None,
     grace: Annotated[
         float, typer.Option(help="Seconds calls in flight may take to finish on shutdown.")
     ] = 10.0,
@@ -154,6 +161,7 @@ def serve_command(
         allowed_sans=SanAllowList.of(allowed_san),
         tls_min_version=tls_min_version,
         grace=grace,
+        health_port=health_port,
     )
     if metrics_port is not None:
         start_http_server(metrics_port, addr=metrics_address)

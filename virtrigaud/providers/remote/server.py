@@ -370,6 +370,9 @@ class ServeOptions:
     allowed_sans: SanAllowList = field(default_factory=SanAllowList)
     tls_min_version: str = "1.3"
     grace: float = 10.0
+    health_port: int | None = None
+    """A second, plaintext port serving only grpc.health.v1 (the kubelet's grpc probes
+    cannot present a client certificate); None: no such port."""
 
 
 class ProviderServer:
@@ -387,6 +390,8 @@ class ProviderServer:
         self.service = ProviderService(provider)
         self.health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None
+        self._health_grpc: grpc.aio.Server | None = None
+        self.health_port = 0
         self._front: TLSFront | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.port = 0
@@ -424,6 +429,15 @@ class ProviderServer:
                 log.warning(
                     "provider server: no --allowed-san: any client certificate from the CA may call"
                 )
+        if self.options.health_port is not None:
+            # Health only, from the same servicer: NOT_SERVING on shutdown shows here too.
+            probe = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, probe)
+            self.health_port = probe.add_insecure_port(
+                f"{self.options.host}:{self.options.health_port}"
+            )
+            await probe.start()
+            self._health_grpc = probe
         for name in ("", wire.SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("provider server: %s provider on %s", self.provider.type, self.address)
@@ -438,6 +452,8 @@ class ProviderServer:
             await self._grpc.stop(grace)
         if self._front is not None:
             await self._front.close_connections()
+        if self._health_grpc is not None:
+            await self._health_grpc.stop(0)
         if close_provider:
             await self.provider.close()
         if self._tmp is not None:
