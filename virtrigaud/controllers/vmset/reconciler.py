@@ -35,6 +35,7 @@ from virtrigaud.api.vmset import VMSet, VMSetStatus
 from virtrigaud.controllers.common import objects
 from virtrigaud.controllers.common.fields import report_unsupported_fields
 from virtrigaud.controllers.common.objects import read_object
+from virtrigaud.controllers.vmset.expectations import Expectations
 from virtrigaud.controllers.vmset.plan import Pace, Replica, count_of, plan
 from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.resources import VIRTUAL_MACHINES, VM_SETS
@@ -153,25 +154,29 @@ def _same(obj: JSON, status: JSON) -> bool:
 class VMSetReconciler:
     def __init__(self, ctx: ShardContext) -> None:
         self.ctx = ctx
+        self.expectations = Expectations()
 
     async def forget(self, key: str) -> None:
-        return None
+        self.expectations.forget(key)
 
     async def reconcile(self, key: str, obj: JSON | None) -> ReconcileResult:
         if obj is None:
             obj = await read_object(self.ctx.kube, VM_SETS, key)
             if obj is None:
                 return ReconcileResult()
-        run = _Pass(self.ctx, obj)
+        run = _Pass(self.ctx, obj, key, self.expectations)
         if obj["metadata"].get("deletionTimestamp"):
+            self.expectations.forget(key)
             return ReconcileResult(requeue_after=await run.finalize())
         return ReconcileResult(requeue_after=await run.converge())
 
 
 class _Pass:
-    def __init__(self, ctx: ShardContext, obj: JSON) -> None:
+    def __init__(self, ctx: ShardContext, obj: JSON, key: str, expectations: Expectations) -> None:
         self.ctx = ctx
         self.obj = obj
+        self.key = key
+        self.expectations = expectations
         self.set = VMSet.from_api(obj)
         self.status = VMSetStatus.model_validate(obj.get("status") or {})
         self.namespace = str(obj["metadata"].get("namespace") or "default")
@@ -260,9 +265,15 @@ class _Pass:
         )
         self.obj, _ = await objects.set_finalizer(self.ctx.kube, VM_SETS, self.obj, FINALIZER, True)
         update = template_revision(self.obj)
-        vms = await self.owned()
+        # A pass working through a backlog plans from what the last one left (no LIST).
+        expected = self.expectations.take(self.key, self.uid, self.generation, update)
+        vms = await self.owned() if expected is None else []
         now = datetime.now(UTC)
-        replicas = [r for r in (self.replica(vm, now) for vm in vms) if r is not None]
+        replicas = (
+            [r for r in (self.replica(vm, now) for vm in vms) if r is not None]
+            if expected is None
+            else expected
+        )
         current = self.status.current_revision
         if current is None:
             revisions = Counter(r.revision for r in replicas if not r.deleting)
@@ -271,7 +282,12 @@ class _Pass:
         todo = plan(replicas, pace, update, current)
         deletes = todo.delete[:BATCH]
         creates = todo.create[: BATCH - len(deletes)]
-        await self.apply(creates, deletes, update)
+        created = await self.apply(creates, deletes, update)
+        backlog = len(todo.create) + len(todo.delete) > len(creates) + len(deletes)
+        if backlog:
+            self.expectations.expect(
+                self.key, self.uid, self.generation, update, replicas, created, deletes
+            )
 
         live = [r for r in replicas if not r.deleting and r.name not in deletes]
         wanted = range(pace.start, pace.start + pace.desired)
@@ -286,11 +302,12 @@ class _Pass:
         if done:
             current = update
         self.status.replicas = len(live) + len(creates)
-        self.status.ready_replicas = sum(
-            1
-            for vm in vms
-            if _ready_since(vm) is not None and not vm["metadata"].get("deletionTimestamp")
-        )
+        if expected is None:  # else: as the last LIST found them
+            self.status.ready_replicas = sum(
+                1
+                for vm in vms
+                if _ready_since(vm) is not None and not vm["metadata"].get("deletionTimestamp")
+            )
         self.status.available_replicas = sum(1 for r in in_range if r.available)
         self.status.updated_replicas = sum(1 for r in live if r.revision == update) + len(
             [c for c in creates if c[1] == update]
@@ -330,16 +347,20 @@ class _Pass:
             observed_generation=self.generation,
         )
         await self.report(False, reason, message)
-        if len(todo.create) + len(todo.delete) > len(creates) + len(deletes):
+        if backlog:
             return BACKLOG_POLL
-        return max(PROGRESS_POLL, len(vms) / VMS_PER_POLL_SECOND)
+        return max(PROGRESS_POLL, len(replicas) / VMS_PER_POLL_SECOND)
 
-    async def apply(self, creates: list[tuple[int, str]], deletes: list[str], update: str) -> None:
+    async def apply(
+        self, creates: list[tuple[int, str]], deletes: list[str], update: str
+    ) -> list[Replica]:
+        """Delete and create concurrently; the replicas created (or found existing)."""
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def create(ordinal: int, revision: str) -> None:
+        async def create(ordinal: int, revision: str) -> Replica:
             async with gate:
-                await self.create_vm(ordinal, revision, update)
+                name, revision = await self.create_vm(ordinal, revision, update)
+                return Replica(name, ordinal, revision, available=False)
 
         async def delete(name: str) -> None:
             async with gate:
@@ -349,7 +370,10 @@ class _Pass:
                     if not e.not_found:
                         raise
 
-        await asyncio.gather(*(delete(n) for n in deletes), *(create(o, r) for o, r in creates))
+        done = await asyncio.gather(
+            *(create(o, r) for o, r in creates), *(delete(n) for n in deletes)
+        )
+        created = [r for r in done if isinstance(r, Replica)]
         if creates:
             await self.event(
                 "Normal", "SuccessfulCreate", f"created {len(creates)} VirtualMachines"
@@ -358,8 +382,11 @@ class _Pass:
             await self.event(
                 "Normal", "SuccessfulDelete", f"deleted {len(deletes)} VirtualMachines"
             )
+        return created
 
-    async def create_vm(self, ordinal: int, revision: str, update: str) -> None:
+    async def create_vm(self, ordinal: int, revision: str, update: str) -> tuple[str, str]:
+        """Create one VirtualMachine; its name and revision (the template's when no
+        sibling of ``revision`` is left to copy)."""
         template: JSON = (self.obj.get("spec") or {}).get("template") or {}
         if revision != update:
             # Ordinals below the partition keep the current revision: made again from the
@@ -376,11 +403,12 @@ class _Pass:
             ORDINAL_LABEL: str(ordinal),
             REVISION_LABEL: revision,
         }
+        name = f"{self.name}-{ordinal}-{revision[:6]}"
         body = {
             "apiVersion": API_VERSION,
             "kind": "VirtualMachine",
             "metadata": {
-                "name": f"{self.name}-{ordinal}-{revision[:6]}",
+                "name": name,
                 "namespace": self.namespace,
                 "labels": labels,
                 "annotations": meta.get("annotations") or {},
@@ -402,6 +430,7 @@ class _Pass:
         except ApiError as e:
             if e.status != 409:
                 raise
+        return name, revision
 
     async def template_of(self, revision: str) -> JSON | None:
         listed = await self.ctx.kube.list(
