@@ -3,11 +3,23 @@ that takes them instead of listing (controllers/vmset/reconciler.py: _Pass.count
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from virtrigaud.controllers.vmset.plan import plan
 from virtrigaud.controllers.vmset.reconciler import _Pass, template_revision
-from virtrigaud.leader.members import ORDINAL_LABEL, REVISION_LABEL, MemberIndex
+from virtrigaud.leader import coordinator as coordinator_module
+from virtrigaud.leader.coordinator import Coordinator
+from virtrigaud.leader.members import (
+    MEMBERS_FIELD,
+    ORDINAL_LABEL,
+    PERIOD,
+    REVISION_LABEL,
+    MemberIndex,
+)
+from virtrigaud.shards.actor import ShardConfig
 
 JSON = dict[str, Any]
 NS = "ns"
@@ -109,3 +121,32 @@ def test_anything_for_the_plan_to_do_lists_instead() -> None:
     broken["status"]["conditions"][0]["reason"] = "ClassNotFound"
     assert counted(obj, [broken, *full[1:]])[0] is None  # named by the listing
     assert counted(vmset(0), [])[0] == []
+
+
+async def test_the_leader_hands_a_set_its_counts_at_most_once_a_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    leader = Coordinator(None, ShardConfig())  # type: ignore[arg-type]
+    obj = vmset(2)
+    rev = template_revision(obj)
+    set_key = "VMSet/ns/web"
+    leader.informers["VMSet"] = SimpleNamespace(store={set_key: obj})  # type: ignore[assignment]
+    leader.ready = True
+    leader.holder[set_key] = "shard-0"
+    leader.shards["shard-0"] = SimpleNamespace()  # type: ignore[assignment]
+    now = [1000.0]
+    monkeypatch.setattr(coordinator_module.time, "monotonic", lambda: now[0])
+    for o in range(2):
+        leader._on_event("ADDED", key(member(o, rev)), member(o, rev))
+    leader._on_event("MODIFIED", key(member(0, rev)), member(0, rev, ready=True))
+    leader._members_changed()
+    assert set_key not in leader._delivers["shard-0"]  # gathered for a period first
+    now[0] += PERIOD
+    leader._members_changed()
+    delivered = leader._delivers["shard-0"][set_key]
+    assert delivered is obj  # the counts are attached when it is sent:
+    sent = leader._with_usage(set_key, delivered)
+    assert sent is not None
+    assert sent[MEMBERS_FIELD]["vms"] == 2 and sent[MEMBERS_FIELD]["ready"] == 1
+    assert MEMBERS_FIELD not in obj
+    assert not leader._members_due
