@@ -63,8 +63,8 @@ FOREGROUND = "foregroundDeletion"
 BATCH = 250  # creates plus deletes per pass
 CONCURRENCY = 32  # API writes in flight per pass
 # The plan holds more than one pass does: the next pass (planned from what this one left,
-# no LIST) comes at once. Measured at 1,000 VMs with 100 per pass and the poll below, the set took 59 s
-# to create its VMs, which took 73 s to be Ready (scale-tests vmset scenario).
+# no LIST) comes at once. Measured at 1,000 VMs with 100 per pass and the poll below, the
+# set took 59 s to create its VMs, which took 73 s to be Ready (scale-tests vmset).
 BACKLOG_POLL = 0.05
 PROGRESS_POLL = 1.0  # seconds between passes while a small set is converging
 # A big set lists many VMs per pass: one pass per this many VMs' worth of seconds (a set of
@@ -303,11 +303,12 @@ class _Pass:
         listed = expected is None and counted is None
         vms = await self.owned() if listed else []
         now = datetime.now(UTC)
-        replicas = (
-            [r for r in (self.replica(vm, now) for vm in vms) if r is not None]
-            if listed
-            else expected or counted or []
-        )
+        if expected is not None:
+            replicas = expected
+        elif counted is not None:
+            replicas = counted
+        else:
+            replicas = [r for r in (self.replica(vm, now) for vm in vms) if r is not None]
         current = self.status.current_revision
         if current is None:
             revisions = Counter(r.revision for r in replicas if not r.deleting)
