@@ -3,16 +3,17 @@
 The policy's host rules (controllers/vmplacementpolicy/rules.py) are honoured on vSphere
 and Proxmox VE (hosts are its nodes): the host chosen is recorded in
 ``status.provider["placementHost"]`` (with the rule that decided in ``placementRule``)
-and written before the create is sent, after it was reserved in the policy's status
-(controllers/vmplacementpolicy/reserve.py), so VMs of the policy placed at the same time
-by any shards never take the same place; it becomes the create's ``placement.host``
-(vSphere relocates a clone there) or ``placement.node`` (Proxmox VE clones to that node).
-A strict rule no host can meet leaves the VM Pending with a ``Placed=False`` condition
-naming the rule's field and the fix, and it is looked at again with the dependency
-backoff (and at once when the policy changes). A VM that exists is not moved: not when it
-got its policy after its create, nor when the policy changes or goes (a missing policy
-holds up only a VM not created yet). libvirt, and rules other than the host rules, are
-reported by FieldsNotSupported (controllers/virtualmachine/fields.py).
+and written before the create is sent, under a spread rule after it was reserved in the
+policy's status (controllers/vmplacementpolicy/reserve.py), so VMs of the policy placed
+at the same time by any shards never take the same place; it becomes the create's
+``placement.host`` (vSphere relocates a clone there) or ``placement.node`` (Proxmox VE
+clones to that node). A strict rule no host can meet leaves the VM Pending with a
+``Placed=False`` condition naming the rule's field and the fix, and it is looked at again
+with the dependency backoff (and at once when the policy changes). A VM that exists is
+not moved: not when it got its policy after its create, nor when the policy changes or
+goes (a missing policy holds up only a VM not created yet). libvirt, and rules other than
+the host rules, are reported by FieldsNotSupported
+(controllers/virtualmachine/fields.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from virtrigaud.controllers.vmplacementpolicy.users import (
     CHOSEN_HOST,
     OBSERVED_HOST,
     UNSATISFIABLE,
+    policy_users,
 )
 from virtrigaud.kube.resources import VM_PLACEMENT_POLICIES
 from virtrigaud.providers.base import Provider, VMInfo, VMSpec
@@ -103,8 +105,14 @@ class PlacementSteps(PassBase):
             return decide(rules, hosts, taken, waiting, me)
 
         try:
-            # Reserved in the policy's status before this VM records it (reserve.py).
-            decision = await reserve(self.ctx.kube, ns, name, me, choose)
+            if rules.spread:
+                # A spread rule's last place goes to one VM only: the host is reserved in
+                # the policy's status before this VM records it (reserve.py).
+                decision = await reserve(self.ctx.kube, ns, name, me, choose)
+            else:
+                # Host lists and affinity have no places to run out of: no reservation.
+                users = await policy_users(self.ctx.kube, ns, name)
+                decision = choose(users.placed, [u for u in users.waiting if u != me] + [me])
         except Unsatisfiable as e:
             message = f"{self.vm_ref()} waits: {where} {e.message}"
             self.st.condition(PLACED, False, UNSATISFIABLE, message)
