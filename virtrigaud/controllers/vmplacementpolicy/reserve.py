@@ -1,7 +1,8 @@
 """A VM's place under its VMPlacementPolicy, taken so that no two VMs take the same one,
 whichever shards place them and however close together.
 
-Every placement of a policy's VM goes through ``reserve``:
+Every placement under a spread rule (hostAntiAffinity: its places can run out) goes
+through ``reserve``:
 
 1. read the policy as stored (GET: its resourceVersion);
 2. list the policy's VMs (after 1);
