@@ -374,6 +374,15 @@ class PlacementStats(ApiModel):
     """VMs placed, per host or cluster."""
 
 
+class PlacementReservation(ApiModel):
+    """A host taken for a VirtualMachine being placed, until its own status records it."""
+
+    vm: ShortText
+    """The VirtualMachine (in the policy's namespace)."""
+    host: ShortText
+    """The host chosen for it."""
+
+
 class PolicyValidationResult(ApiModel):
     """Whether the policy works on one Provider."""
 
@@ -418,6 +427,12 @@ class VMPlacementPolicyStatus(ApiModel):
         default_factory=dict
     )
     """Per Provider: whether it can honour the policy."""
+    placement_reservations: Annotated[list[PlacementReservation], Field(max_length=1000)] = Field(
+        default_factory=list
+    )
+    """Hosts taken by VirtualMachines being placed, each written (guarded by
+    resourceVersion) before the VM's create and dropped once the VM's own status records
+    its host: VMs placed at the same moment, by any shard, never take the same place."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """The metadata.generation this status was computed from."""
     conditions: Conditions = Field(default_factory=list)

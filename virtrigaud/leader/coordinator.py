@@ -58,6 +58,8 @@ from virtrigaud.kube.resources import SECRETS
 from virtrigaud.leader.fences import ShardFences
 from virtrigaud.leader.informer import Informer, metadata_only
 from virtrigaud.leader.links import LeaseTerms, ShardLink
+from virtrigaud.leader.members import MEMBERS_FIELD, MemberIndex
+from virtrigaud.leader.members import PERIOD as MEMBERS_PERIOD
 from virtrigaud.leader.ring import RingState
 from virtrigaud.leader.routing import (
     DEPENDENCIES,
@@ -222,6 +224,8 @@ class Coordinator:
         self._touched: set[str] = set()  # dependencies changed since the last flush
         self._read_signatures: dict[str, str] = {}  # dependency -> what its readers act on
         self.usage = UsageIndex()  # which VMs use each dependency
+        self.set_members = MemberIndex()  # how far each VMSet's VMs are
+        self._members_due: dict[str, float] = {}  # VMSet -> when its new counts go out
         self._secret_refs: dict[str, set[str]] = {}  # Secret key -> Providers naming it
         self._secret_watches: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         self.ready = False
@@ -628,6 +632,8 @@ class Coordinator:
         if object_kind == "VirtualMachine":
             for dep in self.usage.update(key, None if kind == "DELETED" else obj):
                 self._usage_changed(dep)
+            for vmset in self.set_members.update(key, None if kind == "DELETED" else obj):
+                self._members_due.setdefault(vmset, time.monotonic() + MEMBERS_PERIOD)
         if object_kind in DEPENDENCIES:
             self._touch_if_read_changed(kind, object_kind, key, obj)
             if object_kind == "Provider":
@@ -740,9 +746,23 @@ class Coordinator:
         self._buffer(self._delivers[holder], dep, obj)
 
     def _with_usage(self, key: str, obj: JSON | None) -> JSON | None:
-        if obj is None or kind_of(key) not in DEPENDENCIES:
+        if obj is None:
+            return obj
+        kind = kind_of(key)
+        if kind == "VMSet":
+            uid = str((obj.get("metadata") or {}).get("uid") or "")
+            return {**obj, MEMBERS_FIELD: self.set_members.counts(key, uid)}
+        if kind not in DEPENDENCIES:
             return obj
         return {**obj, USAGE_FIELD: self.usage.usage(key)}
+
+    def _members_changed(self) -> None:
+        """Deliver the VMSets whose members changed at least PERIOD seconds ago."""
+        now = time.monotonic()
+        due = [k for k, at in self._members_due.items() if at <= now]
+        for key in due:
+            del self._members_due[key]
+            self._usage_changed(key)
 
     def _buffer(self, target: dict[str, Any], key: str, obj: JSON) -> None:
         if key not in target:
@@ -780,6 +800,8 @@ class Coordinator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), timeout=self.config.batch_window)
             self._flush_now.clear()
+            if self._members_due:
+                self._members_changed()
             # Sent without waiting for the answers: a shard that stopped answering holds up
             # only its own messages (until its call times out or it leaves the ring), not
             # every other shard's. Stamps, not arrival, order what each shard applies.

@@ -187,7 +187,8 @@ a Role per namespace of watchNamespaces. */}}
 # vmclone/reconciler.py source_vm, target_vm), the VMSnapshot a VM reverts to
 # (virtualmachine/revert.py), and the object of a key it holds no copy of (each kind's
 # reconciler.py reconcile; common/dependency.py for VMClasses, VMImages and
-# VMNetworkAttachments), the VMPlacementPolicy a VM names (virtualmachine/placement.py).
+# VMNetworkAttachments), the VMPlacementPolicy a VM names (virtualmachine/placement.py,
+# and read as stored before a placement: vmplacementpolicy/reserve.py).
 # The VMs that use a VMPlacementPolicy are listed with the leader's list grant
 # (vmplacementpolicy/users.py).
 - apiGroups: ["infra.virtrigaud.io"]
@@ -203,7 +204,8 @@ a Role per namespace of watchNamespaces. */}}
   verbs: [patch]
 # Status, a PUT of the /status subresource (controllers/common/objects.py write_status,
 # through common/status.py for Providers, VMClasses, VMImages, VMNetworkAttachments and
-# VMPlacementPolicies).
+# VMPlacementPolicies; a VM's placement reserving its host in its VMPlacementPolicy's
+# status: vmplacementpolicy/reserve.py).
 - apiGroups: ["infra.virtrigaud.io"]
   resources: [virtualmachines/status, vmsnapshots/status, vmsets/status, vmclones/status, providers/status, vmclasses/status, vmimages/status, vmnetworkattachments/status, vmplacementpolicies/status]
   verbs: [update]

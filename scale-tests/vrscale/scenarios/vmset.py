@@ -84,6 +84,7 @@ def set_reconciles(url: str, key: str) -> dict[str, Any]:
         "total_s": _r(sum(durations)),
         "longest_s": _r(max(durations, default=0.0)),
         "duration_s": summary(durations),
+        "passes_s": [_r(d) for d in durations],  # in order
         "shards": shards,
         "hypervisor_mutations": mutations,
     }

@@ -13,7 +13,7 @@ released, writes nothing more for the key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from virtrigaud.fence import CLAIM
@@ -69,16 +69,18 @@ async def write_status(
     obj: JSON,
     status: JSON,
     same: Callable[[JSON, JSON], bool] = _same_raw,
+    kept: Collection[str] = (),
 ) -> JSON:
     """Write status to obj's /status when it differs (`same` compares in the kind's normal
-    form); returns the object as stored."""
-    if same(obj, status):
+    form); returns the object as stored. ``kept``: status fields others write (guarded by
+    resourceVersion): always taken from the copy being replaced, never from ``status``."""
+    if same(obj, _keeping(status, obj, kept)):
         return obj
     meta = obj["metadata"]
     current = obj
     for _ in range(CONFLICT_RETRIES):
         body = dict(current)
-        body["status"] = status
+        body["status"] = _keeping(status, current, kept)
         _check_claim()
         try:
             return await kube.replace(resource, body, subresource="status")
@@ -94,7 +96,7 @@ async def write_status(
                 "recreated while its status was being written; the new object is "
                 "reconciled on its own",
             )
-        if same(current, status):
+        if same(current, _keeping(status, current, kept)):
             return current
     raise ApiError(
         409,
@@ -102,6 +104,15 @@ async def write_status(
         f"{resource.kind} {meta.get('namespace')}/{meta['name']}: status write conflicted "
         f"{CONFLICT_RETRIES} times in a row; retrying later",
     )
+
+
+def _keeping(status: JSON, source: JSON, kept: Collection[str]) -> JSON:
+    if not kept:
+        return status
+    stored = source.get("status") or {}
+    out = {k: v for k, v in status.items() if k not in kept}
+    out.update({k: stored[k] for k in kept if k in stored})
+    return out
 
 
 async def ensure_finalizer(

@@ -23,6 +23,8 @@ class StatusDraft(Generic[S]):
         self.model = model
         self.generation = int(obj.get("metadata", {}).get("generation") or 0)
         self.status: S = model.model_validate(obj.get("status") or {})
+        # Status fields others write, guarded by resourceVersion (objects.write_status).
+        self.kept: tuple[str, ...] = ()
 
     def condition(
         self, type_: str, status: bool | ConditionStatus, reason: str, message: str = ""
@@ -54,4 +56,6 @@ class StatusDraft(Generic[S]):
     async def write(self, kube: KubeClient, resource: Resource, obj: JSON) -> JSON:
         """Write this status to obj when it differs; the object as stored."""
         self.status.observed_generation = self.generation  # type: ignore[attr-defined]
-        return await objects.write_status(kube, resource, obj, self.dump(), self.same)
+        return await objects.write_status(
+            kube, resource, obj, self.dump(), self.same, kept=self.kept
+        )

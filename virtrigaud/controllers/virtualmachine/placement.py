@@ -3,15 +3,17 @@
 The policy's host rules (controllers/vmplacementpolicy/rules.py) are honoured on vSphere
 and Proxmox VE (hosts are its nodes): the host chosen is recorded in
 ``status.provider["placementHost"]`` (with the rule that decided in ``placementRule``)
-and written before the create is sent, so the other VMs of the policy, placed by any
-shard, count it; it becomes the create's ``placement.host`` (vSphere relocates a clone
-there) or ``placement.node`` (Proxmox VE clones to that node). A strict rule no host can
-meet leaves the VM Pending with a ``Placed=False`` condition naming the rule's field and
-the fix, and it is looked at again with the dependency backoff (and at once when the
-policy changes). A VM that exists is not moved: not when it got its policy after its
-create, nor when the policy changes or goes (a missing policy holds up only a VM not
-created yet). libvirt, and rules other than the host rules, are reported by
-FieldsNotSupported (controllers/virtualmachine/fields.py).
+and written before the create is sent, under a spread rule after it was reserved in the
+policy's status (controllers/vmplacementpolicy/reserve.py), so VMs of the policy placed
+at the same time by any shards never take the same place; it becomes the create's
+``placement.host`` (vSphere relocates a clone there) or ``placement.node`` (Proxmox VE
+clones to that node). A strict rule no host can meet leaves the VM Pending with a
+``Placed=False`` condition naming the rule's field and the fix, and it is looked at again
+with the dependency backoff (and at once when the policy changes). A VM that exists is
+not moved: not when it got its policy after its create, nor when the policy changes or
+goes (a missing policy holds up only a VM not created yet). libvirt, and rules other than
+the host rules, are reported by FieldsNotSupported
+(controllers/virtualmachine/fields.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from virtrigaud.api.provider import ProviderType
 from virtrigaud.api.vmplacementpolicy import VMPlacementPolicy
 from virtrigaud.controllers.common.resolve import MissingDependency
 from virtrigaud.controllers.virtualmachine.passbase import Blocked, PassBase
-from virtrigaud.controllers.vmplacementpolicy.rules import Unsatisfiable, decide, host_rules
+from virtrigaud.controllers.vmplacementpolicy.reserve import reserve
+from virtrigaud.controllers.vmplacementpolicy.rules import (
+    Decision,
+    Unsatisfiable,
+    decide,
+    host_rules,
+)
 from virtrigaud.controllers.vmplacementpolicy.users import (
     CHOSEN_HOST,
     OBSERVED_HOST,
@@ -90,16 +98,21 @@ class PlacementSteps(PassBase):
         name = policy.metadata.name or ""
         where = f"VMPlacementPolicy {ns}/{name}"
         hosts = await provider.placement_hosts(spec)
-        users = await policy_users(self.ctx.kube, ns, name)
+        rules = host_rules(policy.spec)
         me = self.vm.metadata.name or ""
+
+        def choose(taken: dict[str, str], waiting: list[str]) -> Decision:
+            return decide(rules, hosts, taken, waiting, me)
+
         try:
-            decision = decide(
-                host_rules(policy.spec),
-                hosts,
-                users.placed,
-                [u for u in users.waiting if u != me] + [me],
-                me,
-            )
+            if rules.spread:
+                # A spread rule's last place goes to one VM only: the host is reserved in
+                # the policy's status before this VM records it (reserve.py).
+                decision = await reserve(self.ctx.kube, ns, name, me, choose)
+            else:
+                # Host lists and affinity have no places to run out of: no reservation.
+                users = await policy_users(self.ctx.kube, ns, name)
+                decision = choose(users.placed, [u for u in users.waiting if u != me] + [me])
         except Unsatisfiable as e:
             message = f"{self.vm_ref()} waits: {where} {e.message}"
             self.st.condition(PLACED, False, UNSATISFIABLE, message)

@@ -22,6 +22,7 @@ cluster's garbage collector would delete it through the ownerReference).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -31,14 +32,17 @@ from virtrigaud.api.conditions import set_condition
 from virtrigaud.api.virtualmachine import FINALIZER as VM_FINALIZER
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.api.vmclone import CloneProgress, CloneType, VMClone, VMCloneStatus
+from virtrigaud.api.vmplacementpolicy import VMPlacementPolicy
 from virtrigaud.controllers.common import objects
 from virtrigaud.controllers.common.fields import report_unsupported_fields
 from virtrigaud.controllers.common.objects import read_object
 from virtrigaud.controllers.common.resolve import MissingDependency, NotGranted, Resolver
 from virtrigaud.controllers.virtualmachine.passbase import CLONED_BY
+from virtrigaud.controllers.virtualmachine.placement import HOST_KEYS, PLACEMENT_HOST
 from virtrigaud.controllers.virtualmachine.spec import SpecProblem, build_vm_spec, resolve_class
+from virtrigaud.controllers.vmplacementpolicy.rules import host_rules
 from virtrigaud.kube.client import ApiError
-from virtrigaud.kube.resources import VIRTUAL_MACHINES, VM_CLONES
+from virtrigaud.kube.resources import VIRTUAL_MACHINES, VM_CLONES, VM_PLACEMENT_POLICIES
 from virtrigaud.providers.base import (
     DONE,
     Busy,
@@ -46,6 +50,7 @@ from virtrigaud.providers.base import (
     ProviderError,
     RetryableError,
     TaskStatus,
+    VMSpec,
 )
 from virtrigaud.shards.reconciler import ReconcileResult, ShardContext
 
@@ -209,6 +214,7 @@ class _Pass:
         vm_spec = await build_vm_spec(
             self.resolver, vm_model, vm_class, config.type, dict(config.defaults)
         )
+        vm_spec = await self.placed(target, vm_spec, config.type)
         self.status.start_time = self.status.start_time or datetime.now(UTC)
         vm_id, task = await provider.clone(source_id, vm_spec, linked=linked)
         if self.ctx.audit is not None:
@@ -219,6 +225,32 @@ class _Pass:
         self.status.task_ref = task
         await self.event("Normal", "Cloning", f"cloning into {self.target_ref()}")
         raise Waiting("Cloning", f"cloning into {self.target_ref()}", TASK_POLL)
+
+    async def placed(self, target: JSON, spec: VMSpec, provider_type: str) -> VMSpec:
+        """spec with the target's place under its VMPlacementPolicy (spec.target.
+        placementRef), which the target's own reconcile chooses and reserves like any VM's:
+        the clone is made there (Proxmox VE clones onto that node; vSphere asks for that
+        host and the target is relocated there when adopted, as vcsim ignores the ask).
+        Waits until the target has its place."""
+        ref = (target.get("spec") or {}).get("placementRef") or {}
+        key = HOST_KEYS.get(provider_type)
+        if not ref.get("name") or key is None or spec.placement.get(key):
+            return spec
+        chosen = ((target.get("status") or {}).get("provider") or {}).get(PLACEMENT_HOST)
+        if chosen:
+            return dataclasses.replace(spec, placement={**spec.placement, key: str(chosen)})
+        policy = await self.resolver.require(
+            VM_PLACEMENT_POLICIES, self.namespace, str(ref["name"]), "spec.target.placementRef"
+        )
+        if not host_rules(VMPlacementPolicy.from_api(policy).spec).any:
+            return spec
+        raise Waiting(
+            "WaitingForPlacement",
+            f"{self.target_ref()} has no host from VMPlacementPolicy {self.namespace}/"
+            f"{ref['name']} yet (its own reconcile chooses it; see its Placed condition); "
+            "the clone is made there once it has",
+            TASK_POLL,
+        )
 
     def clone_type(self) -> CloneType:
         options = self.clone.spec.options

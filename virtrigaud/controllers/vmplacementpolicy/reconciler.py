@@ -26,6 +26,7 @@ from virtrigaud.api.vmplacementpolicy import (
 from virtrigaud.controllers.common.dependency import DependencyController
 from virtrigaud.controllers.common.status import StatusDraft
 from virtrigaud.controllers.common.usage import Usage
+from virtrigaud.controllers.vmplacementpolicy.reserve import RESERVATIONS
 from virtrigaud.controllers.vmplacementpolicy.rules import (
     SPREAD_FIELD,
     TOGETHER_FIELD,
@@ -51,6 +52,7 @@ class VMPlacementPolicyReconciler(DependencyController):
 
     async def run(self, key: str, obj: JSON, usage: Usage | None) -> ReconcileResult:
         draft: StatusDraft[VMPlacementPolicyStatus] = StatusDraft(VMPlacementPolicyStatus, obj)
+        draft.kept = (RESERVATIONS,)  # the VMs' placements write them (reserve.py)
         policy = VMPlacementPolicy.from_api(obj)
         ns = policy.metadata.namespace or "default"
         name = policy.metadata.name or ""

@@ -4,13 +4,11 @@ Pure. The host rules are hostAntiAffinity (spread, at most ``maxVMsPerHost`` per
 when unset), hostAffinity (all on one host, a preferred one first) and the hard / soft host
 lists; a rule whose ``scope`` is unset is strict.
 
-Every shard that places a VM of the policy computes the same answer from the same facts:
-the VMs already placed (their recorded host) and the sorted names of those still waiting,
-which take the free places in name order. So VMs that exist when each of their shards
-looks get distinct places without the shards talking to each other. Not fully race-free:
-a shard that listed the policy's VMs before another VM of it was created does not count
-that VM, so two VMs created within one pass of each other can take the same last place;
-the policy's own reconcile reports that as a violation (``violations``).
+Every shard that places a VM of the policy computes the answer from the same facts: the
+places taken (hosts the VMs record, and the policy's reservations: reserve.py, which makes
+the decision and its reservation one atomic step across shards) and the sorted names of
+the VMs still waiting, which take the free places in name order. The policy's own
+reconcile reports VMs running against the rules (``violations``), e.g. moved by hand.
 """
 
 from __future__ import annotations
