@@ -8,11 +8,11 @@ A real ProviderServer with mTLS on 127.0.0.1; the provider behind it is never ca
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from uncalled import Uncalled
 
 from virtrigaud.netports import free_ports
 from virtrigaud.providers.remote.certs import CertificateAuthority, write_material
@@ -20,18 +20,6 @@ from virtrigaud.providers.remote.pb import provider_pb2 as pb
 from virtrigaud.providers.remote.server import ProviderServer, ServeOptions
 from virtrigaud.providers.remote.tls import FileSource
 from virtrigaud.providers.remote.wire import SERVICE
-
-
-class Uncalled:
-    """Stands for the served provider: health answers without it."""
-
-    type = "libvirt"
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the provider was called: {name}")
-
-    async def close(self) -> None:
-        pass
 
 
 async def check(port: int, service: str) -> int:

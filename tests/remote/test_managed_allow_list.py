@@ -11,28 +11,18 @@ behind the TLS front (the provider behind it is never called).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 import typer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from uncalled import Uncalled
 
 from virtrigaud.cli import app
 from virtrigaud.controllers.provider.workload import build
 from virtrigaud.providers.remote.certs import CertificateAuthority, write_material
 from virtrigaud.providers.remote.server import ProviderServer, ServeOptions
 from virtrigaud.providers.remote.tls import FileSource, SanAllowList, TLSMaterial
-
-
-class Uncalled:
-    type = "libvirt"
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the provider was called: {name}")
-
-    async def close(self) -> None:
-        pass
 
 
 def allowed_sans(namespace: str, name: str) -> list[str]:

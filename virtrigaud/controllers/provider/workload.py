@@ -253,17 +253,17 @@ def build(provider: JSON) -> Workload:
     for field in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
         if runtime.get(field):
             pod_spec[field] = runtime[field]
-    owner = [owner_reference(provider)]
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(provider)],
+    }
     deployment = _with_hash(
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": labels,
-                "ownerReferences": owner,
-            },
+            "metadata": dict(metadata),  # _with_hash adds annotations to each
             "spec": {
                 "replicas": int(runtime.get("replicas") or 1),
                 "selector": {"matchLabels": selector},
@@ -275,12 +275,7 @@ def build(provider: JSON) -> Workload:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": labels,
-                "ownerReferences": owner,
-            },
+            "metadata": dict(metadata),  # _with_hash adds annotations to each
             "spec": {
                 "type": "ClusterIP",
                 "selector": selector,
