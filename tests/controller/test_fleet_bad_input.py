@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fixtures_vm import API, VMEnv, condition
 
 from virtrigaud.controllers.vmclone.reconciler import VMCloneReconciler
 from virtrigaud.controllers.vmset.reconciler import SET_LABEL, VMSetReconciler
 from virtrigaud.controllers.vmsnapshot.reconciler import VMSnapshotReconciler
-from virtrigaud.kube.resources import VIRTUAL_MACHINES, VM_CLONES, VM_SETS, VM_SNAPSHOTS
+from virtrigaud.kube.client import ApiError
+from virtrigaud.kube.resources import VIRTUAL_MACHINES, VM_CLONES, VM_SETS, VM_SNAPSHOTS, Resource
 
 pytest_plugins = ["fixtures_vm"]
 
@@ -93,8 +95,24 @@ async def test_a_set_whose_provider_does_not_grant_its_namespace_says_so(vm_env:
     assert vm is not None and not vm["status"].get("id")
     # Clean up the set (its finalizer deletes the VM) before the namespace's Provider goes.
     await vm_env.kube.delete(VM_SETS, "closed", vm_env.namespace)
+    # The set goes too (its last pass drops its finalizer), so later tests sharing this
+    # namespace find none of it.
     for _ in range(20):
         await sets.reconcile(key, None)
         await vm_env.reconcile_once(vm["metadata"]["name"])
-        if await vm_env.get_vm(vm["metadata"]["name"]) is None:
+        if await vm_env.get_vm(vm["metadata"]["name"]) is None and not await _exists(
+            vm_env, VM_SETS, "closed"
+        ):
             break
+    else:
+        pytest.fail("the VMSet and its VM were not gone after 20 rounds")
+
+
+async def _exists(vm_env: VMEnv, res: Resource, name: str) -> bool:
+    try:
+        await vm_env.kube.get(res, name, vm_env.namespace)
+    except ApiError as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
