@@ -35,6 +35,7 @@ from virtrigaud.kube.resources import (
     VIRTUAL_MACHINES,
     VM_CLASSES,
     VM_IMAGES,
+    Resource,
 )
 from virtrigaud.providers.base import DONE, NotFoundError, Owner, Provider, TaskStatus, VMSpec
 from virtrigaud.providers.metrics import HYPERVISOR_CALLS
@@ -247,13 +248,17 @@ class VMEnv:
     async def apply(self, res: Any, obj: JSON) -> JSON:
         return await self.kube.apply(res, obj, field_manager="vm-tests")
 
-    async def get_vm(self, name: str) -> JSON | None:
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> JSON | None:
+        """The object, or None when the API server has none of that name."""
         try:
-            return await self.kube.get(VIRTUAL_MACHINES, name, self.namespace)
+            return await self.kube.get(res, name, namespace or self.namespace)
         except ApiError as e:
             if e.not_found:
                 return None
             raise
+
+    async def get_vm(self, name: str) -> JSON | None:
+        return await self.get(VIRTUAL_MACHINES, name)
 
     async def patch_vm_spec(self, name: str, spec: JSON) -> JSON:
         return await self.kube.patch(VIRTUAL_MACHINES, name, self.namespace, {"spec": spec})

@@ -31,7 +31,6 @@ from fixtures_vm import VMEnv, condition
 from remote_servers import TLS_SECRET, RemoteServers, remote_provider, remote_runtime
 
 from virtrigaud.controllers.provider.reconciler import ProviderReconciler
-from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.resources import DEPLOYMENTS, PROVIDERS, SERVICES, Resource
 from virtrigaud.leader.usage import USAGE_FIELD
 from virtrigaud.shards.reconciler import ReconcileResult
@@ -74,12 +73,7 @@ def managed_runtime(**extra: Any) -> JSON:
 
 
 async def read(env: VMEnv, res: Resource, name: str) -> JSON | None:
-    try:
-        return await env.kube.get(res, name, env.namespace)
-    except ApiError as e:
-        if e.not_found:
-            return None
-        raise
+    return await env.get(res, name)
 
 
 async def reconcile(rec: ProviderReconciler, env: VMEnv, name: str) -> ReconcileResult:

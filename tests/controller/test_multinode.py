@@ -216,16 +216,10 @@ def reconciled_on_killed_node(
     return keys, set(keys.values())
 
 
-async def still_exists(kube: KubeClient, key: str) -> bool:
+async def still_exists(env: VMEnv, key: str) -> bool:
     """The object of `key` is in the API server."""
     ref = ObjectKey.parse(key)
-    try:
-        await kube.get(BY_KIND[ref.kind].resource, ref.name, ref.namespace)
-    except ApiError as e:
-        if e.status == 404:
-            return False
-        raise
-    return True
+    return await env.get(BY_KIND[ref.kind].resource, ref.name, ref.namespace) is not None
 
 
 def first_reconcile_elsewhere(
@@ -390,7 +384,7 @@ async def test_shards_on_worker_nodes_survive_a_node_loss_while_300_vms_converge
         lost, dead = reconciled_on_killed_node(redis_url, killed_shards, killed_ms)
         # A key whose object is gone (e.g. an object of another test in this namespace
         # whose deletion the killed shard finished) has nothing left to move.
-        lost = {k: inc for k, inc in lost.items() if await still_exists(vm_env.kube, k)}
+        lost = {k: inc for k, inc in lost.items() if await still_exists(vm_env, k)}
         assert lost, "the killed node's shards had reconciled nothing before the kill"
         moved = first_reconcile_elsewhere(redis_url, set(lost), dead, killed_ms)
         assert set(moved) == set(lost), f"{len(set(lost) - set(moved))} keys never moved"

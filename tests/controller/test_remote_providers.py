@@ -25,7 +25,6 @@ from fixtures_vm import PROVIDER_TYPES, VMEnv, condition, is_ready, provider_spe
 from remote_servers import TLS_SECRET, RemoteServers, remote_provider, remote_runtime
 
 from virtrigaud.controllers.provider.reconciler import ProviderReconciler
-from virtrigaud.kube.client import ApiError
 from virtrigaud.kube.resources import PROVIDERS, SECRETS, VIRTUAL_MACHINES
 from virtrigaud.leader.usage import USAGE_FIELD
 from virtrigaud.netports import free_ports
@@ -50,12 +49,7 @@ async def servers(tmp_path: Path) -> AsyncIterator[RemoteServers]:
 
 
 async def get_provider(env: VMEnv, name: str) -> JSON | None:
-    try:
-        return await env.kube.get(PROVIDERS, name, env.namespace)
-    except ApiError as e:
-        if e.not_found:
-            return None
-        raise
+    return await env.get(PROVIDERS, name)
 
 
 async def reconcile(rec: ProviderReconciler, env: VMEnv, name: str) -> ReconcileResult:
