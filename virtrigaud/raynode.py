@@ -47,12 +47,16 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def worker_port_range(count: int = WORKER_PORTS_PER_NODE) -> tuple[int, int]:
-    """count consecutive ports, all free now, outside Ray's default range and the
-    ephemeral range; random, so two nodes started at once rarely pick the same."""
+def worker_port_range(
+    count: int = WORKER_PORTS_PER_NODE, avoid: Collection[int] = ()
+) -> tuple[int, int]:
+    """count consecutive ports, all free now and none in avoid, outside Ray's default
+    range and the ephemeral range. A node binds its worker ports only as workers start,
+    so a range handed to an earlier node still looks free: the caller passes it in avoid."""
     for _ in range(200):
         low = random.randrange(_WORKER_PORT_FLOOR, _WORKER_PORT_CEILING - count)
-        if all(_port_free(p) for p in range(low, low + count)):
+        span = range(low, low + count)
+        if not any(p in avoid for p in span) and all(_port_free(p) for p in span):
             return low, low + count - 1
     raise RuntimeError(f"no {count} consecutive free ports between 20000 and 32000")
 
@@ -71,8 +75,10 @@ class NodePorts:
     @classmethod
     def pick(cls, avoid: Collection[int] = ()) -> NodePorts:
         """Free ports, distinct from each other and from avoid (ports chosen elsewhere)."""
-        low, high = worker_port_range()
-        node_manager, object_manager, metrics, listen, grpc, runtime_env = free_ports(6, avoid)
+        low, high = worker_port_range(avoid=avoid)
+        node_manager, object_manager, metrics, listen, grpc, runtime_env = free_ports(
+            6, {*avoid, *range(low, high + 1)}
+        )
         return cls(
             node_manager=node_manager,
             object_manager=object_manager,
@@ -85,6 +91,7 @@ class NodePorts:
         )
 
     def taken(self) -> set[int]:
+        """The component ports (not the worker range: see all_ports)."""
         return {
             self.node_manager,
             self.object_manager,
@@ -93,6 +100,10 @@ class NodePorts:
             self.agent_grpc,
             self.runtime_env_agent,
         }
+
+    def all_ports(self) -> set[int]:
+        """Every port this node may bind, its worker range included."""
+        return self.taken() | set(range(self.min_worker, self.max_worker + 1))
 
     def flags(self) -> list[str]:
         return [

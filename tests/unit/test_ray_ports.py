@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 from virtrigaud.netports import free_ports
@@ -51,3 +52,25 @@ def test_ports_chosen_for_the_head_are_never_picked_again_for_its_components() -
     ).argv(ports)
     found = _ports_in(argv)
     assert len(set(found)) == len(found) == 9
+
+
+def _overlaps(nodes: list[NodePorts]) -> int:
+    spans = [set(range(n.min_worker, n.max_worker + 1)) for n in nodes]
+    return sum(1 for i, a in enumerate(spans) for b in spans[i + 1 :] if a & b)
+
+
+def test_nodes_picked_with_the_ports_given_before_get_disjoint_worker_ranges() -> None:
+    # Worker ranges are bound only as workers start, so the free-port probe cannot see
+    # the range an earlier node was given: passing it in avoid is what keeps them apart.
+    random.seed(7)
+    used: set[int] = set()
+    nodes = []
+    for _ in range(30):
+        ports = NodePorts.pick(avoid=used)
+        assert not used & ports.all_ports()
+        used |= ports.all_ports()
+        nodes.append(ports)
+    assert _overlaps(nodes) == 0
+    # The same 30 picks without avoid do overlap: the check above can fail.
+    random.seed(7)
+    assert _overlaps([NodePorts.pick() for _ in range(30)]) > 0

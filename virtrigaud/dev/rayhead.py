@@ -41,6 +41,7 @@ from virtrigaud.raynode import (
     FAST_HEALTH_CHECKS,
     READY_LINE,
     SHARD_RESOURCE,
+    NodePorts,
     NodeSpec,
 )
 
@@ -167,7 +168,12 @@ def _start_cluster(ctx: StartContext) -> RayInfo:
             dashboard_port=dashboard_port,
             client_server_port=client_port,
         )
-        rec = spawn("head", head.argv(), ctx.log("ray"), env=head_env)
+        # Every port handed to a node so far: a worker range is bound only as workers
+        # start, so the free-port probe alone would hand it out again.
+        used = {port, dashboard_port, client_port}
+        head_ports = NodePorts.pick(avoid=used)
+        used |= head_ports.all_ports()
+        rec = spawn("head", head.argv(head_ports), ctx.log("ray"), env=head_env)
         records.append(rec)
         nodes.append(RayNode(name="head", ip=head_ip, temp_dir=str(head_temp)))
         wait_for_line("ray", rec, READY_LINE, 180, "read logs/ray.log in the state dir")
@@ -187,7 +193,9 @@ def _start_cluster(ctx: StartContext) -> RayInfo:
                 memory_bytes=opts.node_memory_mb * 2**20,
                 object_store_bytes=opts.object_store_mb * 2**20,
             )
-            records.append(_start_worker(ctx, name, worker, node_env))
+            worker_ports = NodePorts.pick(avoid=used)
+            used |= worker_ports.all_ports()
+            records.append(_start_worker(ctx, name, worker, worker_ports, node_env))
             nodes.append(RayNode(name=name, ip=ip, temp_dir=worker.temp_dir, resources=resources))
     return RayInfo(
         processes=records,
@@ -205,7 +213,7 @@ def _start_cluster(ctx: StartContext) -> RayInfo:
 
 
 def _start_worker(
-    ctx: StartContext, name: str, spec: NodeSpec, env: dict[str, str]
+    ctx: StartContext, name: str, spec: NodeSpec, ports: NodePorts, env: dict[str, str]
 ) -> ProcessRecord:
     """One worker node, up and registered; started once more if it gives up.
 
@@ -215,7 +223,7 @@ def _start_worker(
     """
     for attempt in (1, 2):
         _fresh(Path(spec.temp_dir))
-        rec = spawn(name, spec.argv(), ctx.log(f"ray-{name}"), env=env)
+        rec = spawn(name, spec.argv(ports), ctx.log(f"ray-{name}"), env=env)
         try:
             wait_for_line("ray", rec, READY_LINE, 180, f"read logs/ray-{name}.log")
             return rec
