@@ -163,11 +163,10 @@ def test_provider_runtime_and_kinds_without_a_controller() -> None:
             },
         },
     )
-    # The remote mode, its address, TLS and the managed pods' settings are acted on; the
-    # log settings the provider server has no flag for are not.
+    # The remote mode, its address, TLS, the managed pods' settings and the server's log
+    # level are acted on; a credentials Secret in another namespace is not.
     assert ignored_fields("Provider", provider, "libvirt") == [
         "spec.credentialSecretRef.namespace",
-        "spec.runtime.logLevel",
     ]
     migration = stored(
         "VMMigration",

@@ -228,3 +228,15 @@ def test_a_service_edited_by_hand_counts_as_drifted() -> None:
     assert not _service_drifted(stored, svc)
     stored["spec"]["ports"][0]["port"] = 1234
     assert _service_drifted(stored, svc)
+
+
+def test_log_level_and_format_reach_the_server() -> None:
+    group = typer.main.get_command(app)
+    serve = group.commands["provider"].commands["serve"]  # type: ignore[attr-defined]
+    p = provider()
+    p["spec"]["runtime"]["logLevel"] = "debug"
+    p["spec"]["runtime"]["logFormat"] = "json"
+    params = serve.make_context("serve", container(build(p).deployment)["args"][2:]).params
+    assert (params["log_level"], params["log_format"]) == ("debug", "json")
+    defaults = container(build(provider()).deployment)["args"]
+    assert serve.make_context("serve", defaults[2:]).params["log_format"] == "text"

@@ -188,8 +188,11 @@ PROVIDER = (
         "spec.runtime.readinessProbe",
         note="of the managed container (default: grpc on the plaintext health port 8081)",
     ),
-    off("spec.runtime.logLevel", "`virtrigaud provider serve` logs at info"),
-    off("spec.runtime.logFormat", "`virtrigaud provider serve` logs text"),
+    on("spec.runtime.logLevel", note="the managed server's `--log-level`"),
+    on(
+        "spec.runtime.logFormat",
+        note="the managed server's `--log-format` (json: one object per line)",
+    ),
     on(
         "spec.runtime.service.port",
         note="the gRPC port of the Service the server is reached at (and of a managed server)",

@@ -1,4 +1,5 @@
-"""JSON-lines logging for the controller processes (coordinator and shards)."""
+"""Logging for virtrigaud processes: JSON lines for the controller (coordinator and shards),
+text or JSON lines for a provider server."""
 
 from __future__ import annotations
 
@@ -47,3 +48,24 @@ def setup_json_logging(level: str = "INFO", **static: Any) -> None:
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+
+
+LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": "ERROR"}
+"""The levels a Provider's spec.runtime.logLevel names, as the logging module spells them."""
+LOG_FORMATS = ("text", "json")
+
+
+def setup_process_logging(level: str, fmt: str, **static: Any) -> None:
+    """Route every logger of this process to stderr at level ("debug", "info", "warn",
+    "error"), as text lines or as JSON lines carrying the static fields. ValueError names
+    what is allowed."""
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(static))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=LOG_LEVELS[level], handlers=[handler], force=True)

@@ -165,6 +165,9 @@ def _serve_args(provider: JSON, port: int, tls_enabled: bool) -> list[str]:
     for field, value in sorted((spec.get("defaults") or {}).items()):
         if value and field in _DEFAULT_FLAGS:
             args += ["--default", f"{_DEFAULT_FLAGS[field]}={value}"]
+    runtime = spec.get("runtime") or {}
+    args += ["--log-level", str(runtime.get("logLevel") or "info")]
+    args += ["--log-format", str(runtime.get("logFormat") or "text")]
     return args
 
 

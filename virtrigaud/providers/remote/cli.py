@@ -21,6 +21,7 @@ from virtrigaud.providers.remote.tls import (
     TLSSource,
     tls_version,
 )
+from virtrigaud.shards.logs import LOG_LEVELS, setup_process_logging
 
 provider_app = typer.Typer(help="Run a provider as a provider.v1 gRPC server (remote mode).")
 
@@ -115,12 +116,21 @@ def serve_command(
         float, typer.Option(help="Seconds calls in flight may take to finish on shutdown.")
     ] = 10.0,
     max_workers: Annotated[int, typer.Option(help="Threads for blocking SDK calls.")] = 16,
+    log_level: Annotated[str, typer.Option(help="debug, info, warn or error.")] = "info",
+    log_format: Annotated[
+        str, typer.Option(help="text, or json: one JSON object per line.")
+    ] = "text",
 ) -> None:
     """Serve one hypervisor endpoint over provider.v1 (gRPC) with mTLS.
 
     TLS is required: --tls-dir or the three --tls-* files; without them the server does not
     start. --insecure serves plaintext and says so in its log."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        setup_process_logging(log_level, log_format, component="provider-server", provider=name)
+    except ValueError as e:
+        flag = "--log-level" if log_level not in LOG_LEVELS else "--log-format"
+        typer.echo(f"error: {flag}: {e}", err=True)
+        raise typer.Exit(2) from None
     if type_ not in BUILTIN_TYPES:
         raise typer.BadParameter(f"--type must be one of {', '.join(BUILTIN_TYPES)}")
     host, _, port = listen.rpartition(":")
@@ -170,12 +180,13 @@ def serve_command(
 
 async def _serve(config: ProviderConfig, options: ServeOptions) -> None:
     server = ProviderServer(build_provider(config, UnlimitedLimiter()), options)
-    await server.start()
-    print(f"serving {config.type} provider.v1 on {server.address}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Handlers first: a SIGTERM that arrives while the server starts still stops it gently.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    await server.start()
+    print(f"serving {config.type} provider.v1 on {server.address}", flush=True)
     await stopping.wait()
     logging.info("provider server: shutting down (grace %.0f s)", options.grace)
     await server.stop()
