@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from proxmoxer import ProxmoxAPI
 
 from virtrigaud.api.virtualmachine import VirtualMachineStatus
 from virtrigaud.controllers.common.resolve import provider_config
@@ -414,6 +415,20 @@ async def _cleanup(env: VMEnv) -> None:
             await env.kube.patch(
                 VIRTUAL_MACHINES, name, env.namespace, {"metadata": {"finalizers": None}}
             )
+
+
+def pve_api(env: VMEnv) -> ProxmoxAPI:
+    """A client of the dev stack's fakepve, to read (or set up) what a test checks there."""
+    pve = env.stack.info().proxmox
+    assert isinstance(pve, ProxmoxInfo)
+    return ProxmoxAPI(
+        pve.host,
+        port=pve.port,
+        user=pve.user,
+        token_name=pve.token_name,
+        token_value=pve.token_secret,
+        verify_ssl=False,
+    )
 
 
 async def wait_task(provider: Provider, task: str, timeout: float = 30.0) -> TaskStatus:

@@ -13,15 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fixtures_vm import API, VMEnv, condition, is_ready
-from proxmoxer import ProxmoxAPI
+from fixtures_vm import API, VMEnv, condition, is_ready, pve_api
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim
 
 from virtrigaud.controllers.virtualmachine.reconciler import VMReconciler
 from virtrigaud.controllers.vmclone.reconciler import VMCloneReconciler
 from virtrigaud.controllers.vmplacementpolicy.reconciler import VMPlacementPolicyReconciler
-from virtrigaud.dev.info import ProxmoxInfo, VcsimInfo
+from virtrigaud.dev.info import VcsimInfo
 from virtrigaud.kube.resources import VIRTUAL_MACHINES, VM_CLONES, VM_PLACEMENT_POLICIES
 
 pytest_plugins = ["fixtures_vm"]
@@ -188,19 +187,6 @@ async def test_a_clone_target_is_moved_to_its_policys_host(vm_env: VMEnv, vcsim_
     assert twin is not None and is_ready(twin), twin and twin.get("status")
     assert vcsim_hosts(twin["status"]["id"]) == "DC0_C0_H2"
     assert twin["status"]["provider"]["host"] == "DC0_C0_H2"
-
-
-def pve_api(vm_env: VMEnv) -> ProxmoxAPI:
-    pve = vm_env.stack.info().proxmox
-    assert isinstance(pve, ProxmoxInfo)
-    return ProxmoxAPI(
-        pve.host,
-        port=pve.port,
-        user=pve.user,
-        token_name=pve.token_name,
-        token_value=pve.token_secret,
-        verify_ssl=False,
-    )
 
 
 async def test_a_proxmox_clone_is_made_on_its_policys_node(vm_env: VMEnv) -> None:

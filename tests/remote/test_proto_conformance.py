@@ -146,3 +146,20 @@ def test_an_image_with_its_import_url_crosses_the_wire() -> None:
     assert wire.image_from(wire.image_doc("vsphere", plain)) == plain
     # A document naming only a URL (as the Go controller sends one) keeps its old meaning.
     assert wire.image_from({"URL": "https://x/y.ova"}) == ImageSpec(template="https://x/y.ova")
+
+
+def test_a_proxmox_images_clone_settings_cross_the_wire() -> None:
+    from virtrigaud.providers.base import ImageSpec
+    from virtrigaud.providers.remote import wire
+
+    for image in (
+        ImageSpec(template="tmpl-debian-12", node="pve1", storage="local-lvm"),
+        ImageSpec(template="9000", node="pve1", linked_clone=True),
+    ):
+        assert wire.image_from(wire.image_doc("proxmox", image)) == image
+    # Nothing said means a full clone onto the Provider's storage, as before.
+    assert wire.image_doc("proxmox", ImageSpec(template="9000")).keys() == {
+        "TemplateName",
+        "Path",
+        "URL",
+    }

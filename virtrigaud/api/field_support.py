@@ -235,7 +235,18 @@ VM_IMAGE = (
     on("spec.source.libvirt.storagePool", LIBVIRT, note="with a volume name in path"),
     block("spec.source.proxmox", PROXMOX, "Proxmox VE images"),
     on("spec.source.proxmox.templateID", PROXMOX),
+    on("spec.source.proxmox.templateName", PROXMOX, note="used when templateID is unset"),
     on("spec.source.proxmox.node", PROXMOX),
+    on(
+        "spec.source.proxmox.storage",
+        PROXMOX,
+        note="where a full clone's disks go (a VM's spec.placement storage wins)",
+    ),
+    on(
+        "spec.source.proxmox.fullClone",
+        PROXMOX,
+        note="false: a linked clone of the template (a VM's spec.placement.cloneMode wins)",
+    ),
 )
 
 VM_NETWORK_ATTACHMENT = (

@@ -110,12 +110,20 @@ def image_spec(image: VMImage, where: str, provider_type: str) -> ImageSpec:
         if not path.startswith("/") and "/" not in path and source.libvirt.storage_pool:
             path = f"{source.libvirt.storage_pool}/{path}"
         return ImageSpec(template=path)
-    if provider_type == "proxmox" and source.proxmox and source.proxmox.template_id:
-        return ImageSpec(template=str(source.proxmox.template_id), node=source.proxmox.node)
+    if provider_type == "proxmox" and source.proxmox:
+        pve = source.proxmox
+        template = str(pve.template_id) if pve.template_id else pve.template_name
+        if template:
+            return ImageSpec(
+                template=template,
+                node=pve.node,
+                storage=pve.storage,
+                linked_clone=not pve.full_clone,
+            )
     field = {
         "vsphere": "spec.source.vsphere.templateName",
         "libvirt": "spec.source.libvirt.path",
-        "proxmox": "spec.source.proxmox.templateID",
+        "proxmox": "spec.source.proxmox.templateID (or templateName)",
     }.get(provider_type, f"spec.source.{provider_type}")
     raise SpecProblem(
         "ImageNotAvailable",

@@ -136,6 +136,22 @@ class ProxmoxProvider(Provider):
             )
         return spec.placement.get(key) or self.defaults.get(key) or None
 
+    def _clone_mode(self, spec: VMSpec) -> str:
+        """The VM's spec.placement.cloneMode, else linked when its image asks for it
+        (fullClone: false), else the Provider's default, else full."""
+        self._option(spec, "cloneMode")  # refuses placement keys it does not know
+        if spec.placement.get("cloneMode"):
+            return spec.placement["cloneMode"]
+        if spec.image is not None and spec.image.linked_clone:
+            return "linked"
+        return self.defaults.get("cloneMode") or "full"
+
+    def _clone_storage(self, spec: VMSpec) -> str | None:
+        """The VM's spec.placement storage, else its image's, else the Provider's default."""
+        self._option(spec, "storage")
+        image = spec.image.storage if spec.image is not None else None
+        return spec.placement.get("storage") or image or self.defaults.get("storage") or None
+
     def _info(
         self,
         node: str,
@@ -364,7 +380,7 @@ class ProxmoxProvider(Provider):
         cached: tuple[str, int] | None,
         slot: Slot | None,
     ) -> tuple[str, TaskRef]:
-        full = (self._option(spec, "cloneMode") or "full") != "linked"
+        full = self._clone_mode(spec) != "linked"
         if known_absent and spec.image is not None and cached is not None:
             try:
                 return await self._clone_into(*cached, spec, full=full, slot=slot)
@@ -488,7 +504,7 @@ class ProxmoxProvider(Provider):
         self, src_node: str, src_vmid: int, spec: VMSpec, full: bool, slot: Slot
     ) -> tuple[str, TaskRef]:
         target = await self._pick_node(spec, src_node)
-        storage = self._option(spec, "storage")
+        storage = self._clone_storage(spec)
         pool = self._option(spec, "pool")
         description = vc.description_for(None, spec.owner, {})
         args: dict[str, Any] = {"name": spec.name, "full": 1 if full else 0}
@@ -535,7 +551,7 @@ class ProxmoxProvider(Provider):
                 f"Proxmox VE at {self.endpoint}: VM {vmid} is locked "
                 f"({config['lock']}); its create or clone is still running"
             )
-        storage = self._option(spec, "storage") or vc.default_storage(config)
+        storage = self._clone_storage(spec) or vc.default_storage(config)
         changes, plan, ci = vc.spec_config(
             spec, config, storage=storage, cicustom=self.defaults.get("cicustom")
         )

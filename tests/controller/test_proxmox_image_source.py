@@ -1,0 +1,88 @@
+"""A Proxmox VMImage named the Go original's way: ``templateName`` instead of the vmid,
+``fullClone: false`` for a linked clone, ``storage`` for where a full clone's disks go.
+Checked on fakepve: the template is made by the test (a disk on a dir storage of its
+own, where PVE names a linked clone's disk after its base volume), and each VM's disk is
+read back from the guest's config there."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fixtures_vm import API, PROXMOX_NODE, VMEnv, is_ready, pve_api
+from proxmoxer import ProxmoxAPI
+
+from virtrigaud.kube.resources import VM_IMAGES
+
+pytest_plugins = ["fixtures_vm"]
+
+JSON = dict[str, Any]
+STORAGE = "vr-img-dir"
+TEMPLATE_VMID = 9400
+TEMPLATE_NAME = "tmpl-vr-image-source"
+
+
+def _wait(api: ProxmoxAPI, upid: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        status = api.nodes(PROXMOX_NODE).tasks(upid).status.get()
+        if status["status"] == "stopped":
+            assert status.get("exitstatus") == "OK", status
+            return
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+
+
+def _template(api: ProxmoxAPI) -> None:
+    """A template whose disk sits on a dir storage (made once per stack)."""
+    if any(s["storage"] == STORAGE for s in api.storage.get()):
+        return
+    api.storage.post(storage=STORAGE, type="dir", path=f"/mnt/{STORAGE}", content="images")
+    qemu = api.nodes(PROXMOX_NODE).qemu
+    _wait(
+        api,
+        qemu.post(
+            vmid=TEMPLATE_VMID,
+            name=TEMPLATE_NAME,
+            memory=512,
+            scsi0=f"{STORAGE}:1,format=qcow2",
+        ),
+    )
+    qemu(TEMPLATE_VMID).template.post()
+
+
+def _root_disk(api: ProxmoxAPI, vm: JSON) -> str:
+    node, vmid = vm["status"]["id"].split("/")
+    return str(api.nodes(node).qemu(int(vmid)).config.get()["scsi0"])
+
+
+async def _image(env: VMEnv, name: str, proxmox: JSON) -> None:
+    await env.apply(
+        VM_IMAGES,
+        {
+            "apiVersion": API,
+            "kind": "VMImage",
+            "metadata": {"name": name, "namespace": env.namespace},
+            "spec": {"source": {"proxmox": proxmox}},
+        },
+    )
+
+
+async def test_template_name_linked_clone_and_storage(vm_env: VMEnv) -> None:
+    api = pve_api(vm_env)
+    _template(api)
+    by_name = {"templateName": TEMPLATE_NAME, "node": PROXMOX_NODE}
+    await _image(vm_env, "pve-linked", {**by_name, "fullClone": False})
+    await _image(vm_env, "pve-elsewhere", {**by_name, "storage": "local-lvm"})
+    for vm, image in (("pve-linked-vm", "pve-linked"), ("pve-full-vm", "pve-elsewhere")):
+        await vm_env.vm(vm, "proxmox", extra_spec={"imageRef": {"name": image}})
+    linked = (await vm_env.drive("pve-linked-vm", is_ready)).obj
+    full = (await vm_env.drive("pve-full-vm", is_ready)).obj
+    assert linked is not None and full is not None
+    # A linked clone's disk on a dir storage is named under its template's base volume.
+    disk = _root_disk(api, linked)
+    assert disk.startswith(f"{STORAGE}:{TEMPLATE_VMID}/base-{TEMPLATE_VMID}-disk-"), disk
+    # A full clone, onto the storage the image names, not the template's.
+    disk = _root_disk(api, full)
+    assert disk.startswith("local-lvm:vm-") and "base-" not in disk, disk
+    assert "FieldsNotSupported" not in {c["type"] for c in full["status"].get("conditions") or []}
