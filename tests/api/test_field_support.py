@@ -135,7 +135,7 @@ def test_blocks_for_another_provider_type_are_not_reported() -> None:
         "VMImage",
         {
             "source": {
-                "vsphere": {"templateName": "t", "checksum": "ab12"},
+                "vsphere": {"templateName": "t", "contentLibrary": {"library": "l", "item": "i"}},
                 "libvirt": {"path": "/var/lib/libvirt/images/u.qcow2"},
             },
             "metadata": {"displayName": "Ubuntu"},
@@ -144,7 +144,8 @@ def test_blocks_for_another_provider_type_are_not_reported() -> None:
     assert ignored_fields("VMImage", image, "libvirt") == ["spec.metadata.displayName"]
     assert ignored_fields("VMImage", image, "vsphere") == [
         "spec.metadata.displayName",
-        "spec.source.vsphere.checksum",
+        "spec.source.vsphere.contentLibrary.item",
+        "spec.source.vsphere.contentLibrary.library",
     ]
 
 

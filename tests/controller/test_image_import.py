@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from fixtures_vm import API, VMEnv, condition, is_ready
 
+from virtrigaud.api.vmimage import VMImage
+from virtrigaud.controllers.virtualmachine.spec import image_spec
 from virtrigaud.controllers.vmimage.reconciler import VMImageReconciler
 from virtrigaud.kube.resources import VM_IMAGES
 from virtrigaud.leader.usage import USAGE_FIELD
-from virtrigaud.providers.base import ImageSpec, TerminalError
+from virtrigaud.providers.base import ImageSpec, NotFoundError, TerminalError
 
 _PROVIDER_TESTS = Path(__file__).resolve().parents[1] / "providers"
 if str(_PROVIDER_TESTS) not in sys.path:
@@ -156,3 +158,44 @@ async def test_on_missing_fail_reports_the_template_without_importing(
     assert ready is not None and ready["reason"] == "WaitingForImage", ready
     await asyncio.sleep(0.5)
     assert ova_server.downloads == 0
+
+
+async def test_an_ova_whose_checksum_differs_is_refused_and_nothing_is_imported(
+    vm_env: VMEnv, ova_server: OvaServer
+) -> None:
+    hv = await vm_env.hypervisor("vsphere")
+    url = f"{ova_server.url}/tiny.ova"
+    template = f"checked-{uuid.uuid4().hex[:6]}"
+    wrong = ImageSpec(template=template, import_url=url, import_checksum=f"sha256:{'0' * 64}")
+    assert (await hv.image_prepare(wrong)).ready is False
+    deadline = time.monotonic() + 20
+    with pytest.raises(TerminalError, match=ova_server.sha256) as refused:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            await hv.image_prepare(wrong)
+    assert refused.value.field == "spec.source.vsphere.checksum"
+    with pytest.raises(NotFoundError):  # not on vcsim: refused before ImportVApp
+        await hv.image_prepare(ImageSpec(template=template))
+    # The OVA's own digest imports it.
+    right = ImageSpec(
+        template=template, import_url=url, import_checksum=f"sha256:{ova_server.sha256}"
+    )
+    while not (await hv.image_prepare(right)).ready:
+        assert time.monotonic() < deadline + 40
+        await asyncio.sleep(0.2)
+
+
+def test_the_images_checksum_reaches_the_provider_unless_validation_is_off() -> None:
+    def image(vsphere: JSON, prepare: JSON | None = None) -> VMImage:
+        spec: JSON = {"source": {"vsphere": vsphere}}
+        if prepare is not None:
+            spec["prepare"] = prepare
+        return VMImage.model_validate({"metadata": {"name": "i", "namespace": "ns"}, "spec": spec})
+
+    ova = {"templateName": "t", "ovaURL": "https://images.example/t.ova"}
+    made = image_spec(image({**ova, "checksum": "ABC123"}), "VMImage ns/i", "vsphere")
+    assert made.import_checksum == "sha256:abc123"
+    typed = {**ova, "checksum": "sha512:ff", "checksumType": "md5"}
+    assert image_spec(image(typed), "i", "vsphere").import_checksum == "sha512:ff"
+    off = image({**ova, "checksum": "ab"}, {"validateChecksum": False})
+    assert image_spec(off, "i", "vsphere").import_checksum is None

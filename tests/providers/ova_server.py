@@ -3,6 +3,7 @@ image import tests (tests/controller/test_image_import.py, the provider contract
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 import threading
@@ -87,6 +88,7 @@ class OvaServer:
 
     def __init__(self) -> None:
         ova = make_ova()
+        self.sha256 = hashlib.sha256(ova).hexdigest()
         self.downloads = 0
         server = self
 

@@ -213,8 +213,8 @@ VM_IMAGE = (
     off(
         "spec",
         "the VMImage controller checks the image on each Provider its VMs use and imports "
-        "only from spec.source.vsphere.ovaURL; other sources and the other prepare options "
-        "are not acted on",
+        "only from spec.source.vsphere.ovaURL; other sources and the prepare options not "
+        "listed here are not acted on",
     ),
     block("spec.source.vsphere", VSPHERE, "vSphere images"),
     on("spec.source.vsphere.templateName", VSPHERE),
@@ -224,6 +224,14 @@ VM_IMAGE = (
         note="imported as a template (ImportVApp and the NFC lease) when the template is "
         "missing; named templateName, else virtrigaud-image-<namespace>-<name>",
     ),
+    on(
+        "spec.source.vsphere.checksum",
+        VSPHERE,
+        note="the downloaded OVA must have this digest, else nothing is imported and the "
+        "image fails naming both digests",
+    ),
+    on("spec.source.vsphere.checksumType", VSPHERE, note="unless checksum has a prefix"),
+    on("spec.prepare.validateChecksum", VSPHERE, note="false: the OVA's checksum is not checked"),
     on(
         "spec.prepare.onMissing",
         VSPHERE,

@@ -180,6 +180,9 @@ class ImageSpec:
     # Where to import the image from when ``template`` is missing (a provider whose
     # capabilities say image_import); vSphere: an OVA's http(s) URL.
     import_url: str | None = None
+    # The digest the import_url's file must have, "algorithm:hex" (sha256, sha512, sha1,
+    # md5); a download that differs is refused before anything reaches the hypervisor.
+    import_checksum: str | None = None
     # Proxmox: the storage a full clone's disks go to, and a linked clone the image asks for
     # (the VMImage's fullClone: false); a VM's own spec.placement wins over both.
     storage: str | None = None

@@ -81,6 +81,12 @@ def imported_template_name(image: VMImage) -> str:
     return f"virtrigaud-image-{meta.namespace or 'default'}-{meta.name}"
 
 
+def qualified_checksum(value: str, default_type: str) -> str:
+    """ "algorithm:hex" from a checksum field that may carry its algorithm as a prefix."""
+    algorithm, _, digest = value.rpartition(":")
+    return f"{(algorithm or default_type).lower()}:{digest.lower()}"
+
+
 def image_spec(image: VMImage, where: str, provider_type: str) -> ImageSpec:
     """The image in a provider's terms, from the VMImage's source for that type."""
     source = image.spec.source
@@ -88,11 +94,18 @@ def image_spec(image: VMImage, where: str, provider_type: str) -> ImageSpec:
         prepare = image.spec.prepare
         # spec.prepare.onMissing Fail or Wait: a missing template is reported, not imported.
         ova = source.vsphere.ova_url if prepare is None or prepare.on_missing == "Import" else None
+        checksum = None
+        if ova and source.vsphere.checksum and (prepare is None or prepare.validate_checksum):
+            checksum = qualified_checksum(source.vsphere.checksum, source.vsphere.checksum_type)
         if source.vsphere.template_name:
             # The template, imported from the OVA under this name when it is missing.
-            return ImageSpec(template=source.vsphere.template_name, import_url=ova)
+            return ImageSpec(
+                template=source.vsphere.template_name, import_url=ova, import_checksum=checksum
+            )
         if source.vsphere.ova_url:
-            return ImageSpec(template=imported_template_name(image), import_url=ova)
+            return ImageSpec(
+                template=imported_template_name(image), import_url=ova, import_checksum=checksum
+            )
     if (
         provider_type == "libvirt"
         and source.libvirt

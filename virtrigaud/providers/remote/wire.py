@@ -153,6 +153,8 @@ def image_doc(provider_type: str, image: ImageSpec | None) -> Any:
         doc["Node"] = image.node
     if image.import_url:
         doc["URL"] = image.import_url  # imported from here when the template is missing
+    if image.import_checksum:
+        doc["ChecksumType"], _, doc["Checksum"] = image.import_checksum.partition(":")
     if image.storage:
         doc["Storage"] = image.storage
     if image.linked_clone:
@@ -172,6 +174,11 @@ def image_from(doc: Any) -> ImageSpec | None:
         template=str(template),
         node=doc.get("Node") or None,
         import_url=str(url) if named and url else None,
+        import_checksum=(
+            f"{doc.get('ChecksumType') or 'sha256'}:{doc['Checksum']}"
+            if named and url and doc.get("Checksum")
+            else None
+        ),
         storage=doc.get("Storage") or None,
         linked_clone=doc.get("FullClone") is False,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import tarfile
 import tempfile
@@ -43,6 +44,7 @@ class ImportJob:
 
     name: str
     url: str
+    checksum: str | None = None  # "algorithm:hex" the download must match
     total: int = 0
     sent: int = 0
     task: asyncio.Task[None] | None = None
@@ -70,8 +72,11 @@ class Ova:
     members: dict[str, tarfile.TarInfo] = field(default_factory=dict)
 
 
-def download(url: str, insecure: bool) -> str:
-    """The OVA at url, saved to a temporary file (the caller removes it)."""
+def download(url: str, insecure: bool, checksum: str | None = None) -> str:
+    """The OVA at url, saved to a temporary file (the caller removes it); with checksum
+    ("algorithm:hex") a file whose digest differs is refused."""
+    algorithm, _, expected = (checksum or "").partition(":")
+    digest = hashlib.new(algorithm) if checksum else None
     fd, path = tempfile.mkstemp(prefix="virtrigaud-ova-", suffix=".ova")
     try:
         with (
@@ -86,6 +91,15 @@ def download(url: str, insecure: bool) -> str:
                 )
             for chunk in resp.iter_content(CHUNK):
                 out.write(chunk)
+                if digest is not None:
+                    digest.update(chunk)
+        if digest is not None and digest.hexdigest() != expected:
+            raise TerminalError(
+                f"{url} has {algorithm} {digest.hexdigest()}, not the {expected} the image "
+                "expects: nothing was imported. Fix spec.source.vsphere.checksum (or "
+                "checksumType), or the file at ovaURL",
+                field="spec.source.vsphere.checksum",
+            )
     except requests.RequestException as e:
         os.unlink(path)
         raise RetryableError(f"downloading {url} failed: {e}") from e
@@ -147,7 +161,7 @@ async def run_import(
     write: Call[Any],
 ) -> None:
     """Import the OVA at job.url as template job.name (see the module docstring)."""
-    path = await asyncio.to_thread(download, job.url, insecure)
+    path = await asyncio.to_thread(download, job.url, insecure, job.checksum)
     try:
         ova = await asyncio.to_thread(open_ova, path, job.url)
         job.stage = "importing"

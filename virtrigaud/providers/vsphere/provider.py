@@ -688,11 +688,11 @@ class VSphereProvider(Provider):
         except NotFoundError:
             if image.import_url is None:
                 raise
-            return self._follow_import(image.template, image.import_url)
+            return self._follow_import(image.template, image.import_url, image.import_checksum)
         self._imports.pop(image.template, None)
         return PreparedImage(id=source.id, path=source.name, ready=True)
 
-    def _follow_import(self, name: str, url: str) -> PreparedImage:
+    def _follow_import(self, name: str, url: str, checksum: str | None) -> PreparedImage:
         """Start importing the OVA as template name, or say how far the running import got;
         a finished one that failed raises its error once (the next call starts again)."""
         job = self._imports.get(name)
@@ -706,8 +706,8 @@ class VSphereProvider(Provider):
                     f"{self.endpoint} does not list it yet"
                 )
             raise error or RetryableError(f"the import of {url} was cancelled")
-        if job is None or job.url != url:
-            job = ImportJob(name, url)
+        if job is None or job.url != url or job.checksum != checksum:
+            job = ImportJob(name, url, checksum)
             job.task = asyncio.create_task(self._import(job), name=f"ova-import:{name}")
             self._imports[name] = job
         return PreparedImage(
