@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from proxmoxer import ProxmoxAPI
+from pyVim.connect import Disconnect, SmartConnect
 
 from virtrigaud.api.virtualmachine import VirtualMachineStatus
 from virtrigaud.controllers.common.resolve import provider_config
@@ -415,6 +417,21 @@ async def _cleanup(env: VMEnv) -> None:
             await env.kube.patch(
                 VIRTUAL_MACHINES, name, env.namespace, {"metadata": {"finalizers": None}}
             )
+
+
+@contextlib.contextmanager
+def vcsim_si(env: VMEnv) -> Iterator[Any]:
+    """A pyVmomi ServiceInstance of the dev stack's vcsim, to read (or set up) what a test
+    checks there."""
+    vc = env.stack.info().vcsim
+    assert isinstance(vc, VcsimInfo)
+    si = SmartConnect(
+        host=vc.host, port=vc.port, user=vc.username, pwd=vc.password, disableSslCertValidation=True
+    )
+    try:
+        yield si
+    finally:
+        Disconnect(si)
 
 
 def pve_api(env: VMEnv) -> ProxmoxAPI:

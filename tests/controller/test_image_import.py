@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_vm import API, VMEnv, condition, is_ready
+from fixtures_vm import API, VMEnv, condition, is_ready, vcsim_si
+from pyVim.task import WaitForTask
+from pyVmomi import vim
 
 from virtrigaud.api.vmimage import VMImage
 from virtrigaud.controllers.virtualmachine.spec import image_spec
@@ -199,3 +201,57 @@ def test_the_images_checksum_reaches_the_provider_unless_validation_is_off() -> 
     assert image_spec(image(typed), "i", "vsphere").import_checksum == "sha512:ff"
     off = image({**ova, "checksum": "ab"}, {"validateChecksum": False})
     assert image_spec(off, "i", "vsphere").import_checksum is None
+    lands = {"storage": {"vsphere": {"datastore": "ds-2", "folder": "templates"}}}
+    placed = image_spec(image(ova, lands), "i", "vsphere")
+    assert (placed.import_datastore, placed.import_folder) == ("ds-2", "templates")
+
+
+async def test_an_import_lands_on_the_images_datastore_and_folder(
+    vm_env: VMEnv, ova_server: OvaServer, tmp_path: Path
+) -> None:
+    """spec.prepare.storage.vsphere: a datastore and a folder made here on vcsim (neither
+    is where the Provider's defaults put templates); read back from vcsim, then removed."""
+    suffix = uuid.uuid4().hex[:6]
+    folder_name, datastore_name = f"imports-{suffix}", f"ds-{suffix}"
+    hv = await vm_env.hypervisor("vsphere")
+    url = f"{ova_server.url}/tiny.ova"
+    template = f"landed-{suffix}"
+    with vcsim_si(vm_env) as si:
+        dc = si.RetrieveContent().rootFolder.childEntity[0]
+        folder = dc.vmFolder.CreateFolder(folder_name)
+        # On the hosts of the cluster the Provider's default pool belongs to.
+        cluster = next(
+            e for e in dc.hostFolder.childEntity if isinstance(e, vim.ClusterComputeResource)
+        )
+        for host in cluster.host:
+            datastore = host.configManager.datastoreSystem.CreateLocalDatastore(
+                datastore_name, str(tmp_path)
+            )
+        try:
+            image = ImageSpec(
+                template=template,
+                import_url=url,
+                import_datastore=datastore_name,
+                import_folder=folder_name,
+            )
+            deadline = time.monotonic() + 60
+            while not (await hv.image_prepare(image)).ready:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            vm = next(v for v in folder.childEntity if v.name == template)
+            assert [d.name for d in vm.datastore] == [datastore_name]
+            WaitForTask(vm.Destroy_Task())
+        finally:
+            # Leave vcsim as the other tests expect it: one datastore, no extra folder.
+            WaitForTask(datastore.Destroy_Task())
+            WaitForTask(folder.Destroy_Task())
+    # A datastore vCenter does not have names the image's field.
+    missing = ImageSpec(
+        template=f"nowhere-{suffix}", import_url=url, import_datastore=f"no-ds-{suffix}"
+    )
+    await hv.image_prepare(missing)
+    with pytest.raises(TerminalError, match=f"no-ds-{suffix}") as refused:
+        while time.monotonic() < deadline + 20:
+            await asyncio.sleep(0.2)
+            await hv.image_prepare(missing)
+    assert refused.value.field == "spec.prepare.storage.vsphere.datastore"

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fixtures_vm import API, VMEnv, condition, is_ready, pve_api
-from pyVim.connect import Disconnect, SmartConnect
+from fixtures_vm import API, VMEnv, condition, is_ready, pve_api, vcsim_si
 from pyVmomi import vim
 
 from virtrigaud.controllers.virtualmachine.reconciler import VMReconciler
 from virtrigaud.controllers.vmclone.reconciler import VMCloneReconciler
 from virtrigaud.controllers.vmplacementpolicy.reconciler import VMPlacementPolicyReconciler
-from virtrigaud.dev.info import VcsimInfo
 from virtrigaud.kube.resources import VIRTUAL_MACHINES, VM_CLONES, VM_PLACEMENT_POLICIES
 
 pytest_plugins = ["fixtures_vm"]
@@ -43,21 +41,12 @@ async def policy(env: VMEnv, name: str, spec: JSON) -> None:
 @pytest.fixture
 def vcsim_hosts(vm_env: VMEnv) -> Iterator[Any]:
     """host_of(vm_id): the name of the host vcsim runs the VM on, asked of vcsim itself."""
-    vc = vm_env.stack.info().vcsim
-    assert isinstance(vc, VcsimInfo)
-    si = SmartConnect(
-        host=vc.host,
-        port=vc.port,
-        user=vc.username,
-        pwd=vc.password,
-        disableSslCertValidation=True,
-    )
+    with vcsim_si(vm_env) as si:
 
-    def host_of(vm_id: str) -> str:
-        return str(vim.VirtualMachine(vm_id, si._stub).runtime.host.name)
+        def host_of(vm_id: str) -> str:
+            return str(vim.VirtualMachine(vm_id, si._stub).runtime.host.name)
 
-    yield host_of
-    Disconnect(si)
+        yield host_of
 
 
 def placed_or_waiting(obj: JSON | None) -> bool:

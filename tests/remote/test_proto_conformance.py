@@ -144,7 +144,13 @@ def test_an_image_with_its_import_url_crosses_the_wire() -> None:
     assert wire.image_from(wire.image_doc("vsphere", image)) == image
     plain = ImageSpec(template="tmpl")
     assert wire.image_from(wire.image_doc("vsphere", plain)) == plain
-    checked = ImageSpec(template="tmpl", import_url="https://x/y.ova", import_checksum="md5:ab")
+    checked = ImageSpec(
+        template="tmpl",
+        import_url="https://x/y.ova",
+        import_checksum="md5:ab",
+        import_datastore="ds-2",
+        import_folder="templates",
+    )
     assert wire.image_from(wire.image_doc("vsphere", checked)) == checked
     # A document naming only a URL (as the Go controller sends one) keeps its old meaning.
     assert wire.image_from({"URL": "https://x/y.ova"}) == ImageSpec(template="https://x/y.ova")

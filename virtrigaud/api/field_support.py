@@ -233,6 +233,16 @@ VM_IMAGE = (
     on("spec.source.vsphere.checksumType", VSPHERE, note="unless checksum has a prefix"),
     on("spec.prepare.validateChecksum", VSPHERE, note="false: the OVA's checksum is not checked"),
     on(
+        "spec.prepare.storage.vsphere.datastore",
+        VSPHERE,
+        note="where an imported template's files go (else the Provider's default datastore)",
+    ),
+    on(
+        "spec.prepare.storage.vsphere.folder",
+        VSPHERE,
+        note="the VM folder an imported template is put in (else the Provider's default)",
+    ),
+    on(
         "spec.prepare.onMissing",
         VSPHERE,
         note="Import (the default) imports the ovaURL; Fail (phase Failed) and Wait (phase "

@@ -183,6 +183,10 @@ class ImageSpec:
     # The digest the import_url's file must have, "algorithm:hex" (sha256, sha512, sha1,
     # md5); a download that differs is refused before anything reaches the hypervisor.
     import_checksum: str | None = None
+    # vSphere: the datastore and VM folder an imported template lands in (the Provider's
+    # defaults when unset).
+    import_datastore: str | None = None
+    import_folder: str | None = None
     # Proxmox: the storage a full clone's disks go to, and a linked clone the image asks for
     # (the VMImage's fullClone: false); a VM's own spec.placement wins over both.
     storage: str | None = None

@@ -97,15 +97,17 @@ def image_spec(image: VMImage, where: str, provider_type: str) -> ImageSpec:
         checksum = None
         if ova and source.vsphere.checksum and (prepare is None or prepare.validate_checksum):
             checksum = qualified_checksum(source.vsphere.checksum, source.vsphere.checksum_type)
-        if source.vsphere.template_name:
+        lands = prepare.storage.vsphere if prepare and prepare.storage else None
+        imported = ImageSpec(
             # The template, imported from the OVA under this name when it is missing.
-            return ImageSpec(
-                template=source.vsphere.template_name, import_url=ova, import_checksum=checksum
-            )
-        if source.vsphere.ova_url:
-            return ImageSpec(
-                template=imported_template_name(image), import_url=ova, import_checksum=checksum
-            )
+            template=source.vsphere.template_name or imported_template_name(image),
+            import_url=ova,
+            import_checksum=checksum,
+            import_datastore=lands.datastore if ova and lands else None,
+            import_folder=lands.folder if ova and lands else None,
+        )
+        if source.vsphere.template_name or source.vsphere.ova_url:
+            return imported
     if (
         provider_type == "libvirt"
         and source.libvirt

@@ -155,6 +155,10 @@ def image_doc(provider_type: str, image: ImageSpec | None) -> Any:
         doc["URL"] = image.import_url  # imported from here when the template is missing
     if image.import_checksum:
         doc["ChecksumType"], _, doc["Checksum"] = image.import_checksum.partition(":")
+    if image.import_datastore:
+        doc["Datastore"] = image.import_datastore
+    if image.import_folder:
+        doc["Folder"] = image.import_folder
     if image.storage:
         doc["Storage"] = image.storage
     if image.linked_clone:
@@ -179,6 +183,8 @@ def image_from(doc: Any) -> ImageSpec | None:
             if named and url and doc.get("Checksum")
             else None
         ),
+        import_datastore=(doc.get("Datastore") or None) if named and url else None,
+        import_folder=(doc.get("Folder") or None) if named and url else None,
         storage=doc.get("Storage") or None,
         linked_clone=doc.get("FullClone") is False,
     )

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from virtrigaud.providers.base import ProviderError, RetryableError, TerminalError
+from virtrigaud.providers.base import ImageSpec, ProviderError, RetryableError, TerminalError
 from virtrigaud.providers.vsphere.sdk import vim
 
 T = TypeVar("T")
@@ -42,14 +42,21 @@ CHUNK = 1 << 20
 class ImportJob:
     """One OVA import in flight: its task, and how far it got."""
 
-    name: str
-    url: str
-    checksum: str | None = None  # "algorithm:hex" the download must match
+    image: ImageSpec  # template: the name to import as; import_url, import_checksum, where
     total: int = 0
     sent: int = 0
     task: asyncio.Task[None] | None = None
     error: ProviderError | None = None
     stage: str = "downloading"
+
+    @property
+    def name(self) -> str:
+        return self.image.template
+
+    @property
+    def url(self) -> str:
+        assert self.image.import_url is not None
+        return self.image.import_url
 
     @property
     def percent(self) -> int:
@@ -161,7 +168,7 @@ async def run_import(
     write: Call[Any],
 ) -> None:
     """Import the OVA at job.url as template job.name (see the module docstring)."""
-    path = await asyncio.to_thread(download, job.url, insecure, job.checksum)
+    path = await asyncio.to_thread(download, job.url, insecure, job.image.import_checksum)
     try:
         ova = await asyncio.to_thread(open_ova, path, job.url)
         job.stage = "importing"

@@ -271,6 +271,22 @@ class VSphereProvider(Provider):
     async def _default_placement(self) -> Placement:
         return await self._with_index(lambda index: resolve(index, {}, self._defaults))
 
+    async def _import_placement(self, image: ImageSpec) -> Placement:
+        """Where an imported template lands: the image's datastore and folder (the VMImage's
+        spec.prepare.storage.vsphere), else the Provider's defaults."""
+        wanted = {"datastore": image.import_datastore or "", "folder": image.import_folder or ""}
+
+        def place(index: InventoryIndex) -> Placement:
+            try:
+                return resolve(index, {k: v for k, v in wanted.items() if v}, self._defaults)
+            except MissingName as e:
+                if not e.field.startswith("spec.placement."):
+                    raise
+                key = e.field.rsplit(".", 1)[1]
+                raise MissingName(e.kind, e.name, f"spec.prepare.storage.vsphere.{key}") from None
+
+        return await self._with_index(place)
+
     # --- contract ---------------------------------------------------------------------------
 
     async def validate(self) -> None:
@@ -688,13 +704,14 @@ class VSphereProvider(Provider):
         except NotFoundError:
             if image.import_url is None:
                 raise
-            return self._follow_import(image.template, image.import_url, image.import_checksum)
+            return self._follow_import(image)
         self._imports.pop(image.template, None)
         return PreparedImage(id=source.id, path=source.name, ready=True)
 
-    def _follow_import(self, name: str, url: str, checksum: str | None) -> PreparedImage:
+    def _follow_import(self, image: ImageSpec) -> PreparedImage:
         """Start importing the OVA as template name, or say how far the running import got;
         a finished one that failed raises its error once (the next call starts again)."""
+        name, url = image.template, image.import_url
         job = self._imports.get(name)
         if job is not None and job.task is not None and job.task.done():
             del self._imports[name]
@@ -706,8 +723,8 @@ class VSphereProvider(Provider):
                     f"{self.endpoint} does not list it yet"
                 )
             raise error or RetryableError(f"the import of {url} was cancelled")
-        if job is None or job.url != url or job.checksum != checksum:
-            job = ImportJob(name, url, checksum)
+        if job is None or job.image != image:
+            job = ImportJob(image)
             job.task = asyncio.create_task(self._import(job), name=f"ova-import:{name}")
             self._imports[name] = job
         return PreparedImage(
@@ -716,7 +733,7 @@ class VSphereProvider(Provider):
 
     async def _import(self, job: ImportJob) -> None:
         try:
-            placement = await self._default_placement()
+            placement = await self._import_placement(job.image)
             await run_import(
                 job,
                 endpoint=self.endpoint,

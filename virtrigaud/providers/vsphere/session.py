@@ -131,11 +131,12 @@ class VSphereSession:
         answer: a pooled HTTP connection the server closed while idle fails exactly so (and
         vcsim drops the connection when a handler panics).
         """
-        for attempt in range(DROPPED_RETRIES + 1 if idempotent else 1):
+        attempts = DROPPED_RETRIES + 1 if idempotent else 1
+        for attempt in range(attempts):
             try:
                 return await self._call_once(method, fn, cost, mutating=not idempotent)
             except RetryableError as e:
-                if attempt == DROPPED_RETRIES or not _dropped(e):
+                if attempt == attempts - 1 or not _dropped(e):
                     raise
                 await asyncio.sleep(0.05 * 4**attempt)
         raise AssertionError("unreachable")
