@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixtures_vm import VMEnv, condition, is_ready
+from fixtures_vm import VMEnv, condition, is_ready, vcsim_si
+from pyVmomi import vim
 
 from virtrigaud.api.virtualmachine import VirtualMachine
 from virtrigaud.controllers.virtualmachine.spec import owner_of
@@ -107,3 +108,31 @@ async def test_a_vm_using_only_honoured_fields_has_no_condition(vm_env: VMEnv) -
     driven = await vm_env.drive(name, is_ready)
     assert fields_condition(driven.obj) is None
     assert "FieldsNotSupported" not in await vm_env.event_reasons(name)
+
+
+async def test_a_classs_extra_config_reaches_vsphere_and_is_reported_elsewhere(
+    vm_env: VMEnv,
+) -> None:
+    """spec.extraConfig of a VMClass: written into the vSphere VM (read on vcsim), and
+    named in FieldsNotSupported on a libvirt VM of the same class."""
+    await vm_env.apply(
+        VM_CLASSES,
+        {
+            "apiVersion": "infra.virtrigaud.io/v1beta1",
+            "kind": "VMClass",
+            "metadata": {"name": "tuned", "namespace": vm_env.namespace},
+            "spec": {"cpu": 1, "memory": "512Mi", "extraConfig": {"custom.team": "storage"}},
+        },
+    )
+    for provider_type in ("vsphere", "libvirt"):
+        await vm_env.vm(f"tuned-{provider_type}", provider_type, vm_class="tuned")
+    on_vsphere = (await vm_env.drive("tuned-vsphere", is_ready)).obj
+    on_libvirt = (await vm_env.drive("tuned-libvirt", is_ready)).obj
+    assert on_vsphere is not None and on_libvirt is not None
+    with vcsim_si(vm_env) as si:
+        vm = vim.VirtualMachine(on_vsphere["status"]["id"], si._stub)
+        extra = {o.key: str(o.value) for o in vm.config.extraConfig}
+    assert extra.get("custom.team") == "storage"
+    assert fields_condition(on_vsphere) is None, on_vsphere["status"]
+    cond = fields_condition(on_libvirt)
+    assert cond is not None and "spec.extraConfig" in cond["message"], cond

@@ -292,6 +292,32 @@ class _Request:
 # --- what is written on the VM --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("from_image", [True, False], ids=["clone", "blank"])
+async def test_the_classs_extra_config_is_written_at_create(
+    vprovider: VSphereProvider, vvms: VMTracker, admin: Any, from_image: bool
+) -> None:
+    settings = {"svga.present": "TRUE", "custom.team": "storage"}
+    over: dict[str, Any] = {} if from_image else {"image": None}
+    vm_id = await create_to_end(vprovider, spec_for(vvms, extra_config=settings, **over))
+
+    def read() -> dict[str, str]:
+        vm = vim.VirtualMachine(vm_id, admin._stub)
+        return {o.key: str(o.value) for o in vm.config.extraConfig}
+
+    extra = await asyncio.to_thread(read)
+    assert {k: extra.get(k) for k in settings} == settings
+
+
+async def test_an_extra_config_key_virtrigaud_writes_is_refused(
+    vprovider: VSphereProvider, vvms: VMTracker
+) -> None:
+    spec = spec_for(vvms, extra_config={OWNER_KEY: "someone-else"})
+    with pytest.raises(TerminalError, match=OWNER_KEY) as refused:
+        await vprovider.create(spec)
+    assert refused.value.field == "spec.extraConfig"
+    assert await vprovider.find(spec.owner) is None  # refused before anything was sent
+
+
 async def test_identity_cloud_init_and_tags_are_stored(
     vprovider: VSphereProvider, vvms: VMTracker, admin: Any
 ) -> None:

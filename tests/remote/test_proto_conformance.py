@@ -171,3 +171,28 @@ def test_a_proxmox_images_clone_settings_cross_the_wire() -> None:
         "Path",
         "URL",
     }
+
+
+def test_a_vm_spec_crosses_the_wire_whole() -> None:
+    """Create requests and clone documents carry every VMSpec field (a field added to
+    VMSpec but not to the documents fails here)."""
+    from virtrigaud.providers.base import DiskSpec, ImageSpec, NetworkSpec, Owner, VMSpec
+    from virtrigaud.providers.remote import wire
+
+    owner = Owner(namespace="ns", name="vm", uid="0b7e2c1a-2f1e-4a53-9a41-9d3e8f7c6b5a")
+    spec = VMSpec(
+        owner=owner,
+        cpu=2,
+        memory_mib=2048,
+        image=ImageSpec(template="tmpl"),
+        disks=(DiskSpec("root", 20), DiskSpec("data", 5)),
+        networks=(NetworkSpec(network="VM Network"),),
+        user_data="#cloud-config\n",
+        meta_data="instance-id: x\n",
+        placement={"datastore": "LocalDS_0"},
+        tags={"team": "storage"},
+        firmware="efi",
+        extra_config={"svga.present": "TRUE"},
+    )
+    assert wire.spec_from_create(wire.create_request("vsphere", spec), owner) == spec
+    assert wire.spec_from_document(wire.create_document("vsphere", spec), owner) == spec

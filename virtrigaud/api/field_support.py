@@ -130,7 +130,13 @@ VM_CLASS = (
     ),
     off("spec.diskDefaults", "the root disk comes from the image (grow it with spec.disks)"),
     off("spec.guestToolsPolicy", "guest tools are left as the image has them"),
-    off("spec.extraConfig", "not passed to the hypervisor"),
+    on(
+        "spec.extraConfig",
+        VSPHERE,
+        note="written into a new VM's extraConfig (create only: existing VMs keep theirs); "
+        "keys VirtRigaud writes itself (virtrigaud.*, guestinfo.virtrigaud.*, guestinfo "
+        "userdata/metadata with spec.userData) fail the VM naming the key",
+    ),
     off("spec.resourceLimits", "no limits, reservations or shares are set"),
     off("spec.performanceProfile", "not applied to the hypervisor VM"),
     off("spec.securityProfile", "not applied to the hypervisor VM"),

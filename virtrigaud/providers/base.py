@@ -210,6 +210,9 @@ class VMSpec:
     placement: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     firmware: str | None = None
+    # vSphere: advanced settings written into the new VM's extraConfig (the VMClass's
+    # spec.extraConfig), at create only.
+    extra_config: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -296,6 +296,7 @@ async def build_vm_spec(
         placement=placement,
         tags=_tags(vm),
         firmware=vm_class.spec.firmware.value if vm_class.spec.firmware else None,
+        extra_config=dict(vm_class.spec.extra_config),
     )
 
 

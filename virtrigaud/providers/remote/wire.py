@@ -133,8 +133,16 @@ def _loads(text: str, what: str) -> Any:
 # --- VMSpec <-> Go CreateRequest documents ------------------------------------------------
 
 
-def class_doc(cpu: int, memory_mib: int, disks: Sequence[DiskSpec], firmware: str | None) -> Any:
+def class_doc(
+    cpu: int,
+    memory_mib: int,
+    disks: Sequence[DiskSpec],
+    firmware: str | None,
+    extra_config: Mapping[str, str] | None = None,
+) -> Any:
     doc: dict[str, Any] = {"CPU": cpu, "MemoryMiB": memory_mib, "Firmware": firmware or ""}
+    if extra_config:
+        doc["ExtraConfig"] = dict(extra_config)
     if disks:
         root = disks[0]
         doc["DiskDefaults"] = {"Type": "", "SizeGiB": root.size_gib, "Name": root.name}
@@ -263,7 +271,9 @@ def create_request(provider_type: str, spec: VMSpec) -> pb.CreateRequest:
         name=spec.name,
         user_data=(spec.user_data or "").encode(),
         meta_data=(spec.meta_data or "").encode(),
-        class_json=_dumps(class_doc(spec.cpu, spec.memory_mib, spec.disks, spec.firmware)),
+        class_json=_dumps(
+            class_doc(spec.cpu, spec.memory_mib, spec.disks, spec.firmware, spec.extra_config)
+        ),
         image_json=_dumps(image_doc(provider_type, spec.image)),
         networks_json=_dumps(networks_doc(provider_type, spec.networks)),
         disks_json=_dumps(disks_doc(spec.disks)),
@@ -286,6 +296,7 @@ def spec_from_create(req: pb.CreateRequest, owner: Owner) -> VMSpec:
         placement=placement_from(_loads(req.placement_json, "placement_json")),
         tags=tags_from(req.tags),
         firmware=class_.get("Firmware") or None,
+        extra_config={str(k): str(v) for k, v in (class_.get("ExtraConfig") or {}).items()},
     )
 
 
@@ -293,7 +304,7 @@ def create_document(provider_type: str, spec: VMSpec) -> Any:
     """A VMSpec as the Go project's CreateRequest JSON (clone's customize_json)."""
     return {
         "Name": spec.name,
-        "Class": class_doc(spec.cpu, spec.memory_mib, spec.disks, spec.firmware),
+        "Class": class_doc(spec.cpu, spec.memory_mib, spec.disks, spec.firmware, spec.extra_config),
         "Image": image_doc(provider_type, spec.image),
         "Networks": networks_doc(provider_type, spec.networks),
         "Disks": disks_doc(spec.disks),
@@ -320,6 +331,7 @@ def spec_from_document(doc: Any, owner: Owner) -> VMSpec:
         placement=placement_from(doc.get("Placement")),
         tags=tags_from(doc.get("Tags") or ()),
         firmware=class_.get("Firmware") or None,
+        extra_config={str(k): str(v) for k, v in (class_.get("ExtraConfig") or {}).items()},
     )
 
 

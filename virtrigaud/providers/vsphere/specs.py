@@ -25,6 +25,7 @@ TAGS_KEY = "virtrigaud.tags"
 
 Device = vim.vm.device
 DeviceSpec = vim.vm.device.VirtualDeviceSpec
+RESERVED_EXTRA_PREFIXES = ("virtrigaud.", "guestinfo.virtrigaud.")
 
 
 def _option(key: str, value: str) -> Any:
@@ -75,8 +76,25 @@ def base_config(spec: VMSpec, disk_names: Sequence[str]) -> Any:
         cpuHotAddEnabled=True,
         memoryHotAddEnabled=True,
         annotation=annotation(spec),
-        extraConfig=identity_options(spec, disk_names),
+        extraConfig=identity_options(spec, disk_names) + class_options(spec),
     )
+
+
+def class_options(spec: VMSpec) -> list[Any]:
+    """The VMClass's extraConfig; a key VirtRigaud writes itself is refused, since the
+    VM's ownership, disk names and cloud-init depend on those."""
+    ours = {o.key for o in identity_options(spec, [])} | {CREATED_KEY}
+    options = []
+    for key, value in sorted(spec.extra_config.items()):
+        if key in ours or key.startswith(RESERVED_EXTRA_PREFIXES):
+            raise TerminalError(
+                f"the VMClass's spec.extraConfig sets {key!r}, which VirtRigaud writes itself "
+                f"(keys starting with {' or '.join(RESERVED_EXTRA_PREFIXES)}, and guestinfo "
+                "userdata/metadata for spec.userData): remove it from the VMClass",
+                field="spec.extraConfig",
+            )
+        options.append(_option(key, value))
+    return options
 
 
 def finish_config(spec: VMSpec, disk_names: Sequence[str], device_changes: list[Any]) -> Any:
