@@ -210,14 +210,17 @@ class VMEnv:
             },
         )
 
-    async def vm_image(self, provider_type: str, name: str | None = None) -> JSON:
+    async def vm_image(
+        self, provider_type: str, name: str | None = None, source: JSON | None = None
+    ) -> JSON:
+        """A VMImage (source: spec.source, else the stack's image for provider_type)."""
         return await self.apply(
             VM_IMAGES,
             {
                 "apiVersion": API,
                 "kind": "VMImage",
                 "metadata": {"name": name or f"{provider_type}-image", "namespace": self.namespace},
-                "spec": {"source": image_source(provider_type, self.libvirt_image)},
+                "spec": {"source": source or image_source(provider_type, self.libvirt_image)},
             },
         )
 

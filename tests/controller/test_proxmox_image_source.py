@@ -9,10 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fixtures_vm import API, PROXMOX_NODE, VMEnv, is_ready, pve_api
+from fixtures_vm import PROXMOX_NODE, VMEnv, is_ready, pve_api
 from proxmoxer import ProxmoxAPI
-
-from virtrigaud.kube.resources import VM_IMAGES
 
 pytest_plugins = ["fixtures_vm"]
 
@@ -56,24 +54,15 @@ def _root_disk(api: ProxmoxAPI, vm: JSON) -> str:
     return str(api.nodes(node).qemu(int(vmid)).config.get()["scsi0"])
 
 
-async def _image(env: VMEnv, name: str, proxmox: JSON) -> None:
-    await env.apply(
-        VM_IMAGES,
-        {
-            "apiVersion": API,
-            "kind": "VMImage",
-            "metadata": {"name": name, "namespace": env.namespace},
-            "spec": {"source": {"proxmox": proxmox}},
-        },
-    )
-
-
 async def test_template_name_linked_clone_and_storage(vm_env: VMEnv) -> None:
     api = pve_api(vm_env)
     _template(api)
     by_name = {"templateName": TEMPLATE_NAME, "node": PROXMOX_NODE}
-    await _image(vm_env, "pve-linked", {**by_name, "fullClone": False})
-    await _image(vm_env, "pve-elsewhere", {**by_name, "storage": "local-lvm"})
+    linked = {"proxmox": {**by_name, "fullClone": False}}
+    await vm_env.vm_image("proxmox", "pve-linked", linked)
+    await vm_env.vm_image(
+        "proxmox", "pve-elsewhere", {"proxmox": {**by_name, "storage": "local-lvm"}}
+    )
     for vm, image in (("pve-linked-vm", "pve-linked"), ("pve-full-vm", "pve-elsewhere")):
         await vm_env.vm(vm, "proxmox", extra_spec={"imageRef": {"name": image}})
     linked = (await vm_env.drive("pve-linked-vm", is_ready)).obj
