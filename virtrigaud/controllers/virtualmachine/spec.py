@@ -82,7 +82,7 @@ def imported_template_name(image: VMImage) -> str:
 
 
 def qualified_checksum(value: str, default_type: str) -> str:
-    """ "algorithm:hex" from a checksum field that may carry its algorithm as a prefix."""
+    """The checksum as "algorithm:hex"; the field may carry its algorithm as a prefix."""
     algorithm, _, digest = value.rpartition(":")
     return f"{(algorithm or default_type).lower()}:{digest.lower()}"
 
