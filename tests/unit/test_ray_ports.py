@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
-from virtrigaud.netports import free_ports
+from virtrigaud.netports import free_ports, server_port_band
 from virtrigaud.raynode import NodePorts, NodeSpec
 
 
@@ -74,3 +75,16 @@ def test_nodes_picked_with_the_ports_given_before_get_disjoint_worker_ranges() -
     # The same 30 picks without avoid do overlap: the check above can fail.
     random.seed(7)
     assert _overlaps([NodePorts.pick() for _ in range(30)]) > 0
+
+
+def test_server_ports_come_from_outside_the_kernels_ephemeral_range() -> None:
+    # A port from the ephemeral range can be handed to an outgoing connection between the
+    # pick and the server's bind (a raylet then aborts: "Failed to start the grpc server").
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    low, high = server_port_band()
+    assert high <= ephemeral_low and high <= 10000
+    ports = free_ports(200)
+    assert len(set(ports)) == 200
+    assert all(low <= p < high for p in ports)
+    # ... and from outside every node's worker range.
+    assert all(not 20000 <= p < 32000 for p in ports)
