@@ -42,7 +42,7 @@ def free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
     try:
         for _ in range(200 * count):
             if len(picked) == count:
-                return picked
+                break
             port = random.randrange(low, high)
             if port in avoid or port in picked:
                 continue
@@ -54,9 +54,9 @@ def free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
                 continue
             held.append(probe)
             picked.append(port)
-        if len(picked) == count:
-            return picked
-        raise RuntimeError(f"no {count} free ports between {low} and {high}")
     finally:
         for probe in held:
             probe.close()
+    if len(picked) < count:
+        raise RuntimeError(f"no {count} free ports between {low} and {high}")
+    return picked

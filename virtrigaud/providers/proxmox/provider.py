@@ -126,7 +126,9 @@ class ProxmoxProvider(Provider):
         data = await self._call("snapshots", lambda p: p.nodes(node).qemu(vmid).snapshot.get())
         return [s["name"] for s in data or [] if s.get("name") != "current"]
 
-    def _option(self, spec: VMSpec, key: str) -> str | None:
+    def _option(self, spec: VMSpec, key: str, image_value: str | None = None) -> str | None:
+        """The VM's spec.placement key, else the image's own setting, else the Provider's
+        default; a placement key this provider does not know is refused."""
         unknown = set(spec.placement) - PLACEMENT_KEYS
         if unknown:
             raise TerminalError(
@@ -134,23 +136,10 @@ class ProxmoxProvider(Provider):
                 f"not {', '.join(sorted(unknown))}",
                 field=f"spec.placement.{sorted(unknown)[0]}",
             )
-        return spec.placement.get(key) or self.defaults.get(key) or None
-
-    def _clone_mode(self, spec: VMSpec) -> str:
-        """The VM's spec.placement.cloneMode, else linked when its image asks for it
-        (fullClone: false), else the Provider's default, else full."""
-        self._option(spec, "cloneMode")  # refuses placement keys it does not know
-        if spec.placement.get("cloneMode"):
-            return spec.placement["cloneMode"]
-        if spec.image is not None and spec.image.linked_clone:
-            return "linked"
-        return self.defaults.get("cloneMode") or "full"
+        return spec.placement.get(key) or image_value or self.defaults.get(key) or None
 
     def _clone_storage(self, spec: VMSpec) -> str | None:
-        """The VM's spec.placement storage, else its image's, else the Provider's default."""
-        self._option(spec, "storage")
-        image = spec.image.storage if spec.image is not None else None
-        return spec.placement.get("storage") or image or self.defaults.get("storage") or None
+        return self._option(spec, "storage", spec.image.storage if spec.image else None)
 
     def _info(
         self,
@@ -380,7 +369,8 @@ class ProxmoxProvider(Provider):
         cached: tuple[str, int] | None,
         slot: Slot | None,
     ) -> tuple[str, TaskRef]:
-        full = self._clone_mode(spec) != "linked"
+        linked = "linked" if spec.image is not None and spec.image.linked_clone else None
+        full = self._option(spec, "cloneMode", linked) != "linked"
         if known_absent and spec.image is not None and cached is not None:
             try:
                 return await self._clone_into(*cached, spec, full=full, slot=slot)

@@ -182,17 +182,16 @@ def image_from(doc: Any) -> ImageSpec | None:
     template = named or url
     if not template:
         return None
+    # The import settings mean something only for a named template imported from a URL.
+    imports = bool(named and url)
+    checksum = doc.get("Checksum") if imports else None
     return ImageSpec(
         template=str(template),
         node=doc.get("Node") or None,
-        import_url=str(url) if named and url else None,
-        import_checksum=(
-            f"{doc.get('ChecksumType') or 'sha256'}:{doc['Checksum']}"
-            if named and url and doc.get("Checksum")
-            else None
-        ),
-        import_datastore=(doc.get("Datastore") or None) if named and url else None,
-        import_folder=(doc.get("Folder") or None) if named and url else None,
+        import_url=str(url) if imports else None,
+        import_checksum=f"{doc.get('ChecksumType') or 'sha256'}:{checksum}" if checksum else None,
+        import_datastore=(doc.get("Datastore") or None) if imports else None,
+        import_folder=(doc.get("Folder") or None) if imports else None,
         storage=doc.get("Storage") or None,
         linked_clone=doc.get("FullClone") is False,
     )
